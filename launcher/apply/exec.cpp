@@ -1,0 +1,78 @@
+#include "apply/exec.hpp"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <climits>
+#include <sstream>
+
+namespace ik {
+namespace {
+
+std::string env_value(const std::vector<std::string>& env, const std::string& name) {
+  for (const auto& kv : env)
+    if (kv.compare(0, name.size() + 1, name + "=") == 0) return kv.substr(name.size() + 1);
+  return {};
+}
+
+std::vector<std::string> split_path(const std::string& path) {
+  std::vector<std::string> out;
+  std::stringstream ss(path);
+  std::string dir;
+  while (std::getline(ss, dir, ':')) out.push_back(dir.empty() ? "." : dir);
+  return out;
+}
+
+Error exec_error(const std::string& program, int err, const std::string& where) {
+  if (err == ENOENT)
+    return Error{program, 0, "not found inside the sandbox" + where, {}, kExitNotFound};
+  return Error{program, err, "cannot execute inside the sandbox", {}, kExitNotExecutable};
+}
+
+}  // namespace
+
+Error exec_program(const std::vector<std::string>& argv, const std::vector<std::string>& env) {
+  std::vector<char*> cargv, cenv;
+  for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+  cargv.push_back(nullptr);
+  for (const auto& e : env) cenv.push_back(const_cast<char*>(e.c_str()));
+  cenv.push_back(nullptr);
+  const std::string& prog = argv[0];
+  if (prog.find('/') != std::string::npos) {
+    execve(prog.c_str(), cargv.data(), cenv.data());
+    return exec_error(prog, errno, "");
+  }
+  // PATH search with the sandbox's PATH (execvpe would use ours).
+  int first_error = ENOENT;
+  for (const auto& dir : split_path(env_value(env, "PATH"))) {
+    std::string candidate = dir + "/" + prog;
+    execve(candidate.c_str(), cargv.data(), cenv.data());
+    if (errno != ENOENT && errno != ENOTDIR && first_error == ENOENT) first_error = errno;
+  }
+  return exec_error(prog, first_error, first_error == ENOENT ? " (searched PATH=" + env_value(env, "PATH") + ")" : "");
+}
+
+std::string not_found_hint(const std::string& program, const std::string& host_path_var) {
+  std::string host_path;
+  if (program.find('/') != std::string::npos) {
+    if (access(program.c_str(), F_OK) == 0) host_path = program;
+  } else {
+    for (const auto& dir : split_path(host_path_var)) {
+      std::string candidate = dir + "/" + program;
+      if (access(candidate.c_str(), X_OK) == 0) {
+        host_path = candidate;
+        break;
+      }
+    }
+  }
+  if (host_path.empty()) return "check the name, and mount the directory that holds it with --mnt ro:DIR";
+  char real[PATH_MAX];
+  std::string p = realpath(host_path.c_str(), real) ? std::string(real) : host_path;
+  // Suggest the prefix that holds .../bin/prog (a conda env, a venv, /opt/x).
+  std::string dir = p.substr(0, p.rfind('/'));
+  if (dir.size() > 4 && dir.compare(dir.size() - 4, 4, "/bin") == 0) dir = dir.substr(0, dir.size() - 4);
+  if (dir.empty()) dir = "/";
+  return "on the host it is " + p + ", under " + dir + ": add --mnt ro:" + dir;
+}
+
+}  // namespace ik

@@ -1,0 +1,269 @@
+#include "apply/mounts.hpp"
+
+#include <fcntl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <string>
+
+#include "common/fd.hpp"
+#include "common/log.hpp"
+
+namespace ik {
+namespace {
+
+// Layout of the scratch tmpfs we pivot into first. It lives only in our own
+// mount namespace, so nothing is ever created on the host.
+constexpr const char* kNewRoot = "/newroot";
+constexpr const char* kOldRoot = "/oldroot";  // the host's root during set-up
+constexpr const char* kFiles = "/files";      // synthesized files before they are bound
+
+std::string inside(const std::string& dest) { return dest == "/" ? kNewRoot : kNewRoot + dest; }
+std::string on_host(const std::string& src) { return kOldRoot + src; }
+
+Status do_mount(const char* src, const std::string& dst, const char* type, unsigned long flags,
+                const std::string& data, const std::string& step) {
+  if (mount(src, dst.c_str(), type, flags, data.empty() ? nullptr : data.c_str()) != 0) {
+    int e = errno;
+    std::string hint;
+    if (e == ENOSPC) hint = "too many mounts: raise fs.mount-max";
+    return sys_error(step, e, hint);
+  }
+  return ok();
+}
+
+std::string tmpfs_data(unsigned mode, std::uint64_t size) {
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "mode=%o,size=%llu", mode, static_cast<unsigned long long>(size));
+  return buf;
+}
+
+// mkdir -p below the new root. The planner has checked that no component
+// would have to be created inside a host bind.
+Status make_dirs(const std::string& path, unsigned mode) {
+  for (size_t i = 1; i <= path.size(); ++i) {
+    if (i != path.size() && path[i] != '/') continue;
+    std::string prefix = path.substr(0, i);
+    if (mkdir(prefix.c_str(), mode) != 0 && errno != EEXIST) return sys_error("mkdir " + prefix);
+  }
+  return ok();
+}
+
+Status make_parent_dirs(const std::string& path) {
+  auto slash = path.rfind('/');
+  if (slash == 0 || slash == std::string::npos) return ok();
+  return make_dirs(path.substr(0, slash), 0755);
+}
+
+// A mount point of the right type: a directory for a directory, an empty
+// file for a file (binding a file over a directory fails with ENOTDIR).
+Status make_mount_point(const std::string& path, bool is_dir) {
+  if (is_dir) return make_dirs(path, 0755);
+  IK_TRY(make_parent_dirs(path));
+  struct stat st;
+  if (stat(path.c_str(), &st) == 0) return ok();
+  UniqueFd fd(open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0444));
+  if (!fd.valid() && errno != EEXIST) return sys_error("create mount point " + path);
+  return ok();
+}
+
+Status write_file(const std::string& path, const std::string& content, unsigned mode) {
+  UniqueFd fd(open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode));
+  if (!fd.valid()) return sys_error("create " + path);
+  if (write(fd.get(), content.data(), content.size()) != static_cast<ssize_t>(content.size()))
+    return sys_error("write " + path);
+  if (fchmod(fd.get(), mode) != 0) return sys_error("chmod " + path);
+  return ok();
+}
+
+// Bind `src` (a path in the current tree) at `dst`, then add attributes.
+Status bind_at(const std::string& src, const std::string& dst, bool is_dir, unsigned attrs,
+               const std::string& step) {
+  IK_TRY(make_mount_point(dst, is_dir));
+  // Always MS_REC: inside a user namespace a non-recursive bind of a tree
+  // with locked submounts fails with EINVAL (and would uncover what they hide).
+  IK_TRY(do_mount(src.c_str(), dst, nullptr, MS_BIND | MS_REC, {}, step));
+  Status s = add_mount_attrs(dst, attrs, /*recursive=*/true);
+  if (!s) {
+    Error e = s.error();
+    e.step = step + ": " + e.step;
+    return e;
+  }
+  return ok();
+}
+
+Status apply_tmpfs(const MountOp& op, const Plan& plan) {
+  std::string dst = inside(op.dest);
+  IK_TRY(make_dirs(dst, 0755));
+  std::string data = tmpfs_data(op.mode, plan.tmpfs_size);
+  if (op.owned) data += ",uid=" + std::to_string(plan.id.inner_uid) + ",gid=" + std::to_string(plan.id.inner_gid);
+  log::step("tmpfs %s (%s) %s", op.dest.c_str(), op.why.c_str(), data.c_str());
+  return do_mount("tmpfs", dst, "tmpfs", MS_NOSUID | MS_NODEV, data, "tmpfs " + op.dest + " (" + op.why + ")");
+}
+
+Status apply_bind(const MountOp& op) {
+  log::step("bind %s -> %s %s (%s)", op.src.c_str(), op.dest.c_str(), op.readonly ? "ro" : "rw", op.why.c_str());
+  unsigned attrs = kAttrNoSuid | kAttrNoDev | (op.readonly ? kAttrReadOnly : 0u);
+  return bind_at(on_host(op.src), inside(op.dest), op.src_is_dir, attrs,
+                 "bind " + op.src + " at " + op.dest + " (" + op.why + ")");
+}
+
+Status apply_file(const MountOp& op, int index, const std::string& content, unsigned mode) {
+  std::string scratch = std::string(kFiles) + "/" + std::to_string(index);
+  IK_TRY(write_file(scratch, content, mode));
+  log::step("file %s (%zu bytes, %s, %s)", op.dest.c_str(), content.size(), op.readonly ? "ro" : "rw",
+            op.why.c_str());
+  unsigned attrs = kAttrNoSuid | kAttrNoDev | (op.readonly ? kAttrReadOnly : 0u);
+  return bind_at(scratch, inside(op.dest), false, attrs, "file " + op.dest + " (" + op.why + ")");
+}
+
+Status apply_symlink(const MountOp& op) {
+  std::string dst = inside(op.dest);
+  IK_TRY(make_parent_dirs(dst));
+  log::step("symlink %s -> %s", op.dest.c_str(), op.src.c_str());
+  if (symlink(op.src.c_str(), dst.c_str()) != 0 && errno != EEXIST) return sys_error("symlink " + op.dest);
+  return ok();
+}
+
+// Fresh procfs for our pid namespace, mounted while the host's /proc is still
+// visible under /oldroot (the kernel requires a fully visible procfs in the
+// mount namespace to allow it). Then the writable kernel knobs go read-only.
+Status apply_proc(const MountOp& op) {
+  std::string dst = inside(op.dest);
+  IK_TRY(make_dirs(dst, 0555));
+  log::step("proc %s", op.dest.c_str());
+  Status s = do_mount("proc", dst, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, {}, "mount proc at " + op.dest);
+  if (!s) {
+    Error e = s.error();
+    if (e.err == EPERM)
+      e.hint = "the host's /proc has paths mounted over it (typical in containers): procfs cannot be "
+               "mounted in a new pid namespace here; run on the host or with an unmasked /proc";
+    return e;
+  }
+  for (const char* sub : {"sys", "sysrq-trigger", "irq", "bus", "fs"}) {
+    std::string p = dst + "/" + sub;
+    struct stat st;
+    if (lstat(p.c_str(), &st) != 0) continue;
+    IK_TRY(do_mount(p.c_str(), p, nullptr, MS_BIND | MS_REC, {}, "bind /proc/" + std::string(sub)));
+    IK_TRY(add_mount_attrs(p, kAttrReadOnly | kAttrNoSuid | kAttrNoDev, true));
+  }
+  return ok();
+}
+
+// A minimal /dev: a few host nodes bound onto empty files (mknod is denied in
+// a user namespace), a private devpts, /dev/shm and the usual links.
+Status apply_dev(const MountOp& op, const Plan& plan) {
+  std::string dev = inside(op.dest);
+  IK_TRY(make_dirs(dev, 0755));
+  log::step("dev %s (null zero full random urandom tty, pts, shm)", op.dest.c_str());
+  IK_TRY(do_mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, tmpfs_data(0755, 1 << 20), "tmpfs /dev"));
+  for (const char* node : {"null", "zero", "full", "random", "urandom", "tty"}) {
+    std::string src = on_host(std::string("/dev/") + node);
+    if (access(src.c_str(), F_OK) != 0) continue;
+    // No nodev here: these binds exist to be opened as devices.
+    IK_TRY(bind_at(src, dev + "/" + node, false, kAttrNoSuid, std::string("bind /dev/") + node));
+  }
+  const struct { const char* name; const char* target; } links[] = {
+      {"fd", "/proc/self/fd"}, {"stdin", "/proc/self/fd/0"}, {"stdout", "/proc/self/fd/1"},
+      {"stderr", "/proc/self/fd/2"}, {"ptmx", "pts/ptmx"}};
+  for (const auto& l : links)
+    if (symlink(l.target, (dev + "/" + l.name).c_str()) != 0)
+      return sys_error(std::string("symlink /dev/") + l.name);
+  IK_TRY(make_dirs(dev + "/pts", 0755));
+  IK_TRY(do_mount("devpts", dev + "/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620",
+                  "mount devpts"));
+  IK_TRY(make_dirs(dev + "/shm", 0755));
+  IK_TRY(do_mount("tmpfs", dev + "/shm", "tmpfs", MS_NOSUID | MS_NODEV, tmpfs_data(01777, plan.tmpfs_size),
+                  "tmpfs /dev/shm"));
+  return ok();
+}
+
+Status apply_op(const MountOp& op, int index, const Plan& plan) {
+  switch (op.kind) {
+    case OpKind::kTmpfs: return apply_tmpfs(op, plan);
+    case OpKind::kBind: return apply_bind(op);
+    case OpKind::kDir:
+      log::step("dir %s", op.dest.c_str());
+      return make_dirs(inside(op.dest), op.mode);
+    case OpKind::kSymlink: return apply_symlink(op);
+    case OpKind::kFile: return apply_file(op, index, op.content, op.mode);
+    case OpKind::kEmpty: return apply_file(op, index, "", 0444);
+    case OpKind::kProc: return apply_proc(op);
+    case OpKind::kDev: return apply_dev(op, plan);
+  }
+  return ok();
+}
+
+// pivot_root(new, put_old) then chdir("/"). pivot_root needs `dir` to be a
+// mount point and no shared mounts around it (we made everything private).
+Status pivot_into(const std::string& dir, const std::string& put_old) {
+  if (chdir(dir.c_str()) != 0) return sys_error("chdir " + dir);
+  if (syscall(SYS_pivot_root, ".", put_old.c_str()) != 0) return sys_error("pivot_root into " + dir);
+  if (chdir("/") != 0) return sys_error("chdir /");
+  return ok();
+}
+
+Status prepare_scratch(const Plan& plan) {
+  // Before any other mount: make every mount private, so nothing we do
+  // propagates to the host (systemd makes / shared).
+  IK_TRY(do_mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, {}, "make / private"));
+  IK_TRY(do_mount("tmpfs", plan.build_dir, "tmpfs", MS_NOSUID | MS_NODEV, tmpfs_data(0755, plan.tmpfs_size),
+                  "tmpfs at -b " + plan.build_dir));
+  for (const char* d : {kNewRoot, kOldRoot, kFiles})
+    if (mkdir((plan.build_dir + d).c_str(), 0755) != 0) return sys_error("mkdir " + plan.build_dir + d);
+  // The host root goes to /oldroot: sources are read from there, so even a
+  // source under the -b directory stays reachable.
+  IK_TRY(pivot_into(plan.build_dir, plan.build_dir + kOldRoot));
+  if (chmod(kFiles, 0700) != 0) return sys_error("chmod /files");
+  return ok();
+}
+
+// Final pivot into /newroot and detach everything else (host tree included).
+// Never chroot: with capabilities in the namespace a chroot is escapable.
+Status switch_root() {
+  IK_TRY(pivot_into(kNewRoot, kNewRoot));
+  // pivot_root(".", ".") stacks the old root on top of the new one; detach it.
+  if (umount2("/", MNT_DETACH) != 0) return sys_error("detach the old root");
+  if (chdir("/") != 0) return sys_error("chdir /");
+  return ok();
+}
+
+}  // namespace
+
+Status add_mount_attrs(const std::string& path, unsigned attrs, bool recursive) {
+  struct mount_attr attr {};
+  if (attrs & kAttrReadOnly) attr.attr_set |= MOUNT_ATTR_RDONLY;
+  if (attrs & kAttrNoSuid) attr.attr_set |= MOUNT_ATTR_NOSUID;
+  if (attrs & kAttrNoDev) attr.attr_set |= MOUNT_ATTR_NODEV;
+  unsigned flags = AT_SYMLINK_NOFOLLOW | (recursive ? AT_RECURSIVE : 0u);
+  if (mount_setattr(AT_FDCWD, path.c_str(), flags, &attr, sizeof attr) == 0) return ok();
+  if (errno != ENOSYS) return sys_error("set mount attributes on " + path);
+  // Kernels before 5.12: MS_REMOUNT|MS_BIND must repeat the flags the kernel
+  // locked on this mount or it fails with EPERM (top mount only).
+  struct statvfs sv;
+  if (statvfs(path.c_str(), &sv) != 0) return sys_error("statvfs " + path);
+  unsigned long flags_old = MS_REMOUNT | MS_BIND;
+  if (sv.f_flag & ST_NOEXEC) flags_old |= MS_NOEXEC;
+  if ((sv.f_flag & ST_NOSUID) || (attrs & kAttrNoSuid)) flags_old |= MS_NOSUID;
+  if ((sv.f_flag & ST_NODEV) || (attrs & kAttrNoDev)) flags_old |= MS_NODEV;
+  if ((sv.f_flag & ST_RDONLY) || (attrs & kAttrReadOnly)) flags_old |= MS_RDONLY;
+  return do_mount(nullptr, path, nullptr, flags_old, {}, "remount " + path);
+}
+
+Status build_root_and_pivot(const Plan& plan) {
+  IK_TRY(prepare_scratch(plan));
+  int index = 0;
+  for (const auto& op : plan.ops) IK_TRY(apply_op(op, index++, plan));
+  // The root tmpfs and /dev are complete: make them read-only (the writable
+  // places are /tmp, HOME, /dev/shm and rw binds, which are separate mounts).
+  IK_TRY(add_mount_attrs(kNewRoot, kAttrReadOnly | kAttrNoSuid | kAttrNoDev, false));
+  std::string dev = std::string(kNewRoot) + "/dev";
+  if (access(dev.c_str(), F_OK) == 0) IK_TRY(add_mount_attrs(dev, kAttrReadOnly | kAttrNoSuid, false));
+  return switch_root();
+}
+
+}  // namespace ik

@@ -1,0 +1,39 @@
+// Starting a sandbox from a Plan: clone into new namespaces, map ids, let the
+// child build the root, and report set-up errors back. The ordered child
+// steps live in child_steps() in sandbox.cpp.
+#pragma once
+#include <sys/types.h>
+
+#include "common/error.hpp"
+#include "common/fd.hpp"
+#include "plan/plan.hpp"
+
+namespace ik {
+
+// The running sandbox (its PID 1, seen from the host). Owns it: if still
+// running when destroyed, it is SIGKILLed (taking the whole pid namespace
+// with it) and reaped.
+class SandboxProcess {
+ public:
+  SandboxProcess(pid_t pid, UniqueFd pidfd) : pid_(pid), pidfd_(std::move(pidfd)) {}
+  SandboxProcess(SandboxProcess&& o) noexcept : pid_(std::exchange(o.pid_, -1)), pidfd_(std::move(o.pidfd_)) {}
+  SandboxProcess& operator=(SandboxProcess&&) = delete;
+  ~SandboxProcess();
+
+  pid_t pid() const { return pid_; }
+  int pidfd() const { return pidfd_.get(); }  // readable when it exits
+  void signal(int sig) const;
+  // Reaps it (blocks until it exits) and returns its exit status.
+  int wait();
+
+ private:
+  pid_t pid_;
+  UniqueFd pidfd_;
+};
+
+// Callers block forwarded_signals() and SIGCHLD before calling this (so no
+// signal is lost between clone and the monitor loop). Returns once the
+// program has been exec'd inside, or with the child's set-up error.
+Result<SandboxProcess> spawn_sandbox(const Plan& plan);
+
+}  // namespace ik

@@ -1,0 +1,47 @@
+// Sandbox options on the command line, shared by `isolate` and
+// `isolated-kernel-launcher` (CLI11). Usage:
+//   CLI::App app; SandboxCli cli(app); app.parse(...); cli.finish(opts);
+#pragma once
+#include <CLI/CLI.hpp>
+#include <string>
+#include <vector>
+
+#include "common/error.hpp"
+#include "parse/options.hpp"
+
+namespace ik {
+
+class SandboxCli {
+ public:
+  explicit SandboxCli(CLI::App& app);
+  // Merges config file (if any), MNTDIRS, defaults and the given flags into
+  // `out`. `mntdirs` is the MNTDIRS environment variable or nullptr.
+  Status finish(Options& out, const char* mntdirs) const;
+
+ private:
+  CLI::App& app_;
+  std::vector<std::string> mnt_lists_;
+  std::string build_dir_, tmpfs_size_, hostname_, config_, chdir_, seccomp_;
+  std::vector<std::string> setenv_, keep_env_;
+  std::string memory_, cpu_time_, wall_time_, nproc_, nofile_, fsize_;
+  bool no_net_ = false, share_net_ = false, root_ = false, print_plan_ = false, allow_userns_ = false;
+  int verbose_ = 0;
+};
+
+// isolate.sh accepted "-m=LIST" and "-b=DIR"; CLI11 does not, so rewrite
+// those to "-m LIST" before parsing. Stops at "--".
+std::vector<std::string> normalize_short_equals(int argc, char** argv);
+
+// Splits the arguments like env(1) and bwrap: options up to the first word
+// that is not an option (or "--"), then the command, untouched.
+struct SplitArgs {
+  std::vector<std::string> options;
+  std::vector<std::string> command;
+};
+SplitArgs split_command(const CLI::App& app, const std::vector<std::string>& args);
+
+// Parses `args` (options only) with CLI11. Returns -1 to go on, else the
+// exit status (help, version, usage error already printed).
+int parse_options(CLI::App& app, std::vector<std::string> options, const char* program);
+
+}  // namespace ik

@@ -1,0 +1,182 @@
+#include "parse/config.hpp"
+
+#include <fstream>
+#include <sstream>
+
+#include "parse/mount_list.hpp"
+#include "parse/units.hpp"
+
+namespace ik {
+namespace {
+using nlohmann::json;
+
+Error type_error(const std::string& where, const std::string& key, const char* expected) {
+  return usage_error(where + ": key '" + key + "' must be " + expected);
+}
+
+// Accepts a number or a string with units for size/duration keys.
+Result<std::uint64_t> unit_value(const json& v, const std::string& where, const std::string& key,
+                                 Result<std::uint64_t> (*parse)(const std::string&, const std::string&)) {
+  if (v.is_number_unsigned()) return v.get<std::uint64_t>();
+  if (v.is_string()) return parse(v.get<std::string>(), where + ": key '" + key + "'");
+  return type_error(where, key, "a non-negative number or a string like \"512M\" / \"10m\"");
+}
+
+Status apply_limits(const json& limits, const std::string& where, Limits& out) {
+  if (!limits.is_object()) return type_error(where, "limits", "an object");
+  for (const auto& [key, v] : limits.items()) {
+    const std::string k = "limits." + key;
+    std::optional<std::uint64_t>* slot = nullptr;
+    auto parse = &parse_count;
+    if (key == "memory") slot = &out.memory_bytes, parse = &parse_size;
+    else if (key == "cpu_time") slot = &out.cpu_seconds, parse = &parse_seconds;
+    else if (key == "wall_time") slot = &out.wall_seconds, parse = &parse_seconds;
+    else if (key == "nproc") slot = &out.nproc;
+    else if (key == "nofile") slot = &out.nofile;
+    else if (key == "fsize") slot = &out.fsize_bytes, parse = &parse_size;
+    else
+      return usage_error(where + ": unknown key '" + k + "'",
+                         "known: memory, cpu_time, wall_time, nproc, nofile, fsize");
+    auto r = unit_value(v, where, k, parse);
+    if (!r) return r.error();
+    *slot = *r;
+  }
+  return ok();
+}
+
+Status apply_mounts(const json& v, const std::string& where, Options& opts) {
+  std::vector<std::string> lists;
+  if (v.is_string()) lists.push_back(v.get<std::string>());
+  else if (v.is_array()) {
+    for (const auto& item : v) {
+      if (!item.is_string()) return type_error(where, "mounts", "a string or an array of strings");
+      lists.push_back(item.get<std::string>());
+    }
+  } else return type_error(where, "mounts", "a string or an array of strings");
+  for (const auto& l : lists) {
+    auto entries = parse_mount_list(l);
+    if (!entries) {
+      Error e = entries.error();
+      e.step = where + ": " + e.step;
+      return e;
+    }
+    for (auto& e : *entries) opts.mounts.push_back(std::move(e));
+  }
+  opts.mounts_given = true;
+  return ok();
+}
+
+template <typename T>
+Status get_as(const json& v, const std::string& where, const std::string& key, const char* what, T& out) {
+  try {
+    if constexpr (std::is_same_v<T, bool>) {
+      if (!v.is_boolean()) return type_error(where, key, what);
+    } else if constexpr (std::is_same_v<T, std::string>) {
+      if (!v.is_string()) return type_error(where, key, what);
+    } else {
+      if (!v.is_number_integer()) return type_error(where, key, what);
+    }
+    out = v.get<T>();
+  } catch (const json::exception&) {
+    return type_error(where, key, what);
+  }
+  return ok();
+}
+
+Status apply_string_list(const json& v, const std::string& where, const std::string& key,
+                         std::vector<std::string>& out) {
+  if (!v.is_array()) return type_error(where, key, "an array of strings");
+  for (const auto& item : v) {
+    if (!item.is_string()) return type_error(where, key, "an array of strings");
+    out.push_back(item.get<std::string>());
+  }
+  return ok();
+}
+
+}  // namespace
+
+Status apply_config_json(const json& config, const std::string& where, Options& opts) {
+  if (!config.is_object()) return usage_error(where + ": the config must be a JSON object");
+  for (const auto& [key, v] : config.items()) {
+    if (key == "mounts") IK_TRY(apply_mounts(v, where, opts));
+    else if (key == "network") {
+      std::string net;
+      IK_TRY(get_as(v, where, key, "\"none\" or \"share\"", net));
+      if (net == "none") opts.net = NetMode::kNone;
+      else if (net == "share") opts.net = NetMode::kShare;
+      else return type_error(where, key, "\"none\" or \"share\"");
+    } else if (key == "root") IK_TRY(get_as(v, where, key, "true or false", opts.as_root));
+    else if (key == "allow_userns") IK_TRY(get_as(v, where, key, "true or false", opts.allow_userns));
+    else if (key == "verbose") IK_TRY(get_as(v, where, key, "an integer", opts.verbose));
+    else if (key == "build_dir") IK_TRY(get_as(v, where, key, "a string", opts.build_dir));
+    else if (key == "hostname") IK_TRY(get_as(v, where, key, "a string", opts.hostname));
+    else if (key == "chdir") IK_TRY(get_as(v, where, key, "a string", opts.chdir));
+    else if (key == "seccomp") {
+      IK_TRY(get_as(v, where, key, "\"default\" or \"off\"", opts.seccomp));
+      if (opts.seccomp != "default" && opts.seccomp != "off")
+        return type_error(where, key, "\"default\" or \"off\"");
+    } else if (key == "tmpfs_size") {
+      auto r = unit_value(v, where, key, &parse_size);
+      if (!r) return r.error();
+      opts.tmpfs_size = *r;
+    } else if (key == "keep_env") IK_TRY(apply_string_list(v, where, key, opts.keep_env));
+    else if (key == "setenv") {
+      if (!v.is_object()) return type_error(where, key, "an object of strings");
+      for (const auto& [name, val] : v.items()) {
+        if (!val.is_string()) return type_error(where, "setenv." + name, "a string");
+        opts.setenv.emplace_back(name, val.get<std::string>());
+      }
+    } else if (key == "limits") IK_TRY(apply_limits(v, where, opts.limits));
+    else
+      return usage_error(where + ": unknown key '" + key + "'",
+                         "known: mounts, network, root, tmpfs_size, hostname, setenv, keep_env, "
+                         "limits, chdir, seccomp, allow_userns, verbose, build_dir");
+  }
+  return ok();
+}
+
+Status apply_config_file(const std::string& path, Options& opts) {
+  std::ifstream in(path);
+  if (!in) return Error{"--config " + path, errno, {}, "check the path", kExitUsage};
+  std::stringstream buf;
+  buf << in.rdbuf();
+  json config;
+  try {
+    config = json::parse(buf.str());
+  } catch (const json::parse_error& e) {
+    return usage_error(path + ": invalid JSON: " + e.what());
+  }
+  return apply_config_json(config, path, opts);
+}
+
+json options_to_config_json(const Options& opts) {
+  json j;
+  json mounts = json::array();
+  for (const auto& m : opts.mounts) mounts.push_back(m.text);
+  j["mounts"] = mounts;
+  j["network"] = opts.net == NetMode::kShare ? "share" : "none";
+  j["root"] = opts.as_root;
+  j["tmpfs_size"] = opts.tmpfs_size;
+  j["hostname"] = opts.hostname;
+  j["seccomp"] = opts.seccomp;
+  j["allow_userns"] = opts.allow_userns;
+  json env = json::object();
+  for (const auto& [k, v] : opts.setenv) env[k] = v;
+  j["setenv"] = env;
+  j["keep_env"] = opts.keep_env;
+  json limits = json::object();
+  const auto put = [&](const char* k, const std::optional<std::uint64_t>& v) {
+    if (v) limits[k] = *v;
+  };
+  put("memory", opts.limits.memory_bytes);
+  put("cpu_time", opts.limits.cpu_seconds);
+  put("wall_time", opts.limits.wall_seconds);
+  put("nproc", opts.limits.nproc);
+  put("nofile", opts.limits.nofile);
+  put("fsize", opts.limits.fsize_bytes);
+  j["limits"] = limits;
+  if (!opts.chdir.empty()) j["chdir"] = opts.chdir;
+  return j;
+}
+
+}  // namespace ik

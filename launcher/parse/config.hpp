@@ -1,0 +1,20 @@
+// The JSON config (--config FILE, and the kernelspec metadata): the same
+// settings as the command line. Unknown keys and wrong types are errors.
+#pragma once
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "common/error.hpp"
+#include "parse/options.hpp"
+
+namespace ik {
+
+// Applies the settings in `config` on top of `opts`. `where` names the source
+// (file path) for messages.
+Status apply_config_json(const nlohmann::json& config, const std::string& where, Options& opts);
+Status apply_config_file(const std::string& path, Options& opts);
+
+// The settings of `opts` as config JSON (the inverse of apply_config_json).
+nlohmann::json options_to_config_json(const Options& opts);
+
+}  // namespace ik

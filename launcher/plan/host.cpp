@@ -1,0 +1,55 @@
+#include "plan/host.hpp"
+
+#include <pwd.h>
+#include <grp.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <climits>
+
+namespace ik {
+namespace {
+
+// $PWD keeps the path the user typed (through symlinks); use it when it
+// still names the current directory, like `pwd -L`.
+std::string logical_cwd(const std::map<std::string, std::string>& env) {
+  char buf[PATH_MAX];
+  std::string physical = getcwd(buf, sizeof buf) ? buf : "/";
+  auto it = env.find("PWD");
+  if (it == env.end() || it->second.empty() || it->second[0] != '/') return physical;
+  struct stat a, b;
+  if (stat(it->second.c_str(), &a) == 0 && stat(physical.c_str(), &b) == 0 && a.st_dev == b.st_dev &&
+      a.st_ino == b.st_ino)
+    return it->second;
+  return physical;
+}
+
+}  // namespace
+
+Result<HostInfo> read_host_info(char** envp) {
+  HostInfo h;
+  for (char** e = envp; e && *e; ++e) {
+    std::string kv = *e;
+    auto eq = kv.find('=');
+    if (eq != std::string::npos) h.env.emplace(kv.substr(0, eq), kv.substr(eq + 1));
+  }
+  h.uid = getuid();
+  h.gid = getgid();
+  if (const passwd* pw = getpwuid(h.uid)) {
+    h.user = pw->pw_name;
+    h.home = pw->pw_dir;
+    h.shell = pw->pw_shell;
+  } else {
+    h.user = "user" + std::to_string(h.uid);
+    h.shell = "/bin/sh";
+  }
+  if (const group* gr = getgrgid(h.gid)) h.group = gr->gr_name;
+  else h.group = h.user;
+  if (auto it = h.env.find("HOME"); it != h.env.end() && !it->second.empty()) h.home = it->second;
+  if (h.home.empty() || h.home[0] != '/') h.home = "/nonexistent";
+  if (h.shell.empty()) h.shell = "/bin/sh";
+  h.cwd = logical_cwd(h.env);
+  return h;
+}
+
+}  // namespace ik

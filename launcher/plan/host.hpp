@@ -1,0 +1,27 @@
+// Facts about the caller gathered once on the host, the planner's only
+// input besides Options (so the planner can be tested with made-up hosts).
+#pragma once
+#include <sys/types.h>
+
+#include <map>
+#include <string>
+
+#include "common/error.hpp"
+
+namespace ik {
+
+struct HostInfo {
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::string user;
+  std::string group;
+  std::string home;
+  std::string shell;
+  std::string cwd;  // logical: $PWD when it names the current directory
+  std::map<std::string, std::string> env;
+};
+
+// Reads uid/gid, passwd entry, $HOME, logical cwd and the environment.
+Result<HostInfo> read_host_info(char** envp);
+
+}  // namespace ik

@@ -1,0 +1,69 @@
+// The plan: everything the sandbox will do, resolved and ordered, as plain
+// data. Built on the host before clone(); printed by --print-plan; executed
+// by apply/. Nothing in here touches the system.
+#pragma once
+#include <sys/types.h>
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "parse/options.hpp"
+
+namespace ik {
+
+enum class OpKind {
+  kTmpfs,    // empty tmpfs at dest (mode, owner = inner uid when `owned`)
+  kBind,     // host path src (resolved, no symlinks) bound at dest
+  kDir,      // directory on the tmpfs it lives in
+  kSymlink,  // symlink dest -> src
+  kFile,     // synthesized file with `content`, bound at dest
+  kEmpty,    // DEST=none over a file: an empty read-only file bound at dest
+  kProc,     // fresh procfs for the new pid namespace
+  kDev,      // minimal /dev: null zero full random urandom tty, pts, shm, fd links
+};
+
+const char* op_kind_name(OpKind k);
+
+struct MountOp {
+  OpKind kind;
+  std::string dest;        // absolute path inside the sandbox
+  std::string src;         // kBind: host path; kSymlink: target
+  std::string content;     // kFile
+  bool readonly = false;   // kBind/kFile: remount read-only
+  bool src_is_dir = true;  // kBind: make a directory or a file as mount point
+  bool owned = false;      // kTmpfs: owned by the sandbox user (HOME)
+  unsigned mode = 0755;    // kTmpfs/kDir/kFile
+  std::string why;         // where it came from: "system", "etc", "home", "--mnt ro:/x", ...
+};
+
+struct Identity {
+  uid_t outer_uid = 0;
+  gid_t outer_gid = 0;
+  uid_t inner_uid = 0;
+  gid_t inner_gid = 0;
+  std::string user;   // login name
+  std::string home;   // HOME inside (the caller's HOME path)
+  std::string shell;  // login shell
+};
+
+struct Plan {
+  Identity id;
+  std::vector<MountOp> ops;  // executed in this order
+  bool new_net = true;
+  std::string hostname;
+  std::string build_dir;
+  std::uint64_t tmpfs_size = 0;
+  std::string cwd;                 // working directory inside
+  std::vector<std::string> argv;   // program and arguments (argv[0] may need PATH lookup)
+  std::vector<std::string> env;    // complete environment, "K=V"
+  Limits limits;
+  bool seccomp = true;
+  bool allow_userns = false;
+  int verbose = 0;
+};
+
+nlohmann::json plan_to_json(const Plan& plan);
+
+}  // namespace ik

@@ -1,0 +1,64 @@
+#include "plan/plan.hpp"
+
+namespace ik {
+
+const char* op_kind_name(OpKind k) {
+  switch (k) {
+    case OpKind::kTmpfs: return "tmpfs";
+    case OpKind::kBind: return "bind";
+    case OpKind::kDir: return "dir";
+    case OpKind::kSymlink: return "symlink";
+    case OpKind::kFile: return "file";
+    case OpKind::kEmpty: return "empty-file";
+    case OpKind::kProc: return "proc";
+    case OpKind::kDev: return "dev";
+  }
+  return "?";
+}
+
+nlohmann::json plan_to_json(const Plan& plan) {
+  using nlohmann::json;
+  json ops = json::array();
+  for (const auto& op : plan.ops) {
+    json j{{"op", op_kind_name(op.kind)}, {"dest", op.dest}, {"why", op.why}};
+    if (op.kind == OpKind::kBind) {
+      j["src"] = op.src;
+      j["type"] = op.src_is_dir ? "dir" : "file";
+    }
+    if (op.kind == OpKind::kSymlink) j["target"] = op.src;
+    if (op.kind == OpKind::kBind || op.kind == OpKind::kFile || op.kind == OpKind::kEmpty)
+      j["access"] = op.readonly ? "ro" : "rw";
+    if (op.kind == OpKind::kFile) j["bytes"] = op.content.size();
+    ops.push_back(j);
+  }
+  json limits = json::object();
+  const auto put = [&](const char* k, const std::optional<std::uint64_t>& v) {
+    if (v) limits[k] = *v;
+  };
+  put("memory", plan.limits.memory_bytes);
+  put("cpu_time", plan.limits.cpu_seconds);
+  put("wall_time", plan.limits.wall_seconds);
+  put("nproc", plan.limits.nproc);
+  put("nofile", plan.limits.nofile);
+  put("fsize", plan.limits.fsize_bytes);
+  return json{
+      {"identity",
+       {{"outer_uid", plan.id.outer_uid}, {"outer_gid", plan.id.outer_gid}, {"uid", plan.id.inner_uid},
+        {"gid", plan.id.inner_gid}, {"user", plan.id.user}, {"home", plan.id.home}}},
+      {"namespaces", plan.new_net ? json{"user", "mount", "pid", "ipc", "uts", "net", "cgroup"}
+                                  : json{"user", "mount", "pid", "ipc", "uts", "cgroup"}},
+      {"network", plan.new_net ? "none (lo only)" : "shared with host"},
+      {"hostname", plan.hostname},
+      {"build_dir", plan.build_dir},
+      {"tmpfs_size", plan.tmpfs_size},
+      {"cwd", plan.cwd},
+      {"argv", plan.argv},
+      {"env", plan.env},
+      {"limits", limits},
+      {"seccomp", plan.seccomp ? "default" : "off"},
+      {"allow_userns", plan.allow_userns},
+      {"mounts", ops},
+  };
+}
+
+}  // namespace ik

@@ -1,0 +1,314 @@
+#include "plan/planner.hpp"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <climits>
+#include <set>
+
+#include "plan/paths.hpp"
+
+namespace ik {
+namespace {
+
+// System directories shown read-only. Merged-/usr symlinks stay symlinks.
+const char* const kSystemDirs[] = {"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"};
+
+MountOp make_op(OpKind kind, std::string dest, std::string why) {
+  MountOp op{};
+  op.kind = kind;
+  op.dest = std::move(dest);
+  op.why = std::move(why);
+  return op;
+}
+
+void add_system_dirs(std::vector<MountOp>& ops) {
+  for (const char* dir : kSystemDirs) {
+    struct stat st;
+    if (lstat(dir, &st) != 0) continue;
+    if (S_ISLNK(st.st_mode)) {
+      char target[PATH_MAX];
+      ssize_t n = readlink(dir, target, sizeof target - 1);
+      if (n <= 0) continue;
+      MountOp op = make_op(OpKind::kSymlink, dir, "system");
+      op.src.assign(target, static_cast<size_t>(n));
+      ops.push_back(op);
+    } else if (S_ISDIR(st.st_mode)) {
+      MountOp op = make_op(OpKind::kBind, dir, "system");
+      op.src = dir;
+      op.readonly = true;
+      ops.push_back(op);
+    }
+  }
+}
+
+std::string passwd_content(const HostInfo& host, const Identity& id) {
+  std::string s;
+  if (id.inner_uid != 0) s += "root:x:0:0:root:/root:/usr/sbin/nologin\n";
+  std::string name = id.inner_uid == 0 ? "root" : id.user;
+  s += name + ":x:" + std::to_string(id.inner_uid) + ":" + std::to_string(id.inner_gid) + "::" + id.home + ":" +
+       id.shell + "\n";
+  s += "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
+  (void)host;
+  return s;
+}
+
+std::string group_content(const HostInfo& host, const Identity& id) {
+  std::string s;
+  if (id.inner_gid != 0) s += "root:x:0:\n";
+  std::string name = id.inner_gid == 0 ? "root" : host.group;
+  s += name + ":x:" + std::to_string(id.inner_gid) + ":\n";
+  s += "nogroup:x:65534:\n";
+  return s;
+}
+
+void add_file(std::vector<MountOp>& ops, const std::string& dest, std::string content, const char* why) {
+  MountOp op = make_op(OpKind::kFile, dest, why);
+  op.content = std::move(content);
+  op.readonly = true;
+  op.mode = 0644;
+  ops.push_back(op);
+}
+
+void add_etc(std::vector<MountOp>& ops, const Options& opts, const HostInfo& host, const Identity& id) {
+  ops.push_back(make_op(OpKind::kDir, "/etc", "etc"));
+  std::vector<std::string> entries = curated_etc_entries();
+  if (opts.net == NetMode::kShare) entries.push_back("resolv.conf");
+  for (const auto& name : entries) {
+    std::string path = "/etc/" + name;
+    struct stat st;
+    if (lstat(path.c_str(), &st) != 0) continue;
+    if (S_ISLNK(st.st_mode)) {
+      char target[PATH_MAX];
+      ssize_t n = readlink(path.c_str(), target, sizeof target - 1);
+      // Links into /usr (e.g. localtime -> /usr/share/zoneinfo/...) stay
+      // links; anything else is bound from its real path.
+      if (n > 0 && path_is_within(std::string(target, static_cast<size_t>(n)), "/usr")) {
+        MountOp op = make_op(OpKind::kSymlink, path, "etc");
+        op.src.assign(target, static_cast<size_t>(n));
+        ops.push_back(op);
+        continue;
+      }
+      char real[PATH_MAX];
+      if (!realpath(path.c_str(), real) || stat(real, &st) != 0) continue;
+    }
+    MountOp op = make_op(OpKind::kBind, path, "etc");
+    char real[PATH_MAX];
+    op.src = realpath(path.c_str(), real) ? real : path;
+    op.readonly = true;
+    op.src_is_dir = S_ISDIR(st.st_mode);
+    ops.push_back(op);
+  }
+  add_file(ops, "/etc/passwd", passwd_content(host, id), "etc (synthesized)");
+  add_file(ops, "/etc/group", group_content(host, id), "etc (synthesized)");
+  add_file(ops, "/etc/hostname", opts.hostname + "\n", "etc (synthesized)");
+  add_file(ops, "/etc/hosts",
+           "127.0.0.1\tlocalhost " + opts.hostname + "\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+           "etc (synthesized)");
+}
+
+void add_runtime_dirs(std::vector<MountOp>& ops, const Identity& id) {
+  ops.push_back(make_op(OpKind::kProc, "/proc", "proc"));
+  ops.push_back(make_op(OpKind::kDev, "/dev", "dev"));
+  MountOp tmp = make_op(OpKind::kTmpfs, "/tmp", "private /tmp");
+  tmp.mode = 01777;
+  ops.push_back(tmp);
+  if (id.home != "/" && id.home != "/nonexistent") {
+    MountOp home = make_op(OpKind::kTmpfs, id.home, "private HOME");
+    home.mode = 0700;
+    home.owned = true;
+    ops.push_back(home);
+  }
+}
+
+// One user entry -> one or two binds (real path, and the typed path when it
+// went through symlinks), or a kTmpfs/kEmpty for DEST=none.
+Status add_user_entry(std::vector<MountOp>& ops, const MountEntry& e, const HostInfo& host) {
+  const std::string why = "--mnt " + e.text;
+  auto dest_t = expand_tilde(e.dest, host.home);
+  if (!dest_t) return dest_t.error();
+  std::string dest = absolute_path(*dest_t, host.cwd);
+  if (dest == "/")
+    return usage_error("mount '" + e.text + "': cannot replace the whole root", "mount subdirectories instead");
+  if (e.none) {
+    struct stat st;
+    bool is_file = stat(dest.c_str(), &st) == 0 && !S_ISDIR(st.st_mode);
+    MountOp op = make_op(is_file ? OpKind::kEmpty : OpKind::kTmpfs, dest, why);
+    op.readonly = is_file;
+    op.mode = 0755;
+    ops.push_back(op);
+    return ok();
+  }
+  auto src_t = expand_tilde(e.src.empty() ? e.dest : e.src, host.home);
+  if (!src_t) return src_t.error();
+  std::string src_abs = absolute_path(*src_t, host.cwd);
+  auto real = host_realpath(src_abs, e.text);
+  if (!real) return real.error();
+  struct stat st;
+  if (stat(real->c_str(), &st) != 0) return Error{"mount '" + e.text + "'", errno, *real, {}, kExitUsage};
+  MountOp op = make_op(OpKind::kBind, dest, why);
+  op.src = *real;
+  op.readonly = e.readonly;
+  op.src_is_dir = S_ISDIR(st.st_mode);
+  if (e.src.empty() && dest != *real) {
+    // Typed through symlinks (e.g. HOME /u/x really /m/home/x): show it at both.
+    MountOp at_real = op;
+    at_real.dest = *real;
+    ops.push_back(at_real);
+  }
+  ops.push_back(op);
+  return ok();
+}
+
+// Our own symlinks (e.g. /lib -> usr/lib), as (link, target) pairs.
+using Links = std::vector<std::pair<std::string, std::string>>;
+
+Links collect_links(const std::vector<MountOp>& ops) {
+  Links links;
+  for (const auto& op : ops)
+    if (op.kind == OpKind::kSymlink) links.emplace_back(op.dest, op.src);
+  return links;
+}
+
+// Follows our own symlinks so that ancestry checks compare like with like.
+std::string canonical_dest(const std::string& dest, const Links& links, int depth = 0) {
+  if (depth > 8) return dest;
+  for (const auto& [link, target] : links) {
+    if (dest == link || !path_is_within(dest, link)) continue;
+    std::string base = target[0] == '/' ? target : absolute_path(target, link + "/..");
+    return canonical_dest(normalize_path(base + dest.substr(link.size())), links, depth + 1);
+  }
+  return dest;
+}
+
+// A mount point that does not exist inside a host bind would have to be
+// created on the host. Refuse instead of writing to the user's files.
+Status check_mount_points(const std::vector<MountOp>& ops) {
+  const Links links = collect_links(ops);
+  for (size_t i = 0; i < ops.size(); ++i) {
+    const std::string dest = canonical_dest(ops[i].dest, links);
+    const MountOp* parent = nullptr;
+    std::string parent_dest;
+    for (size_t j = 0; j < i; ++j) {
+      const std::string pd = canonical_dest(ops[j].dest, links);
+      if (pd != dest && path_is_within(dest, pd) && ops[j].kind != OpKind::kSymlink) {
+        parent = &ops[j];
+        parent_dest = pd;
+      }
+    }
+    if (!parent || parent->kind != OpKind::kBind) continue;
+    std::string host_path = parent->src + (parent_dest == "/" ? dest : dest.substr(parent_dest.size()));
+    struct stat st;
+    if (lstat(host_path.c_str(), &st) != 0)
+      return usage_error("mount point " + ops[i].dest + " (" + ops[i].why + ") does not exist inside " +
+                             parent->dest + ", which is bound from the host",
+                         "create " + host_path + " on the host, or mount it somewhere else");
+  }
+  return ok();
+}
+
+// Parents before children; equal depth keeps the given order (later wins).
+void order_ops(std::vector<MountOp>& ops) {
+  const Links links = collect_links(ops);
+  std::vector<std::pair<size_t, MountOp>> keyed;
+  for (auto& op : ops) keyed.emplace_back(path_depth(canonical_dest(op.dest, links)), std::move(op));
+  std::stable_sort(keyed.begin(), keyed.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  ops.clear();
+  for (auto& [depth, op] : keyed) ops.push_back(std::move(op));
+}
+
+Identity make_identity(const Options& opts, const HostInfo& host) {
+  Identity id;
+  id.outer_uid = host.uid;
+  id.outer_gid = host.gid;
+  id.inner_uid = opts.as_root ? 0 : host.uid;
+  id.inner_gid = opts.as_root ? 0 : host.gid;
+  id.user = host.user;
+  id.home = host.home;
+  id.shell = host.shell;
+  return id;
+}
+
+}  // namespace
+
+const std::vector<std::string>& curated_etc_entries() {
+  // What programs need to run; never shadow, gshadow, ssh, sudoers, machine-id.
+  static const std::vector<std::string> kEntries = {
+      "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "ssl", "ca-certificates",
+      "ca-certificates.conf", "locale.alias", "locale.conf", "default/locale", "localtime", "timezone",
+      "fonts", "nsswitch.conf", "host.conf", "gai.conf", "protocols", "services", "mime.types",
+      "magic", "magic.mime", "os-release", "debian_version", "bash.bashrc", "profile", "inputrc",
+      "terminfo", "environment", "python3", "python3.11", "matplotlibrc", "jupyter", "ipython",
+      "R", "papersize", "xdg", "login.defs", "shells", "mailcap", "subversion", "gitconfig", "vim"};
+  return kEntries;
+}
+
+std::vector<std::string> build_environment(const Options& opts, const HostInfo& host, const Identity& id) {
+  std::map<std::string, std::string> env;
+  for (const auto& [k, v] : host.env) {
+    bool allowed = k == "PATH" || k == "LANG" || k == "TERM" || k == "TZ" || k == "LANGUAGE" ||
+                   k.rfind("LC_", 0) == 0 ||
+                   std::find(opts.keep_env.begin(), opts.keep_env.end(), k) != opts.keep_env.end();
+    if (allowed) env[k] = v;
+  }
+  if (!env.count("PATH")) env["PATH"] = "/usr/local/bin:/usr/bin:/bin";
+  env["HOME"] = id.home;
+  env["USER"] = env["LOGNAME"] = id.inner_uid == 0 ? "root" : id.user;
+  env["SHELL"] = id.shell;
+  for (const auto& [k, v] : opts.setenv) env[k] = v;
+  // jupyter_client sets JPY_PARENT_PID; inside our pid namespace the kernel's
+  // parent is our init (pid 1), and ipykernel would take that as "parent
+  // died" and exit. The sandbox handles parent death itself.
+  env.erase("JPY_PARENT_PID");
+  std::vector<std::string> out;
+  for (const auto& [k, v] : env) out.push_back(k + "=" + v);
+  return out;
+}
+
+Result<Plan> build_plan(const Options& opts, const HostInfo& host, const std::vector<MountOp>& extra) {
+  Plan plan;
+  plan.id = make_identity(opts, host);
+  plan.new_net = opts.net == NetMode::kNone;
+  plan.hostname = opts.hostname;
+  plan.build_dir = opts.build_dir;
+  plan.tmpfs_size = opts.tmpfs_size;
+  plan.limits = opts.limits;
+  plan.seccomp = opts.seccomp != "off";
+  plan.allow_userns = opts.allow_userns;
+  plan.verbose = opts.verbose;
+
+  struct stat st;
+  if (stat(opts.build_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    return usage_error("-b " + opts.build_dir + ": not an existing directory",
+                       "give an existing directory; it is only mounted over inside the sandbox");
+
+  std::vector<MountOp>& ops = plan.ops;
+  MountOp root = make_op(OpKind::kTmpfs, "/", "new root");
+  ops.push_back(root);
+  add_system_dirs(ops);
+  add_etc(ops, opts, host, plan.id);
+  add_runtime_dirs(ops, plan.id);
+  for (const auto& e : opts.mounts) IK_TRY(add_user_entry(ops, e, host));
+  for (const auto& op : extra) ops.push_back(op);
+  order_ops(ops);
+  IK_TRY(check_mount_points(ops));
+
+  if (!opts.chdir.empty()) {
+    auto t = expand_tilde(opts.chdir, host.home);
+    if (!t) return t.error();
+    plan.cwd = absolute_path(*t, host.cwd);
+  } else {
+    plan.cwd = host.cwd;
+  }
+  plan.argv = opts.argv;
+  if (plan.argv.empty()) {
+    auto it = host.env.find("SHELL");
+    plan.argv.push_back(it != host.env.end() && !it->second.empty() ? it->second : "/bin/sh");
+  }
+  plan.env = build_environment(opts, host, plan.id);
+  return plan;
+}
+
+}  // namespace ik

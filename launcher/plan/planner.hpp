@@ -1,0 +1,23 @@
+// Options + HostInfo -> Plan. Resolves every host path now (before clone),
+// orders mounts parent-before-child, and rejects what cannot work.
+#pragma once
+#include <vector>
+
+#include "common/error.hpp"
+#include "parse/options.hpp"
+#include "plan/host.hpp"
+#include "plan/plan.hpp"
+
+namespace ik {
+
+// `extra` ops (e.g. the launcher's connection file) are added after the
+// user's mounts and ordered with them.
+Result<Plan> build_plan(const Options& opts, const HostInfo& host, const std::vector<MountOp>& extra = {});
+
+// The curated /etc entries made visible read-only (when present on the host).
+const std::vector<std::string>& curated_etc_entries();
+
+// The environment the program sees: the allow-list, --keep-env, --setenv.
+std::vector<std::string> build_environment(const Options& opts, const HostInfo& host, const Identity& id);
+
+}  // namespace ik
