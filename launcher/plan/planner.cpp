@@ -258,10 +258,13 @@ std::vector<std::string> build_environment(const Options& opts, const HostInfo& 
   env["USER"] = env["LOGNAME"] = id.inner_uid == 0 ? "root" : id.user;
   env["SHELL"] = id.shell;
   for (const auto& [k, v] : opts.setenv) env[k] = v;
-  // jupyter_client sets JPY_PARENT_PID; inside our pid namespace the kernel's
-  // parent is our init (pid 1), and ipykernel would take that as "parent
-  // died" and exit. The sandbox handles parent death itself.
-  env.erase("JPY_PARENT_PID");
+  // jupyter_client sets JPY_PARENT_PID, and ipykernel then exits as soon as
+  // getppid() is 1, which is what it sees under our init. ipykernel treats
+  // the value 1 as "parent is init: do not poll" (and, unlike an unset
+  // value, does not print its standalone-console banner). Parent death is
+  // handled by the sandbox itself.
+  if (host.env.count("JPY_PARENT_PID")) env["JPY_PARENT_PID"] = "1";
+  else env.erase("JPY_PARENT_PID");
   std::vector<std::string> out;
   for (const auto& [k, v] : env) out.push_back(k + "=" + v);
   return out;

@@ -1,0 +1,55 @@
+#include "kernelspec/launch.hpp"
+
+#include <algorithm>
+
+#include "plan/paths.hpp"
+
+namespace ik {
+
+std::string find_connection_file(const std::vector<std::string>& argv) {
+  for (size_t i = 0; i < argv.size(); ++i) {
+    const std::string& a = argv[i];
+    for (const char* flag : {"-f", "--f", "--connection-file", "--existing"}) {
+      std::string f = flag;
+      if (a == f && i + 1 < argv.size()) return argv[i + 1];
+      if (a.rfind(f + "=", 0) == 0) return a.substr(f.size() + 1);
+    }
+  }
+  return {};
+}
+
+void drop_connection_file_mounts(Options& opts, const std::string& connection_file, const std::string& cwd,
+                                 const std::string& home) {
+  const std::string target = absolute_path(connection_file, cwd);
+  auto same = [&](const MountEntry& e) {
+    auto dest = expand_tilde(e.dest, home);
+    return dest && absolute_path(*dest, cwd) == target;
+  };
+  opts.mounts.erase(std::remove_if(opts.mounts.begin(), opts.mounts.end(), same), opts.mounts.end());
+}
+
+std::vector<MountOp> kernel_ops(const std::string& connection_file, const std::string& content, bool runtime_dir) {
+  std::vector<MountOp> ops;
+  if (runtime_dir) {
+    MountOp dir{};
+    dir.kind = OpKind::kTmpfs;
+    dir.dest = kKernelRuntimeDir;
+    dir.mode = 0700;
+    dir.owned = true;
+    dir.why = "kernel ipc sockets";
+    ops.push_back(dir);
+  }
+  // ipykernel rewrites its connection file at start-up: a read-only file
+  // kills it with EROFS, and it must never write the host's copy.
+  MountOp file{};
+  file.kind = OpKind::kFile;
+  file.dest = connection_file;
+  file.content = content;
+  file.mode = 0600;
+  file.readonly = false;
+  file.why = "kernel connection file (private copy)";
+  ops.push_back(file);
+  return ops;
+}
+
+}  // namespace ik

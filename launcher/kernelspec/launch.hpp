@@ -1,0 +1,31 @@
+// Kernel launch helpers shared by the launcher and `isolated-kernel`:
+// where the connection file is, and the extra plan ops that give the kernel
+// its private connection file and runtime directory.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "parse/options.hpp"
+#include "plan/plan.hpp"
+
+namespace ik {
+
+// Inside the sandbox: private directory for the kernel's ipc sockets.
+inline constexpr const char* kKernelRuntimeDir = "/run/isolated-kernel";
+inline constexpr const char* kKernelIpcBase = "/run/isolated-kernel/kernel";
+
+// The connection file named in a kernel argv: "-f X", "-f=X", "--f=X",
+// "--connection-file X", "--connection-file=X". Empty when absent.
+std::string find_connection_file(const std::vector<std::string>& kernel_argv);
+
+// Drops user mount entries of the connection file itself (isolate.sh
+// kernelspecs mounted "{connection_file}"): the kernel gets a private copy.
+void drop_connection_file_mounts(Options& opts, const std::string& connection_file, const std::string& cwd,
+                                 const std::string& home);
+
+// The ops that give the kernel a writable private copy of its connection
+// file (mode 0600, at the same path) and, when `runtime_dir`, a private
+// tmpfs for the ipc sockets.
+std::vector<MountOp> kernel_ops(const std::string& connection_file, const std::string& content, bool runtime_dir);
+
+}  // namespace ik

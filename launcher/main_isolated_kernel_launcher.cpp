@@ -1,0 +1,138 @@
+// isolated-kernel-launcher: the argv[0] of an isolated kernelspec. Starts
+// the real kernel in the sandbox with a private connection file using ipc
+// sockets, and relays the five Jupyter channels between the host's ports
+// and the kernel, so the kernel needs no network at all.
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+
+#include "apply/exec.hpp"
+#include "apply/monitor.hpp"
+#include "apply/sandbox.hpp"
+#include "common/log.hpp"
+#include "common/report_error.hpp"
+#include "kernelspec/launch.hpp"
+#include "parse/cli.hpp"
+#include "parse/units.hpp"
+#include "plan/host.hpp"
+#include "plan/paths.hpp"
+#include "plan/planner.hpp"
+#include "relay/connection_file.hpp"
+#include "relay/relay.hpp"
+
+extern char** environ;
+
+namespace {
+
+constexpr const char* kDescription =
+    "Start a Jupyter kernel in the isolate sandbox and relay its five ZeroMQ channels (shell, control,\n"
+    "stdin, iopub, heartbeat) between the ports of CONNECTION_FILE on the host and the kernel, which\n"
+    "runs with no network (only lo) and a private copy of the connection file that uses ipc sockets.\n"
+    "Used as argv[0] of a kernelspec: isolated-kernel-launcher [options] -- python3 -m ipykernel_launcher\n"
+    "-f {connection_file}. Takes every sandbox option of `isolate`. Exits with the kernel's status.";
+
+struct LauncherArgs {
+  std::string connection_file;
+  std::string max_message_size;
+};
+
+int fail(const ik::Error& e) { return ik::print_error(e); }
+
+// Relays until the sandbox exits; returns its exit status.
+int run_with_relay(ik::SandboxProcess& sandbox, const ik::relay::ConnectionInfo& host_conn,
+                   const ik::relay::RelayOptions& relay_options, const ik::Options& opts) {
+  auto monitor = ik::Monitor::create(sandbox, opts.limits.wall_seconds);
+  if (!monitor) return fail(monitor.error());
+  zmq::context_t ctx(1);
+  // The kernel's ipc sockets, reached through the sandbox's root: socket
+  // files work across network namespaces, and nothing lands on the host.
+  std::string ipc_base = "/proc/" + std::to_string(sandbox.pid()) + "/root" + ik::kKernelIpcBase;
+  auto relay = ik::relay::Relay::create(ctx, host_conn, ipc_base, relay_options);
+  if (!relay) return fail(relay.error());
+  ik::log::step("relay: host %s ports shell=%d iopub=%d stdin=%d control=%d hb=%d <-> kernel %s-N",
+                host_conn.transport.c_str(), host_conn.shell_port, host_conn.iopub_port, host_conn.stdin_port,
+                host_conn.control_port, host_conn.hb_port, ik::kKernelIpcBase);
+  auto status = (*relay)->run(monitor->fds(), [&](int fd) { return monitor->on_ready(fd); });
+  if (!status) {
+    ik::print_error(status.error());
+    sandbox.signal(SIGKILL);
+    return monitor->run();
+  }
+  if (ik::log::verbose()) ik::log::step("relay totals:\n%s", (*relay)->describe_counters().c_str());
+  return monitor->exit_status();
+}
+
+int run(ik::Options& opts, const LauncherArgs& args) {
+  auto host = ik::read_host_info(environ);
+  if (!host) return fail(host.error());
+  std::string conn_path = args.connection_file.empty() ? ik::find_connection_file(opts.argv) : args.connection_file;
+  if (conn_path.empty())
+    return fail(ik::usage_error("no connection file", "pass -f CONNECTION_FILE, or -f {connection_file} in the kernel argv"));
+  if (opts.argv.empty())
+    return fail(ik::usage_error("no kernel command", "e.g. -- python3 -m ipykernel_launcher -f {connection_file}"));
+  conn_path = ik::absolute_path(conn_path, host->cwd);
+  auto conn = ik::relay::read_connection_file(conn_path);
+  if (!conn) return fail(conn.error());
+
+  ik::relay::RelayOptions relay_options;
+  if (!args.max_message_size.empty()) {
+    auto size = ik::parse_size(args.max_message_size, "--max-message-size");
+    if (!size) return fail(size.error());
+    relay_options.max_message_bytes = *size;
+  }
+  // With a shared network and tcp, the kernel binds the host ports itself.
+  const bool use_relay = !(opts.net == ik::NetMode::kShare && conn->transport == "tcp");
+  std::string kernel_conn =
+      use_relay ? ik::relay::kernel_side_connection(*conn, ik::kKernelIpcBase).dump(2) : conn->raw.dump(2);
+  ik::drop_connection_file_mounts(opts, conn_path, host->cwd, host->home);
+  auto plan = ik::build_plan(opts, *host, ik::kernel_ops(conn_path, kernel_conn, use_relay));
+  if (!plan) return fail(plan.error());
+  if (opts.print_plan) {
+    std::cout << ik::plan_to_json(*plan).dump(2) << std::endl;
+    return 0;
+  }
+  if (auto s = ik::block_sandbox_signals(); !s) return fail(s.error());
+  auto sandbox = ik::spawn_sandbox(*plan);
+  if (!sandbox) {
+    ik::Error e = sandbox.error();
+    if (e.exit_code == ik::kExitNotFound) {
+      auto path = host->env.find("PATH");
+      e.hint = ik::not_found_hint(plan->argv[0], path == host->env.end() ? "" : path->second);
+    }
+    return fail(e);
+  }
+  if (!use_relay) {
+    auto monitor = ik::Monitor::create(*sandbox, opts.limits.wall_seconds);
+    if (!monitor) return fail(monitor.error());
+    return monitor->run();
+  }
+  return run_with_relay(*sandbox, *conn, relay_options, opts);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ik::log::set_program("isolated-kernel-launcher");
+  CLI::App app(kDescription, "isolated-kernel-launcher");
+  app.set_version_flag("--version", IK_VERSION);
+  ik::SandboxCli cli(app);
+  LauncherArgs args;
+  app.add_option("-f,--connection-file", args.connection_file,
+                 "The connection file jupyter_client wrote (default: the -f argument of the kernel argv)")
+      ->type_name("FILE");
+  app.add_option("--max-message-size", args.max_message_size,
+                 "Largest message accepted from the kernel (default 256M); larger ones are dropped")
+      ->type_name("SIZE");
+  app.footer("Example kernel.json argv:\n  [\"isolated-kernel-launcher\", \"--mnt\", \"ro:/opt/conda\", \"--\",\n"
+             "   \"/opt/conda/bin/python\", \"-m\", \"ipykernel_launcher\", \"-f\", \"{connection_file}\"]\n"
+             "Install one with: isolated-kernel install. Docs: docs/nbgrader.md, docs/config.md");
+  auto split = ik::split_command(app, ik::normalize_short_equals(argc, argv));
+  if (int rc = ik::parse_options(app, split.options, "isolated-kernel-launcher"); rc >= 0) return rc;
+  ik::Options opts;
+  opts.argv = split.command;
+  if (auto s = cli.finish(opts, std::getenv("MNTDIRS")); !s) return fail(s.error());
+  ik::log::set_verbose(opts.verbose);
+  return run(opts, args);
+}
