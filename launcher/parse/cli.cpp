@@ -34,6 +34,10 @@ SandboxCli::SandboxCli(CLI::App& app) : app_(app) {
       ->type_name("DIR")->group(g);
   app.add_option("--config", config_, "JSON file with the same settings (see docs/config.md); flags override it")
       ->type_name("FILE")->group(g);
+  app.add_option("--kernelspec", kernelspec_,
+                 "Kernelspec directory whose kernel.json metadata.isolated_kernel holds the settings "
+                 "(what `isolated-kernel install` writes; jupyter passes {resource_dir})")
+      ->type_name("DIR")->group(g);
   app.add_flag("--print-plan", print_plan_, "Print the resolved settings and mount plan as JSON and exit")->group(g);
   app.add_option("--seccomp", seccomp_, "Syscall filter: default or off (debugging only)")
       ->type_name("MODE")->group(g);
@@ -74,6 +78,8 @@ Status add_mount_lists(const std::vector<std::string>& lists, const char* where,
 }  // namespace
 
 Status SandboxCli::finish(Options& out, const char* mntdirs) const {
+  // Precedence: kernelspec metadata, then --config, then flags.
+  if (!kernelspec_.empty()) IK_TRY(apply_kernelspec_config(kernelspec_, out));
   if (!config_.empty()) IK_TRY(apply_config_file(config_, out));
   if (!mnt_lists_.empty()) {
     IK_TRY(add_mount_lists(mnt_lists_, "--mnt", out));

@@ -135,18 +135,35 @@ Status apply_config_json(const json& config, const std::string& where, Options& 
   return ok();
 }
 
-Status apply_config_file(const std::string& path, Options& opts) {
+namespace {
+Result<json> read_json_file(const std::string& path, const char* what) {
   std::ifstream in(path);
-  if (!in) return Error{"--config " + path, errno, {}, "check the path", kExitUsage};
+  if (!in) return Error{std::string(what) + " " + path, errno, {}, "check the path", kExitUsage};
   std::stringstream buf;
   buf << in.rdbuf();
-  json config;
   try {
-    config = json::parse(buf.str());
+    return json::parse(buf.str());
   } catch (const json::parse_error& e) {
     return usage_error(path + ": invalid JSON: " + e.what());
   }
-  return apply_config_json(config, path, opts);
+}
+}  // namespace
+
+Status apply_config_file(const std::string& path, Options& opts) {
+  auto config = read_json_file(path, "--config");
+  if (!config) return config.error();
+  return apply_config_json(*config, path, opts);
+}
+
+Status apply_kernelspec_config(const std::string& dir, Options& opts) {
+  const std::string path = dir + "/kernel.json";
+  auto spec = read_json_file(path, "--kernelspec");
+  if (!spec) return spec.error();
+  if (!spec->is_object() || !spec->contains("metadata") || !(*spec)["metadata"].contains(kKernelspecMetadataKey))
+    return usage_error(path + ": no metadata." + kKernelspecMetadataKey + " section",
+                       "reinstall it with 'isolated-kernel install --replace'");
+  return apply_config_json((*spec)["metadata"][kKernelspecMetadataKey], path + " metadata." + kKernelspecMetadataKey,
+                           opts);
 }
 
 json options_to_config_json(const Options& opts) {

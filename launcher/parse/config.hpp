@@ -14,6 +14,11 @@ namespace ik {
 Status apply_config_json(const nlohmann::json& config, const std::string& where, Options& opts);
 Status apply_config_file(const std::string& path, Options& opts);
 
+// Settings from DIR/kernel.json, key metadata.isolated_kernel (the single
+// place `isolated-kernel install` stores them).
+Status apply_kernelspec_config(const std::string& dir, Options& opts);
+inline constexpr const char* kKernelspecMetadataKey = "isolated_kernel";
+
 // The settings of `opts` as config JSON (the inverse of apply_config_json).
 nlohmann::json options_to_config_json(const Options& opts);
 

@@ -1,0 +1,139 @@
+#include "kernelspec/doctor.hpp"
+
+#include <seccomp.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "apply/userns.hpp"
+#include "kernelspec/install.hpp"
+#include "kernelspec/jupyter.hpp"
+#include "kernelspec/subprocess.hpp"
+
+namespace ik {
+namespace {
+
+enum class Verdict { kPass, kWarn, kFail };
+
+struct Tally {
+  int failed = 0;
+  void line(Verdict v, const std::string& what, const std::string& detail) {
+    const char* tag = v == Verdict::kPass ? "PASS" : v == Verdict::kWarn ? "WARN" : "FAIL";
+    if (v == Verdict::kFail) ++failed;
+    std::printf("%-4s  %-28s %s\n", tag, what.c_str(), detail.c_str());
+  }
+};
+
+void check_kernel_version(Tally& t) {
+  utsname u{};
+  uname(&u);
+  int major = 0, minor = 0;
+  std::sscanf(u.release, "%d.%d", &major, &minor);
+  int v = major * 100 + minor;
+  if (v < 503) t.line(Verdict::kFail, "Linux kernel", std::string(u.release) + ": needs 5.3 or newer (pidfd)");
+  else if (v < 512)
+    t.line(Verdict::kWarn, "Linux kernel",
+           std::string(u.release) + ": before 5.12 read-only mounts are applied to the top mount only");
+  else t.line(Verdict::kPass, "Linux kernel", u.release);
+}
+
+void check_namespaces(Tally& t) {
+  std::string isolate = sibling_program("isolate");
+  auto r = run_capture({isolate, "--", "/bin/true"}, {}, 30);
+  if (r && r->status == 0) {
+    t.line(Verdict::kPass, "user namespaces", "a sandbox starts (user, mount, pid, ipc, uts, net, cgroup)");
+    return;
+  }
+  std::string why = r ? r->err : r.error().describe();
+  while (!why.empty() && why.back() == '\n') why.pop_back();
+  t.line(Verdict::kFail, "user namespaces", why.empty() ? "isolate failed" : why);
+}
+
+void check_seccomp(Tally& t) {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  bool has = false;
+  while (std::getline(status, line))
+    if (line.rfind("Seccomp:", 0) == 0) has = true;
+  unsigned api = seccomp_api_get();
+  if (has && api >= 1)
+    t.line(Verdict::kPass, "seccomp", "filters supported (libseccomp API level " + std::to_string(api) + ")");
+  else t.line(Verdict::kFail, "seccomp", "not supported by this kernel: only --seccomp=off works");
+}
+
+void check_cgroups(Tally& t) {
+  namespace fs = std::filesystem;
+  std::ifstream self("/proc/self/cgroup");
+  std::string line, v2path;
+  while (std::getline(self, line))
+    if (line.rfind("0::", 0) == 0) v2path = line.substr(3);
+  std::string root = fs::exists("/sys/fs/cgroup/cgroup.controllers") ? "/sys/fs/cgroup" : "";
+  if (root.empty() && fs::exists("/sys/fs/cgroup/unified/cgroup.controllers")) root = "/sys/fs/cgroup/unified";
+  if (root.empty() || v2path.empty()) {
+    t.line(Verdict::kWarn, "cgroup v2 delegation", "no cgroup v2 here: limits use rlimits (RLIMIT_AS, RLIMIT_NPROC...)");
+    return;
+  }
+  std::string dir = root + v2path;
+  std::ifstream ctrl(dir + "/cgroup.controllers");
+  std::string controllers;
+  std::getline(ctrl, controllers);
+  bool writable = access(dir.c_str(), W_OK) == 0;
+  if (writable && controllers.find("memory") != std::string::npos)
+    t.line(Verdict::kPass, "cgroup v2 delegation", dir + " is writable (" + controllers + ")");
+  else
+    t.line(Verdict::kWarn, "cgroup v2 delegation",
+           dir + (writable ? " has no memory controller" : " is not writable") + ": limits use rlimits");
+}
+
+void check_sysctls(Tally& t) {
+  std::string max = read_sysctl("user/max_user_namespaces");
+  std::string apparmor = read_sysctl("kernel/apparmor_restrict_unprivileged_userns");
+  std::string detail = "user.max_user_namespaces=" + (max.empty() ? "?" : max);
+  if (!apparmor.empty()) detail += ", kernel.apparmor_restrict_unprivileged_userns=" + apparmor;
+  t.line(max == "0" || apparmor == "1" ? Verdict::kFail : Verdict::kPass, "namespace sysctls", detail);
+}
+
+void check_kernels(Tally& t) {
+  auto specs = find_kernelspecs();
+  if (!specs) {
+    t.line(Verdict::kFail, "jupyter_client", specs.error().describe());
+    return;
+  }
+  t.line(Verdict::kPass, "jupyter_client", "found with " + jupyter_python());
+  int n = 0;
+  for (const auto& [name, k] : *specs) {
+    if (!is_isolated(k)) continue;
+    ++n;
+    std::string kernels_dir = std::filesystem::path(k.resource_dir).parent_path().string();
+    auto c = check_kernel_starts(kernels_dir, name, 60);
+    if (c && c->ok) {
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "ready in %.2f s", c->seconds);
+      t.line(Verdict::kPass, "kernel " + name, std::string(buf) + " (" + k.resource_dir + ")");
+    } else {
+      std::string why = c ? c->error + (c->stderr_tail.empty() ? "" : " | " + c->stderr_tail) : c.error().describe();
+      t.line(Verdict::kFail, "kernel " + name, why);
+    }
+  }
+  if (n == 0) t.line(Verdict::kWarn, "isolated kernelspecs", "none installed: run 'isolated-kernel install'");
+}
+
+}  // namespace
+
+int run_doctor(bool kernels) {
+  Tally t;
+  check_kernel_version(t);
+  check_sysctls(t);
+  check_namespaces(t);
+  check_seccomp(t);
+  check_cgroups(t);
+  if (kernels) check_kernels(t);
+  std::printf("%s\n", t.failed ? "Some checks failed." : "All required checks passed.");
+  return t.failed ? 1 : 0;
+}
+
+}  // namespace ik

@@ -1,0 +1,300 @@
+#include "kernelspec/install.hpp"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "common/log.hpp"
+#include "parse/config.hpp"
+#include "plan/paths.hpp"
+
+namespace ik {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+std::string self_dir() {
+  char buf[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return ".";
+  std::string p(buf, static_cast<size_t>(n));
+  return p.substr(0, p.rfind('/'));
+}
+
+bool is_system_path(const std::string& p) {
+  for (const char* d : {"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc"})
+    if (path_is_within(p, d)) return true;
+  return false;
+}
+
+std::string which(const std::string& prog) {
+  if (prog.find('/') != std::string::npos) return prog;
+  const char* path = std::getenv("PATH");
+  std::string p = path ? path : "/usr/bin:/bin";
+  size_t start = 0;
+  while (start <= p.size()) {
+    size_t end = p.find(':', start);
+    if (end == std::string::npos) end = p.size();
+    std::string cand = p.substr(start, end - start) + "/" + prog;
+    if (access(cand.c_str(), X_OK) == 0) return cand;
+    start = end + 1;
+  }
+  return prog;
+}
+
+bool looks_like_python(const std::string& argv0) {
+  std::string base = argv0.substr(argv0.rfind('/') + 1);
+  return base.rfind("python", 0) == 0;
+}
+
+Result<WrappedKernel> wrapped_from_spec(const InstallRequest& req, KernelspecInfo& source) {
+  if (is_isolated(source))
+    return usage_error("kernelspec '" + req.from + "' is already isolated", "wrap the kernelspec it was made from");
+  WrappedKernel w;
+  w.spec = source.spec;
+  for (const auto& a : source.spec.value("argv", json::array())) w.argv.push_back(a.get<std::string>());
+  if (w.argv.empty()) return usage_error("kernelspec '" + req.from + "' has an empty argv");
+  w.argv[0] = which(w.argv[0]);
+  return w;
+}
+
+Status detect_mounts(WrappedKernel& w) {
+  const std::string& argv0 = w.argv[0];
+  if (looks_like_python(argv0)) {
+    auto info = probe_interpreter(argv0);
+    if (!info) return info.error();
+    w.detected_mounts = needed_directories(*info);
+  } else if (argv0[0] == '/' && !is_system_path(argv0)) {
+    std::string dir = fs::path(argv0).parent_path().parent_path().string();
+    w.detected_mounts.push_back(dir);
+  }
+  return ok();
+}
+
+Result<std::string> kernels_dir_for(const InstallRequest& req) {
+  if (req.where == InstallWhere::kPrefix) return req.prefix + "/share/jupyter/kernels";
+  auto dirs = jupyter_dirs();
+  if (!dirs) return dirs.error();
+  switch (req.where) {
+    case InstallWhere::kUser: return dirs->user + "/kernels";
+    case InstallWhere::kSysPrefix: return dirs->sys_prefix + "/kernels";
+    default: break;
+  }
+  // System-wide when allowed, like `jupyter kernelspec install`; else the
+  // user's directory (and say so).
+  std::string system = dirs->system + "/kernels";
+  std::error_code ec;
+  fs::create_directories(system, ec);
+  if (!ec && access(system.c_str(), W_OK) == 0) return system;
+  std::printf("%s is not writable: installing for this user only (%s)\n", system.c_str(),
+              (dirs->user + "/kernels").c_str());
+  return dirs->user + "/kernels";
+}
+
+Status write_text(const fs::path& p, const std::string& text) {
+  std::ofstream out(p);
+  out << text;
+  if (!out) return sys_error("write " + p.string());
+  return ok();
+}
+
+// Logos and other resources: ours for the ready-made python3 kernel, the
+// wrapped kernelspec's otherwise.
+Status copy_resources(const std::string& from_dir, const fs::path& to) {
+  std::error_code ec;
+  if (from_dir.empty() || !fs::is_directory(from_dir)) return ok();
+  for (const auto& entry : fs::directory_iterator(from_dir, ec)) {
+    if (entry.path().filename() == "kernel.json" || !entry.is_regular_file()) continue;
+    fs::copy_file(entry.path(), to / entry.path().filename(), fs::copy_options::overwrite_existing, ec);
+    if (ec) return Error{"copy " + entry.path().string(), ec.value(), {}, {}, kExitSetup};
+  }
+  return ok();
+}
+
+struct TempDir {
+  fs::path path;
+  ~TempDir() {
+    std::error_code ec;
+    if (!path.empty()) fs::remove_all(path, ec);
+  }
+};
+
+std::string start_failure_hint(const StartCheck& c, const WrappedKernel& w) {
+  const std::string& t = c.stderr_tail;
+  if (t.find("No module named") != std::string::npos || t.find("not found inside the sandbox") != std::string::npos) {
+    std::string dirs;
+    for (const auto& d : w.detected_mounts) dirs += " ro:" + d;
+    return "a directory the kernel needs is not mounted: add it with --mnt ro:DIR (mounted now:" +
+           (dirs.empty() ? std::string(" none") : dirs) + ")";
+  }
+  if (t.find("create namespaces") != std::string::npos) return "user namespaces are unavailable: run 'isolated-kernel doctor'";
+  return "run 'isolated-kernel doctor', or start it by hand with -v to see each step";
+}
+
+}  // namespace
+
+std::string sibling_program(const std::string& name) {
+  std::string p = self_dir() + "/" + name;
+  if (access(p.c_str(), X_OK) == 0) return p;
+  return which(name);
+}
+
+std::string template_dir(const std::string& name) {
+  std::vector<std::string> candidates;
+  if (const char* env = std::getenv("IK_DATA_DIR")) candidates.push_back(std::string(env) + "/kernelspecs/" + name);
+  candidates.push_back(self_dir() + "/../share/isolated-kernel/kernelspecs/" + name);
+  candidates.push_back(std::string(IK_DATADIR) + "/kernelspecs/" + name);
+#ifdef IK_SOURCE_DIR
+  candidates.push_back(std::string(IK_SOURCE_DIR) + "/kernelspecs/" + name);
+#endif
+  for (const auto& c : candidates)
+    if (access((c + "/kernel.json").c_str(), R_OK) == 0) return fs::weakly_canonical(c).string();
+  return {};
+}
+
+std::vector<std::string> needed_directories(const InterpreterInfo& info) {
+  std::vector<std::string> dirs;
+  auto add = [&](const std::string& p) {
+    if (p.empty() || p[0] != '/' || is_system_path(p)) return;
+    dirs.push_back(normalize_path(p));
+  };
+  add(info.prefix);
+  add(info.base_prefix);
+  for (const auto& p : info.paths) add(p);
+  add(fs::path(info.executable).parent_path().string());
+  std::sort(dirs.begin(), dirs.end());
+  std::vector<std::string> top;
+  for (const auto& d : dirs)
+    if (top.empty() || !path_is_within(d, top.back())) top.push_back(d);
+  return top;
+}
+
+json make_isolated_spec(const InstallRequest& req, const WrappedKernel& w, const std::string& launcher) {
+  json argv = json::array({launcher, "--kernelspec", "{resource_dir}", "--"});
+  for (const auto& a : w.argv) argv.push_back(a);
+  std::string display = req.display_name;
+  if (display.empty()) {
+    display = w.spec.value("display_name", req.from);
+    for (const char* suffix : {" (ipykernel)"})
+      if (display.size() > std::strlen(suffix) && display.compare(display.size() - std::strlen(suffix), std::string::npos, suffix) == 0)
+        display.resize(display.size() - std::strlen(suffix));
+    display += " (isolated)";
+  }
+  Options settings = req.sandbox;
+  // The kernel's working directory (the notebook's folder) is always mounted
+  // first; then what the interpreter needs, read-only; then the user's mounts.
+  std::vector<MountEntry> mounts;
+  MountEntry cwd{};
+  cwd.text = cwd.dest = ".";
+  mounts.push_back(cwd);
+  for (const auto& d : w.detected_mounts) {
+    MountEntry e{};
+    e.text = "ro:" + d;
+    e.dest = d;
+    e.readonly = true;
+    mounts.push_back(e);
+  }
+  for (const auto& m : req.sandbox.mounts) mounts.push_back(m);
+  settings.mounts = mounts;
+  for (const auto& [k, v] : w.spec.value("env", json::object()).items())
+    if (v.is_string()) settings.setenv.emplace_back(k, v.get<std::string>());
+  json config = options_to_config_json(settings);
+  // Keep the stored settings short: drop what equals the defaults.
+  Options defaults;
+  json d = options_to_config_json(defaults);
+  for (auto it = d.begin(); it != d.end(); ++it)
+    if (config.contains(it.key()) && config[it.key()] == it.value() && it.key() != "network") config.erase(it.key());
+  json metadata = w.spec.value("metadata", json::object());
+  metadata[kKernelspecMetadataKey] = config;
+  metadata["isolated_kernel_install"] = {{"wraps", req.python.empty() ? req.from : req.python},
+                                         {"version", IK_VERSION},
+                                         {"detected_mounts", w.detected_mounts}};
+  return json{{"argv", argv},
+              {"display_name", display},
+              {"language", w.spec.value("language", "python")},
+              {"interrupt_mode", "signal"},
+              {"env", json::object()},
+              {"metadata", metadata}};
+}
+
+Result<std::string> install_kernelspec(const InstallRequest& req) {
+  const std::string launcher = sibling_program("isolated-kernel-launcher");
+  if (access(launcher.c_str(), X_OK) != 0)
+    return Error{"find isolated-kernel-launcher", ENOENT, launcher, "install the programs with cmake --install",
+                 kExitSetup};
+  WrappedKernel w;
+  std::string resources;
+  if (!req.python.empty()) {
+    w.spec = {{"display_name", "Python 3"}, {"language", "python"}};
+    w.argv = {which(req.python), "-m", "ipykernel_launcher", "-f", "{connection_file}"};
+    resources = template_dir("python3-isolated");
+  } else {
+    auto specs = find_kernelspecs();
+    if (!specs) return specs.error();
+    auto it = specs->find(req.from);
+    if (it == specs->end()) {
+      std::string names;
+      for (const auto& [n, k] : *specs) names += " " + n;
+      return usage_error("no kernelspec named '" + req.from + "'", "installed:" + names);
+    }
+    auto wk = wrapped_from_spec(req, it->second);
+    if (!wk) return wk.error();
+    w = *wk;
+    resources = it->second.resource_dir;
+    if (req.from == "python3" && !template_dir("python3-isolated").empty()) resources = template_dir("python3-isolated");
+  }
+  IK_TRY(detect_mounts(w));
+  for (const auto& d : w.detected_mounts) std::printf("mounting read-only for the interpreter: %s\n", d.c_str());
+
+  auto kernels_dir = kernels_dir_for(req);
+  if (!kernels_dir) return kernels_dir.error();
+  fs::path target = fs::path(*kernels_dir) / req.name;
+  if (fs::exists(target) && !req.replace)
+    return usage_error("kernelspec " + target.string() + " already exists", "add --replace to overwrite it");
+
+  // Build and check in a staging directory; the user's files are untouched
+  // until the new kernelspec has proven that it starts.
+  TempDir staging;
+  char tmpl[] = "/tmp/isolated-kernel-install.XXXXXX";
+  if (!mkdtemp(tmpl)) return sys_error("mkdtemp");
+  staging.path = tmpl;
+  chmod(tmpl, 0755);
+  fs::path stage = staging.path / req.name;
+  fs::create_directories(stage);
+  IK_TRY(copy_resources(resources, stage));
+  json spec = make_isolated_spec(req, w, launcher);
+  IK_TRY(write_text(stage / "kernel.json", spec.dump(1) + "\n"));
+
+  if (req.check) {
+    std::printf("checking that %s starts inside the sandbox...\n", req.name.c_str());
+    std::fflush(stdout);
+    auto c = check_kernel_starts(staging.path.string(), req.name, 60);
+    if (!c) return c.error();
+    if (!c->ok) {
+      Error e{"kernel '" + req.name + "' did not start in the sandbox", 0, c->error, start_failure_hint(*c, w),
+              kExitSetup};
+      if (!c->stderr_tail.empty()) std::fprintf(stderr, "--- kernel stderr ---\n%s\n---\n", c->stderr_tail.c_str());
+      return e;
+    }
+    std::printf("ok: kernel_info reply after %.2f s\n", c->seconds);
+  }
+  std::error_code ec;
+  fs::create_directories(target.parent_path(), ec);
+  if (ec) return Error{"create " + target.parent_path().string(), ec.value(), {}, "try --user", kExitSetup};
+  if (fs::exists(target)) fs::remove_all(target, ec);
+  fs::copy(stage, target, fs::copy_options::recursive, ec);
+  if (ec) return Error{"install into " + target.string(), ec.value(), {}, "try --user or --prefix", kExitSetup};
+  fs::permissions(target, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                              fs::perms::others_read | fs::perms::others_exec, ec);
+  return target.string();
+}
+
+}  // namespace ik

@@ -1,0 +1,50 @@
+// What `isolated-kernel` asks Jupyter and interpreters: installed
+// kernelspecs (through jupyter_client itself, so the search path is exactly
+// Jupyter's), the interpreter's prefixes, and a real start of a kernel.
+#pragma once
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "common/error.hpp"
+
+namespace ik {
+
+struct KernelspecInfo {
+  std::string name;
+  std::string resource_dir;
+  nlohmann::json spec;  // kernel.json content
+};
+
+Result<std::map<std::string, KernelspecInfo>> find_kernelspecs();
+bool is_isolated(const KernelspecInfo& k);
+
+// Jupyter directories: user data dir, sys.prefix data dir, system dirs.
+struct JupyterDirs {
+  std::string user;        // JUPYTER_DATA_DIR or ~/.local/share/jupyter
+  std::string sys_prefix;  // <sys.prefix>/share/jupyter
+  std::string system;      // first system dir (/usr/local/share/jupyter)
+};
+Result<JupyterDirs> jupyter_dirs();
+
+// Interpreter facts that decide what must be mounted for it.
+struct InterpreterInfo {
+  std::string executable;   // realpath of sys.executable
+  std::string prefix, base_prefix;
+  std::vector<std::string> paths;  // sys.path entries that exist
+};
+Result<InterpreterInfo> probe_interpreter(const std::string& python);
+
+// Starts kernel `name` found in `kernels_dir` through jupyter_client, waits
+// for a kernel_info reply, shuts it down. ok=false carries the kernel's
+// stderr tail.
+struct StartCheck {
+  bool ok = false;
+  double seconds = 0;
+  std::string error;
+  std::string stderr_tail;
+};
+Result<StartCheck> check_kernel_starts(const std::string& kernels_dir, const std::string& name, int timeout_seconds);
+
+}  // namespace ik

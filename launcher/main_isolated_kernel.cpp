@@ -1,0 +1,161 @@
+// isolated-kernel: install, list, show, remove and diagnose isolated
+// Jupyter kernelspecs.
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+
+#include "common/log.hpp"
+#include "common/report_error.hpp"
+#include "kernelspec/doctor.hpp"
+#include "kernelspec/install.hpp"
+#include "kernelspec/jupyter.hpp"
+#include "kernelspec/launch.hpp"
+#include "parse/cli.hpp"
+#include "parse/config.hpp"
+#include "plan/host.hpp"
+#include "plan/planner.hpp"
+
+extern char** environ;
+
+namespace {
+using nlohmann::json;
+
+std::string summary(const json& settings) {
+  std::string s = "network=" + settings.value("network", std::string("none"));
+  std::string mounts;
+  for (const auto& m : settings.value("mounts", json::array())) mounts += (mounts.empty() ? "" : " ") + m.get<std::string>();
+  s += "  mounts=[" + mounts + "]";
+  if (settings.contains("limits") && !settings["limits"].empty()) s += "  limits=" + settings["limits"].dump();
+  return s;
+}
+
+ik::Result<ik::KernelspecInfo> find_isolated(const std::string& name) {
+  auto specs = ik::find_kernelspecs();
+  if (!specs) return specs.error();
+  auto it = specs->find(name);
+  if (it == specs->end()) return ik::usage_error("no kernelspec named '" + name + "'", "see 'isolated-kernel list'");
+  if (!ik::is_isolated(it->second))
+    return ik::usage_error("kernelspec '" + name + "' is not an isolated kernelspec",
+                           "manage it with 'jupyter kernelspec'");
+  return it->second;
+}
+
+int cmd_list() {
+  auto specs = ik::find_kernelspecs();
+  if (!specs) return ik::print_error(specs.error());
+  int n = 0;
+  for (const auto& [name, k] : *specs) {
+    if (!ik::is_isolated(k)) continue;
+    ++n;
+    json settings = k.spec.value("metadata", json::object()).value(ik::kKernelspecMetadataKey, json::object());
+    std::printf("%-24s %s\n  %s\n  %s\n", name.c_str(), k.spec.value("display_name", "").c_str(),
+                summary(settings).c_str(), k.resource_dir.c_str());
+  }
+  if (n == 0) std::printf("No isolated kernelspecs. Install one with: isolated-kernel install\n");
+  return 0;
+}
+
+int cmd_show(const std::string& name) {
+  auto k = find_isolated(name);
+  if (!k) return ik::print_error(k.error());
+  ik::Options opts;
+  if (auto s = ik::apply_kernelspec_config(k->resource_dir, opts); !s) return ik::print_error(s.error());
+  std::vector<std::string> argv;
+  bool after = false;
+  for (const auto& a : k->spec["argv"]) {
+    if (after) argv.push_back(a.get<std::string>());
+    if (a == "--") after = true;
+  }
+  opts.argv = argv;
+  auto host = ik::read_host_info(environ);
+  if (!host) return ik::print_error(host.error());
+  std::string conn = host->home + "/.local/share/jupyter/runtime/kernel-EXAMPLE.json";
+  for (auto& a : opts.argv)
+    if (a == "{connection_file}") a = conn;
+  auto plan = ik::build_plan(opts, *host, ik::kernel_ops(conn, "{}", opts.net == ik::NetMode::kNone));
+  if (!plan) return ik::print_error(plan.error());
+  json out{{"name", name}, {"resource_dir", k->resource_dir}, {"kernel.json", k->spec},
+           {"plan (for a kernel started in the current directory)", ik::plan_to_json(*plan)}};
+  std::cout << out.dump(2) << std::endl;
+  return 0;
+}
+
+int cmd_remove(const std::string& name) {
+  auto k = find_isolated(name);
+  if (!k) return ik::print_error(k.error());
+  std::error_code ec;
+  std::filesystem::remove_all(k->resource_dir, ec);
+  if (ec) return ik::print_error(ik::Error{"remove " + k->resource_dir, ec.value(), {}, "check the permissions", ik::kExitSetup});
+  std::printf("Removed %s\n", k->resource_dir.c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ik::log::set_program("isolated-kernel");
+  CLI::App app("Install and manage isolated Jupyter kernelspecs: kernels that run in a rootless sandbox with\n"
+               "no network, no view of HOME or other processes, and only the directories you choose.",
+               "isolated-kernel");
+  app.set_version_flag("--version", IK_VERSION);
+  app.require_subcommand(1);
+  app.footer("Examples:\n  isolated-kernel install                      # python3-isolated, wrapping python3\n"
+             "  isolated-kernel install --user --from ir --mnt ro:/srv/data\n"
+             "  isolated-kernel doctor\nDocs: docs/nbgrader.md, docs/config.md, docs/security.md");
+
+  ik::InstallRequest req;
+  auto* install = app.add_subcommand("install", "Install an isolated kernelspec (default: python3-isolated)");
+  bool user = false, sys_prefix = false, no_check = false;
+  std::vector<std::string> env_kv;
+  install->add_flag("--user", user, "Install for the current user (JUPYTER_DATA_DIR or ~/.local/share/jupyter)");
+  install->add_flag("--sys-prefix", sys_prefix, "Install into the Jupyter Python's sys.prefix");
+  install->add_option("--prefix", req.prefix, "Install into PREFIX/share/jupyter/kernels")->type_name("PREFIX");
+  install->add_option("--name", req.name, "Kernelspec name (default python3-isolated)");
+  install->add_option("--display-name", req.display_name, "Name shown in menus (default: '<wrapped> (isolated)')");
+  install->add_flag("--replace", req.replace, "Overwrite an existing kernelspec of that name");
+  install->add_option("--from", req.from, "Wrap this installed kernelspec (default python3)")->type_name("NAME");
+  install->add_option("--python", req.python, "Build the kernel from this Python interpreter instead")->type_name("PATH");
+  install->add_option("--env", env_kv, "Environment variable for the kernel (repeatable)")->type_name("K=V");
+  install->add_flag("--no-check", no_check, "Do not start the kernel once to prove it works");
+  ik::SandboxCli sandbox_cli(*install);
+
+  auto* list = app.add_subcommand("list", "List isolated kernelspecs with their location and settings");
+  std::string name;
+  auto* show = app.add_subcommand("show", "Show a kernelspec and its resolved sandbox plan");
+  show->add_option("NAME", name, "Kernelspec name")->required();
+  auto* remove = app.add_subcommand("remove", "Remove an isolated kernelspec");
+  remove->add_option("NAME", name, "Kernelspec name")->required();
+  auto* doctor = app.add_subcommand("doctor", "Check this host and start each isolated kernelspec once");
+  bool skip_kernels = false;
+  doctor->add_flag("--no-kernels", skip_kernels, "Only check the host, start no kernels");
+
+  std::vector<std::string> args;
+  for (const auto& a : ik::normalize_short_equals(argc, argv)) args.push_back(a);
+  if (int rc = ik::parse_options(app, args, "isolated-kernel"); rc >= 0) return rc;
+
+  if (*install) {
+    if ((user ? 1 : 0) + (sys_prefix ? 1 : 0) + (req.prefix.empty() ? 0 : 1) > 1)
+      return ik::print_error(ik::usage_error("--user, --sys-prefix and --prefix exclude each other"));
+    req.where = user ? ik::InstallWhere::kUser
+                : sys_prefix ? ik::InstallWhere::kSysPrefix
+                : !req.prefix.empty() ? ik::InstallWhere::kPrefix : ik::InstallWhere::kDefault;
+    req.check = !no_check;
+    // Mounts given at install time are stored as typed; no MNTDIRS default.
+    if (auto s = sandbox_cli.finish(req.sandbox, ""); !s) return ik::print_error(s.error());
+    for (const auto& kv : env_kv) {
+      auto eq = kv.find('=');
+      if (eq == std::string::npos || eq == 0) return ik::print_error(ik::usage_error("--env " + kv + ": expected K=V"));
+      req.sandbox.setenv.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
+    }
+    ik::log::set_verbose(req.sandbox.verbose);
+    auto dir = ik::install_kernelspec(req);
+    if (!dir) return ik::print_error(dir.error());
+    std::printf("Installed kernelspec %s in %s\n", req.name.c_str(), dir->c_str());
+    return 0;
+  }
+  if (*list) return cmd_list();
+  if (*show) return cmd_show(name);
+  if (*remove) return cmd_remove(name);
+  if (*doctor) return ik::run_doctor(!skip_kernels);
+  return 0;
+}
