@@ -48,7 +48,7 @@ int run(const ik::Options& opts) {
     ik::Error e = sandbox.error();
     if (e.exit_code == ik::kExitNotFound) {
       auto path = host->env.find("PATH");
-      e.hint = ik::not_found_hint(plan->argv[0], path == host->env.end() ? "" : path->second);
+      e.hint = ik::not_found_hint(e.step, path == host->env.end() ? "" : path->second);
     }
     return ik::print_error(e);
   }
@@ -70,7 +70,7 @@ int main(int argc, char** argv) {
   app.footer(kFooter);
   app.set_version_flag("--version", IK_VERSION);
   ik::SandboxCli cli(app);
-  auto split = ik::split_command(app, ik::normalize_short_equals(argc, argv));
+  auto split = ik::split_command(app, ik::arguments(argc, argv));
   if (int rc = ik::parse_options(app, split.options, "isolate"); rc >= 0) return rc;
   ik::Options opts;
   opts.argv = split.command;

@@ -129,9 +129,7 @@ int main(int argc, char** argv) {
   bool skip_kernels = false;
   doctor->add_flag("--no-kernels", skip_kernels, "Only check the host, start no kernels");
 
-  std::vector<std::string> args;
-  for (const auto& a : ik::normalize_short_equals(argc, argv)) args.push_back(a);
-  if (int rc = ik::parse_options(app, args, "isolated-kernel"); rc >= 0) return rc;
+  if (int rc = ik::parse_options(app, ik::arguments(argc, argv), "isolated-kernel"); rc >= 0) return rc;
 
   if (*install) {
     if ((user ? 1 : 0) + (sys_prefix ? 1 : 0) + (req.prefix.empty() ? 0 : 1) > 1)

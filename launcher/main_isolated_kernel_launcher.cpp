@@ -99,7 +99,7 @@ int run(ik::Options& opts, const LauncherArgs& args) {
     ik::Error e = sandbox.error();
     if (e.exit_code == ik::kExitNotFound) {
       auto path = host->env.find("PATH");
-      e.hint = ik::not_found_hint(plan->argv[0], path == host->env.end() ? "" : path->second);
+      e.hint = ik::not_found_hint(e.step, path == host->env.end() ? "" : path->second);
     }
     return fail(e);
   }
@@ -128,7 +128,7 @@ int main(int argc, char** argv) {
   app.footer("Example kernel.json argv:\n  [\"isolated-kernel-launcher\", \"--mnt\", \"ro:/opt/conda\", \"--\",\n"
              "   \"/opt/conda/bin/python\", \"-m\", \"ipykernel_launcher\", \"-f\", \"{connection_file}\"]\n"
              "Install one with: isolated-kernel install. Docs: docs/nbgrader.md, docs/config.md");
-  auto split = ik::split_command(app, ik::normalize_short_equals(argc, argv));
+  auto split = ik::split_command(app, ik::arguments(argc, argv));
   if (int rc = ik::parse_options(app, split.options, "isolated-kernel-launcher"); rc >= 0) return rc;
   ik::Options opts;
   opts.argv = split.command;

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <climits>
+#include <cstdio>
 #include <sstream>
 
 namespace ik {
@@ -23,9 +24,31 @@ std::vector<std::string> split_path(const std::string& path) {
   return out;
 }
 
+// execve gives ENOENT both when the file is missing and when the
+// interpreter named on its #! line is: name the one that is really missing.
+std::string missing_interpreter(const std::string& path) {
+  if (access(path.c_str(), F_OK) != 0) return {};
+  FILE* f = std::fopen(path.c_str(), "re");
+  if (!f) return {};
+  char line[256] = {};
+  bool got = std::fgets(line, sizeof line, f) != nullptr;
+  std::fclose(f);
+  if (!got || line[0] != '#' || line[1] != '!') return {};
+  std::string interp = line + 2;
+  size_t b = interp.find_first_not_of(" \t");
+  if (b == std::string::npos) return {};
+  interp = interp.substr(b, interp.find_first_of(" \t\n", b) - b);
+  return access(interp.c_str(), F_OK) == 0 ? std::string() : interp;
+}
+
 Error exec_error(const std::string& program, int err, const std::string& where) {
-  if (err == ENOENT)
+  if (err == ENOENT) {
+    std::string interp = missing_interpreter(program);
+    if (!interp.empty())
+      return Error{interp, 0, "not found inside the sandbox (the #! interpreter of " + program + ")", {},
+                   kExitNotFound};
     return Error{program, 0, "not found inside the sandbox" + where, {}, kExitNotFound};
+  }
   return Error{program, err, "cannot execute inside the sandbox", {}, kExitNotExecutable};
 }
 
@@ -47,6 +70,7 @@ Error exec_program(const std::vector<std::string>& argv, const std::vector<std::
   for (const auto& dir : split_path(env_value(env, "PATH"))) {
     std::string candidate = dir + "/" + prog;
     execve(candidate.c_str(), cargv.data(), cenv.data());
+    if (errno == ENOENT && !missing_interpreter(candidate).empty()) return exec_error(candidate, ENOENT, "");
     if (errno != ENOENT && errno != ENOTDIR && first_error == ENOENT) first_error = errno;
   }
   return exec_error(prog, first_error, first_error == ENOENT ? " (searched PATH=" + env_value(env, "PATH") + ")" : "");

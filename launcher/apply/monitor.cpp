@@ -50,6 +50,8 @@ bool Monitor::on_ready(int fd) {
     return true;
   }
   if (timer_fd_.valid() && fd == timer_fd_.get()) {
+    std::uint64_t expirations;
+    if (read(timer_fd_.get(), &expirations, sizeof expirations) != sizeof expirations) return true;
     timed_out_ = true;
     log::warn("wall-time limit reached: killing the sandbox");
     sandbox_->signal(SIGKILL);

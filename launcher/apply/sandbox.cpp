@@ -1,6 +1,7 @@
 #include "apply/sandbox.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -59,6 +60,9 @@ Status program_steps(const Plan& plan) {
   if (setsid() < 0) return sys_error("setsid");
   IK_TRY(apply_rlimits(plan.limits));
   if (chdir(plan.cwd.c_str()) != 0) {
+    if (plan.cwd_explicit)
+      return Error{"--chdir " + plan.cwd, errno, "not a directory inside the sandbox",
+                   "mount it with --mnt, or choose another directory", kExitSetup};
     log::step("cwd %s is not visible inside; using %s", plan.cwd.c_str(), plan.id.home.c_str());
     if (chdir(plan.id.home.c_str()) != 0 && chdir("/") != 0) return sys_error("chdir /");
   }
@@ -96,6 +100,11 @@ Status child_steps(const Plan& plan) {
   ch.report_read.reset();
   char go;
   if (read(ch.go_read.get(), &go, 1) != 1) _exit(kExitSetup);
+  // getppid() says nothing across a pid namespace, so ask the pipe: the
+  // launcher holds its end open for life. A hang-up means it died before
+  // PDEATHSIG was armed (which would then watch the wrong parent).
+  pollfd lifeline{ch.go_read.get(), POLLIN, 0};
+  if (poll(&lifeline, 1, 0) < 0 || (lifeline.revents & (POLLHUP | POLLERR))) _exit(kExitSetup);
   ch.go_read.reset();
   Status s = child_steps(plan);
   if (!s) fail(ch.report_write.get(), s.error());
@@ -159,7 +168,7 @@ Result<SandboxProcess> spawn_sandbox(const Plan& plan) {
   if (proc.pidfd() < 0) return sys_error("pidfd_open", pidfd_errno, "needs Linux 5.3 or newer");
   IK_TRY(write_id_maps(pid, plan.id));
   if (write(ch->go_write.get(), "g", 1) != 1) return sys_error("start the sandbox");
-  ch->go_write.reset();
+  proc.keep_lifeline(std::move(ch->go_write));
   Error child_error;
   auto got = receive_report(ch->report_read.get(), child_error);
   if (!got) return got.error();

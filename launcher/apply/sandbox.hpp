@@ -16,7 +16,8 @@ namespace ik {
 class SandboxProcess {
  public:
   SandboxProcess(pid_t pid, UniqueFd pidfd) : pid_(pid), pidfd_(std::move(pidfd)) {}
-  SandboxProcess(SandboxProcess&& o) noexcept : pid_(std::exchange(o.pid_, -1)), pidfd_(std::move(o.pidfd_)) {}
+  SandboxProcess(SandboxProcess&& o) noexcept
+      : pid_(std::exchange(o.pid_, -1)), pidfd_(std::move(o.pidfd_)), lifeline_(std::move(o.lifeline_)) {}
   SandboxProcess& operator=(SandboxProcess&&) = delete;
   ~SandboxProcess();
 
@@ -25,10 +26,14 @@ class SandboxProcess {
   void signal(int sig) const;
   // Reaps it (blocks until it exits) and returns its exit status.
   int wait();
+  // Write end of the "go" pipe, held open while we live: the child checks
+  // it for hang-up to learn whether we died before its PDEATHSIG was armed.
+  void keep_lifeline(UniqueFd fd) { lifeline_ = std::move(fd); }
 
  private:
   pid_t pid_;
   UniqueFd pidfd_;
+  UniqueFd lifeline_;
 };
 
 // Callers block forwarded_signals() and SIGCHLD before calling this (so no

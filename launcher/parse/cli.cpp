@@ -99,6 +99,7 @@ Status SandboxCli::finish(Options& out, const char* mntdirs) const {
   out.verbose += verbose_;
   if (!build_dir_.empty()) out.build_dir = build_dir_;
   if (!hostname_.empty()) out.hostname = hostname_;
+  IK_TRY(validate_hostname(out.hostname, "--hostname"));
   if (!chdir_.empty()) out.chdir = chdir_;
   if (!seccomp_.empty()) {
     if (seccomp_ != "default" && seccomp_ != "off")
@@ -128,22 +129,20 @@ Status SandboxCli::finish(Options& out, const char* mntdirs) const {
   return ok();
 }
 
-std::vector<std::string> normalize_short_equals(int argc, char** argv) {
+std::vector<std::string> normalize_short_equals(const std::vector<std::string>& options) {
   std::vector<std::string> out;
-  bool rest = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (!rest && a == "--") rest = true;
-    if (!rest && a.size() > 3 && a[0] == '-' && a[1] != '-' && a[2] == '=' &&
-        (a[1] == 'm' || a[1] == 'b' || a[1] == 'f')) {
+  for (const auto& a : options) {
+    if (a.size() > 3 && a[0] == '-' && a[1] != '-' && a[2] == '=' && (a[1] == 'm' || a[1] == 'b' || a[1] == 'f')) {
       out.push_back(a.substr(0, 2));
       out.push_back(a.substr(3));
       continue;
     }
-    out.push_back(std::move(a));
+    out.push_back(a);
   }
   return out;
 }
+
+std::vector<std::string> arguments(int argc, char** argv) { return std::vector<std::string>(argv + 1, argv + argc); }
 
 SplitArgs split_command(const CLI::App& app, const std::vector<std::string>& args) {
   SplitArgs out;
@@ -168,6 +167,7 @@ SplitArgs split_command(const CLI::App& app, const std::vector<std::string>& arg
 }
 
 int parse_options(CLI::App& app, std::vector<std::string> options, const char* program) {
+  options = normalize_short_equals(options);
   std::reverse(options.begin(), options.end());  // CLI11 takes them reversed
   try {
     app.parse(options);

@@ -29,8 +29,11 @@ class SandboxCli {
 };
 
 // isolate.sh accepted "-m=LIST" and "-b=DIR"; CLI11 does not, so rewrite
-// those to "-m LIST" before parsing. Stops at "--".
-std::vector<std::string> normalize_short_equals(int argc, char** argv);
+// those to "-m LIST". Give it the options only (see split_command), never
+// the program's own arguments.
+std::vector<std::string> normalize_short_equals(const std::vector<std::string>& options);
+// argv[1..] as strings.
+std::vector<std::string> arguments(int argc, char** argv);
 
 // Splits the arguments like env(1) and bwrap: options up to the first word
 // that is not an option (or "--"), then the command, untouched.
@@ -40,7 +43,7 @@ struct SplitArgs {
 };
 SplitArgs split_command(const CLI::App& app, const std::vector<std::string>& args);
 
-// Parses `args` (options only) with CLI11. Returns -1 to go on, else the
+// Parses `args` (options only, after normalize_short_equals) with CLI11. Returns -1 to go on, else the
 // exit status (help, version, usage error already printed).
 int parse_options(CLI::App& app, std::vector<std::string> options, const char* program);
 

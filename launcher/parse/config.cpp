@@ -1,5 +1,6 @@
 #include "parse/config.hpp"
 
+#include <cctype>
 #include <fstream>
 #include <sstream>
 
@@ -95,6 +96,13 @@ Status apply_string_list(const json& v, const std::string& where, const std::str
 
 }  // namespace
 
+Status validate_hostname(const std::string& name, const std::string& where) {
+  bool good = !name.empty() && name.size() <= 64;
+  for (char c : name) good = good && (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.');
+  if (!good) return usage_error(where + ": '" + name + "' is not a valid hostname", "use 1-64 letters, digits, '-' or '.'");
+  return ok();
+}
+
 Status apply_config_json(const json& config, const std::string& where, Options& opts) {
   if (!config.is_object()) return usage_error(where + ": the config must be a JSON object");
   for (const auto& [key, v] : config.items()) {
@@ -109,7 +117,10 @@ Status apply_config_json(const json& config, const std::string& where, Options& 
     else if (key == "allow_userns") IK_TRY(get_as(v, where, key, "true or false", opts.allow_userns));
     else if (key == "verbose") IK_TRY(get_as(v, where, key, "an integer", opts.verbose));
     else if (key == "build_dir") IK_TRY(get_as(v, where, key, "a string", opts.build_dir));
-    else if (key == "hostname") IK_TRY(get_as(v, where, key, "a string", opts.hostname));
+    else if (key == "hostname") {
+      IK_TRY(get_as(v, where, key, "a string", opts.hostname));
+      IK_TRY(validate_hostname(opts.hostname, where + ": key 'hostname'"));
+    }
     else if (key == "chdir") IK_TRY(get_as(v, where, key, "a string", opts.chdir));
     else if (key == "seccomp") {
       IK_TRY(get_as(v, where, key, "\"default\" or \"off\"", opts.seccomp));
@@ -192,6 +203,7 @@ json options_to_config_json(const Options& opts) {
   put("nofile", opts.limits.nofile);
   put("fsize", opts.limits.fsize_bytes);
   j["limits"] = limits;
+  j["build_dir"] = opts.build_dir;
   if (!opts.chdir.empty()) j["chdir"] = opts.chdir;
   return j;
 }

@@ -14,6 +14,9 @@ namespace ik {
 Status apply_config_json(const nlohmann::json& config, const std::string& where, Options& opts);
 Status apply_config_file(const std::string& path, Options& opts);
 
+// A hostname the kernel accepts: 1-64 of [A-Za-z0-9.-].
+Status validate_hostname(const std::string& name, const std::string& where);
+
 // Settings from DIR/kernel.json, key metadata.isolated_kernel (the single
 // place `isolated-kernel install` stores them).
 Status apply_kernelspec_config(const std::string& dir, Options& opts);

@@ -35,12 +35,14 @@ Result<std::uint64_t> parse_size(const std::string& text, const std::string& wha
     return usage_error(what + ": '" + text + "' is not a size", "use a number with K, M, G or T, e.g. 512M");
   std::string unit = text.substr(pos);
   for (auto& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  if (unit.size() >= 2 && unit.substr(unit.size() - 2) == "IB") unit.resize(unit.size() - 2);
-  else if (unit.size() >= 2 && unit.back() == 'B') unit.pop_back();
-  static const struct { const char* name; std::uint64_t mul; } kUnits[] = {
-      {"", 1}, {"B", 1}, {"K", 1ull << 10}, {"M", 1ull << 20}, {"G", 1ull << 30}, {"T", 1ull << 40}};
-  for (const auto& u : kUnits)
-    if (unit == u.name) return scaled(v, u.mul, text, what);
+  // Accepted spellings: "", B, and K/M/G/T alone or followed by B or IB.
+  static const struct { const char* letter; std::uint64_t mul; } kUnits[] = {
+      {"K", 1ull << 10}, {"M", 1ull << 20}, {"G", 1ull << 30}, {"T", 1ull << 40}};
+  if (unit.empty() || unit == "B") return v;
+  for (const auto& u : kUnits) {
+    const std::string l = u.letter;
+    if (unit == l || unit == l + "B" || unit == l + "IB") return scaled(v, u.mul, text, what);
+  }
   return usage_error(what + ": unknown unit in '" + text + "'", "use K, M, G or T, e.g. 512M");
 }
 

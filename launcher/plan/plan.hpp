@@ -56,6 +56,7 @@ struct Plan {
   std::string build_dir;
   std::uint64_t tmpfs_size = 0;
   std::string cwd;                 // working directory inside
+  bool cwd_explicit = false;       // --chdir: a missing one is an error, not a fallback
   std::vector<std::string> argv;   // program and arguments (argv[0] may need PATH lookup)
   std::vector<std::string> env;    // complete environment, "K=V"
   Limits limits;

@@ -122,9 +122,30 @@ void add_runtime_dirs(std::vector<MountOp>& ops, const Identity& id) {
   }
 }
 
+// What the sandbox will show at `dest`, judged from the ops so far: a
+// synthesized file, or the host path under the deepest bind holding it.
+// Empty when nothing from the host is there.
+std::string host_path_in_view(const std::string& dest, const std::vector<MountOp>& ops, bool& is_file) {
+  is_file = false;
+  const MountOp* best = nullptr;
+  for (const auto& op : ops) {
+    if (op.dest == dest && (op.kind == OpKind::kFile || op.kind == OpKind::kEmpty)) {
+      is_file = true;
+      return {};
+    }
+    if (op.kind == OpKind::kBind && path_is_within(dest, op.dest) &&
+        (!best || op.dest.size() >= best->dest.size()))
+      best = &op;
+  }
+  if (!best) return {};
+  return best->src + dest.substr(best->dest == "/" ? 0 : best->dest.size());
+}
+
 // One user entry -> one or two binds (real path, and the typed path when it
 // went through symlinks), or a kTmpfs/kEmpty for DEST=none.
-Status add_user_entry(std::vector<MountOp>& ops, const MountEntry& e, const HostInfo& host) {
+// `view` holds every bind of the final plan (for DEST=none).
+Status add_user_entry(std::vector<MountOp>& ops, const MountEntry& e, const HostInfo& host,
+                      const std::vector<MountOp>& view) {
   const std::string why = "--mnt " + e.text;
   auto dest_t = expand_tilde(e.dest, host.home);
   if (!dest_t) return dest_t.error();
@@ -132,8 +153,13 @@ Status add_user_entry(std::vector<MountOp>& ops, const MountEntry& e, const Host
   if (dest == "/")
     return usage_error("mount '" + e.text + "': cannot replace the whole root", "mount subdirectories instead");
   if (e.none) {
+    // File or directory as the sandbox shows it (through any bind, whatever
+    // the order given); the host's own type when nothing is bound there.
+    bool is_file = false;
+    std::string seen = host_path_in_view(dest, view, is_file);
+    if (seen.empty() && !is_file) seen = dest;
     struct stat st;
-    bool is_file = stat(dest.c_str(), &st) == 0 && !S_ISDIR(st.st_mode);
+    if (!seen.empty()) is_file = stat(seen.c_str(), &st) == 0 && !S_ISDIR(st.st_mode);
     MountOp op = make_op(is_file ? OpKind::kEmpty : OpKind::kTmpfs, dest, why);
     op.readonly = is_file;
     op.mode = 0755;
@@ -145,6 +171,9 @@ Status add_user_entry(std::vector<MountOp>& ops, const MountEntry& e, const Host
   std::string src_abs = absolute_path(*src_t, host.cwd);
   auto real = host_realpath(src_abs, e.text);
   if (!real) return real.error();
+  if (e.src.empty() && *real == "/")
+    return usage_error("mount '" + e.text + "': it resolves to /, which would replace the whole root",
+                       "mount subdirectories instead");
   struct stat st;
   if (stat(real->c_str(), &st) != 0) return Error{"mount '" + e.text + "'", errno, *real, {}, kExitUsage};
   MountOp op = make_op(OpKind::kBind, dest, why);
@@ -293,7 +322,12 @@ Result<Plan> build_plan(const Options& opts, const HostInfo& host, const std::ve
   add_system_dirs(ops);
   add_etc(ops, opts, host, plan.id);
   add_runtime_dirs(ops, plan.id);
-  for (const auto& e : opts.mounts) IK_TRY(add_user_entry(ops, e, host));
+  // First every bind (so DEST=none can see what will be there), then the
+  // entries in the order given.
+  std::vector<MountOp> view = ops;
+  for (const auto& e : opts.mounts)
+    if (!e.none) IK_TRY(add_user_entry(view, e, host, view));
+  for (const auto& e : opts.mounts) IK_TRY(add_user_entry(ops, e, host, view));
   for (const auto& op : extra) ops.push_back(op);
   order_ops(ops);
   IK_TRY(check_mount_points(ops));
@@ -302,6 +336,7 @@ Result<Plan> build_plan(const Options& opts, const HostInfo& host, const std::ve
     auto t = expand_tilde(opts.chdir, host.home);
     if (!t) return t.error();
     plan.cwd = absolute_path(*t, host.cwd);
+    plan.cwd_explicit = true;
   } else {
     plan.cwd = host.cwd;
   }

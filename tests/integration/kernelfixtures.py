@@ -1,0 +1,534 @@
+"""Shared fixtures and client helpers for the isolated-kernel-launcher tests
+that use real Jupyter clients (test_kernel.py, test_kernel_clients.py).
+
+Every client-side check runs in a separate client process ("scenario"), as
+root or as the unprivileged test user (through setpriv, like conftest.py's
+`sb` fixture), so that the launcher jupyter_client starts runs with the
+caller's privileges. A scenario is a function in a test module registered
+with @scenario; the test module doubles as the client script:
+
+    /usr/bin/python3 test_kernel.py --ik-scenario NAME ARGS_JSON RESULT_FILE
+
+The client writes what it observed to RESULT_FILE as JSON; pytest asserts on
+it, and checks the host afterwards (leftover processes, files, mounts).
+
+Environment:
+  IK_LAUNCHER   the launcher under test (default: <repo>/build/isolated-kernel-launcher)
+  IK_TEST_USER  the unprivileged user (default: iktest)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pwd
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+PYTHON = "/usr/bin/python3"
+TEST_USER = os.environ.get("IK_TEST_USER", "iktest")
+SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+SETPRIV = shutil.which("setpriv") or "/usr/bin/setpriv"
+
+KERNEL = "isolated-test"              # what a user would write: launcher -- python -m ipykernel_launcher
+KERNEL_PROBE = "isolated-test-probe"  # the same plus --keep-env IK_PROBE_PORT (for the notebooks)
+START_TIMEOUT = 60                    # kernel start, generous: 2 slow cores
+CLIENT_TIMEOUT = 240                  # a whole client process
+SCRIPTS = ("kernelfixtures.py", "test_kernel.py", "test_kernel_clients.py")
+
+
+def default_launcher() -> Path:
+    return Path(os.environ.get("IK_LAUNCHER", REPO / "build" / "isolated-kernel-launcher")).absolute()
+
+
+def setpriv_prefix(user: str) -> list[str]:
+    return [SETPRIV, f"--reuid={user}", f"--regid={user}", "--clear-groups", "--"]
+
+
+def kernel_argv(launcher: Path | str, *opts: str) -> list[str]:
+    return [str(launcher), *opts, "--", PYTHON, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+
+
+def write_kernelspecs(jupyter_dir: Path, launcher: Path | str) -> Path:
+    """Writes the test kernelspecs under JUPYTER_DIR/kernels; returns JUPYTER_DIR."""
+    specs = {
+        KERNEL: ([], "Python 3 (isolated, test)"),
+        KERNEL_PROBE: (["--keep-env", "IK_PROBE_PORT"], "Python 3 (isolated, probe port)"),
+    }
+    for name, (opts, display) in specs.items():
+        d = jupyter_dir / "kernels" / name
+        d.mkdir(parents=True, exist_ok=True)
+        spec = {"argv": kernel_argv(launcher, *opts), "display_name": display,
+                "language": "python", "interrupt_mode": "signal", "metadata": {}}
+        (d / "kernel.json").write_text(json.dumps(spec, indent=1) + "\n")
+    for p in [jupyter_dir, *jupyter_dir.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return jupyter_dir
+
+
+# --------------------------------------------------------------- host probes
+
+
+def processes_matching(markers, exclude=()) -> list[tuple[int, str]]:
+    """(pid, cmdline) of live host processes whose command line contains any marker."""
+    found = []
+    skip = {os.getpid(), *exclude}
+    enc = [m.encode() for m in markers if m]
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in skip:
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        cmd = cmd.replace(b"\0", b" ")
+        if any(m in cmd for m in enc):  # zombies have an empty cmdline
+            found.append((int(entry), cmd.decode(errors="replace").strip()))
+    return found
+
+
+def pid_alive(pid: int) -> bool:
+    """True while PID exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_until(pred, timeout: float, step: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v or time.monotonic() >= deadline:
+            return v
+        time.sleep(step)
+
+
+def kill_quietly(pids):
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def mount_table() -> set[str]:
+    with open("/proc/self/mountinfo") as f:
+        return set(f.read().splitlines())
+
+
+def fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+# --------------------------------------------------------------- session
+
+
+@dataclass
+class IkSession:
+    root: Path                 # world-traversable scratch dir (0755)
+    launcher: Path             # a session-private copy: its path marks our processes
+    jupyter_path: Path         # JUPYTER_PATH with the test kernelspecs
+    scripts: Path              # directory holding the client scripts (readable by the test user)
+    test_user: pwd.struct_passwd | None
+
+
+def _user_can(user: str, test: str, path: Path) -> bool:
+    return subprocess.run(setpriv_prefix(user) + ["test", test, str(path)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+
+
+@pytest.fixture(scope="session")
+def ik_session():
+    src = default_launcher()
+    if not (src.is_file() and os.access(src, os.X_OK)):
+        pytest.fail(f"launcher not found at {src}: build it with `cmake -S . -B build -DIK_BUILD_TESTS=OFF && "
+                    "cmake --build build --target isolated-kernel-launcher` or set IK_LAUNCHER")
+    try:
+        test_user = pwd.getpwnam(TEST_USER)
+    except KeyError:
+        test_user = None
+    root = Path(tempfile.mkdtemp(prefix="ik-kt-", dir="/tmp"))
+    root.chmod(0o755)
+    bindir = root / "bin"
+    bindir.mkdir(mode=0o755)
+    launcher = bindir / "isolated-kernel-launcher"
+    shutil.copy2(src, launcher)
+    launcher.chmod(0o755)
+    jupyter_path = write_kernelspecs(root / "jupyter", launcher)
+    scripts = HERE
+    if test_user is not None and os.geteuid() == 0 and not all(
+            _user_can(TEST_USER, "-r", HERE / s) for s in SCRIPTS):
+        scripts = root / "scripts"
+        scripts.mkdir(mode=0o755)
+        for s in SCRIPTS:
+            if (HERE / s).exists():
+                shutil.copy2(HERE / s, scripts / s)
+                (scripts / s).chmod(0o644)
+    yield IkSession(root, launcher, jupyter_path, scripts, test_user)
+    leftovers = processes_matching([str(root)])
+    kill_quietly(p for p, _ in leftovers)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def resolve_mode(mode: str, session: IkSession) -> tuple[str, pwd.struct_passwd]:
+    if mode == "root":
+        if os.geteuid() != 0:
+            pytest.skip("root mode needs the tests to run as root")
+        return "root", pwd.getpwuid(0)
+    if os.geteuid() != 0:
+        return "self", pwd.getpwuid(os.geteuid())
+    if session.test_user is None:
+        pytest.skip(f"user {TEST_USER} missing")
+    return "user", session.test_user
+
+
+# --------------------------------------------------------------- per test
+
+
+@dataclass
+class Completed:
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+    elapsed: float
+
+    def __str__(self) -> str:
+        return (f"$ {' '.join(map(str, self.args))}\n-> exit {self.returncode} after {self.elapsed:.1f}s\n"
+                f"--- stdout\n{self.stdout[-6000:]}\n--- stderr\n{self.stderr[-6000:]}")
+
+
+class ScenarioResult:
+    def __init__(self, name: str, data: dict, run: Completed, leftovers: list):
+        self.name = name
+        self.data = data
+        self.run = run
+        self.leftovers = leftovers   # processes still alive 5 s after the client exited
+
+    def context(self) -> str:
+        err = self.data.get("_error", "")
+        return (f"scenario {self.name}: client exit {self.run.returncode}\n"
+                + (f"--- scenario error\n{err}\n" if err else "")
+                + f"--- client stderr (tail)\n{self.run.stderr[-4000:]}")
+
+    def step(self, name: str) -> dict:
+        s = self.data.get(name)
+        if s is None:
+            pytest.fail(f"step {name!r} never ran\n{self.context()}")
+        if "error" in s:
+            pytest.fail(f"step {name!r} raised in the client:\n{s['error']}\n{self.context()}")
+        return s
+
+    def __getitem__(self, name):
+        return self.step(name)
+
+
+class KernelHost:
+    """One test's view: who runs the clients and where their files live."""
+
+    def __init__(self, mode: str, pw: pwd.struct_passwd, session: IkSession, base: Path):
+        self.mode = mode
+        self.pw = pw
+        self.user = pw.pw_name
+        self.uid, self.gid = pw.pw_uid, pw.pw_gid
+        self.home = Path(pw.pw_dir)
+        self.session = session
+        self.launcher = session.launcher
+        self.base = base                      # root of this test's files (marks its processes)
+        self.token = uuid.uuid4().hex[:12]
+        self.workdir = self.mkdir(base / "work")            # the kernel's cwd
+        self.runtime = self.mkdir(base / "runtime", 0o700)  # JUPYTER_RUNTIME_DIR
+        self.private = self.mkdir(base / "private", 0o700)  # client scratch: results, TMPDIR, config
+        self._cleanup: list[Path] = []
+
+    # -- files owned by the caller ------------------------------------------
+    def chown(self, path: Path) -> Path:
+        if os.geteuid() == 0:
+            os.lchown(path, self.uid, self.gid)
+        return path
+
+    def mkdir(self, path: Path, mode: int = 0o755) -> Path:
+        path.mkdir(parents=True, exist_ok=True)
+        path.chmod(mode)
+        return self.chown(path)
+
+    def write(self, path: Path, text: str, mode: int = 0o644) -> Path:
+        path.write_text(text)
+        path.chmod(mode)
+        return self.chown(path)
+
+    def home_secret(self) -> Path:
+        """A private file in the caller's real HOME, removed after the test."""
+        p = self.home / f".ik-secret-{self.token}"
+        self.write(p, f"secret {self.token}\n", 0o600)
+        self._cleanup.append(p)
+        return p
+
+    def connection_file(self) -> Path:
+        return self.runtime / f"kernel-{uuid.uuid4()}.json"
+
+    # -- running as the caller ------------------------------------------------
+    def prefix(self) -> list[str]:
+        return setpriv_prefix(self.user) if self.mode == "user" else []
+
+    def env(self, extra: dict | None = None) -> dict:
+        e = {
+            "PATH": SAFE_PATH,
+            "HOME": str(self.home),
+            "USER": self.user,
+            "LOGNAME": self.user,
+            "SHELL": "/bin/sh",
+            "LANG": "C.UTF-8",
+            "TERM": "dumb",
+            "JUPYTER_PATH": str(self.session.jupyter_path),
+            "JUPYTER_RUNTIME_DIR": str(self.runtime),
+            "JUPYTER_CONFIG_DIR": str(self.private / "config"),
+            "JUPYTER_DATA_DIR": str(self.private / "data"),
+            "IPYTHONDIR": str(self.private / "ipython"),
+            "TMPDIR": str(self.private),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+            "IK_LAUNCHER": str(self.launcher),
+            "IK_TEST_TOKEN": self.token,
+        }
+        for k, v in (extra or {}).items():
+            if v is None:
+                e.pop(k, None)
+            else:
+                e[k] = str(v)
+        return e
+
+    def run(self, args, cwd=None, env=None, input=None, timeout=CLIENT_TIMEOUT) -> Completed:
+        cmd = self.prefix() + [str(a) for a in args]
+        t0 = time.monotonic()
+        p = subprocess.Popen(cmd, cwd=cwd or self.workdir, env=self.env(env), text=True,
+                             stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        try:
+            out, err = p.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(OSError):
+                os.killpg(p.pid, signal.SIGKILL)
+            out, err = p.communicate()
+            self.kill_leftovers()
+            pytest.fail(f"timed out after {timeout}s: {' '.join(cmd)}\n--- stdout\n{out[-4000:]}\n"
+                        f"--- stderr\n{err[-4000:]}")
+        return Completed(cmd, p.returncode, out, err, time.monotonic() - t0)
+
+    def scenario(self, module_file: str, name: str, timeout=CLIENT_TIMEOUT, env=None, **args) -> ScenarioResult:
+        script = self.session.scripts / Path(module_file).name
+        result = self.private / f"result-{name}-{uuid.uuid4().hex[:6]}.json"
+        run = self.run([PYTHON, script, "--ik-scenario", name, json.dumps(args), result],
+                       env=env, timeout=timeout)
+        try:
+            data = json.loads(result.read_text())
+        except (OSError, ValueError) as e:
+            pytest.fail(f"scenario {name} wrote no result ({e})\n{run}")
+        leftovers = self.leftovers(grace=5.0)
+        self.kill_leftovers()
+        return ScenarioResult(name, data, run, leftovers)
+
+    # -- leftovers --------------------------------------------------------------
+    def markers(self) -> list[str]:
+        return [str(self.base), str(self.launcher)]
+
+    def leftovers(self, grace: float = 0.0) -> list[tuple[int, str]]:
+        """Our processes (launcher copy, kernels with our connection files) still alive after GRACE s."""
+        if grace:
+            wait_until(lambda: not processes_matching(self.markers()), grace)
+        return processes_matching(self.markers())
+
+    def kill_leftovers(self):
+        kill_quietly(p for p, _ in processes_matching(self.markers()))
+
+    def close(self):
+        self.kill_leftovers()
+        for p in self._cleanup:
+            with contextlib.suppress(OSError):
+                p.unlink()
+
+
+def _make_host(request, session: IkSession, mode: str) -> KernelHost:
+    real_mode, pw = resolve_mode(mode, session)
+    safe = "".join(c if c.isalnum() else "-" for c in request.node.name)[:60]
+    base = Path(tempfile.mkdtemp(prefix=f"{real_mode}-{safe}-", dir=session.root))
+    base.chmod(0o755)
+    return KernelHost(real_mode, pw, session, base)
+
+
+@pytest.fixture(params=["root", "user"])
+def khost(request, ik_session):
+    """A KernelHost for one test, once as root and once as the test user."""
+    h = _make_host(request, ik_session, request.param)
+    yield h
+    h.close()
+
+
+# --------------------------------------------------------------- client side
+
+
+SCENARIOS: dict = {}
+
+
+def scenario(fn):
+    """Registers a client-side scenario: fn(out: dict, **args); fills OUT with observations."""
+    SCENARIOS[fn.__name__] = fn
+    return fn
+
+
+@contextlib.contextmanager
+def step(out: dict, name: str):
+    """Records one step's observations in OUT[name]; an exception is recorded, not raised."""
+    s = out.setdefault(name, {})
+    try:
+        yield s
+    except Exception:
+        s["error"] = traceback.format_exc()
+
+
+def scenario_main(argv=None) -> None:
+    """Entry point of a test module run as a client script."""
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 4 or argv[0] != "--ik-scenario":
+        sys.exit("usage: MODULE --ik-scenario NAME ARGS_JSON RESULT_FILE")
+    name, args, result = argv[1], json.loads(argv[2]), Path(argv[3])
+    out: dict = {}
+    try:
+        SCENARIOS[name](out, **args)
+    except Exception:
+        out["_error"] = traceback.format_exc()
+    tmp = result.with_suffix(".tmp")
+    tmp.write_text(json.dumps(out, indent=1, default=str))
+    tmp.rename(result)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # do not run jupyter_client finalizers after a failure
+
+
+def new_connection_file() -> str:
+    return os.path.join(os.environ["JUPYTER_RUNTIME_DIR"], f"kernel-{uuid.uuid4()}.json")
+
+
+def start_kernel(kernel_name: str = KERNEL, cwd: str | None = None, connection_file: str | None = None):
+    """KernelManager + started BlockingKernelClient, ready. Returns (km, kc)."""
+    from jupyter_client.manager import KernelManager
+    # shutdown_wait_time: jupyter_client sends SIGTERM after half of it (default
+    # 5 s); the tests check that shutdown_request alone ends the kernel, so do
+    # not let a loaded machine turn a slow clean exit into a SIGTERM.
+    km = KernelManager(kernel_name=kernel_name, connection_file=connection_file or new_connection_file(),
+                       shutdown_wait_time=20)
+    km.start_kernel(cwd=cwd or os.getcwd())
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=START_TIMEOUT)
+    except Exception:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+        raise
+    return km, kc
+
+
+def stop_kernel(km, kc, now: bool = False):
+    with contextlib.suppress(Exception):
+        kc.stop_channels()
+    km.shutdown_kernel(now=now)
+
+
+class Cell:
+    """One execute_request and everything the kernel sends back for it."""
+
+    def __init__(self, kc, code: str, stdin=(), allow_stdin: bool | None = None, **kw):
+        self.kc = kc
+        self.code = code
+        self.stdin = list(stdin)
+        self.allow_stdin = bool(self.stdin) if allow_stdin is None else allow_stdin
+        self.msg_id = kc.execute(code, allow_stdin=self.allow_stdin, **kw)
+        self.reply = None
+        self.idle = False
+        self.outputs: list[dict] = []      # iopub messages with this request as parent
+        self.input_requests: list[dict] = []
+
+    @property
+    def done(self) -> bool:
+        return self.reply is not None and self.idle
+
+    def text(self, name: str = "stdout") -> str:
+        return "".join(m["content"]["text"] for m in self.outputs
+                       if m["msg_type"] == "stream" and m["content"]["name"] == name)
+
+    def pump(self, timeout: float = 30, until=None) -> "Cell":
+        deadline = time.monotonic() + timeout
+        while not self.done and not (until and until(self)):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no complete answer within {timeout}s to {self.code!r}: {self.summary()}")
+            self._poll()
+        return self
+
+    def _poll(self):
+        kc = self.kc
+        if self.allow_stdin:
+            with contextlib.suppress(queue.Empty):
+                m = kc.get_stdin_msg(timeout=0.01)
+                if m["msg_type"] == "input_request":
+                    self.input_requests.append(m["content"])
+                    kc.input(self.stdin.pop(0) if self.stdin else "")
+        if self.reply is None:
+            with contextlib.suppress(queue.Empty):
+                m = kc.get_shell_msg(timeout=0.01)
+                if m["parent_header"].get("msg_id") == self.msg_id:
+                    self.reply = m["content"]
+        with contextlib.suppress(queue.Empty):
+            m = kc.get_iopub_msg(timeout=0.03)
+            if m["parent_header"].get("msg_id") == self.msg_id:
+                if m["msg_type"] == "status":
+                    self.idle = self.idle or m["content"]["execution_state"] == "idle"
+                elif m["msg_type"] != "execute_input":
+                    self.outputs.append({"msg_type": m["msg_type"], "content": m["content"]})
+
+    def summary(self) -> dict:
+        return {"code": self.code, "msg_id": self.msg_id, "reply": self.reply, "idle": self.idle, "outputs": self.outputs,
+                "stdout": self.text("stdout"), "stderr": self.text("stderr"),
+                "input_requests": self.input_requests}
+
+
+def run_cell(kc, code: str, timeout: float = 30, **kw) -> dict:
+    return Cell(kc, code, **kw).pump(timeout).summary()
+
+
+def drain_iopub(kc, seconds: float = 1.0) -> list[dict]:
+    """Every iopub message that arrives within SECONDS (any parent)."""
+    msgs = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with contextlib.suppress(queue.Empty):
+            m = kc.get_iopub_msg(timeout=0.05)
+            msgs.append({"msg_type": m["msg_type"], "parent": m["parent_header"].get("msg_id"),
+                         "content": m["content"]})
+    return msgs
+
+
+def eval_json(kc, code: str, timeout: float = 30):
+    """Runs CODE that prints one JSON document as its last stdout line; returns it."""
+    r = run_cell(kc, code, timeout)
+    if r["reply"]["status"] != "ok":
+        raise RuntimeError(f"probe failed in the kernel: {r['reply'].get('ename')}: "
+                           f"{r['reply'].get('evalue')}\n" + "\n".join(r["reply"].get("traceback", [])))
+    return json.loads(r["stdout"].strip().splitlines()[-1])
