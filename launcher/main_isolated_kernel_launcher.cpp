@@ -3,8 +3,10 @@
 // sockets, and relays the five Jupyter channels between the host's ports
 // and the kernel, so the kernel needs no network at all.
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 
@@ -40,6 +42,17 @@ struct LauncherArgs {
 
 int fail(const ik::Error& e) { return ik::print_error(e); }
 
+ik::Status cap_relay_memory(const ik::relay::RelayOptions& o) {
+  const rlim_t cap = std::max<rlim_t>(rlim_t{1} << 30, 4 * static_cast<rlim_t>(o.max_message_bytes) + (rlim_t{256} << 20));
+  rlimit current{};
+  getrlimit(RLIMIT_DATA, &current);
+  if (current.rlim_max != RLIM_INFINITY && current.rlim_max < cap) return ik::ok();
+  rlimit lim{cap, current.rlim_max};
+  if (setrlimit(RLIMIT_DATA, &lim) != 0) return ik::sys_error("setrlimit(RLIMIT_DATA) for the relay");
+  ik::log::step("relay: heap capped at %llu MiB (RLIMIT_DATA)", static_cast<unsigned long long>(cap >> 20));
+  return ik::ok();
+}
+
 // Relays until the sandbox exits; returns its exit status.
 int run_with_relay(ik::SandboxProcess& sandbox, const ik::relay::ConnectionInfo& host_conn,
                    const ik::relay::RelayOptions& relay_options, const ik::Options& opts) {
@@ -51,9 +64,12 @@ int run_with_relay(ik::SandboxProcess& sandbox, const ik::relay::ConnectionInfo&
   std::string ipc_base = "/proc/" + std::to_string(sandbox.pid()) + "/root" + ik::kKernelIpcBase;
   auto relay = ik::relay::Relay::create(ctx, host_conn, ipc_base, relay_options);
   if (!relay) return fail(relay.error());
-  ik::log::step("relay: host %s ports shell=%d iopub=%d stdin=%d control=%d hb=%d <-> kernel %s-N",
-                host_conn.transport.c_str(), host_conn.shell_port, host_conn.iopub_port, host_conn.stdin_port,
-                host_conn.control_port, host_conn.hb_port, ik::kKernelIpcBase);
+  // A hostile kernel controls its side of every socket, and libzmq buffers
+  // a never-ending multipart message in full before the relay sees it. Cap
+  // the launcher's own heap (after the sandbox was cloned, so the kernel does
+  // not inherit it): past it the launcher dies and the kernel with it, a
+  // clean kernel death instead of a host out-of-memory.
+  if (auto s = cap_relay_memory(relay_options); !s) ik::log::warn("%s", s.error().describe().c_str());
   auto status = (*relay)->run(monitor->fds(), [&](int fd) { return monitor->on_ready(fd); });
   if (!status) {
     ik::print_error(status.error());

@@ -44,10 +44,11 @@ struct DirectionCounters {
 };
 
 struct ChannelCounters {
-  DirectionCounters to_kernel;  // host client -> kernel
-  DirectionCounters to_host;    // kernel -> host client
-  uint64_t oversized = 0;       // kernel-side messages over max_message_bytes
-  uint64_t kernel_link_resets = 0;  // kernel-side ipc link lost and reconnected
+  DirectionCounters to_kernel;      // host client -> kernel
+  DirectionCounters to_host;        // kernel -> host client
+  uint64_t oversized = 0;           // kernel-side messages over max_message_bytes
+  uint64_t kernel_link_resets = 0;  // kernel-side ipc link lost and redialled
+                                    // (also once per channel at kernel exit)
 };
 
 struct RelayCounters {
