@@ -72,7 +72,7 @@ int cmd_show(const std::string& name) {
   std::string conn = host->home + "/.local/share/jupyter/runtime/kernel-EXAMPLE.json";
   for (auto& a : opts.argv)
     if (a == "{connection_file}") a = conn;
-  auto plan = ik::build_plan(opts, *host, ik::kernel_ops(conn, "{}", opts.net == ik::NetMode::kNone));
+  auto plan = ik::build_plan(opts, *host, ik::kernel_ops(conn, "{}", opts.net == ik::NetMode::kNone, host->cwd));
   if (!plan) return ik::print_error(plan.error());
   json out{{"name", name}, {"resource_dir", k->resource_dir}, {"kernel.json", k->spec},
            {"plan (for a kernel started in the current directory)", ik::plan_to_json(*plan)}};

@@ -103,7 +103,7 @@ int run(ik::Options& opts, const LauncherArgs& args) {
   std::string kernel_conn =
       use_relay ? ik::relay::kernel_side_connection(*conn, ik::kKernelIpcBase).dump(2) : conn->raw.dump(2);
   ik::drop_connection_file_mounts(opts, conn_path, host->cwd, host->home);
-  auto plan = ik::build_plan(opts, *host, ik::kernel_ops(conn_path, kernel_conn, use_relay));
+  auto plan = ik::build_plan(opts, *host, ik::kernel_ops(conn_path, kernel_conn, use_relay, host->cwd));
   if (!plan) return fail(plan.error());
   if (opts.print_plan) {
     std::cout << ik::plan_to_json(*plan).dump(2) << std::endl;

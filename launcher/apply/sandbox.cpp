@@ -96,6 +96,10 @@ Status child_steps(const Plan& plan) {
 [[noreturn]] void child_main(const Plan& plan, Channels& ch) {
   // Die with the launcher. If it is already gone, the read below sees EOF.
   prctl(PR_SET_PDEATHSIG, SIGKILL);
+  // Leave the launcher's process group: jupyter_client interrupts with
+  // killpg() on that group, and the launcher already forwards what it gets.
+  // Staying in it would deliver every SIGINT to the kernel twice.
+  setsid();
   ch.go_write.reset();
   ch.report_read.reset();
   char go;

@@ -28,8 +28,19 @@ void drop_connection_file_mounts(Options& opts, const std::string& connection_fi
   opts.mounts.erase(std::remove_if(opts.mounts.begin(), opts.mounts.end(), same), opts.mounts.end());
 }
 
-std::vector<MountOp> kernel_ops(const std::string& connection_file, const std::string& content, bool runtime_dir) {
+std::vector<MountOp> kernel_ops(const std::string& connection_file, const std::string& content, bool runtime_dir,
+                                const std::string& cwd) {
   std::vector<MountOp> ops;
+  const std::string dir = connection_file.substr(0, connection_file.rfind('/'));
+  if (!dir.empty() && !path_is_within(cwd, dir)) {
+    MountOp hide{};
+    hide.kind = OpKind::kTmpfs;
+    hide.dest = dir;
+    hide.mode = 0700;
+    hide.owned = true;
+    hide.why = "hide the other connection files";
+    ops.push_back(hide);
+  }
   if (runtime_dir) {
     MountOp dir{};
     dir.kind = OpKind::kTmpfs;

@@ -24,8 +24,11 @@ void drop_connection_file_mounts(Options& opts, const std::string& connection_fi
                                  const std::string& home);
 
 // The ops that give the kernel a writable private copy of its connection
-// file (mode 0600, at the same path) and, when `runtime_dir`, a private
-// tmpfs for the ipc sockets.
-std::vector<MountOp> kernel_ops(const std::string& connection_file, const std::string& content, bool runtime_dir);
+// file (mode 0600, at the same path) in an otherwise empty directory, so
+// the other kernels' connection files (and the server's token files) next
+// to it stay hidden, and, when `runtime_dir`, a private tmpfs for the ipc
+// sockets. The directory is left alone when it holds the kernel's `cwd`.
+std::vector<MountOp> kernel_ops(const std::string& connection_file, const std::string& content, bool runtime_dir,
+                                const std::string& cwd);
 
 }  // namespace ik
