@@ -11,6 +11,7 @@
 #include "common/log.hpp"
 #include "common/report_error.hpp"
 #include "parse/cli.hpp"
+#include "parse/usage_formatter.hpp"
 #include "plan/host.hpp"
 #include "plan/planner.hpp"
 
@@ -69,6 +70,7 @@ int main(int argc, char** argv) {
   CLI::App app(kDescription, "isolate");
   app.footer(kFooter);
   app.set_version_flag("--version", IK_VERSION);
+  app.formatter(std::make_shared<ik::UsageFormatter>("isolate [OPTIONS] [--] [PROG [ARGS...]]"));
   ik::SandboxCli cli(app);
   auto split = ik::split_command(app, ik::arguments(argc, argv));
   if (int rc = ik::parse_options(app, split.options, "isolate"); rc >= 0) return rc;

@@ -17,6 +17,7 @@
 #include "common/report_error.hpp"
 #include "kernelspec/launch.hpp"
 #include "parse/cli.hpp"
+#include "parse/usage_formatter.hpp"
 #include "parse/units.hpp"
 #include "plan/host.hpp"
 #include "plan/paths.hpp"
@@ -133,6 +134,7 @@ int main(int argc, char** argv) {
   ik::log::set_program("isolated-kernel-launcher");
   CLI::App app(kDescription, "isolated-kernel-launcher");
   app.set_version_flag("--version", IK_VERSION);
+  app.formatter(std::make_shared<ik::UsageFormatter>("isolated-kernel-launcher [OPTIONS] [-f CONNECTION_FILE] -- KERNEL_ARGV..."));
   ik::SandboxCli cli(app);
   LauncherArgs args;
   app.add_option("-f,--connection-file", args.connection_file,

@@ -90,9 +90,12 @@ std::string not_found_hint(const std::string& program, const std::string& host_p
     }
   }
   if (host_path.empty()) return "check the name, and mount the directory that holds it with --mnt ro:DIR";
+  // Suggest the prefix that holds .../bin/prog (a conda env, a venv, /opt/x),
+  // as reached (a venv's bin/python is a link into /usr, but the venv is
+  // what is missing).
   char real[PATH_MAX];
-  std::string p = realpath(host_path.c_str(), real) ? std::string(real) : host_path;
-  // Suggest the prefix that holds .../bin/prog (a conda env, a venv, /opt/x).
+  std::string p = host_path;
+  if (p[0] != '/' && realpath(host_path.c_str(), real)) p = real;
   std::string dir = p.substr(0, p.rfind('/'));
   if (dir.size() > 4 && dir.compare(dir.size() - 4, 4, "/bin") == 0) dir = dir.substr(0, dir.size() - 4);
   if (dir.empty()) dir = "/";

@@ -61,9 +61,13 @@ Status load_seccomp_filter(const SeccompPolicy& policy) {
   for (const auto& name : denied_syscalls()) IK_TRY(deny(ctx.get(), name.c_str()));
   IK_TRY(deny_ioctl(ctx.get(), TIOCSTI));    // typing into the terminal (CVE-2017-5226)
   IK_TRY(deny_ioctl(ctx.get(), TIOCLINUX));  // console selection tricks
-  // Personalities that weaken the address space.
-  for (std::uint64_t flag : {ADDR_NO_RANDOMIZE, READ_IMPLIES_EXEC, ADDR_COMPAT_LAYOUT, MMAP_PAGE_ZERO})
-    IK_TRY(deny_flag(ctx.get(), "personality", 0, flag));
+  // Personalities that weaken the address space. Bit 31 is in the mask so
+  // that the query personality(0xffffffff) (all bits set) stays allowed;
+  // no real persona sets bit 31.
+  for (std::uint64_t flag : {ADDR_NO_RANDOMIZE, READ_IMPLIES_EXEC, ADDR_COMPAT_LAYOUT, MMAP_PAGE_ZERO}) {
+    scmp_arg_cmp cmp{0, SCMP_CMP_MASKED_EQ, flag | 0x80000000u, flag};
+    IK_TRY(deny(ctx.get(), "personality", 1, &cmp));
+  }
   // vsock is not covered by the network namespace.
   scmp_arg_cmp vsock = SCMP_A0(SCMP_CMP_EQ, AF_VSOCK);
   IK_TRY(deny(ctx.get(), "socket", 1, &vsock, EAFNOSUPPORT));

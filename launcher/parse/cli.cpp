@@ -15,7 +15,7 @@ SandboxCli::SandboxCli(CLI::App& app) : app_(app) {
                  "Space-separated mount list: [ro|rw|rbind,...:]PATH, DEST=SRC or DEST=none. "
                  "Repeatable. Default: $MNTDIRS, else '.'")
       ->type_name("LIST")->group(g);
-  app.add_flag("-v,--verbose", verbose_, "Log every step (namespaces, mounts, limits); repeat for more")->group(g);
+  app.add_flag("-v,--verbose", verbose_, "Log every step on stderr (namespaces, mounts, limits, relay)")->group(g);
   app.add_option("-b,--build-dir", build_dir_,
                  "Existing directory where the new root is assembled, inside the sandbox's own mount "
                  "namespace (default /tmp; nothing is created on the host)")
@@ -24,7 +24,7 @@ SandboxCli::SandboxCli(CLI::App& app) : app_(app) {
                                     "NOTE: in isolate.sh --no-net meant 'share the network'")->group(g);
   app.add_flag("--share-net", share_net_, "Share the host's network (no network isolation)")->group(g);
   app.add_flag("--root", root_, "Appear as uid/gid 0 inside (still the caller's uid outside)")->group(g);
-  app.add_option("--tmpfs-size", tmpfs_size_, "Size cap of every tmpfs (/, /tmp, HOME, /dev), e.g. 512M (default 1G)")
+  app.add_option("--tmpfs-size", tmpfs_size_, "Size cap of each tmpfs the sandbox creates (/, /tmp, HOME, /dev/shm, DEST=none dirs), e.g. 512M (default 1G)")
       ->type_name("SIZE")->group(g);
   app.add_option("--hostname", hostname_, "Hostname inside (default 'isolated')")->group(g);
   app.add_option("--setenv", setenv_, "Set an environment variable inside (repeatable)")->type_name("K=V")->group(g);
@@ -43,10 +43,10 @@ SandboxCli::SandboxCli(CLI::App& app) : app_(app) {
       ->type_name("MODE")->group(g);
   app.add_flag("--allow-userns", allow_userns_, "Allow creating nested user namespaces inside")->group(g);
   const char* l = "Limits";
-  app.add_option("--memory", memory_, "Memory cap (address space / cgroup memory.max), e.g. 2G")->type_name("SIZE")->group(l);
-  app.add_option("--cpu-time", cpu_time_, "CPU time limit, e.g. 60s or 10m")->type_name("TIME")->group(l);
+  app.add_option("--memory", memory_, "Memory cap: address space per process (RLIMIT_AS), e.g. 2G")->type_name("SIZE")->group(l);
+  app.add_option("--cpu-time", cpu_time_, "CPU time limit per process (RLIMIT_CPU), e.g. 60s or 10m")->type_name("TIME")->group(l);
   app.add_option("--wall-time", wall_time_, "Wall-clock limit; the whole sandbox is killed after it")->type_name("TIME")->group(l);
-  app.add_option("--nproc", nproc_, "Maximum number of processes")->type_name("N")->group(l);
+  app.add_option("--nproc", nproc_, "Maximum number of processes of this uid (RLIMIT_NPROC)")->type_name("N")->group(l);
   app.add_option("--nofile", nofile_, "Maximum number of open files")->type_name("N")->group(l);
   app.add_option("--fsize", fsize_, "Maximum size of a written file, e.g. 1G")->type_name("SIZE")->group(l);
 }

@@ -154,7 +154,7 @@ Result<json> read_json_file(const std::string& path, const char* what) {
   buf << in.rdbuf();
   try {
     return json::parse(buf.str());
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     return usage_error(path + ": invalid JSON: " + e.what());
   }
 }

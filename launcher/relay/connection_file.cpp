@@ -81,7 +81,7 @@ Result<json> parse_object(const std::string& text, const std::string& where) {
   json j;
   try {
     j = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     // e.what() is "[json.exception.parse_error.101] parse error at line L,
     // column C: ..."; drop the bracketed id, keep the position.
     std::string what = e.what();

@@ -362,3 +362,19 @@ TEST_CASE("config: kernelspec metadata section") {
 
   fs::remove_all(dir);
 }
+
+// Same class of input as the connection-file fuzz crash: out_of_range from
+// the JSON parser must become a usage error, not an escaped exception.
+TEST_CASE("config: a number overflow in the file is a clean error") {
+  char path[] = "/tmp/ik-unit-config-XXXXXX";
+  int fd = mkstemp(path);
+  REQUIRE(fd >= 0);
+  const std::string text = R"({"tmpfs_size": 1E99999})";
+  REQUIRE(write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()));
+  close(fd);
+  ik::Options o;
+  auto s = ik::apply_config_file(path, o);
+  unlink(path);
+  REQUIRE_FALSE(s.ok());
+  CHECK(s.error().exit_code == ik::kExitUsage);
+}

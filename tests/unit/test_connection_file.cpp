@@ -253,3 +253,12 @@ TEST_CASE("connection: kernel_side_connection") {
 }
 
 TEST_SUITE_END();
+
+// Found by tests/fuzz/fuzz_connection_file: a number too large for a double
+// made nlohmann throw out_of_range (not parse_error), which escaped.
+TEST_CASE("connection: a number overflow is a clean error (fuzz regression)") {
+  auto r = ik::relay::parse_connection_json(R"({"shell_port": 1E99999, "iopub_port": 2})", "f.json");
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().exit_code == ik::kExitUsage);
+  CHECK(r.error().describe().find("number overflow") != std::string::npos);
+}
