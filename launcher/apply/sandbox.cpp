@@ -161,7 +161,10 @@ Result<SandboxProcess> spawn_sandbox(const Plan& plan) {
   long flags = clone_flags(plan);
   log::step("clone: new user, mount, pid, ipc, uts, cgroup%s namespaces", plan.new_net ? ", net" : "");
   pid_t pid = static_cast<pid_t>(syscall(SYS_clone, flags | SIGCHLD, nullptr, nullptr, nullptr, nullptr));
-  if (pid < 0) return diagnose_namespace_failure(errno, read_sysctl, running_in_container());
+  if (pid < 0) {
+    const int clone_errno = errno;  // before anything else can overwrite it
+    return diagnose_namespace_failure(clone_errno, read_sysctl, running_in_container());
+  }
   if (pid == 0) child_main(plan, *ch);
 
   ch->go_read.reset();
