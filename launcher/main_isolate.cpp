@@ -46,11 +46,7 @@ int run(const ik::Options& opts) {
   if (auto s = ik::block_sandbox_signals(); !s) return ik::print_error(s.error());
   auto sandbox = ik::spawn_sandbox(*plan);
   if (!sandbox) {
-    ik::Error e = sandbox.error();
-    if (e.exit_code == ik::kExitNotFound) {
-      auto path = host->env.find("PATH");
-      e.hint = ik::not_found_hint(e.step, path == host->env.end() ? "" : path->second);
-    }
+    ik::Error e = ik::with_not_found_hint(sandbox.error(), host->env);
     return ik::print_error(e);
   }
   auto monitor = ik::Monitor::create(*sandbox, opts.limits.wall_seconds);

@@ -102,4 +102,11 @@ std::string not_found_hint(const std::string& program, const std::string& host_p
   return "on the host it is " + p + ", under " + dir + ": add --mnt ro:" + dir;
 }
 
+Error with_not_found_hint(Error e, const std::map<std::string, std::string>& host_env) {
+  if (e.exit_code != kExitNotFound) return e;
+  auto path = host_env.find("PATH");
+  e.hint = not_found_hint(e.step, path == host_env.end() ? "" : path->second);
+  return e;
+}
+
 }  // namespace ik
