@@ -99,9 +99,6 @@ int main(int argc, char** argv) {
                "isolated-kernel");
   app.set_version_flag("--version", IK_VERSION);
   app.require_subcommand(1);
-  app.footer("Examples:\n  isolated-kernel install                      # python3-isolated, wrapping python3\n"
-             "  isolated-kernel install --user --from ir --mnt ro:/srv/data\n"
-             "  isolated-kernel doctor\nDocs: docs/nbgrader.md, docs/config.md, docs/security.md");
 
   ik::InstallRequest req;
   auto* install = app.add_subcommand("install", "Install an isolated kernelspec (default: python3-isolated)");
@@ -129,6 +126,13 @@ int main(int argc, char** argv) {
   bool skip_kernels = false;
   doctor->add_flag("--no-kernels", skip_kernels, "Only check the host, start no kernels");
 
+  // Set after the subcommands, so their --help does not repeat it.
+  app.footer("Examples:\n  isolated-kernel install                      # python3-isolated, wrapping python3\n"
+             "  isolated-kernel install --user --from ir --mnt ro:/srv/data\n"
+             "  isolated-kernel doctor\nDocs: docs/nbgrader.md, docs/config.md, docs/security.md"
+             "\nEnvironment: IK_JUPYTER_PYTHON (the Python with jupyter_client, default /usr/bin/python3),\n"
+             "IK_DATA_DIR (where kernelspecs/python3-isolated is). Exit status: 0 ok, 1 doctor found a failure,\n"
+             "2 bad usage, 125 could not install.");
   if (int rc = ik::parse_options(app, ik::arguments(argc, argv), "isolated-kernel"); rc >= 0) return rc;
 
   if (*install) {

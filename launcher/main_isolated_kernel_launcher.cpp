@@ -43,6 +43,12 @@ struct LauncherArgs {
 
 int fail(const ik::Error& e) { return ik::print_error(e); }
 
+void report_timeout(const ik::Monitor& m, const ik::Options& opts) {
+  if (m.timed_out())
+    std::fprintf(stderr, "isolated-kernel-launcher: kernel killed after the wall-time limit of %llus (--wall-time)\n",
+                 static_cast<unsigned long long>(*opts.limits.wall_seconds));
+}
+
 ik::Status cap_relay_memory(const ik::relay::RelayOptions& o) {
   const rlim_t cap = std::max<rlim_t>(rlim_t{1} << 30, 4 * static_cast<rlim_t>(o.max_message_bytes) + (rlim_t{256} << 20));
   rlimit current{};
@@ -78,6 +84,7 @@ int run_with_relay(ik::SandboxProcess& sandbox, const ik::relay::ConnectionInfo&
     return monitor->run();
   }
   if (ik::log::verbose()) ik::log::step("relay totals:\n%s", (*relay)->describe_counters().c_str());
+  report_timeout(*monitor, opts);
   return monitor->exit_status();
 }
 
@@ -119,7 +126,9 @@ int run(ik::Options& opts, const LauncherArgs& args) {
   if (!use_relay) {
     auto monitor = ik::Monitor::create(*sandbox, opts.limits.wall_seconds);
     if (!monitor) return fail(monitor.error());
-    return monitor->run();
+    int status = monitor->run();
+    report_timeout(*monitor, opts);
+    return status;
   }
   return run_with_relay(*sandbox, *conn, relay_options, opts);
 }

@@ -53,7 +53,7 @@ bool Monitor::on_ready(int fd) {
     std::uint64_t expirations;
     if (read(timer_fd_.get(), &expirations, sizeof expirations) != sizeof expirations) return true;
     timed_out_ = true;
-    log::warn("wall-time limit reached: killing the sandbox");
+    log::step("wall-time limit reached: killing the sandbox");
     sandbox_->signal(SIGKILL);
     return true;
   }
