@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
@@ -12,6 +13,7 @@
 #include <fstream>
 
 #include "common/log.hpp"
+#include "kernelspec/subprocess.hpp"
 #include "parse/config.hpp"
 #include "plan/paths.hpp"
 
@@ -127,8 +129,23 @@ struct TempDir {
   }
 };
 
-std::string start_failure_hint(const StartCheck& c, const WrappedKernel& w) {
+bool imports_outside(const std::string& python, const std::string& module) {
+  auto r = run_capture({python, "-c", "import " + module}, {}, 60);
+  return r && r->status == 0;
+}
+
+std::string start_failure_hint(const StartCheck& c, const WrappedKernel& w, const InstallRequest& req) {
   const std::string& t = c.stderr_tail;
+  if (req.sandbox.limits.memory_bytes &&
+      (t.find("can't start new thread") != std::string::npos || t.find("MemoryError") != std::string::npos ||
+       t.find("Cannot allocate memory") != std::string::npos))
+    return "the --memory limit (" + std::to_string(*req.sandbox.limits.memory_bytes >> 20) +
+           " MiB of address space) is too low for this kernel: try --memory 1G or more";
+  if (t.find("No module named") != std::string::npos && looks_like_python(w.argv[0]) &&
+      !imports_outside(w.argv[0], "ipykernel"))
+    return "ipykernel is not installed for " + w.argv[0] +
+           " even outside the sandbox: install it there (pip install ipykernel), or create the venv with "
+           "--system-site-packages";
   if (t.find("No module named") != std::string::npos || t.find("not found inside the sandbox") != std::string::npos) {
     std::string dirs;
     for (const auto& d : w.detected_mounts) dirs += " ro:" + d;
@@ -204,7 +221,9 @@ json make_isolated_spec(const InstallRequest& req, const WrappedKernel& w, const
   }
   for (const auto& m : req.sandbox.mounts) mounts.push_back(m);
   settings.mounts = mounts;
-  for (const auto& [k, v] : w.spec.value("env", json::object()).items())
+  // A copy: items() of the temporary that value() returns would dangle.
+  const json env = w.spec.value("env", json::object());
+  for (const auto& [k, v] : env.items())
     if (v.is_string()) settings.setenv.emplace_back(k, v.get<std::string>());
   json config = options_to_config_json(settings);
   // Keep the stored settings short: drop what equals the defaults.
@@ -225,7 +244,23 @@ json make_isolated_spec(const InstallRequest& req, const WrappedKernel& w, const
               {"metadata", metadata}};
 }
 
+Status validate_request(const InstallRequest& req) {
+  // As jupyter_client's kernelspec names: no path separators, no empty name.
+  bool good = !req.name.empty() && req.name != "." && req.name != "..";
+  for (char c : req.name) good = good && (std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-');
+  if (!good)
+    return usage_error("--name '" + req.name + "' is not a valid kernelspec name",
+                       "use letters, digits, '.', '_' and '-', e.g. python3-isolated");
+  if (!req.python.empty() && access(which(req.python).c_str(), X_OK) != 0)
+    return Error{"--python " + req.python, errno, "no such interpreter", "give the path of a python executable",
+                 kExitUsage};
+  if (!req.python.empty() && req.from != "python3")
+    return usage_error("--python and --from exclude each other", "wrap a kernelspec or an interpreter, not both");
+  return ok();
+}
+
 Result<std::string> install_kernelspec(const InstallRequest& req) {
+  IK_TRY(validate_request(req));
   const std::string launcher = sibling_program("isolated-kernel-launcher");
   if (access(launcher.c_str(), X_OK) != 0)
     return Error{"find isolated-kernel-launcher", ENOENT, launcher, "install the programs with cmake --install",
@@ -279,7 +314,7 @@ Result<std::string> install_kernelspec(const InstallRequest& req) {
     auto c = check_kernel_starts(staging.path.string(), req.name, 60);
     if (!c) return c.error();
     if (!c->ok) {
-      Error e{"kernel '" + req.name + "' did not start in the sandbox", 0, c->error, start_failure_hint(*c, w),
+      Error e{"kernel '" + req.name + "' did not start in the sandbox", 0, c->error, start_failure_hint(*c, w, req),
               kExitSetup};
       if (!c->stderr_tail.empty()) std::fprintf(stderr, "--- kernel stderr ---\n%s\n---\n", c->stderr_tail.c_str());
       return e;

@@ -31,7 +31,7 @@ print(json.dumps({"executable": os.path.realpath(sys.executable), "prefix": sys.
 )PY";
 
 constexpr const char* kStart = R"PY(
-import json, sys, time, tempfile
+import json, shutil, sys, time, tempfile
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 kernels_dir, name, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
@@ -40,9 +40,14 @@ ksm.kernel_dirs = [kernels_dir]
 err = tempfile.TemporaryFile()
 km = KernelManager(kernel_name=name, kernel_spec_manager=ksm)
 result = {"ok": False}
+# In a scratch folder: the kernel mounts its working directory, and the
+# caller's may be anything (even /).
+workdir = tempfile.mkdtemp(prefix="isolated-kernel-check-")
 t0 = time.monotonic()
 try:
-    km.start_kernel(stderr=err)
+    # In a scratch folder: the kernel mounts its working directory, and the
+    # caller's may be anything (even /).
+    km.start_kernel(stderr=err, cwd=workdir)
     kc = km.client()
     kc.start_channels()
     kc.wait_for_ready(timeout=timeout)
@@ -62,6 +67,7 @@ finally:
     lines = [l for l in err.read().decode(errors="replace").splitlines()
              if l.strip() and "frozen modules" not in l and "Debugg" not in l and "PYDEVD" not in l]
     result["stderr"] = "\n".join(lines[-12:])
+    shutil.rmtree(workdir, ignore_errors=True)
 print(json.dumps(result))
 )PY";
 
