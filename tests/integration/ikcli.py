@@ -25,6 +25,8 @@ Environment:
 
 from __future__ import annotations
 
+import pytest
+
 import contextlib
 import json
 import os
@@ -457,3 +459,24 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
+
+
+# ---------------------------------------------------------------- fixtures
+# Shared by the test modules that import them.
+
+@pytest.fixture(scope="session")
+def tools():
+    try:
+        return get_tools()
+    except FileNotFoundError as e:
+        pytest.fail(str(e))
+
+
+@pytest.fixture(params=["root", "user"])
+def jup(request, tools):
+    try:
+        j = make_jupyter(request.param, tools, request.node.name)
+    except LookupError as e:
+        pytest.skip(str(e))
+    yield j
+    j.close()

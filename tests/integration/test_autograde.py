@@ -84,7 +84,7 @@ if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "--grade":
 
 import pytest  # noqa: E402  (the client above needs neither pytest nor ikcli)
 
-from ikcli import PYTHON, get_tools, make_jupyter  # noqa: E402
+from ikcli import PYTHON, get_tools, jup, make_jupyter, tools  # noqa: E402,F401  (fixtures)
 
 
 def nb_json(cells: list[tuple[str, str]]) -> str:
@@ -153,22 +153,6 @@ def add(a, b):
 '''
 
 
-@pytest.fixture(scope="session")
-def tools():
-    try:
-        return get_tools()
-    except FileNotFoundError as e:
-        pytest.fail(str(e))
-
-
-@pytest.fixture(params=["root", "user"])
-def jup(request, tools):
-    try:
-        j = make_jupyter(request.param, tools, request.node.name)
-    except LookupError as e:
-        pytest.skip(str(e))
-    yield j
-    j.close()
 
 
 def make_course(jup) -> tuple[Path, Path]:

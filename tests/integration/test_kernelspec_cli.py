@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ikcli import (IPYKERNEL_SPEC, PNG_MAGIC, PYTHON, TEMPLATE, after_dashdash, get_tools, make_jupyter, make_png,
+from ikcli import (IPYKERNEL_SPEC, PNG_MAGIC, PYTHON, TEMPLATE, after_dashdash, get_tools, jup, make_jupyter, make_png, tools,
                    make_venv, read_spec, settings, tree_snapshot)
 
 LOGOS = ("logo-32x32.png", "logo-64x64.png")
@@ -25,22 +25,6 @@ IPYKERNEL_ARGV = [PYTHON, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
 MiB = 1024 * 1024
 
 
-@pytest.fixture(scope="session")
-def tools():
-    try:
-        return get_tools()
-    except FileNotFoundError as e:
-        pytest.fail(str(e))
-
-
-@pytest.fixture(params=["root", "user"])
-def jup(request, tools):
-    try:
-        j = make_jupyter(request.param, tools, request.node.name)
-    except LookupError as e:
-        pytest.skip(str(e))
-    yield j
-    j.close()
 
 
 def assert_wraps(spec: dict, tools, wrapped_argv: list[str]):

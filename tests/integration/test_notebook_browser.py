@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from ikcli import PNG_MAGIC, PYTHON, REPO, TEMPLATE, get_tools, make_jupyter, processes_matching
+from ikcli import PNG_MAGIC, PYTHON, REPO, TEMPLATE, get_tools, jup, make_jupyter, processes_matching, tools  # noqa: F401
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -53,22 +53,6 @@ def _missing_browser() -> str | None:
 pytestmark = pytest.mark.skipif(_missing_browser() is not None, reason=_missing_browser() or "")
 
 
-@pytest.fixture(scope="session")
-def tools():
-    try:
-        return get_tools()
-    except FileNotFoundError as e:
-        pytest.fail(str(e))
-
-
-@pytest.fixture(params=["root", "user"])
-def jup(request, tools):
-    try:
-        j = make_jupyter(request.param, tools, request.node.name)
-    except LookupError as e:
-        pytest.skip(str(e))
-    yield j
-    j.close()
 
 
 def free_port() -> int:
