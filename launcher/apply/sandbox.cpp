@@ -9,6 +9,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstring>
+
 #include "apply/caps.hpp"
 #include "apply/exec.hpp"
 #include "apply/init.hpp"
@@ -23,6 +25,8 @@
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
 #endif
+
+extern char** environ;
 
 namespace ik {
 namespace {
@@ -93,7 +97,15 @@ Status child_steps(const Plan& plan) {
   _exit(e.exit_code);
 }
 
+// The init is a copy of the launcher: its environment block (what
+// /proc/1/environ shows from inside, same uid) still holds the caller's
+// variables, tokens included. Wipe it; the plan carries its own copies.
+void wipe_inherited_environment() {
+  for (char** e = environ; e && *e; ++e) explicit_bzero(*e, std::strlen(*e));
+}
+
 [[noreturn]] void child_main(const Plan& plan, Channels& ch) {
+  wipe_inherited_environment();
   // Die with the launcher. If it is already gone, the read below sees EOF.
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   // Leave the launcher's process group: jupyter_client interrupts with

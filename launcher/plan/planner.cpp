@@ -263,9 +263,10 @@ Identity make_identity(const Options& opts, const HostInfo& host) {
 }  // namespace
 
 const std::vector<std::string>& curated_etc_entries() {
-  // What programs need to run; never shadow, gshadow, ssh, sudoers, machine-id.
+  // What programs need to run; never shadow, gshadow, ssh, sudoers, machine-id,
+  // nor /etc/ssl/private (TLS keys: only certs and openssl.cnf).
   static const std::vector<std::string> kEntries = {
-      "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "ssl", "ca-certificates",
+      "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "ssl/certs", "ssl/openssl.cnf", "ca-certificates",
       "ca-certificates.conf", "locale.alias", "locale.conf", "default/locale", "localtime", "timezone",
       "fonts", "nsswitch.conf", "host.conf", "gai.conf", "protocols", "services", "mime.types",
       "magic", "magic.mime", "os-release", "debian_version", "bash.bashrc", "profile", "inputrc",
