@@ -30,4 +30,10 @@ Status apply_rlimits(const Limits& limits) {
   return ok();
 }
 
+void warn_ineffective_limits(const Limits& limits, uid_t caller) {
+  if (limits.nproc && caller == 0)
+    log::warn("warning: --nproc is not enforced when the caller is root (the kernel exempts uid 0 from "
+              "RLIMIT_NPROC); run as an unprivileged user to limit processes");
+}
+
 }  // namespace ik

@@ -166,6 +166,7 @@ int SandboxProcess::wait() {
 }
 
 Result<SandboxProcess> spawn_sandbox(const Plan& plan) {
+  warn_ineffective_limits(plan.limits, plan.id.outer_uid);
   auto ch = make_channels();
   if (!ch) return ch.error();
   // A raw clone() without CLONE_VM behaves like fork(): the child runs on a
