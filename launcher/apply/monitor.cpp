@@ -45,7 +45,7 @@ bool Monitor::on_ready(int fd) {
     signalfd_siginfo si;
     while (read(signal_fd_.get(), &si, sizeof si) == sizeof si) {
       log::step("forwarding signal %d to the sandbox", static_cast<int>(si.ssi_signo));
-      sandbox_->signal(static_cast<int>(si.ssi_signo));
+      sandbox_->signal_program(static_cast<int>(si.ssi_signo));
     }
     return true;
   }

@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 
 #include "apply/caps.hpp"
@@ -157,6 +158,23 @@ void SandboxProcess::signal(int sig) const {
   if (pid_ > 0) ::kill(pid_, sig);
 }
 
+void SandboxProcess::signal_program(int sig) const {
+  // Synchronous: when this returns the signal is pending in the program, so
+  // a message the relay forwards next (jupyter_client interrupts, then sends
+  // shutdown_request) cannot overtake it. Through the init it could.
+  if (program_ > 0 && ::kill(-program_, sig) == 0) return;
+  signal(sig);
+}
+
+void SandboxProcess::find_program() {
+  // Right after exec the program is the init's only child.
+  std::string path = "/proc/" + std::to_string(pid_) + "/task/" + std::to_string(pid_) + "/children";
+  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return;
+  char buf[64] = {};
+  if (read(fd.get(), buf, sizeof buf - 1) > 0) program_ = static_cast<pid_t>(std::atoi(buf));
+}
+
 int SandboxProcess::wait() {
   int status = 0;
   while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
@@ -196,6 +214,7 @@ Result<SandboxProcess> spawn_sandbox(const Plan& plan) {
     proc.wait();
     return child_error;
   }
+  proc.find_program();
   return proc;
 }
 

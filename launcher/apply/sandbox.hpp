@@ -17,13 +17,22 @@ class SandboxProcess {
  public:
   SandboxProcess(pid_t pid, UniqueFd pidfd) : pid_(pid), pidfd_(std::move(pidfd)) {}
   SandboxProcess(SandboxProcess&& o) noexcept
-      : pid_(std::exchange(o.pid_, -1)), pidfd_(std::move(o.pidfd_)), lifeline_(std::move(o.lifeline_)) {}
+      : pid_(std::exchange(o.pid_, -1)),
+        pidfd_(std::move(o.pidfd_)),
+        lifeline_(std::move(o.lifeline_)),
+        program_(o.program_) {}
   SandboxProcess& operator=(SandboxProcess&&) = delete;
   ~SandboxProcess();
 
   pid_t pid() const { return pid_; }
   int pidfd() const { return pidfd_.get(); }  // readable when it exits
   void signal(int sig) const;
+  // Sends `sig` straight to the program's process group when known (the
+  // order of a signal and a message sent after it is then kept, as with a
+  // plain kernel), else to the sandbox's init, which forwards it.
+  void signal_program(int sig) const;
+  // The program's host pid, read once from the init's children list.
+  void find_program();
   // Reaps it (blocks until it exits) and returns its exit status.
   int wait();
   // Write end of the "go" pipe, held open while we live: the child checks
@@ -34,6 +43,7 @@ class SandboxProcess {
   pid_t pid_;
   UniqueFd pidfd_;
   UniqueFd lifeline_;
+  pid_t program_ = -1;
 };
 
 // Callers block forwarded_signals() and SIGCHLD before calling this (so no

@@ -315,11 +315,8 @@ Status Relay::run(const std::vector<int>& extra_fds, const std::function<bool(in
       if (errno == EINTR) continue;
       return sys_error("relay: zmq_poll");
     }
-    for (size_t i = 0; i < kChannelCount; ++i) {
-      if (items[kItemsPerLink * i].revents & ZMQ_POLLIN) IK_TRY(forward_to_kernel(*links_[i]));
-      if (items[kItemsPerLink * i + 1].revents & ZMQ_POLLIN) IK_TRY(forward_to_host(*links_[i]));
-      if (items[kItemsPerLink * i + 2].revents & ZMQ_POLLIN) IK_TRY(handle_link_event(*links_[i]));
-    }
+    // Extra fds first: a signal the client sent before a message (an
+    // interrupt before shutdown_request) must reach the kernel first.
     for (size_t i = kItemsPerLink * kChannelCount; i < items.size(); ++i) {
       if (!(items[i].revents & (ZMQ_POLLIN | ZMQ_POLLERR))) continue;
       if (on_fd_ready(items[i].fd)) continue;
@@ -327,6 +324,11 @@ Status Relay::run(const std::vector<int>& extra_fds, const std::function<bool(in
       // the caller tears the sockets down.
       for (auto& l : links_) IK_TRY(forward_to_host(*l));
       return ok();
+    }
+    for (size_t i = 0; i < kChannelCount; ++i) {
+      if (items[kItemsPerLink * i].revents & ZMQ_POLLIN) IK_TRY(forward_to_kernel(*links_[i]));
+      if (items[kItemsPerLink * i + 1].revents & ZMQ_POLLIN) IK_TRY(forward_to_host(*links_[i]));
+      if (items[kItemsPerLink * i + 2].revents & ZMQ_POLLIN) IK_TRY(handle_link_event(*links_[i]));
     }
   }
 }
