@@ -111,21 +111,8 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
-def wait_until(pred, timeout: float, step: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() >= deadline:
-            return v
-        time.sleep(step)
-
-
-def kill_quietly(pids):
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
+# Shared with the isolate tests (same directory on sys.path).
+from isolate_helpers import kill_quietly, wait_until  # noqa: E402,F401
 
 
 def mount_table() -> set[str]:
