@@ -2,12 +2,12 @@
 // the real kernel in the sandbox with a private connection file using ipc
 // sockets, and relays the five Jupyter channels between the host's ports
 // and the kernel, so the kernel needs no network at all.
+#include <fcntl.h>
 #include <signal.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 
 #include "apply/exec.hpp"
@@ -23,6 +23,7 @@
 #include "plan/paths.hpp"
 #include "plan/planner.hpp"
 #include "relay/connection_file.hpp"
+#include "relay/kernel_sockets.hpp"
 #include "relay/relay.hpp"
 
 extern char** environ;
@@ -49,15 +50,15 @@ void report_timeout(const ik::Monitor& m, const ik::Options& opts) {
                  static_cast<unsigned long long>(*opts.limits.wall_seconds));
 }
 
-ik::Status cap_relay_memory(const ik::relay::RelayOptions& o) {
-  const rlim_t cap = std::max<rlim_t>(rlim_t{1} << 30, 4 * static_cast<rlim_t>(o.max_message_bytes) + (rlim_t{256} << 20));
-  rlimit current{};
-  getrlimit(RLIMIT_DATA, &current);
-  if (current.rlim_max != RLIM_INFINITY && current.rlim_max < cap) return ik::ok();
-  rlimit lim{cap, current.rlim_max};
-  if (setrlimit(RLIMIT_DATA, &lim) != 0) return ik::sys_error("setrlimit(RLIMIT_DATA) for the relay");
-  ik::log::step("relay: heap capped at %llu MiB (RLIMIT_DATA)", static_cast<unsigned long long>(cap >> 20));
-  return ik::ok();
+// The sandbox's directory that holds the kernel's ipc sockets, opened once
+// through the sandbox's root: socket files work across network namespaces,
+// and nothing lands on the host.
+ik::Result<ik::UniqueFd> open_kernel_socket_dir(const ik::SandboxProcess& sandbox) {
+  const std::string root = "/proc/" + std::to_string(sandbox.pid()) + "/root";
+  ik::UniqueFd root_fd(::open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!root_fd.valid()) return ik::sys_error("relay: open the sandbox's root " + root);
+  const std::string dir = std::filesystem::path(ik::kKernelIpcBase).parent_path().relative_path();
+  return ik::relay::open_sandbox_dir(root_fd.get(), dir);
 }
 
 // Relays until the sandbox exits; returns its exit status.
@@ -65,18 +66,24 @@ int run_with_relay(ik::SandboxProcess& sandbox, const ik::relay::ConnectionInfo&
                    const ik::relay::RelayOptions& relay_options, const ik::Options& opts) {
   auto monitor = ik::Monitor::create(sandbox, opts.limits.wall_seconds);
   if (!monitor) return fail(monitor.error());
-  zmq::context_t ctx(1);
-  // The kernel's ipc sockets, reached through the sandbox's root: socket
-  // files work across network namespaces, and nothing lands on the host.
-  std::string ipc_base = "/proc/" + std::to_string(sandbox.pid()) + "/root" + ik::kKernelIpcBase;
-  auto relay = ik::relay::Relay::create(ctx, host_conn, ipc_base, relay_options);
-  if (!relay) return fail(relay.error());
-  // A hostile kernel controls its side of every socket, and libzmq buffers
-  // a never-ending multipart message in full before the relay sees it. Cap
-  // the launcher's own heap (after the sandbox was cloned, so the kernel does
-  // not inherit it): past it the launcher dies and the kernel with it, a
-  // clean kernel death instead of a host out-of-memory.
-  if (auto s = cap_relay_memory(relay_options); !s) ik::log::warn("%s", s.error().describe().c_str());
+  auto dir = open_kernel_socket_dir(sandbox);
+  if (!dir) {
+    // ENOENT: the sandbox has already exited (a kernel that died at once);
+    // its status is what the caller needs.
+    if (dir.error().err == ENOENT) return monitor->run();
+    ik::print_error(dir.error());
+    sandbox.signal(SIGKILL);
+    monitor->run();
+    return ik::kExitSetup;
+  }
+  const std::string prefix = std::filesystem::path(ik::kKernelIpcBase).filename();
+  auto relay = ik::relay::Relay::create(host_conn, {dir->get(), prefix}, relay_options);
+  if (!relay) {
+    ik::print_error(relay.error());
+    sandbox.signal(SIGKILL);
+    monitor->run();
+    return relay.error().exit_code;
+  }
   auto status = (*relay)->run(monitor->fds(), [&](int fd) { return monitor->on_ready(fd); });
   if (!status) {
     ik::print_error(status.error());
@@ -146,7 +153,7 @@ int main(int argc, char** argv) {
                  "The connection file jupyter_client wrote (default: the -f argument of the kernel argv)")
       ->type_name("FILE");
   app.add_option("--max-message-size", args.max_message_size,
-                 "Largest message accepted from the kernel (default 256M); larger ones are dropped")
+                 "Largest message accepted from the kernel (default 256M); a larger one cuts that client connection")
       ->type_name("SIZE");
   app.footer("Example kernel.json argv:\n  [\"isolated-kernel-launcher\", \"--mnt\", \"ro:/opt/conda\", \"--\",\n"
              "   \"/opt/conda/bin/python\", \"-m\", \"ipykernel_launcher\", \"-f\", \"{connection_file}\"]\n"

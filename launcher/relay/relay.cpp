@@ -1,38 +1,44 @@
 #include "relay/relay.hpp"
 
-#include <sys/un.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
 
-#include <cctype>
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
-#include <limits>
-#include <random>
-#include <utility>
+#include <deque>
+#include <list>
+#include <optional>
+#include <poll.h>
 
+#include "common/fd.hpp"
 #include "common/log.hpp"
+#include "relay/host_listener.hpp"
+#include "relay/kernel_sockets.hpp"
+#include "relay/zmtp.hpp"
 
 namespace ik::relay {
 namespace {
 
-// Messages handled per socket per wake-up, so one busy channel cannot
-// starve the others (zmq_poll is level-triggered: the rest waits one turn).
-constexpr int kBatch = 64;
-// Each frame costs libzmq about this much besides its payload; counting it
-// stops a flood of empty frames from slipping under the size cap.
-constexpr size_t kFrameCost = 64;
-// Short so start-up does not wait libzmq's default 100 ms for the kernel to
-// bind its ipc sockets.
-constexpr int kReconnectIvlMs = 5;
+constexpr std::array<const char*, kChannelCount> kNames{"shell", "iopub", "stdin", "control", "hb"};
+// Retry interval while a kernel socket file exists but nobody listens: short
+// for the gap between bind() and listen() (microseconds in practice), then
+// doubling up to libzmq's default reconnect interval, so a stale socket file
+// left by a kernel that closed its socket costs no busy polling.
+constexpr long kFirstRetryNs = 2'000'000;
+constexpr long kMaxRetryNs = 100'000'000;
+// Reads per connection per turn, so one busy connection cannot starve the
+// others; the rest waits one turn in the ready queue.
+constexpr int kTurnBudget = 16;
 // Repeated warnings are rate-limited to the 1st, (N+1)th, (2N+1)th, ...
 constexpr uint64_t kWarnEvery = 100;
-// Bound on remembered client ids per channel (-v logging only).
-constexpr size_t kMaxTrackedClients = 256;
-// Poll items per channel: host socket, kernel socket, kernel-link monitor.
-constexpr size_t kItemsPerLink = 3;
-
-constexpr std::array<const char*, kChannelCount> kNames{"shell", "iopub", "stdin", "control", "hb"};
+// How long the relay keeps passing on the kernel's last words at exit.
+constexpr auto kDrainTime = std::chrono::milliseconds(250);
 
 int host_port(const ConnectionInfo& host, Channel c) {
   switch (c) {
@@ -57,381 +63,550 @@ int kernel_port(Channel c) {
 }
 
 bool rate_limited_turn(uint64_t count) { return count % kWarnEvery == 1; }
-
-// Printable ids (jupyter_client uses its session uuid) are shown as text,
-// others (libzmq's generated ids start with a zero byte) as hex.
-std::string printable_id(const zmq::message_t& m) {
-  const auto* p = static_cast<const unsigned char*>(m.data());
-  const size_t n = m.size();
-  bool text = n > 0 && n <= 64;
-  for (size_t i = 0; text && i < n; ++i) text = std::isprint(p[i]) != 0;
-  if (text) return "\"" + std::string(reinterpret_cast<const char*>(p), n) + "\"";
-  std::string hex = "0x";
-  char b[3];
-  for (size_t i = 0; i < n && i < 16; ++i) {
-    std::snprintf(b, sizeof b, "%02x", p[i]);
-    hex += b;
-  }
-  return n > 16 ? hex + "..." : hex;
-}
-
-// Random per relay; the first byte is printable (a leading zero byte is
-// reserved by libzmq for generated ids).
-std::string random_routing_id() {
-  std::random_device rd;
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "ik-relay-%08x%08x", rd(), rd());
-  return buf;
-}
-
-template <typename T>
-Status set_opt(zmq::socket_t& s, int option, T value, const char* what) {
-  if (zmq_setsockopt(s.handle(), option, &value, sizeof value) != 0)
-    return sys_error(std::string("relay: set ") + what);
-  return ok();
-}
-
-Status set_common_options(zmq::socket_t& s, const RelayOptions& o) {
-  // Linger 0: at exit nothing may hold the launcher up on an absent peer.
-  IK_TRY(set_opt<int>(s, ZMQ_LINGER, 0, "ZMQ_LINGER"));
-  IK_TRY(set_opt<int>(s, ZMQ_SNDHWM, o.high_water_mark, "ZMQ_SNDHWM"));
-  IK_TRY(set_opt<int>(s, ZMQ_RCVHWM, o.high_water_mark, "ZMQ_RCVHWM"));
-  return ok();
-}
-
-Status set_host_options(zmq::socket_t& s, Channel c, bool ipv6) {
-  if (ipv6) IK_TRY(set_opt<int>(s, ZMQ_IPV6, 1, "ZMQ_IPV6"));
-  if (c == Channel::kIopub) {
-    // Verbose: every subscription reaches the kernel, not only the first
-    // per topic (kernels may greet each new subscriber).
-    return set_opt<int>(s, ZMQ_XPUB_VERBOSE, 1, "ZMQ_XPUB_VERBOSE");
-  }
-  // Mandatory: a message to a vanished client fails (and is counted) instead
-  // of vanishing silently, and a full client queue gives EAGAIN.
-  IK_TRY(set_opt<int>(s, ZMQ_ROUTER_MANDATORY, 1, "ZMQ_ROUTER_MANDATORY"));
-  if (c != Channel::kHb) {
-    // As ipykernel does on these sockets: a client reconnecting with its
-    // old identity takes it over (ipython/ipykernel#270).
-    IK_TRY(set_opt<int>(s, ZMQ_ROUTER_HANDOVER, 1, "ZMQ_ROUTER_HANDOVER"));
-  }
-  return ok();
-}
-
-Status set_kernel_options(zmq::socket_t& s, Channel c, const RelayOptions& o, const std::string& id) {
-  IK_TRY(set_opt<int>(s, ZMQ_RECONNECT_IVL, kReconnectIvlMs, "ZMQ_RECONNECT_IVL"));
-  const int64_t max = o.max_message_bytes > static_cast<size_t>(std::numeric_limits<int64_t>::max())
-                          ? -1
-                          : static_cast<int64_t>(o.max_message_bytes);
-  IK_TRY(set_opt<int64_t>(s, ZMQ_MAXMSGSIZE, max, "ZMQ_MAXMSGSIZE"));
-  if (c == Channel::kIopub) return ok();
-  // One id on every DEALER: ipykernel sends stdin requests to the identity
-  // it saw on shell, so shell and stdin must match or input() hangs.
-  if (zmq_setsockopt(s.handle(), ZMQ_ROUTING_ID, id.data(), id.size()) != 0)
-    return sys_error("relay: set ZMQ_ROUTING_ID");
-  return ok();
-}
-
-Status check_ipc_base(const std::string& base) {
-  // "<base>-N" must fit in sockaddr_un.sun_path with its terminating NUL.
-  constexpr size_t kMax = sizeof(sockaddr_un{}.sun_path) - 1;
-  if (base.empty()) return usage_error("relay: the kernel ipc path is empty");
-  if (base.size() + 2 > kMax)
-    return usage_error("relay: kernel ipc path " + base + " is too long",
-                       "unix socket paths are limited to " + std::to_string(kMax) + " bytes");
-  return ok();
-}
-
-enum class Received { kNone, kMessage, kOversized };
-
-// Reads one whole multipart message (libzmq delivers them atomically, so
-// once the first frame is there all are). Frames beyond `limit` are read
-// and discarded at once, so an oversized message never piles up here.
-Result<Received> recv_message(zmq::socket_t& s, std::vector<zmq::message_t>& frames, size_t& bytes,
-                              size_t limit) {
-  frames.clear();
-  bytes = 0;
-  size_t cost = 0;
-  bool oversized = false;
-  for (bool first = true;; first = false) {
-    zmq::message_t m;
-    if (zmq_msg_recv(m.handle(), s.handle(), first ? ZMQ_DONTWAIT : 0) < 0) {
-      if (first && errno == EAGAIN) return Received::kNone;
-      return sys_error("relay: receive");
-    }
-    const bool more = m.more();
-    bytes += m.size();
-    cost += m.size() + kFrameCost;
-    if (cost > limit && !oversized) {
-      oversized = true;
-      frames.clear();
-    }
-    if (!oversized) frames.push_back(std::move(m));
-    if (!more) return oversized ? Received::kOversized : Received::kMessage;
-  }
-}
-
-// Sends all frames without blocking; false when the message was dropped
-// (peer queue full, or a ROUTER's client is gone).
-bool send_message(zmq::socket_t& s, std::vector<zmq::message_t>& frames) {
-  for (size_t i = 0; i < frames.size(); ++i) {
-    const int flags = ZMQ_DONTWAIT | (i + 1 < frames.size() ? ZMQ_SNDMORE : 0);
-    if (zmq_msg_send(frames[i].handle(), s.handle(), flags) >= 0) continue;
-    if (i == 0) return false;
-    // Failed mid-message: still end it, so libzmq discards it as a whole
-    // instead of gluing the next message onto its tail.
-    for (++i; i < frames.size(); ++i)
-      zmq_msg_send(frames[i].handle(), s.handle(), ZMQ_DONTWAIT | (i + 1 < frames.size() ? ZMQ_SNDMORE : 0));
-    return false;
-  }
-  return true;
-}
-
 void bump(std::atomic<uint64_t>& a, uint64_t by = 1) { a.fetch_add(by, std::memory_order_relaxed); }
 uint64_t load(const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); }
 
-bool any_activity(const ChannelCounters& c) {
-  return c.to_kernel.messages || c.to_kernel.dropped || c.to_host.messages || c.to_host.dropped ||
-         c.oversized || c.kernel_link_resets;
-}
+// Bytes read from one side and not yet written to the other. Allocated on
+// first use, so idle connections cost no buffer.
+class ByteQueue {
+ public:
+  explicit ByteQueue(size_t capacity) : capacity_(capacity) {}
+  size_t pending() const { return tail_ - head_; }
+  bool full() const { return pending() == capacity_; }
+  // Contiguous free space at the end (compacting first if that helps).
+  unsigned char* write_area(size_t& n) {
+    if (!data_) data_ = std::make_unique<unsigned char[]>(capacity_);
+    if (head_ > 0 && tail_ == capacity_) {
+      std::memmove(data_.get(), data_.get() + head_, pending());
+      tail_ -= head_;
+      head_ = 0;
+    }
+    n = capacity_ - tail_;
+    return data_.get() + tail_;
+  }
+  void commit(size_t n) { tail_ += n; }
+  const unsigned char* read_area() const { return data_.get() + head_; }
+  void consume(size_t n) {
+    head_ += n;
+    if (head_ == tail_) head_ = tail_ = 0;
+  }
+  void clear() { head_ = tail_ = 0; }
+
+ private:
+  size_t capacity_;
+  std::unique_ptr<unsigned char[]> data_;
+  size_t head_ = 0, tail_ = 0;
+};
+
+// One side of a connection as seen by edge-triggered epoll: what the last
+// edge said, until a short read/write or EAGAIN says otherwise.
+struct Side {
+  UniqueFd fd;
+  bool readable = false;
+  bool writable = true;  // a fresh socket can take data
+  bool eof = false;      // the peer closed its end
+};
+
+enum class Io { kDone, kAgain, kEof, kError };
 
 }  // namespace
 
+// Epoll user data: what an fd is. Stored in stable places (listeners,
+// connections, the fixed list of service fds).
+struct Watch {
+  enum Kind { kListener, kClient, kKernel, kExtra, kKernelDir, kRetryTimer } kind;
+  int index = 0;          // channel of a listener; fd of an extra
+  struct Conn* conn = nullptr;
+};
+
+struct Conn {
+  Conn(Channel c, size_t buffer, size_t max_message)
+      : channel(c), up(buffer), down(buffer), up_scan(SIZE_MAX), down_scan(max_message) {}
+  Channel channel;
+  Side client, kernel;
+  ByteQueue up, down;           // client -> kernel, kernel -> client
+  ZmtpScanner up_scan, down_scan;
+  uint64_t up_counted_msgs = 0, up_counted_bytes = 0, down_counted_msgs = 0, down_counted_bytes = 0;
+  bool dialled = false;   // kernel side connected
+  bool dead = false;      // closed; freed after the current batch
+  bool queued = false;    // in the ready queue
+  Watch client_watch{Watch::kClient, 0, this};
+  Watch kernel_watch{Watch::kKernel, 0, this};
+};
+
+class Relay::Impl {
+ public:
+  Impl(RelayOptions o) : options_(o) {}
+
+  Status open(const ConnectionInfo& host, const KernelSocketDir& kernel);
+  Status run(const std::vector<int>& extra_fds, const std::function<bool(int)>& on_fd_ready);
+  RelayCounters counters() const;
+
+ private:
+  struct AtomicDirection {
+    std::atomic<uint64_t> messages{0}, bytes{0};
+  };
+  struct ChannelState {
+    HostListener listener;
+    Watch watch{Watch::kListener, 0, nullptr};
+    size_t open = 0;
+    std::atomic<uint64_t> connections{0}, refused{0}, oversized{0}, protocol_errors{0}, rejected{0};
+    AtomicDirection to_kernel, to_host;
+  };
+
+  Status add(int fd, uint32_t events, Watch* w);
+  void accept_clients(Channel c);
+  void dial(Conn& c);
+  void redial_waiting();
+  void arm_retry();
+  void pump(Conn& c);
+  bool step(Conn& c, bool& progress);
+  Io read_into(Side& s, ByteQueue& q, size_t& got);
+  Io write_from(Side& s, ByteQueue& q);
+  bool scan_kernel_bytes(Conn& c, const unsigned char* p, size_t n);
+  void scan_client_bytes(Conn& c, const unsigned char* p, size_t n);
+  void close_conn(Conn& c, const char* why);
+  void reap();
+  void drain_at_exit();
+  ChannelState& state(Channel c) { return channels_[static_cast<size_t>(c)]; }
+  void flush_counts(Conn& c);
+
+  RelayOptions options_;
+  std::array<ChannelState, kChannelCount> channels_;
+  std::optional<KernelSockets> kernel_;
+  UniqueFd epoll_, retry_timer_;
+  bool retry_armed_ = false;
+  long retry_ns_ = kFirstRetryNs;
+  Watch dir_watch_{Watch::kKernelDir, 0, nullptr};
+  Watch timer_watch_{Watch::kRetryTimer, 0, nullptr};
+  std::deque<Watch> extra_watches_;
+  std::list<Conn> conns_;
+  std::deque<Conn*> ready_;
+};
+
 const char* channel_name(Channel c) { return kNames[static_cast<size_t>(c)]; }
 
-Relay::Relay(RelayOptions options, std::string routing_id)
-    : options_(options), routing_id_(std::move(routing_id)) {}
+Status Relay::Impl::add(int fd, uint32_t events, Watch* w) {
+  epoll_event ev{};
+  ev.events = events;
+  ev.data.ptr = w;
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) return sys_error("relay: epoll_ctl(ADD)");
+  return ok();
+}
 
-Relay::~Relay() = default;
-
-Result<std::unique_ptr<Relay>> Relay::create(zmq::context_t& ctx, const ConnectionInfo& host,
-                                             const std::string& kernel_ipc_base, RelayOptions options) {
-  if (options.max_message_bytes == 0) return usage_error("relay: max_message_bytes must be > 0");
-  if (options.high_water_mark < 0) return usage_error("relay: high_water_mark must be >= 0");
-  IK_TRY(check_ipc_base(kernel_ipc_base));
-
-  std::unique_ptr<Relay> relay(new Relay(options, random_routing_id()));
-  // libzmq needs ZMQ_IPV6 to bind an IPv6 address such as "::1".
-  const bool ipv6 = host.transport == "tcp" && host.ip.find(':') != std::string::npos;
+Status Relay::Impl::open(const ConnectionInfo& host, const KernelSocketDir& kernel) {
+  epoll_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
+  if (!epoll_.valid()) return sys_error("relay: epoll_create1");
+  retry_timer_ = UniqueFd(::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
+  if (!retry_timer_.valid()) return sys_error("relay: timerfd_create");
+  auto sockets = KernelSockets::open(kernel.dir_fd, kernel.prefix);
+  if (!sockets) return sockets.error();
+  kernel_.emplace(std::move(*sockets));
+  IK_TRY(add(kernel_->watch_fd(), EPOLLIN, &dir_watch_));
+  IK_TRY(add(retry_timer_.get(), EPOLLIN, &timer_watch_));
   for (size_t i = 0; i < kChannelCount; ++i) {
     const auto c = static_cast<Channel>(i);
-    const std::string kernel_ep = "ipc://" + kernel_ipc_base + "-" + std::to_string(kernel_port(c));
-    IK_TRY(relay->open_link(ctx, c, host.endpoint(host_port(host, c)), kernel_ep, ipv6));
+    auto l = HostListener::bind(host, host_port(host, c), channel_name(c));
+    if (!l) return l.error();
+    ChannelState& s = channels_[i];
+    s.listener = std::move(*l);
+    s.watch.index = static_cast<int>(i);
+    IK_TRY(add(s.listener.fd(), EPOLLIN, &s.watch));
+    log::step("relay: %s %s <-> %s", channel_name(c), s.listener.address().c_str(),
+              kernel_->name(kernel_port(c)).c_str());
   }
-  log::step("relay: host %s://%s ports %d/%d/%d/%d/%d <-> ipc://%s-1..5, routing id %s",
-            host.transport.c_str(), host.ip.c_str(), host.shell_port, host.iopub_port, host.stdin_port,
-            host.control_port, host.hb_port, kernel_ipc_base.c_str(), relay->routing_id_.c_str());
-  return relay;
-}
-
-Status Relay::open_link(zmq::context_t& ctx, Channel c, const std::string& host_endpoint,
-                        const std::string& kernel_endpoint, bool ipv6) {
-  const bool pubsub = c == Channel::kIopub;
-  auto link = std::make_unique<Link>();
-  link->channel = c;
-  try {
-    link->host = zmq::socket_t(ctx, pubsub ? zmq::socket_type::xpub : zmq::socket_type::router);
-    link->kernel = zmq::socket_t(ctx, pubsub ? zmq::socket_type::xsub : zmq::socket_type::dealer);
-  } catch (const zmq::error_t& e) {
-    return sys_error(std::string("relay: create the ") + channel_name(c) + " sockets", e.num());
-  }
-  IK_TRY(set_common_options(link->host, options_));
-  IK_TRY(set_host_options(link->host, c, ipv6));
-  IK_TRY(set_common_options(link->kernel, options_));
-  IK_TRY(set_kernel_options(link->kernel, c, options_, routing_id_));
-
-  if (zmq_bind(link->host.handle(), host_endpoint.c_str()) != 0) {
-    const int e = errno;
-    return sys_error(std::string("relay: bind the ") + channel_name(c) + " channel at " + host_endpoint, e,
-                     e == EADDRINUSE ? "another process already uses that port" : "");
-  }
-  // Asynchronous: succeeds before the kernel has bound; libzmq retries.
-  link->kernel_endpoint = kernel_endpoint;
-  if (zmq_connect(link->kernel.handle(), kernel_endpoint.c_str()) != 0)
-    return sys_error(std::string("relay: connect the ") + channel_name(c) + " channel to " + kernel_endpoint);
-  IK_TRY(watch_kernel_link(ctx, *link));
-  log::step("relay: %s %s <-> %s", channel_name(c), host_endpoint.c_str(), kernel_endpoint.c_str());
-  links_[static_cast<size_t>(c)] = std::move(link);
   return ok();
 }
 
-// libzmq ends a connection for good (no automatic reconnect) when the peer
-// breaks the protocol, which includes a frame over ZMQ_MAXMSGSIZE. A monitor
-// tells us about every lost kernel-side link so we can reconnect it.
-Status Relay::watch_kernel_link(zmq::context_t& ctx, Link& link) {
-  const std::string addr = "inproc://" + routing_id_ + "-monitor-" + channel_name(link.channel);
-  if (zmq_socket_monitor(link.kernel.handle(), addr.c_str(), ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) != 0)
-    return sys_error(std::string("relay: monitor the ") + channel_name(link.channel) + " channel");
-  try {
-    link.monitor = zmq::socket_t(ctx, zmq::socket_type::pair);
-  } catch (const zmq::error_t& e) {
-    return sys_error("relay: create a monitor socket", e.num());
-  }
-  IK_TRY(set_opt<int>(link.monitor, ZMQ_LINGER, 0, "ZMQ_LINGER"));
-  if (zmq_connect(link.monitor.handle(), addr.c_str()) != 0) return sys_error("relay: connect " + addr);
-  return ok();
-}
-
-Status Relay::handle_link_event(Link& link) {
+void Relay::Impl::accept_clients(Channel ch) {
+  ChannelState& s = state(ch);
   for (;;) {
-    // Two frames: 6 bytes (uint16 event, uint32 value), then the address.
-    zmq::message_t head, addr;
-    if (zmq_msg_recv(head.handle(), link.monitor.handle(), ZMQ_DONTWAIT) < 0) {
-      if (errno == EAGAIN) return ok();
-      return sys_error("relay: receive a monitor event");
+    UniqueFd fd = s.listener.accept();
+    if (!fd.valid()) {
+      if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+        log::warn("relay: %s: accept: %s", channel_name(ch), std::strerror(errno));
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      return;
     }
-    if (head.more() && zmq_msg_recv(addr.handle(), link.monitor.handle(), 0) < 0)
-      return sys_error("relay: receive a monitor event");
-    uint16_t event = 0;
-    if (head.size() >= sizeof event) std::memcpy(&event, head.data(), sizeof event);
-    const char* name = channel_name(link.channel);
-    if (event == ZMQ_EVENT_CONNECTED) {
-      log::step("relay: %s: kernel side connected", name);
+    if (s.open >= options_.max_connections_per_channel) {
+      bump(s.refused);
+      if (rate_limited_turn(load(s.refused)))
+        log::warn("relay: %s: more than %zu client connections, refused one (%" PRIu64 " so far)",
+                  channel_name(ch), options_.max_connections_per_channel, load(s.refused));
+      continue;  // closed by UniqueFd
+    }
+    Conn& c = conns_.emplace_back(ch, options_.buffer_bytes, options_.max_message_bytes);
+    c.client.fd = std::move(fd);
+    ++s.open;
+    bump(s.connections);
+    // Edge-triggered: one epoll_ctl per socket for its whole life.
+    if (auto st = add(c.client.fd.get(), EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, &c.client_watch); !st) {
+      log::warn("%s", st.error().describe().c_str());
+      close_conn(c, "epoll");
       continue;
     }
-    if (event != ZMQ_EVENT_DISCONNECTED) continue;
-    // Reconnecting an endpoint whose session is still retrying on its own
-    // is harmless (it is replaced); one that libzmq gave up on needs it.
-    bump(link.resets);
-    log::step("relay: %s: kernel side disconnected, reconnecting", name);
-    const char* ep = link.kernel_endpoint.c_str();
-    zmq_disconnect(link.kernel.handle(), ep);  // ENOENT is fine: already gone
-    if (zmq_connect(link.kernel.handle(), ep) != 0)
-      return sys_error(std::string("relay: reconnect the ") + name + " channel to " + ep);
+    log::step("relay: %s: client connected (%zu open)", channel_name(ch), s.open);
+    dial(c);
   }
 }
 
-Status Relay::run(const std::vector<int>& extra_fds, const std::function<bool(int fd)>& on_fd_ready) {
-  std::vector<zmq_pollitem_t> items;
-  for (auto& l : links_) {
-    items.push_back({l->host.handle(), 0, ZMQ_POLLIN, 0});
-    items.push_back({l->kernel.handle(), 0, ZMQ_POLLIN, 0});
-    items.push_back({l->monitor.handle(), 0, ZMQ_POLLIN, 0});
-  }
-  for (int fd : extra_fds) items.push_back({nullptr, fd, ZMQ_POLLIN, 0});
-
-  for (;;) {
-    // No timeout: an idle relay sleeps in the kernel and costs no CPU.
-    if (zmq_poll(items.data(), static_cast<int>(items.size()), -1) < 0) {
-      if (errno == EINTR) continue;
-      return sys_error("relay: zmq_poll");
+void Relay::Impl::dial(Conn& c) {
+  auto out = kernel_->dial(kernel_port(c.channel));
+  switch (out.dial) {
+    case KernelSockets::Dial::kAbsent:
+      return;  // the directory watch calls us again
+    case KernelSockets::Dial::kNotListening:
+      arm_retry();
+      return;
+    case KernelSockets::Dial::kRejected: {
+      ChannelState& s = state(c.channel);
+      bump(s.rejected);
+      if (rate_limited_turn(load(s.rejected)))
+        log::warn("relay: %s: refused to connect to the kernel's socket: %s", channel_name(c.channel), out.why.c_str());
+      close_conn(c, "kernel socket rejected");
+      return;
     }
-    // Extra fds first: a signal the client sent before a message (an
-    // interrupt before shutdown_request) must reach the kernel first.
-    for (size_t i = kItemsPerLink * kChannelCount; i < items.size(); ++i) {
-      if (!(items[i].revents & (ZMQ_POLLIN | ZMQ_POLLERR))) continue;
-      if (on_fd_ready(items[i].fd)) continue;
-      // Pass on what the kernel already sent (e.g. a shutdown_reply) before
-      // the caller tears the sockets down.
-      for (auto& l : links_) IK_TRY(forward_to_host(*l));
+    case KernelSockets::Dial::kConnected:
+      break;
+  }
+  c.kernel.fd = std::move(out.fd);
+  if (auto st = add(c.kernel.fd.get(), EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, &c.kernel_watch); !st) {
+    log::warn("%s", st.error().describe().c_str());
+    close_conn(c, "epoll");
+    return;
+  }
+  c.dialled = true;
+  retry_ns_ = kFirstRetryNs;
+  log::step("relay: %s: joined a client to the kernel", channel_name(c.channel));
+  pump(c);  // the client's greeting may be waiting
+}
+
+void Relay::Impl::redial_waiting() {
+  for (Conn& c : conns_)
+    if (!c.dead && !c.dialled) dial(c);
+}
+
+void Relay::Impl::arm_retry() {
+  if (retry_armed_) return;
+  itimerspec t{};
+  t.it_value.tv_nsec = retry_ns_;
+  if (::timerfd_settime(retry_timer_.get(), 0, &t, nullptr) == 0) retry_armed_ = true;
+  retry_ns_ = std::min(2 * retry_ns_, kMaxRetryNs);
+}
+
+Io Relay::Impl::read_into(Side& s, ByteQueue& q, size_t& got) {
+  size_t room = 0;
+  unsigned char* p = q.write_area(room);
+  got = 0;
+  const ssize_t n = ::recv(s.fd.get(), p, room, MSG_DONTWAIT);
+  if (n > 0) {
+    got = static_cast<size_t>(n);
+    // A short read means the socket is empty now; the next edge says more.
+    if (got < room) s.readable = false;
+    return Io::kDone;
+  }
+  if (n == 0) {
+    s.eof = true;
+    s.readable = false;
+    return Io::kEof;
+  }
+  if (errno == EAGAIN || errno == EINTR) {
+    s.readable = errno == EINTR;
+    return Io::kAgain;
+  }
+  return Io::kError;
+}
+
+Io Relay::Impl::write_from(Side& s, ByteQueue& q) {
+  // MSG_NOSIGNAL: a vanished peer is an error to handle, not a SIGPIPE.
+  const ssize_t n = ::send(s.fd.get(), q.read_area(), q.pending(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  if (n >= 0) {
+    if (static_cast<size_t>(n) < q.pending()) s.writable = false;
+    q.consume(static_cast<size_t>(n));
+    return Io::kDone;
+  }
+  if (errno == EAGAIN || errno == EINTR) {
+    s.writable = errno == EINTR;
+    return Io::kAgain;
+  }
+  return Io::kError;
+}
+
+// Checks the kernel's bytes before they go anywhere; false = cut.
+bool Relay::Impl::scan_kernel_bytes(Conn& c, const unsigned char* p, size_t n) {
+  const auto v = c.down_scan.feed(p, n);
+  if (v == ZmtpScanner::Verdict::kOk) return true;
+  ChannelState& s = state(c.channel);
+  auto& counter = v == ZmtpScanner::Verdict::kOversized ? s.oversized : s.protocol_errors;
+  bump(counter);
+  if (rate_limited_turn(load(counter))) {
+    if (v == ZmtpScanner::Verdict::kOversized)
+      log::warn("relay: %s: the kernel sent %s (limit %zu, --max-message-size); cut that client connection "
+                "(%" PRIu64 " so far)",
+                channel_name(c.channel), c.down_scan.reason().c_str(), options_.max_message_bytes, load(counter));
+    else
+      log::warn("relay: %s: the kernel broke the ZeroMQ protocol (%s); cut that client connection (%" PRIu64
+                " so far)",
+                channel_name(c.channel), c.down_scan.reason().c_str(), load(counter));
+  }
+  return false;
+}
+
+// Client bytes are only counted: clients are trusted, and the kernel's own
+// libzmq judges what they send.
+void Relay::Impl::scan_client_bytes(Conn& c, const unsigned char* p, size_t n) {
+  if (c.up_scan.verdict() == ZmtpScanner::Verdict::kOk) c.up_scan.feed(p, n);
+}
+
+void Relay::Impl::flush_counts(Conn& c) {
+  ChannelState& s = state(c.channel);
+  bump(s.to_kernel.messages, c.up_scan.messages() - c.up_counted_msgs);
+  bump(s.to_kernel.bytes, c.up_scan.payload_bytes() - c.up_counted_bytes);
+  bump(s.to_host.messages, c.down_scan.messages() - c.down_counted_msgs);
+  bump(s.to_host.bytes, c.down_scan.payload_bytes() - c.down_counted_bytes);
+  c.up_counted_msgs = c.up_scan.messages();
+  c.up_counted_bytes = c.up_scan.payload_bytes();
+  c.down_counted_msgs = c.down_scan.messages();
+  c.down_counted_bytes = c.down_scan.payload_bytes();
+}
+
+// One round of moving bytes both ways; false when the connection is done.
+bool Relay::Impl::step(Conn& c, bool& progress) {
+  size_t got = 0;
+  // client -> kernel
+  if (c.client.readable && !c.client.eof && !c.up.full()) {
+    const Io r = read_into(c.client, c.up, got);
+    if (r == Io::kError) return false;
+    if (got) {
+      scan_client_bytes(c, c.up.read_area() + c.up.pending(), got);
+      c.up.commit(got);
+      progress = true;
+    }
+  }
+  if (c.dialled && c.kernel.writable && c.up.pending()) {
+    const size_t before = c.up.pending();
+    if (write_from(c.kernel, c.up) == Io::kError) return false;
+    progress |= c.up.pending() != before;
+  }
+  // kernel -> client
+  if (c.dialled && c.kernel.readable && !c.kernel.eof && !c.down.full()) {
+    const Io r = read_into(c.kernel, c.down, got);
+    if (r == Io::kError) return false;
+    if (got) {
+      if (!scan_kernel_bytes(c, c.down.read_area() + c.down.pending(), got)) return false;
+      c.down.commit(got);
+      progress = true;
+    }
+  }
+  if (c.client.writable && c.down.pending()) {
+    const size_t before = c.down.pending();
+    if (write_from(c.client, c.down) == Io::kError) return false;
+    progress |= c.down.pending() != before;
+  }
+  // A side that closed is done once what it sent has been passed on; ZMTP
+  // has no use for half-open connections. A client gone before the kernel
+  // is there needs nothing passed on.
+  if (c.client.eof && (c.up.pending() == 0 || !c.dialled)) return false;
+  if (c.kernel.eof && c.down.pending() == 0) return false;
+  return true;
+}
+
+void Relay::Impl::pump(Conn& c) {
+  if (c.dead) return;
+  for (int turn = 0; turn < kTurnBudget; ++turn) {
+    bool progress = false;
+    const bool alive = step(c, progress);
+    flush_counts(c);
+    if (!alive) {
+      close_conn(c, c.kernel.eof ? "kernel side closed" : "client side closed");
+      return;
+    }
+    if (!progress) return;
+  }
+  // Still busy: let the other connections have a turn first.
+  if (!c.queued) {
+    c.queued = true;
+    ready_.push_back(&c);
+  }
+}
+
+void Relay::Impl::close_conn(Conn& c, const char* why) {
+  if (c.dead) return;
+  c.dead = true;
+  ChannelState& s = state(c.channel);
+  --s.open;
+  log::step("relay: %s: connection closed (%s), %zu open", channel_name(c.channel), why, s.open);
+  // Closing removes the fds from the epoll set; events already returned for
+  // them in this batch are skipped through `dead`.
+  c.client.fd.reset();
+  c.kernel.fd.reset();
+  c.up.clear();
+  c.down.clear();
+}
+
+void Relay::Impl::reap() {
+  for (auto it = conns_.begin(); it != conns_.end();)
+    it = (it->dead && !it->queued) ? conns_.erase(it) : std::next(it);
+}
+
+Status Relay::Impl::run(const std::vector<int>& extra_fds, const std::function<bool(int)>& on_fd_ready) {
+  for (int fd : extra_fds) {
+    Watch& w = extra_watches_.emplace_back(Watch{Watch::kExtra, fd, nullptr});
+    IK_TRY(add(fd, EPOLLIN, &w));
+  }
+  // Sockets may already have been waiting before run() (a client that
+  // connected first): accept them now.
+  for (size_t i = 0; i < kChannelCount; ++i) accept_clients(static_cast<Channel>(i));
+  std::array<epoll_event, 64> events;
+  for (;;) {
+    // No timeout when idle: an idle relay sleeps in the kernel.
+    const int n = ::epoll_wait(epoll_.get(), events.data(), static_cast<int>(events.size()), ready_.empty() ? -1 : 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return sys_error("relay: epoll_wait");
+    }
+    // Extra fds first: an interrupt sent before shutdown_request must reach
+    // the kernel before the message does.
+    for (int i = 0; i < n; ++i) {
+      auto* w = static_cast<Watch*>(events[i].data.ptr);
+      if (w->kind != Watch::kExtra || on_fd_ready(w->index)) continue;
+      drain_at_exit();
       return ok();
     }
-    for (size_t i = 0; i < kChannelCount; ++i) {
-      if (items[kItemsPerLink * i].revents & ZMQ_POLLIN) IK_TRY(forward_to_kernel(*links_[i]));
-      if (items[kItemsPerLink * i + 1].revents & ZMQ_POLLIN) IK_TRY(forward_to_host(*links_[i]));
-      if (items[kItemsPerLink * i + 2].revents & ZMQ_POLLIN) IK_TRY(handle_link_event(*links_[i]));
+    for (int i = 0; i < n; ++i) {
+      auto* w = static_cast<Watch*>(events[i].data.ptr);
+      const uint32_t ev = events[i].events;
+      switch (w->kind) {
+        case Watch::kExtra: break;
+        case Watch::kListener: accept_clients(static_cast<Channel>(w->index)); break;
+        case Watch::kKernelDir:
+          kernel_->drain_watch();
+          retry_ns_ = kFirstRetryNs;  // something changed: try again quickly
+          redial_waiting();
+          break;
+        case Watch::kRetryTimer: {
+          uint64_t expirations;
+          while (::read(retry_timer_.get(), &expirations, sizeof expirations) > 0) {
+          }
+          retry_armed_ = false;
+          redial_waiting();
+          break;
+        }
+        case Watch::kClient:
+        case Watch::kKernel: {
+          Conn& c = *w->conn;
+          if (c.dead) break;
+          Side& side = w->kind == Watch::kClient ? c.client : c.kernel;
+          // Hang-up and error still leave data to read; the read says EOF.
+          if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) side.readable = true;
+          if (ev & EPOLLOUT) side.writable = true;
+          pump(c);
+          break;
+        }
+      }
     }
-  }
-}
-
-Status Relay::forward_to_kernel(Link& link) {
-  size_t bytes = 0;
-  for (int n = 0; n < kBatch; ++n) {
-    auto got = recv_message(link.host, frames_, bytes, std::numeric_limits<size_t>::max());
-    IK_TRY(got);
-    if (*got == Received::kNone) return ok();
-    if (log::verbose() >= 1) note_client(link, frames_.front());
-    if (send_message(link.kernel, frames_)) {
-      bump(link.to_kernel.messages);
-      bump(link.to_kernel.bytes, bytes);
-      continue;
+    // Connections that used up their turn go on where they stopped.
+    for (size_t k = ready_.size(); k > 0; --k) {
+      Conn* c = ready_.front();
+      ready_.pop_front();
+      c->queued = false;
+      pump(*c);
     }
-    bump(link.to_kernel.dropped);
-    if (rate_limited_turn(load(link.to_kernel.dropped)))
-      log::step("relay: %s: dropped a message to the kernel (queue full), %" PRIu64 " so far",
-                channel_name(link.channel), load(link.to_kernel.dropped));
+    reap();
   }
-  return ok();
 }
 
-Status Relay::forward_to_host(Link& link) {
-  size_t bytes = 0;
-  for (int n = 0; n < kBatch; ++n) {
-    auto got = recv_message(link.kernel, frames_, bytes, options_.max_message_bytes);
-    IK_TRY(got);
-    if (*got == Received::kNone) return ok();
-    if (*got == Received::kOversized) {
-      count_oversized(link, bytes);
-      continue;
+// The kernel has exited: pass on what it wrote before (a shutdown_reply, the
+// last iopub status) to clients that can take it, within kDrainTime.
+void Relay::Impl::drain_at_exit() {
+  const auto deadline = std::chrono::steady_clock::now() + kDrainTime;
+  for (Conn& c : conns_) {
+    if (c.dead || !c.dialled) continue;
+    c.kernel.readable = true;
+    c.up.clear();  // nothing more goes to a kernel that is gone
+  }
+  for (;;) {
+    bool waiting = false;
+    for (Conn& c : conns_) {
+      if (c.dead || !c.dialled) continue;
+      bool progress = true;
+      for (int k = 0; k < 64 && progress && !c.dead; ++k) {
+        progress = false;
+        if (!step(c, progress)) close_conn(c, "kernel exited");
+      }
+      flush_counts(c);
+      if (!c.dead && c.down.pending()) waiting = true;
     }
-    if (send_message(link.host, frames_)) {
-      bump(link.to_host.messages);
-      bump(link.to_host.bytes, bytes);
-      continue;
+    const auto now = std::chrono::steady_clock::now();
+    if (!waiting || now >= deadline) return;
+    // Wait only for clients that have data pending (not the epoll set:
+    // the exited sandbox's pidfd would stay readable and spin).
+    std::vector<pollfd> fds;
+    std::vector<Conn*> owners;
+    for (Conn& c : conns_) {
+      if (c.dead || !c.down.pending()) continue;
+      fds.push_back({c.client.fd.get(), POLLOUT, 0});
+      owners.push_back(&c);
     }
-    bump(link.to_host.dropped);
-    if (rate_limited_turn(load(link.to_host.dropped)))
-      log::step("relay: %s: dropped a message to a client (queue full or client gone), %" PRIu64 " so far",
-                channel_name(link.channel), load(link.to_host.dropped));
-  }
-  return ok();
-}
-
-void Relay::count_oversized(Link& link, size_t bytes) {
-  bump(link.oversized);
-  const uint64_t n = load(link.oversized);
-  if (rate_limited_turn(n))
-    log::warn("relay: %s: dropped a %zu-byte message from the kernel (limit %zu), %" PRIu64 " so far",
-              channel_name(link.channel), bytes, options_.max_message_bytes, n);
-}
-
-// ROUTER sockets give no connect event, so the first message from each
-// client id stands in for "client connected"; on iopub, each subscription.
-// Contents are never logged. Memory is bounded by kMaxTrackedClients.
-void Relay::note_client(Link& link, const zmq::message_t& first_frame) {
-  if (link.clients_logged >= kMaxTrackedClients) return;
-  const char* name = channel_name(link.channel);
-  if (link.channel == Channel::kIopub) {
-    // XPUB hands us subscriptions: first byte 1 = subscribe, 0 = cancel.
-    const auto* p = static_cast<const unsigned char*>(first_frame.data());
-    if (first_frame.size() == 0 || p[0] != 1) return;
-    log::step("relay: iopub: a client subscribed (topic of %zu bytes)", first_frame.size() - 1);
-  } else {
-    std::string id(static_cast<const char*>(first_frame.data()), first_frame.size());
-    if (!link.seen_clients.insert(std::move(id)).second) return;
-    log::step("relay: %s: first message from client %s", name, printable_id(first_frame).c_str());
-  }
-  if (++link.clients_logged == kMaxTrackedClients) {
-    link.seen_clients.clear();
-    log::step("relay: %s: %zu clients seen, no longer logging new ones", name, kMaxTrackedClients);
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count();
+    if (::poll(fds.data(), fds.size(), static_cast<int>(left) + 1) <= 0) return;
+    for (size_t i = 0; i < fds.size(); ++i)
+      if (fds[i].revents) owners[i]->client.writable = true;
   }
 }
 
-RelayCounters Relay::counters() const {
+RelayCounters Relay::Impl::counters() const {
   RelayCounters out;
   for (size_t i = 0; i < kChannelCount; ++i) {
-    const Link& l = *links_[i];
+    const ChannelState& s = channels_[i];
     ChannelCounters& c = out.channels[i];
-    c.to_kernel = {load(l.to_kernel.messages), load(l.to_kernel.bytes), load(l.to_kernel.dropped)};
-    c.to_host = {load(l.to_host.messages), load(l.to_host.bytes), load(l.to_host.dropped)};
-    c.oversized = load(l.oversized);
-    c.kernel_link_resets = load(l.resets);
+    c.connections = load(s.connections);
+    c.refused_connections = load(s.refused);
+    c.to_kernel = {load(s.to_kernel.messages), load(s.to_kernel.bytes)};
+    c.to_host = {load(s.to_host.messages), load(s.to_host.bytes)};
+    c.oversized = load(s.oversized);
+    c.protocol_errors = load(s.protocol_errors);
+    c.rejected_sockets = load(s.rejected);
   }
   return out;
 }
 
+Relay::Relay(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Relay::~Relay() = default;
+
+Result<std::unique_ptr<Relay>> Relay::create(const ConnectionInfo& host, const KernelSocketDir& kernel,
+                                             RelayOptions options) {
+  if (options.max_message_bytes == 0) return usage_error("relay: max_message_bytes must be > 0");
+  if (options.buffer_bytes < 4096) return usage_error("relay: buffer_bytes must be >= 4096");
+  if (options.max_connections_per_channel == 0) return usage_error("relay: max_connections_per_channel must be > 0");
+  auto impl = std::make_unique<Impl>(options);
+  IK_TRY(impl->open(host, kernel));
+  log::step("relay: host %s://%s ports %d/%d/%d/%d/%d <-> kernel sockets %s-1..5", host.transport.c_str(),
+            host.ip.c_str(), host.shell_port, host.iopub_port, host.stdin_port, host.control_port, host.hb_port,
+            kernel.prefix.c_str());
+  return std::unique_ptr<Relay>(new Relay(std::move(impl)));
+}
+
+Status Relay::run(const std::vector<int>& extra_fds, const std::function<bool(int fd)>& on_fd_ready) {
+  return impl_->run(extra_fds, on_fd_ready);
+}
+
+RelayCounters Relay::counters() const { return impl_->counters(); }
+
 std::string Relay::describe_counters() const {
   const RelayCounters all = counters();
   std::string out;
-  char buf[320];
+  char buf[400];
   for (size_t i = 0; i < kChannelCount; ++i) {
     const ChannelCounters& c = all.channels[i];
-    if (!any_activity(c)) continue;
+    if (!c.connections && !c.refused_connections && !c.rejected_sockets) continue;
     std::snprintf(buf, sizeof buf,
-                  "%s%s: to kernel %" PRIu64 " msg %" PRIu64 " B (%" PRIu64 " dropped), to host %" PRIu64
-                  " msg %" PRIu64 " B (%" PRIu64 " dropped, %" PRIu64 " oversized), %" PRIu64
-                  " kernel link resets",
-                  out.empty() ? "" : "\n", kNames[i], c.to_kernel.messages, c.to_kernel.bytes, c.to_kernel.dropped,
-                  c.to_host.messages, c.to_host.bytes, c.to_host.dropped, c.oversized, c.kernel_link_resets);
+                  "%s%s: %" PRIu64 " connections (%" PRIu64 " refused), to kernel %" PRIu64 " msg %" PRIu64
+                  " B, to host %" PRIu64 " msg %" PRIu64 " B, cut %" PRIu64 " oversized + %" PRIu64
+                  " malformed, %" PRIu64 " kernel sockets rejected",
+                  out.empty() ? "" : "\n", kNames[i], c.connections, c.refused_connections, c.to_kernel.messages,
+                  c.to_kernel.bytes, c.to_host.messages, c.to_host.bytes, c.oversized, c.protocol_errors,
+                  c.rejected_sockets);
     out += buf;
   }
   return out.empty() ? "no traffic" : out;

@@ -98,6 +98,9 @@ def messaging(out):
         c.pump(45)
         s["seconds"] = time.monotonic() - t
         s.update(c.summary())
+        # As after an error: ipykernel aborts requests that arrive right after
+        # the KeyboardInterrupt reply (stop_on_error); a plain kernel does too.
+        time.sleep(0.5)
         s["after"] = run_cell(kc, "'alive after interrupt'")
 
     with step(out, "interrupt_once") as s:
