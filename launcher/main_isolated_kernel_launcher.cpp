@@ -66,9 +66,10 @@ int run_with_relay(ik::SandboxProcess& sandbox, const ik::relay::ConnectionInfo&
   auto monitor = ik::Monitor::create(sandbox, opts.limits.wall_seconds);
   if (!monitor) return fail(monitor.error());
   zmq::context_t ctx(1);
-  // The kernel's ipc sockets, reached through the sandbox's root: socket
+  // The kernel's ipc sockets, reached through the sandbox's root (our fd of
+  // it; /proc/<init>/root is closed to us, the init is not dumpable): socket
   // files work across network namespaces, and nothing lands on the host.
-  std::string ipc_base = "/proc/" + std::to_string(sandbox.pid()) + "/root" + ik::kKernelIpcBase;
+  std::string ipc_base = sandbox.root_path() + ik::kKernelIpcBase;
   auto relay = ik::relay::Relay::create(ctx, host_conn, ipc_base, relay_options);
   if (!relay) return fail(relay.error());
   // A hostile kernel controls its side of every socket, and libzmq buffers
