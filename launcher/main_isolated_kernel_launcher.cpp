@@ -54,11 +54,10 @@ void report_timeout(const ik::Monitor& m, const ik::Options& opts) {
 // through the sandbox's root: socket files work across network namespaces,
 // and nothing lands on the host.
 ik::Result<ik::UniqueFd> open_kernel_socket_dir(const ik::SandboxProcess& sandbox) {
-  const std::string root = "/proc/" + std::to_string(sandbox.pid()) + "/root";
-  ik::UniqueFd root_fd(::open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
-  if (!root_fd.valid()) return ik::sys_error("relay: open the sandbox's root " + root);
+  // Our fd of the sandbox's root, handed over by its init before it made
+  // itself non-dumpable (/proc/<init>/root is closed to us).
   const std::string dir = std::filesystem::path(ik::kKernelIpcBase).parent_path().relative_path();
-  return ik::relay::open_sandbox_dir(root_fd.get(), dir);
+  return ik::relay::open_sandbox_dir(sandbox.root_fd(), dir);
 }
 
 // Relays until the sandbox exits; returns its exit status.
@@ -68,9 +67,6 @@ int run_with_relay(ik::SandboxProcess& sandbox, const ik::relay::ConnectionInfo&
   if (!monitor) return fail(monitor.error());
   auto dir = open_kernel_socket_dir(sandbox);
   if (!dir) {
-    // ENOENT: the sandbox has already exited (a kernel that died at once);
-    // its status is what the caller needs.
-    if (dir.error().err == ENOENT) return monitor->run();
     ik::print_error(dir.error());
     sandbox.signal(SIGKILL);
     monitor->run();

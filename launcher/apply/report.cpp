@@ -1,5 +1,6 @@
 #include "apply/report.hpp"
 
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -38,6 +39,62 @@ Result<bool> receive_report(int fd, Error& out) {
   if (got != sizeof r) return sys_error("read the sandbox's set-up report", EPROTO);
   out = Error{r.step, r.err, r.message, r.hint, r.exit_code};
   return true;
+}
+
+Status send_fd(int sock, int fd) {
+  char byte = 'r';
+  iovec iov{&byte, 1};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
+  ssize_t n;
+  do n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+  while (n < 0 && errno == EINTR);
+  if (n != 1) return sys_error("send the sandbox's root to the launcher");
+  return ok();
+}
+
+Result<UniqueFd> receive_fd(int sock) {
+  const char* step = "receive the sandbox's root from its init";
+  char byte;
+  iovec iov{&byte, 1};
+  // Room for a few descriptors, so that extra ones are received (and closed
+  // below) instead of truncating the control data.
+  alignas(cmsghdr) char control[CMSG_SPACE(4 * sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ssize_t n;
+  // MSG_CMSG_CLOEXEC: the descriptor is close-on-exec from the moment it lands.
+  do n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) return sys_error(step);
+  UniqueFd got;
+  int count = 0;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    const size_t fds = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < fds; ++i) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+      ++count;
+      if (!got.valid()) got.reset(fd);
+      else close(fd);
+    }
+  }
+  if (n == 0 && count == 0) return sys_error(step, EPIPE);
+  if (count != 1 || (msg.msg_flags & MSG_CTRUNC)) return sys_error(step, EPROTO);
+  return got;
 }
 
 }  // namespace ik

@@ -3,6 +3,7 @@
 // program was exec'd. Fixed size < PIPE_BUF, so the write is atomic.
 #pragma once
 #include "common/error.hpp"
+#include "common/fd.hpp"
 
 namespace ik {
 
@@ -19,5 +20,12 @@ static_assert(sizeof(Report) < 4096, "a Report must fit one atomic pipe write");
 void send_report(int fd, const Error& e);
 // In the parent: reads until EOF. Returns an Error if the child sent one.
 Result<bool> receive_report(int fd, Error& out);
+
+// The child also hands the parent a descriptor (the sandbox's root) over a
+// unix socket, as SCM_RIGHTS with one payload byte. In the child:
+Status send_fd(int sock, int fd);
+// In the parent: the descriptor, close-on-exec; an error on EOF (the child
+// died before sending) or on anything but exactly one descriptor.
+Result<UniqueFd> receive_fd(int sock);
 
 }  // namespace ik

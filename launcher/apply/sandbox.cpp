@@ -5,6 +5,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -35,17 +36,21 @@ namespace {
 struct Channels {
   UniqueFd go_read, go_write;          // parent -> child: "ids are mapped, go"
   UniqueFd report_read, report_write;  // child -> parent: a Report, or EOF on exec
+  UniqueFd root_read, root_write;      // child -> parent: the new root's fd (unix socket)
 };
 
 Result<Channels> make_channels() {
-  int go[2], rep[2];
+  int go[2], rep[2], root[2];
   if (pipe2(go, O_CLOEXEC) != 0) return sys_error("pipe");
-  if (pipe2(rep, O_CLOEXEC) != 0) {
-    close(go[0]);
-    close(go[1]);
-    return sys_error("pipe");
-  }
-  return Channels{UniqueFd(go[0]), UniqueFd(go[1]), UniqueFd(rep[0]), UniqueFd(rep[1])};
+  Channels ch{UniqueFd(go[0]), UniqueFd(go[1]), {}, {}, {}, {}};
+  if (pipe2(rep, O_CLOEXEC) != 0) return sys_error("pipe");
+  ch.report_read.reset(rep[0]);
+  ch.report_write.reset(rep[1]);
+  // A socket, not a pipe: only unix sockets carry descriptors (SCM_RIGHTS).
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, root) != 0) return sys_error("socketpair");
+  ch.root_read.reset(root[0]);
+  ch.root_write.reset(root[1]);
+  return ch;
 }
 
 // Close-on-exec for every fd above stderr, so nothing of ours leaks into the
@@ -78,9 +83,30 @@ Status program_steps(const Plan& plan) {
   return ok();
 }
 
+// The launcher reaches the kernel's sockets under the sandbox's root. Via
+// /proc/<init>/root that needs ptrace access to the init, and an init that
+// allows it (dumpable) lets the program (same uid) ptrace it too, read its
+// memory (the plan, the kernel's environment) and stop it. So the parent
+// gets a descriptor of the root, and then the init stops being dumpable.
+Status hand_over_root_and_seal_init(int root_sock) {
+  UniqueFd root(open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!root.valid()) return sys_error("open the sandbox's root");
+  IK_TRY(send_fd(root_sock, root.get()));
+  // Not dumpable: ptrace, process_vm_readv, pidfd_getfd and /proc/1/{mem,
+  // environ,root,cwd,fd} of the init now need CAP_SYS_PTRACE in the user
+  // namespace of its memory, which is the caller's (the init is a copy of the
+  // launcher, never exec'd inside); nothing in the sandbox holds it. Before
+  // the fork, so no program ever sees a dumpable init. The program inherits
+  // the flag only until its execve, which makes a normal binary dumpable
+  // again (the kernel's begin_new_exec), so its own /proc works as usual.
+  if (prctl(PR_SET_DUMPABLE, 0) != 0) return sys_error("prctl(PR_SET_DUMPABLE, 0)");
+  return ok();
+}
+
 // Everything the sandbox's PID 1 does before it becomes the init, in order.
-Status child_steps(const Plan& plan) {
+Status child_steps(const Plan& plan, int root_sock) {
   IK_TRY(build_root_and_pivot(plan));
+  IK_TRY(hand_over_root_and_seal_init(root_sock));
   if (plan.new_net) IK_TRY(bring_up_loopback());
   IK_TRY(set_hostname(plan.hostname));
   mark_fds_cloexec();
@@ -98,9 +124,10 @@ Status child_steps(const Plan& plan) {
   _exit(e.exit_code);
 }
 
-// The init is a copy of the launcher: its environment block (what
-// /proc/1/environ shows from inside, same uid) still holds the caller's
-// variables, tokens included. Wipe it; the plan carries its own copies.
+// The init is a copy of the launcher: its environment block still holds the
+// caller's variables, tokens included. Wipe it; the plan carries its own
+// copies. (The init is also made non-dumpable, which closes /proc/1/environ
+// and its memory to the program; this keeps the secrets out all the same.)
 void wipe_inherited_environment() {
   for (char** e = environ; e && *e; ++e) explicit_bzero(*e, std::strlen(*e));
 }
@@ -115,6 +142,7 @@ void wipe_inherited_environment() {
   setsid();
   ch.go_write.reset();
   ch.report_read.reset();
+  ch.root_read.reset();
   char go;
   if (read(ch.go_read.get(), &go, 1) != 1) _exit(kExitSetup);
   // getppid() says nothing across a pid namespace, so ask the pipe: the
@@ -123,8 +151,9 @@ void wipe_inherited_environment() {
   pollfd lifeline{ch.go_read.get(), POLLIN, 0};
   if (poll(&lifeline, 1, 0) < 0 || (lifeline.revents & (POLLHUP | POLLERR))) _exit(kExitSetup);
   ch.go_read.reset();
-  Status s = child_steps(plan);
+  Status s = child_steps(plan, ch.root_write.get());
   if (!s) fail(ch.report_write.get(), s.error());
+  ch.root_write.reset();
   pid_t program = fork();
   if (program < 0) fail(ch.report_write.get(), sys_error("fork the program"));
   if (program == 0) {
@@ -167,12 +196,16 @@ void SandboxProcess::signal_program(int sig) const {
 }
 
 void SandboxProcess::find_program() {
-  // Right after exec the program is the init's only child.
+  // Right after exec the program is the init's only child. The children
+  // file needs no ptrace access, so it stays readable though the init is
+  // not dumpable (a pidfd or SCM_CREDENTIALS from inside would do too, at
+  // the cost of another message in the set-up protocol).
   std::string path = "/proc/" + std::to_string(pid_) + "/task/" + std::to_string(pid_) + "/children";
   UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) return;
   char buf[64] = {};
-  if (read(fd.get(), buf, sizeof buf - 1) > 0) program_ = static_cast<pid_t>(std::atoi(buf));
+  if (fd.valid() && read(fd.get(), buf, sizeof buf - 1) > 0) program_ = static_cast<pid_t>(std::atoi(buf));
+  if (program_ > 0) log::step("the program is pid %d on the host", static_cast<int>(program_));
+  else log::step("the program's host pid is unknown: signals go through the sandbox's init");
 }
 
 int SandboxProcess::wait() {
@@ -200,6 +233,7 @@ Result<SandboxProcess> spawn_sandbox(const Plan& plan) {
 
   ch->go_read.reset();
   ch->report_write.reset();
+  ch->root_write.reset();  // so a child that dies before sending gives EOF, not a hang
   UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
   int pidfd_errno = errno;
   SandboxProcess proc(pid, std::move(pidfd));  // from here on, kills the child on error
@@ -214,6 +248,10 @@ Result<SandboxProcess> spawn_sandbox(const Plan& plan) {
     proc.wait();
     return child_error;
   }
+  // Sent before the fork of the program, so already queued.
+  auto root = receive_fd(ch->root_read.get());
+  if (!root) return root.error();
+  proc.keep_root(std::move(*root));
   proc.find_program();
   return proc;
 }

@@ -4,6 +4,8 @@
 #pragma once
 #include <sys/types.h>
 
+#include <string>
+
 #include "common/error.hpp"
 #include "common/fd.hpp"
 #include "plan/plan.hpp"
@@ -20,6 +22,7 @@ class SandboxProcess {
       : pid_(std::exchange(o.pid_, -1)),
         pidfd_(std::move(o.pidfd_)),
         lifeline_(std::move(o.lifeline_)),
+        root_(std::move(o.root_)),
         program_(o.program_) {}
   SandboxProcess& operator=(SandboxProcess&&) = delete;
   ~SandboxProcess();
@@ -38,11 +41,18 @@ class SandboxProcess {
   // Write end of the "go" pipe, held open while we live: the child checks
   // it for hang-up to learn whether we died before its PDEATHSIG was armed.
   void keep_lifeline(UniqueFd fd) { lifeline_ = std::move(fd); }
+  // The sandbox's root directory (O_PATH), sent by the child right after
+  // pivot_root. The init is not dumpable, so /proc/<pid>/root is closed to
+  // an unprivileged caller; paths under root_path() work for this process.
+  void keep_root(UniqueFd fd) { root_ = std::move(fd); }
+  int root_fd() const { return root_.get(); }
+  std::string root_path() const { return "/proc/self/fd/" + std::to_string(root_.get()); }
 
  private:
   pid_t pid_;
   UniqueFd pidfd_;
   UniqueFd lifeline_;
+  UniqueFd root_;
   pid_t program_ = -1;
 };
 

@@ -160,6 +160,39 @@ def test_untrapped_sigterm_gives_143(sb):
     assert p.returncode == 128 + signal.SIGTERM
 
 
+def test_program_host_pid_found_although_init_is_not_dumpable(sb):
+    """The host side signals the program's process group directly, by the program's host pid, which it reads
+    from the init's children list. The init is not dumpable (so that the program cannot ptrace it), which
+    closes most of its /proc to the caller, root or not; the children list must stay readable."""
+    marker = f"{90000 + uuid.uuid4().int % 9999}.{uuid.uuid4().int % 10**6:06d}"
+    p = sb.popen("-v", "--", "sh", "-c", f"echo ready; exec sleep {marker}")
+    try:
+        assert _read_line(p.stdout, 10) == "ready\n"
+        # "ready" comes just before sh execs sleep
+        program = wait_until(lambda: [pid for pid in pids_with_marker(marker, {p.pid}) if _argv0(pid) == "sleep"],
+                             10)
+        assert program and len(program) == 1, program
+        with open(f"/proc/{program[0]}/status") as f:
+            nspid = [line.split()[1:] for line in f if line.startswith("NSpid:")][0]
+        assert nspid[-1] == "2", nspid  # PID 2 inside: the init's child
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=10)
+    finally:
+        p.kill()
+        p.wait()
+    assert p.returncode == 128 + signal.SIGTERM, err
+    found = re.findall(r"the program is pid (-?\d+) on the host", err)
+    assert found == [str(program[0])], err
+
+
+def _argv0(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return os.path.basename(f.read().split(b"\0")[0].decode())
+    except OSError:
+        return ""
+
+
 # ------------------------------------------------ interactive shell on a pty
 
 
