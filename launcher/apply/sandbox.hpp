@@ -4,6 +4,9 @@
 #pragma once
 #include <sys/types.h>
 
+#include <optional>
+
+#include "apply/cgroup.hpp"
 #include "common/error.hpp"
 #include "common/fd.hpp"
 #include "plan/plan.hpp"
@@ -12,7 +15,7 @@ namespace ik {
 
 // The running sandbox (its PID 1, seen from the host). Owns it: if still
 // running when destroyed, it is SIGKILLed (taking the whole pid namespace
-// with it) and reaped.
+// with it) and reaped; then its cgroup, if any, is removed.
 class SandboxProcess {
  public:
   SandboxProcess(pid_t pid, UniqueFd pidfd) : pid_(pid), pidfd_(std::move(pidfd)) {}
@@ -20,7 +23,10 @@ class SandboxProcess {
       : pid_(std::exchange(o.pid_, -1)),
         pidfd_(std::move(o.pidfd_)),
         lifeline_(std::move(o.lifeline_)),
-        program_(o.program_) {}
+        program_(o.program_),
+        cgroup_(std::move(o.cgroup_)) {
+    o.cgroup_.reset();
+  }
   SandboxProcess& operator=(SandboxProcess&&) = delete;
   ~SandboxProcess();
 
@@ -38,12 +44,21 @@ class SandboxProcess {
   // Write end of the "go" pipe, held open while we live: the child checks
   // it for hang-up to learn whether we died before its PDEATHSIG was armed.
   void keep_lifeline(UniqueFd fd) { lifeline_ = std::move(fd); }
+  // The sandbox's cgroup (plan.cgroup): removed after the sandbox is reaped.
+  void own_cgroup(std::optional<SandboxCgroup>& cg) {
+    if (cg) cgroup_.emplace(std::move(*cg));
+    cg.reset();
+  }
+  // What the cgroup counted (OOM kills, refused forks); zeros without one.
+  LimitEvents limit_events() const { return cgroup_ ? cgroup_->events() : LimitEvents{}; }
 
  private:
   pid_t pid_;
   UniqueFd pidfd_;
   UniqueFd lifeline_;
   pid_t program_ = -1;
+  // Declared last, so destroyed after ~SandboxProcess()'s body has killed and reaped the sandbox.
+  std::optional<SandboxCgroup> cgroup_;
 };
 
 // Callers block forwarded_signals() and SIGCHLD before calling this (so no
