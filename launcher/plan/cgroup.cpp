@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cctype>
 #include <fstream>
 #include <sstream>
@@ -161,10 +162,13 @@ CgroupHost probe_cgroup_host() {
   }
   h.v2 = true;
   h.subtree_control = parse_controller_list(read_small_file(h.dir + "/cgroup.subtree_control"));
+  // Only non-root cgroups have cgroup.type. Inside a cgroup namespace "/" is
+  // some cgroup of the host, bound by the no-internal-processes rule.
+  h.is_root = access((h.dir + "/cgroup.type").c_str(), F_OK) != 0 && errno == ENOENT;
   // access() also reports EROFS: a read-only cgroup mount (containers) is not writable.
   h.writable = access(h.dir.c_str(), W_OK | X_OK) == 0 && access((h.dir + "/cgroup.procs").c_str(), W_OK) == 0 &&
                access((h.dir + "/cgroup.subtree_control").c_str(), W_OK) == 0;
-  if (h.path != "/") {
+  if (!h.is_root) {
     std::ifstream procs(h.dir + "/cgroup.procs");
     std::string line;
     h.other_processes = false;
@@ -196,7 +200,7 @@ std::string unusable_reason(const CgroupHost& host, const std::vector<std::strin
   for (const auto& c : controllers)
     if (!host.controllers.count(c)) missing.push_back(c);
   if (!missing.empty()) {
-    std::string r = host.path == "/" ? "cgroup v2 at " + host.mount : "cgroup v2 " + host.dir;
+    std::string r = host.is_root ? "cgroup v2 at " + host.mount : "cgroup v2 " + host.dir;
     r += " has no " + and_list(missing) + (missing.size() > 1 ? " controllers" : " controller");
     std::vector<std::string> held;
     for (const auto& c : missing)
@@ -207,7 +211,7 @@ std::string unusable_reason(const CgroupHost& host, const std::vector<std::strin
   if (!host.writable) return "cgroup " + host.dir + " is not writable by us (not delegated)";
   bool to_enable = std::any_of(controllers.begin(), controllers.end(),
                                [&](const std::string& c) { return !host.subtree_control.count(c); });
-  if (to_enable && host.path != "/" && host.other_processes)
+  if (to_enable && !host.is_root && host.other_processes)
     return "cgroup " + host.dir + " also holds processes that are not ours, so cgroup v2's no-internal-processes "
            "rule forbids enabling controllers below it";
   return {};
@@ -249,8 +253,12 @@ Result<LimitsPlan> plan_limits(const Limits& limits, LimitsVia via, const Cgroup
         opts.push_back(c == "memory" ? "--memory" : "--nproc");
       }
     }
-    cg.why = unusable_reason(host, left) + ": " + join(opts, " and ") +
-             (left.size() > 1 ? " use rlimits" : " uses an rlimit");
+    // Why, once per cause: the controllers missing together, then the rest.
+    std::vector<std::string> missing, rest, reasons;
+    for (const auto& c : left) (host.controllers.count(c) ? rest : missing).push_back(c);
+    if (!host.v2 || !missing.empty()) reasons.push_back(unusable_reason(host, host.v2 ? missing : left));
+    if (host.v2 && !rest.empty()) reasons.push_back(unusable_reason(host, rest));
+    cg.why = join(reasons, "; ") + ": " + join(opts, " and ") + (left.size() > 1 ? " use rlimits" : " uses an rlimit");
   }
 
   const bool use = via == LimitsVia::kCgroup || !taken.empty();
@@ -264,7 +272,7 @@ Result<LimitsPlan> plan_limits(const Limits& limits, LimitsVia via, const Cgroup
     // cgroup v2 forbids enabling controllers in a cgroup that holds
     // processes (the root cgroup excepted). Ours holds only us (checked
     // above): move us into a leaf first, like crun does in a delegated scope.
-    if (!cg.enable.empty() && host.path != "/") cg.leaf = cg.name + "-launcher";
+    if (!cg.enable.empty() && !host.is_root) cg.leaf = cg.name + "-launcher";
     bool memory = std::find(taken.begin(), taken.end(), "memory") != taken.end();
     bool pids = std::find(taken.begin(), taken.end(), "pids") != taken.end();
     if (memory) {

@@ -44,7 +44,9 @@ struct CgroupHost {
   bool v2 = false;                         // our cgroup was found on a cgroup2 mount
   std::string problem;                     // when !v2: why (no cgroup2 mount, no 0:: line...)
   std::string mount;                       // e.g. /sys/fs/cgroup or /sys/fs/cgroup/unified
-  std::string path;                        // our cgroup, "/" for the root cgroup
+  std::string path;                        // our cgroup, "/" for the root cgroup (or our cgroup namespace's)
+  bool is_root = false;                    // the hierarchy's real root (no cgroup.type file): exempt from the
+                                           // no-internal-processes rule; a namespace's "/" is not
   std::string dir;                         // its directory: mount + path
   std::set<std::string> controllers;       // dir/cgroup.controllers: what dir's children could get
   std::set<std::string> subtree_control;   // dir/cgroup.subtree_control: what they get now

@@ -58,6 +58,7 @@ CgroupHost root_cgroup() {
   h.v2 = true;
   h.mount = "/sys/fs/cgroup/unified";
   h.path = "/";
+  h.is_root = true;
   h.dir = h.mount;
   h.controllers = {"hugetlb", "pids"};
   h.writable = true;
@@ -234,6 +235,21 @@ TEST_CASE("cgroup: plan, root cgroup -> enable there, no leaf; memory held by v1
   CHECK(has(strict.error().describe(), "cgroup v2 at /sys/fs/cgroup/unified has no memory controller"));
 }
 
+TEST_CASE("cgroup: plan, a cgroup namespace's \"/\" is not the root cgroup") {
+  // A container: its cgroup is "/" inside its namespace, but holds processes and is bound by the rule.
+  CgroupHost h = root_cgroup();
+  h.is_root = false;
+  auto p = ik::plan_limits(mem_and_nproc(), LimitsVia::kAuto, h);
+  REQUIRE(p);
+  CHECK_FALSE(p->cgroup.use);
+  CHECK(has(p->cgroup.why, "no-internal-processes"));
+  CHECK(has(p->cgroup.why, "has no memory controller"));
+  h.other_processes = false;  // alone in it: the leaf dance works there too
+  p = ik::plan_limits(mem_and_nproc(), LimitsVia::kAuto, h);
+  REQUIRE(p);
+  CHECK(p->cgroup.leaf == "isolated-kernel-77-launcher");
+}
+
 TEST_CASE("cgroup: plan, this machine's hybrid layout -> both rlimits, and why") {
   CgroupHost h = root_cgroup();
   h.controllers = {"hugetlb"};
@@ -396,7 +412,7 @@ TEST_CASE("cgroup: limits.mechanism in configs") {
 // everything is undone and the process is back in D.
 TEST_CASE("cgroup: leaf dance on the real cgroup tree (root, cgroup v2 with hugetlb)") {
   CgroupHost host = ik::probe_cgroup_host();
-  if (geteuid() != 0 || !host.v2 || host.path != "/" || !host.controllers.count("hugetlb")) {
+  if (geteuid() != 0 || !host.v2 || !host.is_root || !host.controllers.count("hugetlb")) {
     MESSAGE("skipped: needs root in the root cgroup of a cgroup v2 with the hugetlb controller");
     return;
   }
