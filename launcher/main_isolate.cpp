@@ -57,7 +57,7 @@ int run(const ik::Options& opts) {
     std::fprintf(stderr, "isolate: killed after the wall-time limit of %llus (--wall-time)\n",
                  static_cast<unsigned long long>(*opts.limits.wall_seconds));
   }
-  if (auto why = ik::explain_limit_exit(*plan, status, sandbox->limit_events()); !why.empty())
+  if (auto why = ik::explain_limit_exit(*plan, status, sandbox->limit_events(), monitor->timed_out()); !why.empty())
     std::fprintf(stderr, "isolate: %s\n", why.c_str());
   return status;
 }

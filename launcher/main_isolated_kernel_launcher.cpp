@@ -48,7 +48,7 @@ void report_end(const ik::Monitor& m, const ik::SandboxProcess& sandbox, const i
   if (m.timed_out())
     std::fprintf(stderr, "isolated-kernel-launcher: kernel killed after the wall-time limit of %llus (--wall-time)\n",
                  static_cast<unsigned long long>(*plan.limits.wall_seconds));
-  if (auto why = ik::explain_limit_exit(plan, m.exit_status(), sandbox.limit_events()); !why.empty())
+  if (auto why = ik::explain_limit_exit(plan, m.exit_status(), sandbox.limit_events(), m.timed_out()); !why.empty())
     std::fprintf(stderr, "isolated-kernel-launcher: kernel: %s\n", why.c_str());
 }
 

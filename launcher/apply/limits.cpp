@@ -40,7 +40,7 @@ void warn_ineffective_limits(const Limits& limits, uid_t caller) {
               "'isolated-kernel doctor'); run as an unprivileged user to limit processes");
 }
 
-std::string explain_limit_exit(const Plan& plan, int status, const LimitEvents& events) {
+std::string explain_limit_exit(const Plan& plan, int status, const LimitEvents& events, bool timed_out) {
   std::vector<std::string> why;
   if (events.oom_kills && plan.limits.memory_bytes)
     why.push_back("killed by the memory limit of " + format_size(*plan.limits.memory_bytes) +
@@ -49,9 +49,13 @@ std::string explain_limit_exit(const Plan& plan, int status, const LimitEvents& 
     why.push_back(std::to_string(events.pids_max) + " fork" + (events.pids_max > 1 ? "s" : "") +
                   " refused at the process limit of " + std::to_string(*plan.limits.nproc) +
                   " (cgroup pids.max, --nproc)");
+  // With soft = hard the kernel sends SIGKILL at the limit (SIGXCPU only when it checks late).
   if (status == 128 + SIGXCPU && plan.rlimits.cpu_seconds)
     why.push_back("killed by the CPU time limit of " + std::to_string(*plan.rlimits.cpu_seconds) +
                   "s (RLIMIT_CPU, --cpu-time)");
+  else if (status == 128 + SIGKILL && plan.rlimits.cpu_seconds && !timed_out && !events.oom_kills)
+    why.push_back("killed by SIGKILL, most likely at the CPU time limit of " +
+                  std::to_string(*plan.rlimits.cpu_seconds) + "s (RLIMIT_CPU, --cpu-time)");
   if (status == 128 + SIGXFSZ && plan.rlimits.fsize_bytes)
     why.push_back("killed for writing past the file size limit of " + format_size(*plan.rlimits.fsize_bytes) +
                   " (RLIMIT_FSIZE, --fsize)");

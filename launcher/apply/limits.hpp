@@ -23,6 +23,7 @@ void warn_ineffective_limits(const Limits& limits, uid_t caller);
 // After the sandbox exited with `status` (128+N for signal N): which limit
 // ended or hampered it, as one line ("" when none did), e.g. "killed by the
 // memory limit of 256M (cgroup memory.max, --memory)". Pure.
-std::string explain_limit_exit(const Plan& plan, int status, const LimitEvents& events);
+// `timed_out`: the monitor killed it at --wall-time (that SIGKILL is then not the CPU limit's).
+std::string explain_limit_exit(const Plan& plan, int status, const LimitEvents& events, bool timed_out = false);
 
 }  // namespace ik

@@ -345,6 +345,10 @@ TEST_CASE("cgroup: the exit explanation") {
   CHECK(ik::explain_limit_exit(plan, 128 + SIGXCPU, {}) == "killed by the CPU time limit of 2s (RLIMIT_CPU, --cpu-time)");
   CHECK(has(ik::explain_limit_exit(plan, 128 + SIGXFSZ, {}), "file size limit of 1M (RLIMIT_FSIZE, --fsize)"));
   CHECK(has(ik::explain_limit_exit(plan, 137, {1, 3}), "; 3 forks refused"));
+  CHECK(ik::explain_limit_exit(plan, 137, {}) ==
+        "killed by SIGKILL, most likely at the CPU time limit of 2s (RLIMIT_CPU, --cpu-time)");
+  CHECK(ik::explain_limit_exit(plan, 137, {}, true) == "");        // the wall-time kill, reported by the caller
+  CHECK(ik::explain_limit_exit(plan, 137, {1, 0}) == "killed by the memory limit of 256M (cgroup memory.max, --memory)");
   // Counters of limits that were not given explain nothing.
   ik::Plan bare;
   CHECK(ik::explain_limit_exit(bare, 128 + SIGXCPU, {1, 1}) == "");
