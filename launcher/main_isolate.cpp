@@ -6,6 +6,7 @@
 #include <iostream>
 
 #include "apply/exec.hpp"
+#include "apply/limits.hpp"
 #include "apply/monitor.hpp"
 #include "apply/sandbox.hpp"
 #include "common/log.hpp"
@@ -56,6 +57,8 @@ int run(const ik::Options& opts) {
     std::fprintf(stderr, "isolate: killed after the wall-time limit of %llus (--wall-time)\n",
                  static_cast<unsigned long long>(*opts.limits.wall_seconds));
   }
+  if (auto why = ik::explain_limit_exit(*plan, status, sandbox->limit_events(), monitor->timed_out()); !why.empty())
+    std::fprintf(stderr, "isolate: %s\n", why.c_str());
   return status;
 }
 

@@ -11,6 +11,7 @@
 #include <iostream>
 
 #include "apply/exec.hpp"
+#include "apply/limits.hpp"
 #include "apply/monitor.hpp"
 #include "apply/sandbox.hpp"
 #include "common/log.hpp"
@@ -44,10 +45,12 @@ struct LauncherArgs {
 
 int fail(const ik::Error& e) { return ik::print_error(e); }
 
-void report_timeout(const ik::Monitor& m, const ik::Options& opts) {
+void report_end(const ik::Monitor& m, const ik::SandboxProcess& sandbox, const ik::Plan& plan) {
   if (m.timed_out())
     std::fprintf(stderr, "isolated-kernel-launcher: kernel killed after the wall-time limit of %llus (--wall-time)\n",
-                 static_cast<unsigned long long>(*opts.limits.wall_seconds));
+                 static_cast<unsigned long long>(*plan.limits.wall_seconds));
+  if (auto why = ik::explain_limit_exit(plan, m.exit_status(), sandbox.limit_events(), m.timed_out()); !why.empty())
+    std::fprintf(stderr, "isolated-kernel-launcher: kernel: %s\n", why.c_str());
 }
 
 // The sandbox's directory that holds the kernel's ipc sockets, opened once
@@ -62,7 +65,7 @@ ik::Result<ik::UniqueFd> open_kernel_socket_dir(const ik::SandboxProcess& sandbo
 
 // Relays until the sandbox exits; returns its exit status.
 int run_with_relay(ik::SandboxProcess& sandbox, const ik::relay::ConnectionInfo& host_conn,
-                   const ik::relay::RelayOptions& relay_options, const ik::Options& opts) {
+                   const ik::relay::RelayOptions& relay_options, const ik::Options& opts, const ik::Plan& plan) {
   auto monitor = ik::Monitor::create(sandbox, opts.limits.wall_seconds);
   if (!monitor) return fail(monitor.error());
   auto dir = open_kernel_socket_dir(sandbox);
@@ -87,7 +90,7 @@ int run_with_relay(ik::SandboxProcess& sandbox, const ik::relay::ConnectionInfo&
     return monitor->run();
   }
   if (ik::log::verbose()) ik::log::step("relay totals:\n%s", (*relay)->describe_counters().c_str());
-  report_timeout(*monitor, opts);
+  report_end(*monitor, sandbox, plan);
   return monitor->exit_status();
 }
 
@@ -130,10 +133,10 @@ int run(ik::Options& opts, const LauncherArgs& args) {
     auto monitor = ik::Monitor::create(*sandbox, opts.limits.wall_seconds);
     if (!monitor) return fail(monitor.error());
     int status = monitor->run();
-    report_timeout(*monitor, opts);
+    report_end(*monitor, *sandbox, *plan);
     return status;
   }
-  return run_with_relay(*sandbox, *conn, relay_options, opts);
+  return run_with_relay(*sandbox, *conn, relay_options, opts, *plan);
 }
 
 }  // namespace

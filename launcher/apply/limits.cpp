@@ -1,6 +1,9 @@
 #include "apply/limits.hpp"
 
+#include <signal.h>
 #include <sys/resource.h>
+
+#include <vector>
 
 #include "common/log.hpp"
 
@@ -33,7 +36,32 @@ Status apply_rlimits(const Limits& limits) {
 void warn_ineffective_limits(const Limits& limits, uid_t caller) {
   if (limits.nproc && caller == 0)
     log::warn("warning: --nproc is not enforced when the caller is root (the kernel exempts uid 0 from "
-              "RLIMIT_NPROC); run as an unprivileged user to limit processes");
+              "RLIMIT_NPROC) and --nproc is not going through a cgroup's pids.max here (see "
+              "'isolated-kernel doctor'); run as an unprivileged user to limit processes");
+}
+
+std::string explain_limit_exit(const Plan& plan, int status, const LimitEvents& events, bool timed_out) {
+  std::vector<std::string> why;
+  if (events.oom_kills && plan.limits.memory_bytes)
+    why.push_back("killed by the memory limit of " + format_size(*plan.limits.memory_bytes) +
+                  " (cgroup memory.max, --memory)");
+  if (events.pids_max && plan.limits.nproc)
+    why.push_back(std::to_string(events.pids_max) + " fork" + (events.pids_max > 1 ? "s" : "") +
+                  " refused at the process limit of " + std::to_string(*plan.limits.nproc) +
+                  " (cgroup pids.max, --nproc)");
+  // With soft = hard the kernel sends SIGKILL at the limit (SIGXCPU only when it checks late).
+  if (status == 128 + SIGXCPU && plan.rlimits.cpu_seconds)
+    why.push_back("killed by the CPU time limit of " + std::to_string(*plan.rlimits.cpu_seconds) +
+                  "s (RLIMIT_CPU, --cpu-time)");
+  else if (status == 128 + SIGKILL && plan.rlimits.cpu_seconds && !timed_out && !events.oom_kills)
+    why.push_back("killed by SIGKILL, most likely at the CPU time limit of " +
+                  std::to_string(*plan.rlimits.cpu_seconds) + "s (RLIMIT_CPU, --cpu-time)");
+  if (status == 128 + SIGXFSZ && plan.rlimits.fsize_bytes)
+    why.push_back("killed for writing past the file size limit of " + format_size(*plan.rlimits.fsize_bytes) +
+                  " (RLIMIT_FSIZE, --fsize)");
+  std::string out;
+  for (const auto& w : why) out += (out.empty() ? "" : "; ") + w;
+  return out;
 }
 
 }  // namespace ik

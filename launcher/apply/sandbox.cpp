@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "apply/caps.hpp"
+#include "apply/cgroup.hpp"
 #include "apply/exec.hpp"
 #include "apply/init.hpp"
 #include "apply/limits.hpp"
@@ -26,6 +27,9 @@
 
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+#ifndef CLONE_INTO_CGROUP
+#define CLONE_INTO_CGROUP 0x200000000ULL
 #endif
 
 extern char** environ;
@@ -68,7 +72,7 @@ Status program_steps(const Plan& plan) {
   // New session: no controlling terminal, so TIOCSTI cannot type into the
   // caller's terminal (CVE-2017-5226).
   if (setsid() < 0) return sys_error("setsid");
-  IK_TRY(apply_rlimits(plan.limits));
+  IK_TRY(apply_rlimits(plan.rlimits));  // the limits no cgroup enforces
   if (chdir(plan.cwd.c_str()) != 0) {
     if (plan.cwd_explicit)
       return Error{"--chdir " + plan.cwd, errno, "not a directory inside the sandbox",
@@ -151,6 +155,12 @@ void wipe_inherited_environment() {
   pollfd lifeline{ch.go_read.get(), POLLIN, 0};
   if (poll(&lifeline, 1, 0) < 0 || (lifeline.revents & (POLLHUP | POLLERR))) _exit(kExitSetup);
   ch.go_read.reset();
+  // We are inside the sandbox's cgroup by now. A cgroup namespace made by
+  // clone() would be rooted at the launcher's cgroup (the kernel copies
+  // namespaces before CLONE_INTO_CGROUP moves the child), so that
+  // /proc/self/cgroup would show "/../isolated-kernel-N"; make it here.
+  if (plan.cgroup.use && unshare(CLONE_NEWCGROUP) != 0)
+    fail(ch.report_write.get(), sys_error("unshare(CLONE_NEWCGROUP)"));
   Status s = child_steps(plan, ch.root_write.get());
   if (!s) fail(ch.report_write.get(), s.error());
   ch.root_write.reset();
@@ -169,9 +179,46 @@ void wipe_inherited_environment() {
 long clone_flags(const Plan& plan) {
   // CLONE_NEWUSER is created first by the kernel, so the child holds every
   // capability over the other new namespaces.
-  long flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP;
+  long flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS;
+  if (!plan.cgroup.use) flags |= CLONE_NEWCGROUP;  // else the child unshares it inside its cgroup
   if (plan.new_net) flags |= CLONE_NEWNET;
   return flags;
+}
+
+// struct clone_args of <linux/sched.h> up to `cgroup` (Linux 5.7).
+struct CloneArgs {
+  std::uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size,
+      cgroup;
+};
+
+// The sandbox's init starts inside its cgroup: clone3(CLONE_INTO_CGROUP)
+// puts it there atomically, before it runs an instruction. Without it
+// (ENOSYS, or E2BIG/EINVAL before Linux 5.7; or anything else clone3 does
+// not like) a plain clone(), and spawn_sandbox() writes the pid into
+// cgroup.procs before sending "go": until then the child only waits, so
+// nothing it starts can begin outside the cgroup either way.
+// No stack given to either: fork-like, the child runs on a copy of ours.
+pid_t clone_sandbox(long flags, int cgroup_fd, bool& placed) {
+  placed = false;
+  if (cgroup_fd >= 0) {
+    CloneArgs args{};
+    args.flags = static_cast<std::uint64_t>(flags) | CLONE_INTO_CGROUP;
+    args.exit_signal = SIGCHLD;
+    args.cgroup = static_cast<std::uint64_t>(cgroup_fd);
+    long pid = syscall(SYS_clone3, &args, sizeof args);
+    if (pid >= 0) {
+      placed = true;
+      return static_cast<pid_t>(pid);
+    }
+    log::step("clone3(CLONE_INTO_CGROUP): %s; clone, then cgroup.procs", std::strerror(errno));
+  }
+  return static_cast<pid_t>(syscall(SYS_clone, flags | SIGCHLD, nullptr, nullptr, nullptr, nullptr));
+}
+
+void log_limits(const Plan& plan) {
+  for (const auto& u : plan.limit_uses)
+    log::step("limit %s %s: %s", u.option.c_str(), u.value.c_str(), u.via.c_str());
+  if (!plan.cgroup.why.empty()) log::step("cgroup: %s", plan.cgroup.why.c_str());
 }
 
 }  // namespace
@@ -217,14 +264,32 @@ int SandboxProcess::wait() {
 }
 
 Result<SandboxProcess> spawn_sandbox(const Plan& plan) {
-  warn_ineffective_limits(plan.limits, plan.id.outer_uid);
+  std::optional<SandboxCgroup> cgroup;
+  if (plan.cgroup.use) {
+    auto cg = SandboxCgroup::create(plan.cgroup);
+    if (!cg) {
+      if (plan.cgroup.required) return cg.error();
+      // --limits=auto never fails a run that rlimits can do.
+      log::warn("warning: %s; limits use rlimits", cg.error().describe().c_str());
+      Plan fallback = plan;
+      auto rl = plan_limits(plan.limits, LimitsVia::kRlimit, CgroupHost{});
+      if (!rl) return rl.error();
+      fallback.cgroup = rl->cgroup;
+      fallback.rlimits = rl->rlimits;
+      fallback.limit_uses = rl->uses;
+      return spawn_sandbox(fallback);
+    }
+    cgroup.emplace(std::move(*cg));
+  }
+  log_limits(plan);
+  warn_ineffective_limits(plan.rlimits, plan.id.outer_uid);
   auto ch = make_channels();
   if (!ch) return ch.error();
-  // A raw clone() without CLONE_VM behaves like fork(): the child runs on a
-  // copy of our stack and we need no separate one.
   long flags = clone_flags(plan);
-  log::step("clone: new user, mount, pid, ipc, uts, cgroup%s namespaces", plan.new_net ? ", net" : "");
-  pid_t pid = static_cast<pid_t>(syscall(SYS_clone, flags | SIGCHLD, nullptr, nullptr, nullptr, nullptr));
+  log::step("clone: new user, mount, pid, ipc, uts, cgroup%s namespaces%s", plan.new_net ? ", net" : "",
+            cgroup ? (" into cgroup " + cgroup->dir()).c_str() : "");
+  bool placed = false;
+  pid_t pid = clone_sandbox(flags, cgroup ? cgroup->fd() : -1, placed);
   if (pid < 0) {
     const int clone_errno = errno;  // before anything else can overwrite it
     return diagnose_namespace_failure(clone_errno, read_sysctl, running_in_container());
@@ -237,6 +302,9 @@ Result<SandboxProcess> spawn_sandbox(const Plan& plan) {
   UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
   int pidfd_errno = errno;
   SandboxProcess proc(pid, std::move(pidfd));  // from here on, kills the child on error
+  // Before "go": the child waits for it, so it runs nothing outside its cgroup.
+  if (cgroup && !placed) IK_TRY(cgroup->add_process(pid));
+  proc.own_cgroup(cgroup);  // removed after the child is reaped, whatever happens next
   if (proc.pidfd() < 0) return sys_error("pidfd_open", pidfd_errno, "needs Linux 5.3 or newer");
   IK_TRY(write_id_maps(pid, plan.id));
   if (write(ch->go_write.get(), "g", 1) != 1) return sys_error("start the sandbox");

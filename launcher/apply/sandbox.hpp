@@ -4,8 +4,10 @@
 #pragma once
 #include <sys/types.h>
 
+#include <optional>
 #include <string>
 
+#include "apply/cgroup.hpp"
 #include "common/error.hpp"
 #include "common/fd.hpp"
 #include "plan/plan.hpp"
@@ -14,7 +16,7 @@ namespace ik {
 
 // The running sandbox (its PID 1, seen from the host). Owns it: if still
 // running when destroyed, it is SIGKILLed (taking the whole pid namespace
-// with it) and reaped.
+// with it) and reaped; then its cgroup, if any, is removed.
 class SandboxProcess {
  public:
   SandboxProcess(pid_t pid, UniqueFd pidfd) : pid_(pid), pidfd_(std::move(pidfd)) {}
@@ -23,7 +25,10 @@ class SandboxProcess {
         pidfd_(std::move(o.pidfd_)),
         lifeline_(std::move(o.lifeline_)),
         root_(std::move(o.root_)),
-        program_(o.program_) {}
+        program_(o.program_),
+        cgroup_(std::move(o.cgroup_)) {
+    o.cgroup_.reset();
+  }
   SandboxProcess& operator=(SandboxProcess&&) = delete;
   ~SandboxProcess();
 
@@ -47,6 +52,13 @@ class SandboxProcess {
   void keep_root(UniqueFd fd) { root_ = std::move(fd); }
   int root_fd() const { return root_.get(); }
   std::string root_path() const { return "/proc/self/fd/" + std::to_string(root_.get()); }
+  // The sandbox's cgroup (plan.cgroup): removed after the sandbox is reaped.
+  void own_cgroup(std::optional<SandboxCgroup>& cg) {
+    if (cg) cgroup_.emplace(std::move(*cg));
+    cg.reset();
+  }
+  // What the cgroup counted (OOM kills, refused forks); zeros without one.
+  LimitEvents limit_events() const { return cgroup_ ? cgroup_->events() : LimitEvents{}; }
 
  private:
   pid_t pid_;
@@ -54,6 +66,8 @@ class SandboxProcess {
   UniqueFd lifeline_;
   UniqueFd root_;
   pid_t program_ = -1;
+  // Declared last, so destroyed after ~SandboxProcess()'s body has killed and reaped the sandbox.
+  std::optional<SandboxCgroup> cgroup_;
 };
 
 // Callers block forwarded_signals() and SIGCHLD before calling this (so no

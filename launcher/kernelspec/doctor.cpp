@@ -10,6 +10,7 @@
 #include <string>
 
 #include "apply/userns.hpp"
+#include "plan/cgroup.hpp"
 #include "kernelspec/install.hpp"
 #include "kernelspec/jupyter.hpp"
 #include "kernelspec/subprocess.hpp"
@@ -65,28 +66,25 @@ void check_seccomp(Tally& t) {
   else t.line(Verdict::kFail, "seccomp", "not supported by this kernel: only --seccomp=off works");
 }
 
+// Whether --memory and --nproc would go through a cgroup v2 (memory.max,
+// pids.max) or rlimits, as plan_limits() decides it for this process.
 void check_cgroups(Tally& t) {
-  namespace fs = std::filesystem;
-  std::ifstream self("/proc/self/cgroup");
-  std::string line, v2path;
-  while (std::getline(self, line))
-    if (line.rfind("0::", 0) == 0) v2path = line.substr(3);
-  std::string root = fs::exists("/sys/fs/cgroup/cgroup.controllers") ? "/sys/fs/cgroup" : "";
-  if (root.empty() && fs::exists("/sys/fs/cgroup/unified/cgroup.controllers")) root = "/sys/fs/cgroup/unified";
-  if (root.empty() || v2path.empty()) {
-    t.line(Verdict::kWarn, "cgroup v2 delegation", "no cgroup v2 here: limits use rlimits (RLIMIT_AS, RLIMIT_NPROC...)");
-    return;
-  }
-  std::string dir = root + v2path;
-  std::ifstream ctrl(dir + "/cgroup.controllers");
-  std::string controllers;
-  std::getline(ctrl, controllers);
-  bool writable = access(dir.c_str(), W_OK) == 0;
-  if (writable && controllers.find("memory") != std::string::npos)
-    t.line(Verdict::kPass, "cgroup v2 delegation", dir + " is writable (" + controllers + ")");
+  CgroupHost host = probe_cgroup_host();
+  Limits both;
+  both.memory_bytes = 1ull << 30;
+  both.nproc = 100;
+  auto lp = plan_limits(both, LimitsVia::kAuto, host);
+  const bool memory = lp && lp->cgroup.use && !lp->rlimits.memory_bytes;
+  const bool pids = lp && lp->cgroup.use && !lp->rlimits.nproc;
+  const std::string why = lp ? lp->cgroup.why : lp.error().describe();
+  const char* what = "cgroup v2 limits";
+  if (memory && pids)
+    t.line(Verdict::kPass, what,
+           host.dir + " is delegated with memory and pids: --memory and --nproc use memory.max and pids.max");
+  else if (memory || pids)
+    t.line(Verdict::kWarn, what, why);
   else
-    t.line(Verdict::kWarn, "cgroup v2 delegation",
-           dir + (writable ? " has no memory controller" : " is not writable") + ": limits use rlimits");
+    t.line(Verdict::kWarn, what, why.substr(0, why.rfind(": --")) + ": limits use rlimits");
 }
 
 void check_sysctls(Tally& t) {

@@ -138,9 +138,9 @@ std::string start_failure_hint(const StartCheck& c, const WrappedKernel& w, cons
   const std::string& t = c.stderr_tail;
   if (req.sandbox.limits.memory_bytes &&
       (t.find("can't start new thread") != std::string::npos || t.find("MemoryError") != std::string::npos ||
-       t.find("Cannot allocate memory") != std::string::npos))
+       t.find("Cannot allocate memory") != std::string::npos || t.find("killed by the memory limit") != std::string::npos))
     return "the --memory limit (" + std::to_string(*req.sandbox.limits.memory_bytes >> 20) +
-           " MiB of address space) is too low for this kernel: try --memory 1G or more";
+           " MiB) is too low for this kernel: try --memory 1G or more";
   if (t.find("No module named") != std::string::npos && looks_like_python(w.argv[0]) &&
       !imports_outside(w.argv[0], "ipykernel"))
     return "ipykernel is not installed for " + w.argv[0] +

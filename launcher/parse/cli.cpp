@@ -43,12 +43,20 @@ SandboxCli::SandboxCli(CLI::App& app) : app_(app) {
       ->type_name("MODE")->group(g);
   app.add_flag("--allow-userns", allow_userns_, "Allow creating nested user namespaces inside")->group(g);
   const char* l = "Limits";
-  app.add_option("--memory", memory_, "Memory cap: address space per process (RLIMIT_AS), e.g. 2G")->type_name("SIZE")->group(l);
+  app.add_option("--memory", memory_, "Memory cap, e.g. 2G: RAM of the whole sandbox (cgroup memory.max) when a "
+                 "delegated cgroup v2 has the memory controller, else address space per process (RLIMIT_AS)")
+      ->type_name("SIZE")->group(l);
   app.add_option("--cpu-time", cpu_time_, "CPU time limit per process (RLIMIT_CPU), e.g. 60s or 10m")->type_name("TIME")->group(l);
   app.add_option("--wall-time", wall_time_, "Wall-clock limit; the whole sandbox is killed after it")->type_name("TIME")->group(l);
-  app.add_option("--nproc", nproc_, "Maximum number of processes of this uid (RLIMIT_NPROC)")->type_name("N")->group(l);
+  app.add_option("--nproc", nproc_, "Maximum number of processes and threads: in the sandbox (cgroup pids.max) "
+                 "when a delegated cgroup v2 has the pids controller, else of this uid (RLIMIT_NPROC)")
+      ->type_name("N")->group(l);
   app.add_option("--nofile", nofile_, "Maximum number of open files")->type_name("N")->group(l);
   app.add_option("--fsize", fsize_, "Maximum size of a written file, e.g. 1G")->type_name("SIZE")->group(l);
+  app.add_option("--limits", limits_via_,
+                 "How --memory and --nproc are enforced: auto (a cgroup v2 when usable, else rlimits; the "
+                 "default), cgroup (fail if no delegated cgroup v2 can take them) or rlimit")
+      ->type_name("MODE")->group(l);
 }
 
 namespace {
@@ -124,6 +132,11 @@ Status SandboxCli::finish(Options& out, const char* mntdirs) const {
   IK_TRY(set_limit(nproc_, "--nproc", out.limits.nproc, &parse_count));
   IK_TRY(set_limit(nofile_, "--nofile", out.limits.nofile, &parse_count));
   IK_TRY(set_limit(fsize_, "--fsize", out.limits.fsize_bytes, &parse_size));
+  if (!limits_via_.empty()) {
+    auto via = parse_limits_via(limits_via_);
+    if (!via) return usage_error("--limits " + limits_via_ + ": unknown mode", "use --limits=auto, cgroup or rlimit");
+    out.limits_via = *via;
+  }
   if (out.tmpfs_size < (1u << 20))
     return usage_error("--tmpfs-size must be at least 1M");
   return ok();

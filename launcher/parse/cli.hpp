@@ -23,7 +23,7 @@ class SandboxCli {
   std::vector<std::string> mnt_lists_;
   std::string build_dir_, tmpfs_size_, hostname_, config_, chdir_, seccomp_, kernelspec_;
   std::vector<std::string> setenv_, keep_env_;
-  std::string memory_, cpu_time_, wall_time_, nproc_, nofile_, fsize_;
+  std::string memory_, cpu_time_, wall_time_, nproc_, nofile_, fsize_, limits_via_;
   bool no_net_ = false, share_net_ = false, root_ = false, print_plan_ = false, allow_userns_ = false;
   int verbose_ = 0;
 };

@@ -23,10 +23,17 @@ Result<std::uint64_t> unit_value(const json& v, const std::string& where, const 
   return type_error(where, key, "a non-negative number or a string like \"512M\" / \"10m\"");
 }
 
-Status apply_limits(const json& limits, const std::string& where, Limits& out) {
+Status apply_limits(const json& limits, const std::string& where, Options& opts) {
   if (!limits.is_object()) return type_error(where, "limits", "an object");
+  Limits& out = opts.limits;
   for (const auto& [key, v] : limits.items()) {
     const std::string k = "limits." + key;
+    if (key == "mechanism") {
+      auto via = v.is_string() ? parse_limits_via(v.get<std::string>()) : std::nullopt;
+      if (!via) return type_error(where, k, "\"auto\", \"cgroup\" or \"rlimit\"");
+      opts.limits_via = *via;
+      continue;
+    }
     std::optional<std::uint64_t>* slot = nullptr;
     auto parse = &parse_count;
     if (key == "memory") slot = &out.memory_bytes, parse = &parse_size;
@@ -37,7 +44,7 @@ Status apply_limits(const json& limits, const std::string& where, Limits& out) {
     else if (key == "fsize") slot = &out.fsize_bytes, parse = &parse_size;
     else
       return usage_error(where + ": unknown key '" + k + "'",
-                         "known: memory, cpu_time, wall_time, nproc, nofile, fsize");
+                         "known: memory, cpu_time, wall_time, nproc, nofile, fsize, mechanism");
     auto r = unit_value(v, where, k, parse);
     if (!r) return r.error();
     *slot = *r;
@@ -96,6 +103,22 @@ Status apply_string_list(const json& v, const std::string& where, const std::str
 
 }  // namespace
 
+const char* limits_via_name(LimitsVia v) {
+  switch (v) {
+    case LimitsVia::kAuto: return "auto";
+    case LimitsVia::kCgroup: return "cgroup";
+    case LimitsVia::kRlimit: return "rlimit";
+  }
+  return "?";
+}
+
+std::optional<LimitsVia> parse_limits_via(const std::string& text) {
+  if (text == "auto") return LimitsVia::kAuto;
+  if (text == "cgroup") return LimitsVia::kCgroup;
+  if (text == "rlimit") return LimitsVia::kRlimit;
+  return std::nullopt;
+}
+
 Status validate_hostname(const std::string& name, const std::string& where) {
   bool good = !name.empty() && name.size() <= 64;
   for (char c : name) good = good && (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.');
@@ -137,7 +160,7 @@ Status apply_config_json(const json& config, const std::string& where, Options& 
         if (!val.is_string()) return type_error(where, "setenv." + name, "a string");
         opts.setenv.emplace_back(name, val.get<std::string>());
       }
-    } else if (key == "limits") IK_TRY(apply_limits(v, where, opts.limits));
+    } else if (key == "limits") IK_TRY(apply_limits(v, where, opts));
     else
       return usage_error(where + ": unknown key '" + key + "'",
                          "known: mounts, network, root, tmpfs_size, hostname, setenv, keep_env, "
@@ -202,6 +225,7 @@ json options_to_config_json(const Options& opts) {
   put("nproc", opts.limits.nproc);
   put("nofile", opts.limits.nofile);
   put("fsize", opts.limits.fsize_bytes);
+  if (opts.limits_via != LimitsVia::kAuto) limits["mechanism"] = limits_via_name(opts.limits_via);
   j["limits"] = limits;
   j["build_dir"] = opts.build_dir;
   if (!opts.chdir.empty()) j["chdir"] = opts.chdir;

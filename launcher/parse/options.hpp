@@ -21,6 +21,13 @@ struct MountEntry {
 
 enum class NetMode { kNone, kShare };
 
+// --limits: how --memory and --nproc are enforced. kAuto: a cgroup v2 child
+// (memory.max, pids.max) when the caller's cgroup is delegated and has the
+// controller, else rlimits; kCgroup: a cgroup or fail; kRlimit: rlimits only.
+enum class LimitsVia { kAuto, kCgroup, kRlimit };
+const char* limits_via_name(LimitsVia v);                            // "auto", "cgroup", "rlimit"
+std::optional<LimitsVia> parse_limits_via(const std::string& text);  // (parse/config.cpp)
+
 // Resource limits. Unset means "no limit beyond the host's".
 struct Limits {
   std::optional<std::uint64_t> memory_bytes;   // --memory
@@ -45,6 +52,7 @@ struct Options {
   std::string seccomp = "default";  // "default" or "off"
   bool allow_userns = false;
   Limits limits;
+  LimitsVia limits_via = LimitsVia::kAuto;  // --limits, config limits.mechanism
   std::string chdir;                // --chdir, empty = the logical cwd
   bool print_plan = false;
   std::vector<std::string> argv;    // the program and its arguments

@@ -49,6 +49,7 @@ Result<HostInfo> read_host_info(char** envp) {
   if (h.home.empty() || h.home[0] != '/') h.home = "/nonexistent";
   if (h.shell.empty()) h.shell = "/bin/sh";
   h.cwd = logical_cwd(h.env);
+  h.cgroup = probe_cgroup_host();
   return h;
 }
 

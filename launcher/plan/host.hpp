@@ -7,6 +7,7 @@
 #include <string>
 
 #include "common/error.hpp"
+#include "plan/cgroup.hpp"
 
 namespace ik {
 
@@ -19,9 +20,10 @@ struct HostInfo {
   std::string shell;
   std::string cwd;  // logical: $PWD when it names the current directory
   std::map<std::string, std::string> env;
+  CgroupHost cgroup;  // our cgroup v2 and what it offers (default: none, so rlimits)
 };
 
-// Reads uid/gid, passwd entry, $HOME, logical cwd and the environment.
+// Reads uid/gid, passwd entry, $HOME, logical cwd, the environment and our cgroup.
 Result<HostInfo> read_host_info(char** envp);
 
 }  // namespace ik

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "parse/options.hpp"
+#include "plan/cgroup.hpp"
 
 namespace ik {
 
@@ -59,7 +60,10 @@ struct Plan {
   bool cwd_explicit = false;       // --chdir: a missing one is an error, not a fallback
   std::vector<std::string> argv;   // program and arguments (argv[0] may need PATH lookup)
   std::vector<std::string> env;    // complete environment, "K=V"
-  Limits limits;
+  Limits limits;                  // as given (--print-plan shows them)
+  Limits rlimits;                 // the ones set with setrlimit: limits minus what the cgroup enforces
+  CgroupPlan cgroup;              // the sandbox's own cgroup v2, if used (apply/cgroup.cpp)
+  std::vector<LimitUse> limit_uses;  // what enforces each limit (-v, --print-plan)
   bool seccomp = true;
   bool allow_userns = false;
   int verbose = 0;

@@ -41,6 +41,17 @@ nlohmann::json plan_to_json(const Plan& plan) {
   put("nproc", plan.limits.nproc);
   put("nofile", plan.limits.nofile);
   put("fsize", plan.limits.fsize_bytes);
+  json mechanisms = json::object();
+  for (const auto& u : plan.limit_uses) mechanisms[u.option.substr(2)] = u.via;
+  json cgroup{{"use", plan.cgroup.use}, {"why", plan.cgroup.why}};
+  if (plan.cgroup.use) {
+    cgroup["dir"] = plan.cgroup.dir();
+    cgroup["enable"] = plan.cgroup.enable;
+    if (!plan.cgroup.leaf.empty()) cgroup["launcher_leaf"] = plan.cgroup.parent + "/" + plan.cgroup.leaf;
+    json files = json::object();
+    for (const auto& f : plan.cgroup.files) files[f.name] = f.value;
+    cgroup["files"] = files;
+  }
   return json{
       {"identity",
        {{"outer_uid", plan.id.outer_uid}, {"outer_gid", plan.id.outer_gid}, {"uid", plan.id.inner_uid},
@@ -55,6 +66,8 @@ nlohmann::json plan_to_json(const Plan& plan) {
       {"argv", plan.argv},
       {"env", plan.env},
       {"limits", limits},
+      {"limit_mechanisms", mechanisms},
+      {"cgroup", cgroup},
       {"seccomp", plan.seccomp ? "default" : "off"},
       {"allow_userns", plan.allow_userns},
       {"mounts", ops},

@@ -308,6 +308,11 @@ Result<Plan> build_plan(const Options& opts, const HostInfo& host, const std::ve
   plan.build_dir = opts.build_dir;
   plan.tmpfs_size = opts.tmpfs_size;
   plan.limits = opts.limits;
+  auto limits = plan_limits(opts.limits, opts.limits_via, host.cgroup);
+  if (!limits) return limits.error();
+  plan.rlimits = limits->rlimits;
+  plan.cgroup = limits->cgroup;
+  plan.limit_uses = limits->uses;
   plan.seccomp = opts.seccomp != "off";
   plan.allow_userns = opts.allow_userns;
   plan.verbose = opts.verbose;

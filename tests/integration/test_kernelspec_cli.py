@@ -218,7 +218,7 @@ def test_install_settings_stored_in_metadata(jup, tools):
     jup.write(data / "table.csv", "a,b\n1,2\n")
     scratch = jup.mkdir(jup.base / "scratch")
     r = jup.ik("install", "--user", "--name", "cfg-isolated", "--mnt", f"ro:{data}", "--mnt", str(scratch),
-               "--share-net", "--memory", "512M", "--env", "FOO=bar", "--env", "EQ=a=b")
+               "--share-net", "--memory", "512M", "--limits", "rlimit", "--env", "FOO=bar", "--env", "EQ=a=b")
     assert r.returncode == 0, str(r)
 
     # Readable with `jupyter kernelspec list --json`, all in metadata.isolated_kernel.
@@ -229,6 +229,7 @@ def test_install_settings_stored_in_metadata(jup, tools):
     assert any(m.endswith(str(scratch)) and not m.startswith("ro:") for m in s["mounts"]), s
     assert s.get("network") == "share", s
     assert s.get("limits", {}).get("memory") in (512 * MiB, "512M", "512MiB"), s
+    assert s["limits"].get("mechanism") == "rlimit", s   # RLIMIT_AS whatever cgroups the host has (alloc below)
     assert s.get("setenv", {}).get("FOO") == "bar" and s["setenv"].get("EQ") == "a=b", s
     assert "FOO" not in spec.get("env", {}), "settings in two places"
 

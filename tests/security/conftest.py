@@ -6,6 +6,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from secharness import kernel_pool, runner, sec  # noqa: E402,F401  (fixtures)
+from cgroup_takeover import cgroup_takeover, delegated_cgroup  # noqa: E402,F401  (fixtures)
 
 
 def pytest_collection_modifyitems(config, items):

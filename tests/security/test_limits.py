@@ -9,21 +9,22 @@ kill it (cpu time, wall time).
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
 
+import pytest
 
 from secharness import processes_matching, wait_until
 
 SANDBOX_OPTS: list[str] = []
 KERNEL_LIMITS = ["--nofile", "64", "--fsize", "1M", "--memory", "1G"]
 
-KNOWN_BUGS = {
-    "test_nproc_limits_forking": (
-        {"isolate-root", "kernel-root"},
-        "BUG: --nproc is silently ineffective when the caller is root: the kernel exempts the host's root user "
-        "(INIT_USER) from RLIMIT_NPROC, so a fork bomb in a sandbox started by root is unbounded; isolate "
-        "neither warns nor falls back to a cgroup pids.max"),
-}
+# Known weakness, asserted (so a fix turns the test red) and then xfailed in test_nproc_limits_forking:
+NPROC_ROOT_BUG = ("BUG: without a cgroup v2 pids controller (hybrid hosts like the development VM), --nproc does "
+                  "not bind a root caller: the kernel exempts the host's root user (INIT_USER) from RLIMIT_NPROC, so "
+                  "a fork bomb in a sandbox started by root is unbounded (isolate warns; test_cgroup.py shows "
+                  "pids.max containing it where the controller is available)")
 
 
 def opts_for(runner, isolate_opts):
@@ -190,13 +191,35 @@ emit({"limit": lim, "forked": len(kids), "err": err,
 '''
 
 
-def test_nproc_limits_forking(runner):
+def nproc_mechanism(runner, n: int) -> str:
+    """What enforces --nproc for this runner's caller, as isolate plans it from the caller's cgroup (the kernel
+    runners' launcher starts from the same cgroup as isolate here): "cgroup pids.max" or "rlimit RLIMIT_NPROC"."""
+    ctx = runner.ctx
+    r = subprocess.run(ctx.ident.prefix() + [str(ctx.sec.isolate), "--print-plan", "--nproc", str(n)],
+                       cwd=ctx.files.work, env=ctx.env(), capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r
+    return json.loads(r.stdout)["limit_mechanisms"]["nproc"]
+
+
+def test_nproc_limits_forking(runner, cgroup_takeover):
     """--nproc: forking stops with EAGAIN well before 300 children.
 
-    RLIMIT_NPROC counts the processes (threads) of the caller's uid; the limit is picked above what
-    the sandbox itself needs (ipykernel runs ~11 threads)."""
+    Through a cgroup's pids.max when the caller's cgroup v2 can give one (cgroup_takeover arranges that on
+    throwaway machines: then root is bound too), else RLIMIT_NPROC, which counts the processes (threads) of
+    the caller's uid. Either way the limit is picked above what the sandbox itself needs (ipykernel runs ~11
+    threads)."""
     n = 20 if runner.kind == "isolate" else 64
+    via = nproc_mechanism(runner, n)
     r = runner.probe(NPROC, opts=["--nproc", str(n)], timeout=60)
+    if via == "cgroup pids.max":
+        # pids.max counts every task in the sandbox (its init and the kernel's threads too); no rlimit is set.
+        assert r["err"] == "EAGAIN" and r["forked"] < n, r
+        assert r["limit"] != [n, n], r
+        return
+    assert via == "rlimit RLIMIT_NPROC", via
     assert r["limit"] == [n, n], r
+    if runner.mode == "root":
+        assert r["err"] is None and r["forked"] == 300, r   # still unbounded: the known weakness
+        pytest.xfail(NPROC_ROOT_BUG)
     assert r["err"] == "EAGAIN" and r["forked"] < n, r
     assert r["raise"][0] != "ok", r

@@ -337,3 +337,14 @@ TEST_CASE("split_command: options that take values skip their value") {
     CHECK(s.command == Args{"python3", "-c", "print(1)"});
   }
 }
+
+TEST_CASE("cli: --limits chooses how --memory and --nproc are enforced") {
+  CHECK(run_ok({}).limits_via == ik::LimitsVia::kAuto);
+  CHECK(run_ok({"--limits", "cgroup"}).limits_via == ik::LimitsVia::kCgroup);
+  CHECK(run_ok({"--limits=rlimit"}).limits_via == ik::LimitsVia::kRlimit);
+  CHECK(run_ok({"--limits", "auto"}).limits_via == ik::LimitsVia::kAuto);
+  auto r = run({"--limits", "cgroups"});
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().exit_code == ik::kExitUsage);
+  CHECK(r.error().describe().find("--limits=auto, cgroup or rlimit") != std::string::npos);
+}
