@@ -42,16 +42,18 @@ std::vector<MountOp> kernel_ops(const std::string& connection_file, const std::s
     ops.push_back(hide);
   }
   if (runtime_dir) {
-    MountOp dir{};
-    dir.kind = OpKind::kTmpfs;
-    dir.dest = kKernelRuntimeDir;
-    dir.mode = 0700;
-    dir.owned = true;
-    dir.why = "kernel ipc sockets";
-    ops.push_back(dir);
+    MountOp sockets{};
+    sockets.kind = OpKind::kTmpfs;
+    sockets.dest = kKernelRuntimeDir;
+    sockets.mode = 0700;
+    sockets.owned = true;
+    sockets.why = "kernel ipc sockets";
+    ops.push_back(sockets);
   }
   // ipykernel rewrites its connection file at start-up: a read-only file
-  // kills it with EROFS, and it must never write the host's copy.
+  // kills it with EROFS, and it must never write the host's copy. In the
+  // private tmpfs that hides its directory it is written straight in (no
+  // bind); in the working directory it is bound over the host's.
   MountOp file{};
   file.kind = OpKind::kFile;
   file.dest = connection_file;

@@ -249,6 +249,42 @@ def test_write_to_usr_fails(runner):
     assert not Path(f"/usr/ik-probe-{tok}").exists() and not Path(f"/usr/lib/ik-probe-{tok}").exists()
 
 
+WRITE_SYNTHESIZED = r'''
+res = {}
+for f in ("/etc/passwd", "/etc/group", "/etc/hosts", "/etc/hostname"):
+    def append(f=f):
+        with open(f, "a") as h: h.write("evil:x:0:0::/:/bin/sh\\n")
+    st = os.stat(f)
+    res[f] = {
+        "owner": st.st_uid, "mode": st.st_mode & 0o7777,
+        "append": attempt(append),
+        "truncate": attempt(os.truncate, f, 0),
+        "chmod": attempt(os.chmod, f, 0o666),
+        "chown": attempt(os.chown, f, 0, 0),
+        "utime": attempt(os.utime, f, (0, 0)),
+        "unlink": attempt(os.unlink, f),
+        "rename": attempt(os.rename, f, f + ".moved"),
+        "link": attempt(os.link, f, f + ".hard"),
+        "read": attempt(read_text, f),
+    }
+emit(res)
+'''
+
+
+def test_synthesized_etc_files_read_only(runner):
+    """passwd, group, hosts and hostname are written into the root tmpfs (not bound) and owned by the
+    sandbox user: only the read-only root stops changing them, so every change must fail with EROFS."""
+    r = runner.probe(WRITE_SYNTHESIZED)
+    uid = runner.ctx.ident.uid
+    assert r.data and len(r.data) == 4, r
+    for f, a in r.data.items():
+        assert a["read"][0] == "ok" and a["mode"] == 0o644, (f, a)
+        assert a["owner"] == uid, (f, a)  # the owner: permission checks alone would allow every change
+        for key in ("append", "truncate", "chmod", "chown", "utime", "unlink", "rename", "link"):
+            assert a[key] == ["err", "EROFS"], (f, key, a)
+    assert "evil" not in r["/etc/passwd"]["read"][1]
+
+
 WRITE_RO_BIND = r'''
 d = P["rodir"]
 def modify():
