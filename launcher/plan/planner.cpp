@@ -220,14 +220,24 @@ std::string canonical_dest(const std::string& dest, const Links& links, int dept
 
 // A mount point that does not exist inside a host bind would have to be
 // created on the host. Refuse instead of writing to the user's files.
-Status check_mount_points(const std::vector<MountOp>& ops) {
+// Every op's destination with our own symlinks followed, computed once (the
+// checks below compare every pair of ops).
+std::vector<std::string> canonical_dests(const std::vector<MountOp>& ops) {
   const Links links = collect_links(ops);
+  std::vector<std::string> out;
+  out.reserve(ops.size());
+  for (const auto& op : ops) out.push_back(canonical_dest(op.dest, links));
+  return out;
+}
+
+Status check_mount_points(const std::vector<MountOp>& ops) {
+  const std::vector<std::string> canon = canonical_dests(ops);
   for (size_t i = 0; i < ops.size(); ++i) {
-    const std::string dest = canonical_dest(ops[i].dest, links);
+    const std::string& dest = canon[i];
     const MountOp* parent = nullptr;
     std::string parent_dest;
     for (size_t j = 0; j < i; ++j) {
-      const std::string pd = canonical_dest(ops[j].dest, links);
+      const std::string& pd = canon[j];
       if (pd != dest && path_is_within(dest, pd) && ops[j].kind != OpKind::kSymlink) {
         parent = &ops[j];
         parent_dest = pd;
@@ -264,18 +274,17 @@ bool is_file_op(OpKind k) { return k == OpKind::kFile || k == OpKind::kEmpty; }
 // That saves a mount point, a bind and its remount per file. Anywhere else
 // (inside a host bind, /dev, over a bound file) it is staged and bound.
 void place_files(std::vector<MountOp>& ops) {
-  const Links links = collect_links(ops);
+  const std::vector<std::string> canon = canonical_dests(ops);
   for (size_t i = 0; i < ops.size(); ++i) {
     MountOp& op = ops[i];
     if (!is_file_op(op.kind)) continue;
-    const std::string dest = canonical_dest(op.dest, links);
     // The mount that will hold it: the last earlier mount at or above dest
     // (dirs, symlinks and files written in place are not mounts).
     const MountOp* holder = nullptr;
     for (size_t j = 0; j < i; ++j) {
       const MountOp& m = ops[j];
       if (m.kind == OpKind::kDir || m.kind == OpKind::kSymlink || (is_file_op(m.kind) && m.in_place)) continue;
-      if (path_is_within(dest, canonical_dest(m.dest, links))) holder = &m;
+      if (path_is_within(canon[i], canon[j])) holder = &m;
     }
     const bool on_tmpfs = holder && holder->kind == OpKind::kTmpfs;
     const bool on_root = on_tmpfs && holder->dest == "/";
@@ -301,15 +310,16 @@ const std::vector<std::string>& curated_etc_entries() {
   // What programs need to run; never shadow, gshadow, ssh, sudoers, machine-id,
   // nor /etc/ssl/private (TLS keys: only certs and openssl.cnf). Each entry
   // present costs a bind at every start, so nothing that only editors, VCS,
-  // logins or account tools read (vim, gitconfig, subversion, mailcap, magic,
-  // login.defs, environment): mount those with --mnt when wanted. R and
+  // logins or admin tools read (vim, gitconfig, subversion, mailcap, magic,
+  // login.defs, environment, default/locale, locale.conf, the
+  // update-ca-certificates config): mount those with --mnt when wanted. R and
   // papersize stay: Debian's R reads its Renviron (R_HOME/etc) from /etc/R.
   static const std::vector<std::string> kEntries = {
-      "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "ssl/certs", "ssl/openssl.cnf", "ca-certificates",
-      "ca-certificates.conf", "locale.alias", "locale.conf", "default/locale", "localtime", "timezone",
-      "fonts", "nsswitch.conf", "host.conf", "gai.conf", "protocols", "services", "mime.types",
-      "os-release", "debian_version", "bash.bashrc", "profile", "inputrc", "terminfo", "python3", "python3.11",
-      "matplotlibrc", "jupyter", "ipython", "R", "papersize", "xdg", "shells"};
+      "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "ssl/certs", "ssl/openssl.cnf",
+      "locale.alias", "localtime", "timezone", "fonts", "nsswitch.conf", "host.conf", "gai.conf",
+      "protocols", "services", "mime.types", "os-release", "debian_version", "bash.bashrc", "profile",
+      "inputrc", "terminfo", "python3", "python3.11", "matplotlibrc", "jupyter", "ipython", "R",
+      "papersize", "xdg", "shells"};
   return kEntries;
 }
 

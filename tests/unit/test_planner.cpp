@@ -228,7 +228,8 @@ TEST_CASE("planner: default view") {
 
   SUBCASE("/etc leaves out what only editors, VCS, logins and account tools read") {
     for (const std::string name : {"vim", "gitconfig", "subversion", "mailcap", "magic", "magic.mime", "login.defs",
-                                   "environment"}) {
+                                   "environment", "default/locale", "locale.conf", "ca-certificates",
+                                   "ca-certificates.conf"}) {
       CAPTURE(name);
       CHECK_FALSE(has_op_at(p, "/etc/" + name));
       CHECK(std::find(ik::curated_etc_entries().begin(), ik::curated_etc_entries().end(), name) ==
