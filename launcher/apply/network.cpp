@@ -1,13 +1,15 @@
 #include "apply/network.hpp"
 
+#include <fcntl.h>
 #include <net/if.h>
+#include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstring>
+#include <system_error>
 
-#include "common/fd.hpp"
 #include "common/log.hpp"
 
 namespace ik {
@@ -23,6 +25,48 @@ Status bring_up_loopback() {
   if (ioctl(sock.get(), SIOCSIFFLAGS, &ifr) != 0) return sys_error("network: bring lo up");
   log::step("network: new namespace, lo up, no other interface");
   return ok();
+}
+
+Result<PrivateNetwork> PrivateNetwork::start() {
+  PrivateNetwork net;
+  net.state_ = std::make_unique<State>();
+  State* st = net.state_.get();
+  st->proc.reset(open("/proc", O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!st->proc.valid()) return sys_error("network: open /proc");
+  auto job = [st] {
+    // Only this thread changes network namespace (a per-thread property);
+    // the new one is owned by the sandbox's user namespace, as with clone().
+    if (unshare(CLONE_NEWNET) != 0) {
+      st->status = sys_error("network: create the network namespace (unshare)", errno,
+                             "check 'sysctl user.max_net_namespaces'; --share-net keeps the host's network");
+    } else if (Status lo = bring_up_loopback(); !lo) {
+      st->status = lo;
+    } else {
+      // thread-self in the host's procfs: this thread, whatever the caller's root is by now.
+      st->ns.reset(openat(st->proc.get(), "thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+      if (!st->ns.valid()) st->status = sys_error("network: open the new namespace");
+    }
+    st->proc.reset();  // no handle on the host's /proc outlives this
+  };
+  try {
+    net.thread_ = std::thread(job);
+  } catch (const std::system_error&) {
+    job();  // no thread to be had (a tight pids limit, say): the same, in series
+  }
+  return net;
+}
+
+Status PrivateNetwork::enter() {
+  if (thread_.joinable()) thread_.join();
+  IK_TRY(state_->status);
+  // setns needs CAP_SYS_ADMIN over the namespace's owner: our user namespace.
+  if (setns(state_->ns.get(), CLONE_NEWNET) != 0) return sys_error("network: enter the new namespace (setns)");
+  state_->ns.reset();
+  return ok();
+}
+
+PrivateNetwork::~PrivateNetwork() {
+  if (thread_.joinable()) thread_.join();
 }
 
 Status set_hostname(const std::string& name) {

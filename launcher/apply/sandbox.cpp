@@ -11,6 +11,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 
 #include "apply/caps.hpp"
 #include "apply/exec.hpp"
@@ -80,8 +81,16 @@ Status program_steps(const Plan& plan) {
 
 // Everything the sandbox's PID 1 does before it becomes the init, in order.
 Status child_steps(const Plan& plan) {
+  // The network namespace is made on a helper thread meanwhile (see
+  // PrivateNetwork), and entered before anything else runs.
+  std::optional<PrivateNetwork> net;
+  if (plan.new_net) {
+    auto started = PrivateNetwork::start();
+    if (!started) return started.error();
+    net.emplace(std::move(*started));
+  }
   IK_TRY(build_root_and_pivot(plan));
-  if (plan.new_net) IK_TRY(bring_up_loopback());
+  if (net) IK_TRY(net->enter());
   IK_TRY(set_hostname(plan.hostname));
   mark_fds_cloexec();
   // Caps, no_new_privs and seccomp are set here, before the fork, so that
@@ -139,9 +148,10 @@ void wipe_inherited_environment() {
 
 long clone_flags(const Plan& plan) {
   // CLONE_NEWUSER is created first by the kernel, so the child holds every
-  // capability over the other new namespaces.
+  // capability over the other new namespaces. No CLONE_NEWNET even when
+  // plan.new_net: the child makes that one on a thread (child_steps).
+  (void)plan;
   long flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP;
-  if (plan.new_net) flags |= CLONE_NEWNET;
   return flags;
 }
 
@@ -190,7 +200,8 @@ Result<SandboxProcess> spawn_sandbox(const Plan& plan) {
   // A raw clone() without CLONE_VM behaves like fork(): the child runs on a
   // copy of our stack and we need no separate one.
   long flags = clone_flags(plan);
-  log::step("clone: new user, mount, pid, ipc, uts, cgroup%s namespaces", plan.new_net ? ", net" : "");
+  log::step("clone: new user, mount, pid, ipc, uts, cgroup namespaces%s",
+            plan.new_net ? " (the network namespace follows on a thread of the child)" : "");
   pid_t pid = static_cast<pid_t>(syscall(SYS_clone, flags | SIGCHLD, nullptr, nullptr, nullptr, nullptr));
   if (pid < 0) {
     const int clone_errno = errno;  // before anything else can overwrite it
