@@ -1,9 +1,10 @@
 // Network namespace: a new one has only `lo`, and it starts DOWN, so a
 // kernel binding 127.0.0.1 would fail until we bring it up.
 #pragma once
+#include <pthread.h>
+
 #include <memory>
 #include <string>
-#include <thread>
 
 #include "common/error.hpp"
 #include "common/fd.hpp"
@@ -26,7 +27,9 @@ class PrivateNetwork {
   static Result<PrivateNetwork> start();
   // Waits for the thread and moves the calling thread into the namespace.
   Status enter();
-  PrivateNetwork(PrivateNetwork&&) = default;
+  PrivateNetwork(PrivateNetwork&& o) noexcept : state_(std::move(o.state_)), thread_(o.thread_), running_(o.running_) {
+    o.running_ = false;
+  }
   PrivateNetwork& operator=(PrivateNetwork&&) = delete;
   ~PrivateNetwork();  // joins a thread still running (on an error path)
 
@@ -36,9 +39,12 @@ class PrivateNetwork {
     UniqueFd ns;    // the new namespace
     Status status = ok();
   };
+  static void* run(void* state);
   PrivateNetwork() = default;
+  void join();
   std::unique_ptr<State> state_;
-  std::thread thread_;
+  pthread_t thread_{};
+  bool running_ = false;
 };
 
 }  // namespace ik
