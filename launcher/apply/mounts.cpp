@@ -201,9 +201,11 @@ Status apply_proc(const MountOp& op) {
   }
   for (const char* sub : {"sys", "sysrq-trigger", "irq", "bus", "fs"}) {
     std::string p = dst + "/" + sub;
-    struct stat st;
-    if (lstat(p.c_str(), &st) != 0) continue;
-    IK_TRY(do_mount(p.c_str(), p, nullptr, MS_BIND | MS_REC, {}, "bind /proc/" + std::string(sub)));
+    // Absent on some kernels (no sysrq, say): ENOENT, nothing to cover.
+    if (mount(p.c_str(), p.c_str(), nullptr, MS_BIND | MS_REC, nullptr) != 0) {
+      if (errno == ENOENT) continue;
+      return sys_error("bind /proc/" + std::string(sub));
+    }
     IK_TRY(add_mount_attrs(p, kAttrReadOnly | kAttrNoSuid | kAttrNoDev, true));
   }
   return ok();
@@ -217,12 +219,16 @@ Status apply_dev(const MountOp& op, const Plan& plan) {
   log::step("dev %s (null zero full random urandom tty, pts, shm)", op.dest.c_str());
   IK_TRY(do_mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, tmpfs_data(0755, 1 << 20), "tmpfs /dev"));
   for (const char* node : {"null", "zero", "full", "random", "urandom", "tty"}) {
-    std::string src = on_host(std::string("/dev/") + node);
-    if (access(src.c_str(), F_OK) != 0) continue;
+    const std::string src = on_host(std::string("/dev/") + node);
+    const std::string dst = dev + "/" + node;
+    IK_TRY(make_mount_point(dst, false));
     // No nodev here: these binds exist to be opened as devices. No nosuid
     // either: it would cost a mount_setattr each and means nothing on a
     // device node, which execve() refuses whatever its mount flags.
-    IK_TRY(bind_at(src, dev + "/" + node, false, 0, std::string("bind /dev/") + node));
+    if (mount(src.c_str(), dst.c_str(), nullptr, MS_BIND | MS_REC, nullptr) != 0) {
+      if (errno != ENOENT) return sys_error(std::string("bind /dev/") + node);
+      unlink(dst.c_str());  // not on this host: no empty file in its place
+    }
   }
   const struct { const char* name; const char* target; } links[] = {
       {"fd", "/proc/self/fd"}, {"stdin", "/proc/self/fd/0"}, {"stdout", "/proc/self/fd/1"},
