@@ -12,6 +12,7 @@
 
 #include "common/fd.hpp"
 #include "common/log.hpp"
+#include "plan/paths.hpp"
 
 namespace ik {
 namespace {
@@ -146,14 +147,22 @@ Status apply_tmpfs(const MountOp& op, const Plan& plan) {
   return do_mount("tmpfs", dst, "tmpfs", MS_NOSUID | MS_NODEV, data, "tmpfs " + op.dest + " (" + op.why + ")");
 }
 
-Status apply_bind(const MountOp& op) {
+// The planner's sealed dirs (kDir with readonly): binds below them get their
+// attributes from the seal at the end of build_root_and_pivot().
+bool under_seal(const MountOp& op, const Plan& plan) {
+  for (const auto& d : plan.ops)
+    if (d.kind == OpKind::kDir && d.readonly && path_is_within(op.dest, d.dest)) return true;
+  return false;
+}
+
+Status apply_bind(const MountOp& op, const Plan& plan) {
   log::step("bind %s -> %s %s (%s)", op.src.c_str(), op.dest.c_str(), op.readonly ? "ro" : "rw", op.why.c_str());
-  unsigned attrs = kAttrNoSuid | kAttrNoDev | (op.readonly ? kAttrReadOnly : 0u);
+  unsigned attrs = under_seal(op, plan) ? 0u : kAttrNoSuid | kAttrNoDev | (op.readonly ? kAttrReadOnly : 0u);
   return bind_at(on_host(op.src), inside(op.dest), op.src_is_dir, attrs,
                  "bind " + op.src + " at " + op.dest + " (" + op.why + ")");
 }
 
-Status apply_file(const MountOp& op, int index, const std::string& content, unsigned mode) {
+Status apply_file(const MountOp& op, int index, const std::string& content, unsigned mode, const Plan& plan) {
   log::step("file %s (%zu bytes, %s, %s, %s)", op.dest.c_str(), content.size(), op.readonly ? "ro" : "rw",
             op.in_place ? "written" : "bound", op.why.c_str());
   const std::string step = "file " + op.dest + " (" + op.why + ")";
@@ -172,7 +181,7 @@ Status apply_file(const MountOp& op, int index, const std::string& content, unsi
   if (mkdir(kFiles, 0700) != 0 && errno != EEXIST) return sys_error("mkdir " + std::string(kFiles));
   std::string scratch = std::string(kFiles) + "/" + std::to_string(index);
   IK_TRY(write_file(scratch, content, mode));
-  unsigned attrs = kAttrNoSuid | kAttrNoDev | (op.readonly ? kAttrReadOnly : 0u);
+  unsigned attrs = under_seal(op, plan) ? 0u : kAttrNoSuid | kAttrNoDev | (op.readonly ? kAttrReadOnly : 0u);
   return bind_at(scratch, inside(op.dest), false, attrs, step);
 }
 
@@ -248,13 +257,19 @@ Status apply_dev(const MountOp& op, const Plan& plan) {
 Status apply_op(const MountOp& op, int index, const Plan& plan) {
   switch (op.kind) {
     case OpKind::kTmpfs: return apply_tmpfs(op, plan);
-    case OpKind::kBind: return apply_bind(op);
+    case OpKind::kBind: return apply_bind(op, plan);
     case OpKind::kDir:
-      log::step("dir %s", op.dest.c_str());
-      return make_dirs(inside(op.dest), op.mode);
+      log::step("dir %s%s", op.dest.c_str(), op.readonly ? " (sealed read-only once built)" : "");
+      IK_TRY(make_dirs(inside(op.dest), op.mode));
+      // Sealed: a mount of its own, so that one recursive mount_setattr at
+      // the end covers it and every bind below it.
+      if (op.readonly)
+        return do_mount(inside(op.dest).c_str(), inside(op.dest), nullptr, MS_BIND | MS_REC, {},
+                        "bind " + op.dest + " onto itself");
+      return ok();
     case OpKind::kSymlink: return apply_symlink(op);
-    case OpKind::kFile: return apply_file(op, index, op.content, op.mode);
-    case OpKind::kEmpty: return apply_file(op, index, "", 0444);
+    case OpKind::kFile: return apply_file(op, index, op.content, op.mode, plan);
+    case OpKind::kEmpty: return apply_file(op, index, "", 0444, plan);
     case OpKind::kProc: return apply_proc(op);
     case OpKind::kDev: return apply_dev(op, plan);
   }
@@ -293,6 +308,27 @@ Status switch_root() {
   return ok();
 }
 
+// Makes each sealed dir read-only, nosuid, nodev with every mount below it.
+// Before Linux 5.12 (no mount_setattr) the fallback remount reaches the top
+// mount only, so then every bind below gets its own.
+Status seal(const Plan& plan) {
+  const unsigned attrs = kAttrReadOnly | kAttrNoSuid | kAttrNoDev;
+  for (const auto& d : plan.ops) {
+    if (d.kind != OpKind::kDir || !d.readonly) continue;
+    mount_attr attr{};
+    attr.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+    if (mount_setattr(AT_FDCWD, inside(d.dest).c_str(), AT_SYMLINK_NOFOLLOW | AT_RECURSIVE, &attr, sizeof attr) == 0)
+      continue;
+    if (errno != ENOSYS) return sys_error("seal " + d.dest + " read-only");
+    IK_TRY(add_mount_attrs(inside(d.dest), attrs, false));
+    for (const auto& op : plan.ops)
+      if ((op.kind == OpKind::kBind || ((op.kind == OpKind::kFile || op.kind == OpKind::kEmpty) && !op.in_place)) &&
+          op.dest != d.dest && path_is_within(op.dest, d.dest))
+        IK_TRY(add_mount_attrs(inside(op.dest), attrs, true));
+  }
+  return ok();
+}
+
 }  // namespace
 
 Status add_mount_attrs(const std::string& path, unsigned attrs, bool recursive) {
@@ -322,6 +358,7 @@ Status build_root_and_pivot(const Plan& plan) {
   // The root tmpfs and /dev are complete: make them read-only (the writable
   // places are /tmp, HOME, /dev/shm and rw binds, which are separate mounts).
   IK_TRY(add_mount_attrs(kNewRoot, kAttrReadOnly | kAttrNoSuid | kAttrNoDev, false));
+  IK_TRY(seal(plan));
   std::string dev = std::string(kNewRoot) + "/dev";
   if (access(dev.c_str(), F_OK) == 0) IK_TRY(add_mount_attrs(dev, kAttrReadOnly | kAttrNoSuid, false));
   return switch_root();

@@ -16,7 +16,7 @@ namespace ik {
 enum class OpKind {
   kTmpfs,    // empty tmpfs at dest (mode, owner = inner uid when `owned`)
   kBind,     // host path src (resolved, no symlinks) bound at dest
-  kDir,      // directory on the tmpfs it lives in
+  kDir,      // directory on the tmpfs it lives in; `readonly`: sealed (see MountOp::readonly)
   kSymlink,  // symlink dest -> src
   kFile,     // synthesized file with `content` at dest (see MountOp::in_place)
   kEmpty,    // DEST=none over a file: an empty read-only file at dest (see MountOp::in_place)
@@ -31,7 +31,12 @@ struct MountOp {
   std::string dest;        // absolute path inside the sandbox
   std::string src;         // kBind: host path; kSymlink: target
   std::string content;     // kFile
-  bool readonly = false;   // kBind/kFile/kEmpty: read-only inside
+  // kBind/kFile/kEmpty: read-only inside. kDir: sealed, i.e. a mount of its
+  // own (bound onto itself) that is made read-only, nosuid, nodev with
+  // everything mounted below it by one recursive mount_setattr once the
+  // root is built; the binds below it then skip their own. Only when
+  // nothing below it has to stay writable (the planner checks).
+  bool readonly = false;
   // kFile/kEmpty: written straight into the tmpfs holding dest, which gives
   // the right access by itself (the root tmpfs, remounted read-only once
   // built, for read-only files; a writable tmpfs for writable ones). When

@@ -292,6 +292,29 @@ void place_files(std::vector<MountOp>& ops) {
   }
 }
 
+// Seals the curated /etc (see MountOp::readonly for kDir): one recursive
+// mount_setattr once the root is built instead of one per bind below it.
+// Only when nothing at or below /etc has to stay writable or is not a plain
+// read-only bind or file: a user's rw mount there, a DEST=none tmpfs, or
+// another op at /etc itself (it would cover the sealed mount) keep the
+// per-bind way.
+void seal_etc(std::vector<MountOp>& ops) {
+  const std::vector<std::string> canon = canonical_dests(ops);
+  MountOp* etc = nullptr;
+  for (auto& op : ops)
+    if (op.kind == OpKind::kDir && op.dest == "/etc" && op.why == "etc") etc = &op;
+  if (!etc) return;
+  for (size_t i = 0; i < ops.size(); ++i) {
+    const MountOp& op = ops[i];
+    if (&op == etc || !(path_is_within(canon[i], "/etc") || path_is_within(op.dest, "/etc"))) continue;
+    const bool fits = op.kind == OpKind::kSymlink || op.kind == OpKind::kDir ||
+                      ((op.kind == OpKind::kBind || op.kind == OpKind::kFile || op.kind == OpKind::kEmpty) &&
+                       op.readonly && canon[i] != "/etc" && op.dest != "/etc");
+    if (!fits) return;
+  }
+  etc->readonly = true;
+}
+
 Identity make_identity(const Options& opts, const HostInfo& host) {
   Identity id;
   id.outer_uid = host.uid;
@@ -381,6 +404,7 @@ Result<Plan> build_plan(const Options& opts, const HostInfo& host, const std::ve
   order_ops(ops);
   IK_TRY(check_mount_points(ops));
   place_files(ops);
+  seal_etc(ops);
 
   if (!opts.chdir.empty()) {
     auto t = expand_tilde(opts.chdir, host.home);

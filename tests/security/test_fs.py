@@ -285,6 +285,29 @@ def test_synthesized_etc_files_read_only(runner):
     assert "evil" not in r["/etc/passwd"]["read"][1]
 
 
+ETC_MOUNTS = r'''
+mounts = []
+for line in read_text("/proc/self/mountinfo").splitlines():
+    f = line.split()
+    if f[4] == "/etc" or f[4].startswith("/etc/"):
+        mounts.append([f[4], f[5].split(",")])
+emit({"mounts": mounts, "cache_w": attempt(lambda: os.close(os.open("/etc/ld.so.cache", os.O_WRONLY))),
+      "nsswitch_chmod": attempt(os.chmod, "/etc/nsswitch.conf", 0o666)})
+'''
+
+
+def test_etc_mounts_all_read_only_nosuid_nodev(runner):
+    """Every mount at or under /etc is ro,nosuid,nodev (the curated /etc is sealed with one recursive
+    mount_setattr once built), and a bound host file cannot be opened for writing even by root inside."""
+    r = runner.probe(ETC_MOUNTS)
+    assert len(r["mounts"]) >= 5, r  # /etc itself and the binds below it
+    for point, opts in r["mounts"]:
+        assert {"ro", "nosuid", "nodev"} <= set(opts), (point, opts)
+    assert r["cache_w"][0] == "err" and r["cache_w"][1] in {"EROFS", "EACCES"}, r
+    allowed = {"EROFS"} if runner.ctx.ident.uid == 0 else {"EROFS", "EPERM"}
+    assert r["nsswitch_chmod"][0] == "err" and r["nsswitch_chmod"][1] in allowed, r
+
+
 WRITE_RO_BIND = r'''
 d = P["rodir"]
 def modify():

@@ -561,6 +561,39 @@ TEST_CASE("planner: a file is written in place only where the tmpfs holding it g
   }
 }
 
+TEST_CASE("planner: the curated /etc is sealed read-only in one go unless something below must stay writable") {
+  Tree t;
+  SUBCASE("default view: sealed") {
+    Plan p = plan_ok(Options{}, make_host(t));
+    CHECK(op_at(p, "/etc", OpKind::kDir).readonly);
+    CHECK(ik::plan_to_json(p)["mounts"][index_of(p, "/etc", OpKind::kDir)]["access"] ==
+          "ro (sealed, with everything below)");
+  }
+  SUBCASE("a read-only user bind under /etc keeps the seal") {
+    t.file("conf/app.conf");
+    Plan p = plan_ok(with_mounts("ro:/etc/app.conf=" + t.p("conf/app.conf")), make_host(t));
+    CHECK(op_at(p, "/etc", OpKind::kDir).readonly);
+  }
+  SUBCASE("a writable bind under /etc: not sealed") {
+    t.file("conf/app.conf");
+    Plan p = plan_ok(with_mounts("rw:/etc/app.conf=" + t.p("conf/app.conf")), make_host(t));
+    CHECK_FALSE(op_at(p, "/etc", OpKind::kDir).readonly);
+  }
+  SUBCASE("a tmpfs over /etc (DEST=none): not sealed") {
+    Plan p = plan_ok(with_mounts("/etc=none"), make_host(t));
+    CHECK_FALSE(op_at(p, "/etc", OpKind::kDir).readonly);
+  }
+  SUBCASE("a writable tmpfs below /etc (DEST=none on a directory): not sealed") {
+    Plan p = plan_ok(with_mounts("/etc/xdg=none"), make_host(t));
+    CHECK_FALSE(op_at(p, "/etc", OpKind::kDir).readonly);
+  }
+  SUBCASE("--share-net adds resolv.conf, still read-only: sealed") {
+    Options o;
+    o.net = ik::NetMode::kShare;
+    CHECK(op_at(plan_ok(o, make_host(t)), "/etc", OpKind::kDir).readonly);
+  }
+}
+
 TEST_CASE("planner: a mount point missing inside a host bind is rejected") {
   Tree t;
   t.dir("proj/data");
