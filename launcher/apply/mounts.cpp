@@ -12,6 +12,7 @@
 
 #include "common/fd.hpp"
 #include "common/log.hpp"
+#include "plan/paths.hpp"
 
 namespace ik {
 namespace {
@@ -20,7 +21,7 @@ namespace {
 // mount namespace, so nothing is ever created on the host.
 constexpr const char* kNewRoot = "/newroot";
 constexpr const char* kOldRoot = "/oldroot";  // the host's root during set-up
-constexpr const char* kFiles = "/files";      // synthesized files before they are bound
+constexpr const char* kFiles = "/files";      // synthesized files to be bound (created when needed)
 
 std::string inside(const std::string& dest) { return dest == "/" ? kNewRoot : kNewRoot + dest; }
 std::string on_host(const std::string& src) { return kOldRoot + src; }
@@ -43,13 +44,14 @@ std::string tmpfs_data(unsigned mode, std::uint64_t size) {
 }
 
 // mkdir -p below the new root. The planner has checked that no component
-// would have to be created inside a host bind.
+// would have to be created inside a host bind. Tries the whole path first:
+// usually only the last component is missing.
 Status make_dirs(const std::string& path, unsigned mode) {
-  for (size_t i = 1; i <= path.size(); ++i) {
-    if (i != path.size() && path[i] != '/') continue;
-    std::string prefix = path.substr(0, i);
-    if (mkdir(prefix.c_str(), mode) != 0 && errno != EEXIST) return sys_error("mkdir " + prefix);
-  }
+  if (mkdir(path.c_str(), mode) == 0 || errno == EEXIST) return ok();
+  if (errno != ENOENT) return sys_error("mkdir " + path);
+  auto slash = path.rfind('/');
+  if (slash != 0 && slash != std::string::npos) IK_TRY(make_dirs(path.substr(0, slash), 0755));
+  if (mkdir(path.c_str(), mode) != 0 && errno != EEXIST) return sys_error("mkdir " + path);
   return ok();
 }
 
@@ -63,21 +65,60 @@ Status make_parent_dirs(const std::string& path) {
 // file for a file (binding a file over a directory fails with ENOTDIR).
 Status make_mount_point(const std::string& path, bool is_dir) {
   if (is_dir) return make_dirs(path, 0755);
-  IK_TRY(make_parent_dirs(path));
-  struct stat st;
-  if (stat(path.c_str(), &st) == 0) return ok();
-  UniqueFd fd(open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0444));
-  if (!fd.valid() && errno != EEXIST) return sys_error("create mount point " + path);
+  for (int attempt = 0;; ++attempt) {
+    // mknod of a regular file: one syscall and no fd to close (no CAP_MKNOD
+    // needed for S_IFREG); never follows a symlink at `path`.
+    if (mknod(path.c_str(), S_IFREG | 0444, 0) == 0 || errno == EEXIST) return ok();
+    if (errno != ENOENT || attempt > 0) return sys_error("create mount point " + path);
+    IK_TRY(make_parent_dirs(path));
+  }
+}
+
+// The umask, read once (reading it means setting it).
+mode_t current_umask() {
+  static const mode_t mask = [] {
+    mode_t m = umask(022);
+    umask(m);
+    return m;
+  }();
+  return mask;
+}
+
+// Creates `path` in a tmpfs we are building, with exactly `mode`, or empties
+// an existing file (a later op replacing an earlier one). O_NOFOLLOW: never
+// through a symlink at the destination. Parents are created when missing.
+Result<UniqueFd> create_file(const std::string& path, unsigned mode) {
+  for (int attempt = 0;; ++attempt) {
+    UniqueFd fd(open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode));
+    bool fix_mode = (mode & current_umask()) != 0;
+    if (!fd.valid() && errno == EEXIST) {
+      fd.reset(open(path.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC | O_NOFOLLOW));
+      fix_mode = true;  // an existing file keeps its mode
+    }
+    if (fd.valid()) {
+      if (fix_mode && fchmod(fd.get(), mode) != 0) return sys_error("chmod " + path);
+      return fd;
+    }
+    if (errno != ENOENT || attempt > 0) return sys_error("create " + path);
+    IK_TRY(make_parent_dirs(path));
+  }
+}
+
+Status write_all(int fd, const char* data, size_t size, const std::string& path) {
+  while (size > 0) {
+    ssize_t n = write(fd, data, size);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return sys_error("write " + path);
+    data += n;
+    size -= static_cast<size_t>(n);
+  }
   return ok();
 }
 
 Status write_file(const std::string& path, const std::string& content, unsigned mode) {
-  UniqueFd fd(open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode));
-  if (!fd.valid()) return sys_error("create " + path);
-  if (write(fd.get(), content.data(), content.size()) != static_cast<ssize_t>(content.size()))
-    return sys_error("write " + path);
-  if (fchmod(fd.get(), mode) != 0) return sys_error("chmod " + path);
-  return ok();
+  auto fd = create_file(path, mode);
+  if (!fd) return fd.error();
+  return write_all(fd->get(), content.data(), content.size(), path);
 }
 
 // Bind `src` (a path in the current tree) at `dst`, then add attributes.
@@ -87,6 +128,7 @@ Status bind_at(const std::string& src, const std::string& dst, bool is_dir, unsi
   // Always MS_REC: inside a user namespace a non-recursive bind of a tree
   // with locked submounts fails with EINVAL (and would uncover what they hide).
   IK_TRY(do_mount(src.c_str(), dst, nullptr, MS_BIND | MS_REC, {}, step));
+  if (attrs == 0) return ok();
   Status s = add_mount_attrs(dst, attrs, /*recursive=*/true);
   if (!s) {
     Error e = s.error();
@@ -105,20 +147,42 @@ Status apply_tmpfs(const MountOp& op, const Plan& plan) {
   return do_mount("tmpfs", dst, "tmpfs", MS_NOSUID | MS_NODEV, data, "tmpfs " + op.dest + " (" + op.why + ")");
 }
 
-Status apply_bind(const MountOp& op) {
+// The planner's sealed dirs (kDir with readonly): binds below them get their
+// attributes from the seal at the end of build_root_and_pivot().
+bool under_seal(const MountOp& op, const Plan& plan) {
+  for (const auto& d : plan.ops)
+    if (d.kind == OpKind::kDir && d.readonly && path_is_within(op.dest, d.dest)) return true;
+  return false;
+}
+
+Status apply_bind(const MountOp& op, const Plan& plan) {
   log::step("bind %s -> %s %s (%s)", op.src.c_str(), op.dest.c_str(), op.readonly ? "ro" : "rw", op.why.c_str());
-  unsigned attrs = kAttrNoSuid | kAttrNoDev | (op.readonly ? kAttrReadOnly : 0u);
+  unsigned attrs = under_seal(op, plan) ? 0u : kAttrNoSuid | kAttrNoDev | (op.readonly ? kAttrReadOnly : 0u);
   return bind_at(on_host(op.src), inside(op.dest), op.src_is_dir, attrs,
                  "bind " + op.src + " at " + op.dest + " (" + op.why + ")");
 }
 
-Status apply_file(const MountOp& op, int index, const std::string& content, unsigned mode) {
+Status apply_file(const MountOp& op, int index, const std::string& content, unsigned mode, const Plan& plan) {
+  log::step("file %s (%zu bytes, %s, %s, %s)", op.dest.c_str(), content.size(), op.readonly ? "ro" : "rw",
+            op.in_place ? "written" : "bound", op.why.c_str());
+  const std::string step = "file " + op.dest + " (" + op.why + ")";
+  if (op.in_place) {
+    // Straight into the tmpfs that holds it; the planner chose this only when
+    // that tmpfs gives the file its access (the root becomes read-only).
+    Status s = write_file(inside(op.dest), content, mode);
+    if (!s) {
+      Error e = s.error();
+      e.step = step + ": " + e.step;
+      return e;
+    }
+    return ok();
+  }
+  // /files is the staging area in the scratch tmpfs (never visible inside).
+  if (mkdir(kFiles, 0700) != 0 && errno != EEXIST) return sys_error("mkdir " + std::string(kFiles));
   std::string scratch = std::string(kFiles) + "/" + std::to_string(index);
   IK_TRY(write_file(scratch, content, mode));
-  log::step("file %s (%zu bytes, %s, %s)", op.dest.c_str(), content.size(), op.readonly ? "ro" : "rw",
-            op.why.c_str());
-  unsigned attrs = kAttrNoSuid | kAttrNoDev | (op.readonly ? kAttrReadOnly : 0u);
-  return bind_at(scratch, inside(op.dest), false, attrs, "file " + op.dest + " (" + op.why + ")");
+  unsigned attrs = under_seal(op, plan) ? 0u : kAttrNoSuid | kAttrNoDev | (op.readonly ? kAttrReadOnly : 0u);
+  return bind_at(scratch, inside(op.dest), false, attrs, step);
 }
 
 Status apply_symlink(const MountOp& op) {
@@ -146,9 +210,11 @@ Status apply_proc(const MountOp& op) {
   }
   for (const char* sub : {"sys", "sysrq-trigger", "irq", "bus", "fs"}) {
     std::string p = dst + "/" + sub;
-    struct stat st;
-    if (lstat(p.c_str(), &st) != 0) continue;
-    IK_TRY(do_mount(p.c_str(), p, nullptr, MS_BIND | MS_REC, {}, "bind /proc/" + std::string(sub)));
+    // Absent on some kernels (no sysrq, say): ENOENT, nothing to cover.
+    if (mount(p.c_str(), p.c_str(), nullptr, MS_BIND | MS_REC, nullptr) != 0) {
+      if (errno == ENOENT) continue;
+      return sys_error("bind /proc/" + std::string(sub));
+    }
     IK_TRY(add_mount_attrs(p, kAttrReadOnly | kAttrNoSuid | kAttrNoDev, true));
   }
   return ok();
@@ -162,10 +228,16 @@ Status apply_dev(const MountOp& op, const Plan& plan) {
   log::step("dev %s (null zero full random urandom tty, pts, shm)", op.dest.c_str());
   IK_TRY(do_mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, tmpfs_data(0755, 1 << 20), "tmpfs /dev"));
   for (const char* node : {"null", "zero", "full", "random", "urandom", "tty"}) {
-    std::string src = on_host(std::string("/dev/") + node);
-    if (access(src.c_str(), F_OK) != 0) continue;
-    // No nodev here: these binds exist to be opened as devices.
-    IK_TRY(bind_at(src, dev + "/" + node, false, kAttrNoSuid, std::string("bind /dev/") + node));
+    const std::string src = on_host(std::string("/dev/") + node);
+    const std::string dst = dev + "/" + node;
+    IK_TRY(make_mount_point(dst, false));
+    // No nodev here: these binds exist to be opened as devices. No nosuid
+    // either: it would cost a mount_setattr each and means nothing on a
+    // device node, which execve() refuses whatever its mount flags.
+    if (mount(src.c_str(), dst.c_str(), nullptr, MS_BIND | MS_REC, nullptr) != 0) {
+      if (errno != ENOENT) return sys_error(std::string("bind /dev/") + node);
+      unlink(dst.c_str());  // not on this host: no empty file in its place
+    }
   }
   const struct { const char* name; const char* target; } links[] = {
       {"fd", "/proc/self/fd"}, {"stdin", "/proc/self/fd/0"}, {"stdout", "/proc/self/fd/1"},
@@ -185,13 +257,19 @@ Status apply_dev(const MountOp& op, const Plan& plan) {
 Status apply_op(const MountOp& op, int index, const Plan& plan) {
   switch (op.kind) {
     case OpKind::kTmpfs: return apply_tmpfs(op, plan);
-    case OpKind::kBind: return apply_bind(op);
+    case OpKind::kBind: return apply_bind(op, plan);
     case OpKind::kDir:
-      log::step("dir %s", op.dest.c_str());
-      return make_dirs(inside(op.dest), op.mode);
+      log::step("dir %s%s", op.dest.c_str(), op.readonly ? " (sealed read-only once built)" : "");
+      IK_TRY(make_dirs(inside(op.dest), op.mode));
+      // Sealed: a mount of its own, so that one recursive mount_setattr at
+      // the end covers it and every bind below it.
+      if (op.readonly)
+        return do_mount(inside(op.dest).c_str(), inside(op.dest), nullptr, MS_BIND | MS_REC, {},
+                        "bind " + op.dest + " onto itself");
+      return ok();
     case OpKind::kSymlink: return apply_symlink(op);
-    case OpKind::kFile: return apply_file(op, index, op.content, op.mode);
-    case OpKind::kEmpty: return apply_file(op, index, "", 0444);
+    case OpKind::kFile: return apply_file(op, index, op.content, op.mode, plan);
+    case OpKind::kEmpty: return apply_file(op, index, "", 0444, plan);
     case OpKind::kProc: return apply_proc(op);
     case OpKind::kDev: return apply_dev(op, plan);
   }
@@ -213,13 +291,11 @@ Status prepare_scratch(const Plan& plan) {
   IK_TRY(do_mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, {}, "make / private"));
   IK_TRY(do_mount("tmpfs", plan.build_dir, "tmpfs", MS_NOSUID | MS_NODEV, tmpfs_data(0755, plan.tmpfs_size),
                   "tmpfs at -b " + plan.build_dir));
-  for (const char* d : {kNewRoot, kOldRoot, kFiles})
+  for (const char* d : {kNewRoot, kOldRoot})
     if (mkdir((plan.build_dir + d).c_str(), 0755) != 0) return sys_error("mkdir " + plan.build_dir + d);
   // The host root goes to /oldroot: sources are read from there, so even a
   // source under the -b directory stays reachable.
-  IK_TRY(pivot_into(plan.build_dir, plan.build_dir + kOldRoot));
-  if (chmod(kFiles, 0700) != 0) return sys_error("chmod /files");
-  return ok();
+  return pivot_into(plan.build_dir, plan.build_dir + kOldRoot);
 }
 
 // Final pivot into /newroot and detach everything else (host tree included).
@@ -229,6 +305,27 @@ Status switch_root() {
   // pivot_root(".", ".") stacks the old root on top of the new one; detach it.
   if (umount2("/", MNT_DETACH) != 0) return sys_error("detach the old root");
   if (chdir("/") != 0) return sys_error("chdir /");
+  return ok();
+}
+
+// Makes each sealed dir read-only, nosuid, nodev with every mount below it.
+// Before Linux 5.12 (no mount_setattr) the fallback remount reaches the top
+// mount only, so then every bind below gets its own.
+Status seal(const Plan& plan) {
+  const unsigned attrs = kAttrReadOnly | kAttrNoSuid | kAttrNoDev;
+  for (const auto& d : plan.ops) {
+    if (d.kind != OpKind::kDir || !d.readonly) continue;
+    mount_attr attr{};
+    attr.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+    if (mount_setattr(AT_FDCWD, inside(d.dest).c_str(), AT_SYMLINK_NOFOLLOW | AT_RECURSIVE, &attr, sizeof attr) == 0)
+      continue;
+    if (errno != ENOSYS) return sys_error("seal " + d.dest + " read-only");
+    IK_TRY(add_mount_attrs(inside(d.dest), attrs, false));
+    for (const auto& op : plan.ops)
+      if ((op.kind == OpKind::kBind || ((op.kind == OpKind::kFile || op.kind == OpKind::kEmpty) && !op.in_place)) &&
+          op.dest != d.dest && path_is_within(op.dest, d.dest))
+        IK_TRY(add_mount_attrs(inside(op.dest), attrs, true));
+  }
   return ok();
 }
 
@@ -261,6 +358,7 @@ Status build_root_and_pivot(const Plan& plan) {
   // The root tmpfs and /dev are complete: make them read-only (the writable
   // places are /tmp, HOME, /dev/shm and rw binds, which are separate mounts).
   IK_TRY(add_mount_attrs(kNewRoot, kAttrReadOnly | kAttrNoSuid | kAttrNoDev, false));
+  IK_TRY(seal(plan));
   std::string dev = std::string(kNewRoot) + "/dev";
   if (access(dev.c_str(), F_OK) == 0) IK_TRY(add_mount_attrs(dev, kAttrReadOnly | kAttrNoSuid, false));
   return switch_root();

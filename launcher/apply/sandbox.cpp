@@ -12,6 +12,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 
 #include "apply/caps.hpp"
 #include "apply/cgroup.hpp"
@@ -109,9 +110,17 @@ Status hand_over_root_and_seal_init(int root_sock) {
 
 // Everything the sandbox's PID 1 does before it becomes the init, in order.
 Status child_steps(const Plan& plan, int root_sock) {
+  // The network namespace is made on a helper thread meanwhile (see
+  // PrivateNetwork), and entered before anything else runs.
+  std::optional<PrivateNetwork> net;
+  if (plan.new_net) {
+    auto started = PrivateNetwork::start();
+    if (!started) return started.error();
+    net.emplace(std::move(*started));
+  }
   IK_TRY(build_root_and_pivot(plan));
   IK_TRY(hand_over_root_and_seal_init(root_sock));
-  if (plan.new_net) IK_TRY(bring_up_loopback());
+  if (net) IK_TRY(net->enter());
   IK_TRY(set_hostname(plan.hostname));
   mark_fds_cloexec();
   // Caps, no_new_privs and seccomp are set here, before the fork, so that
@@ -178,10 +187,10 @@ void wipe_inherited_environment() {
 
 long clone_flags(const Plan& plan) {
   // CLONE_NEWUSER is created first by the kernel, so the child holds every
-  // capability over the other new namespaces.
+  // capability over the other new namespaces. No CLONE_NEWNET even when
+  // plan.new_net: the child makes that one on a thread (child_steps).
   long flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS;
   if (!plan.cgroup.use) flags |= CLONE_NEWCGROUP;  // else the child unshares it inside its cgroup
-  if (plan.new_net) flags |= CLONE_NEWNET;
   return flags;
 }
 
@@ -286,7 +295,8 @@ Result<SandboxProcess> spawn_sandbox(const Plan& plan) {
   auto ch = make_channels();
   if (!ch) return ch.error();
   long flags = clone_flags(plan);
-  log::step("clone: new user, mount, pid, ipc, uts, cgroup%s namespaces%s", plan.new_net ? ", net" : "",
+  log::step("clone: new user, mount, pid, ipc, uts, cgroup namespaces%s%s",
+            plan.new_net ? " (the network namespace follows on a thread of the child)" : "",
             cgroup ? (" into cgroup " + cgroup->dir()).c_str() : "");
   bool placed = false;
   pid_t pid = clone_sandbox(flags, cgroup ? cgroup->fd() : -1, placed);

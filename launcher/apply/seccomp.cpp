@@ -1,85 +1,47 @@
 #include "apply/seccomp.hpp"
 
-#include <linux/sched.h>
-#include <seccomp.h>
-#include <sys/ioctl.h>
-#include <sys/personality.h>
-#include <sys/socket.h>
-
-#include <memory>
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "common/log.hpp"
 
 namespace ik {
 namespace {
 
-using FilterPtr = std::unique_ptr<void, void (*)(scmp_filter_ctx)>;
-
-Status deny(scmp_filter_ctx ctx, const char* name, unsigned count = 0, const scmp_arg_cmp* args = nullptr,
-            int err = EPERM) {
-  int nr = seccomp_syscall_resolve_name(name);
-  if (nr == __NR_SCMP_ERROR) return ok();  // not on this architecture
-  int rc = seccomp_rule_add_array(ctx, SCMP_ACT_ERRNO(static_cast<unsigned>(err)), nr, count, args);
-  if (rc != 0) return sys_error(std::string("seccomp: rule for ") + name, -rc);
-  return ok();
-}
-
-// Matches only the low 32 bits: the kernel ignores the upper half of an ioctl
-// request, and a full 64-bit compare was bypassed that way (snapd, 2019).
-Status deny_ioctl(scmp_filter_ctx ctx, unsigned long request) {
-  scmp_arg_cmp cmp = SCMP_A1(SCMP_CMP_MASKED_EQ, 0xFFFFFFFFu, request);
-  return deny(ctx, "ioctl", 1, &cmp);
-}
-
-Status deny_flag(scmp_filter_ctx ctx, const char* name, unsigned arg, std::uint64_t flag) {
-  scmp_arg_cmp cmp{arg, SCMP_CMP_MASKED_EQ, flag, flag};
-  return deny(ctx, name, 1, &cmp);
-}
+#ifdef IK_PRECOMPILED_SECCOMP
+// kSeccompDefault, kSeccompAllowUserns: written by ik-seccomp-gen.
+#include "seccomp_bpf.inc"
+#endif
 
 }  // namespace
 
-const std::vector<std::string>& denied_syscalls() {
-  static const std::vector<std::string> kDenied = {
-      // kernel keyring: not namespaced
-      "keyctl", "add_key", "request_key",
-      // kernel attack surface with a history of exploits
-      "bpf", "perf_event_open", "userfaultfd", "io_uring_setup", "io_uring_enter", "io_uring_register",
-      // system administration
-      "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module", "reboot", "swapon",
-      "swapoff", "acct", "syslog", "quotactl", "lookup_dcookie", "uselib", "vhangup", "nfsservctl",
-      // escaping the file view: handles bypass mount boundaries; no new mounts after set-up
-      "open_by_handle_at", "name_to_handle_at", "mount", "umount", "umount2", "pivot_root", "chroot",
-      "fsopen", "fsmount", "fsconfig", "fspick", "move_mount", "open_tree", "mount_setattr", "setns"};
-  return kDenied;
+std::span<const sock_filter> precompiled_seccomp_filter(const SeccompPolicy& policy) {
+#ifdef IK_PRECOMPILED_SECCOMP
+  if (policy.allow_userns) return kSeccompAllowUserns;
+  return kSeccompDefault;
+#else
+  (void)policy;
+  return {};
+#endif
 }
 
 Status load_seccomp_filter(const SeccompPolicy& policy) {
-  FilterPtr ctx(seccomp_init(SCMP_ACT_ALLOW), seccomp_release);
-  if (!ctx) return sys_error("seccomp: init", ENOMEM);
-  // Syscalls from another ABI (int 0x80 on x86_64) hit the bad-arch action:
-  // kill, so they cannot dodge the rules below.
-  for (const auto& name : denied_syscalls()) IK_TRY(deny(ctx.get(), name.c_str()));
-  IK_TRY(deny_ioctl(ctx.get(), TIOCSTI));    // typing into the terminal (CVE-2017-5226)
-  IK_TRY(deny_ioctl(ctx.get(), TIOCLINUX));  // console selection tricks
-  // Personalities that weaken the address space. Bit 31 is in the mask so
-  // that the query personality(0xffffffff) (all bits set) stays allowed;
-  // no real persona sets bit 31.
-  for (std::uint64_t flag : {ADDR_NO_RANDOMIZE, READ_IMPLIES_EXEC, ADDR_COMPAT_LAYOUT, MMAP_PAGE_ZERO}) {
-    scmp_arg_cmp cmp{0, SCMP_CMP_MASKED_EQ, flag | 0x80000000u, flag};
-    IK_TRY(deny(ctx.get(), "personality", 1, &cmp));
+  const auto prog = precompiled_seccomp_filter(policy);
+  if (prog.empty()) {
+#ifndef IK_PRECOMPILED_SECCOMP  // else never empty, and the programs need no libseccomp at all
+    IK_TRY(load_seccomp_filter_libseccomp(policy));
+#endif
+  } else {
+    // What seccomp_load() does with libseccomp's default attributes:
+    // no_new_privs, then the program, without flags (no TSYNC: the caller
+    // is single-threaded by now).
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return sys_error("seccomp: prctl(PR_SET_NO_NEW_PRIVS)");
+    sock_fprog fprog{static_cast<unsigned short>(prog.size()), const_cast<sock_filter*>(prog.data())};
+    if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &fprog) != 0)
+      return sys_error("seccomp: load filter", errno, "try --seccomp=off to debug");
   }
-  // vsock is not covered by the network namespace.
-  scmp_arg_cmp vsock = SCMP_A0(SCMP_CMP_EQ, AF_VSOCK);
-  IK_TRY(deny(ctx.get(), "socket", 1, &vsock, EAFNOSUPPORT));
-  if (!policy.allow_userns) {
-    IK_TRY(deny_flag(ctx.get(), "unshare", 0, CLONE_NEWUSER));
-    IK_TRY(deny_flag(ctx.get(), "clone", 0, CLONE_NEWUSER));
-    // clone3 passes flags in memory the filter cannot read: ENOSYS makes
-    // glibc fall back to clone, which is filtered above.
-    IK_TRY(deny(ctx.get(), "clone3", 0, nullptr, ENOSYS));
-  }
-  int rc = seccomp_load(ctx.get());
-  if (rc != 0) return sys_error("seccomp: load filter", -rc, "try --seccomp=off to debug");
   log::step("seccomp: default filter loaded (%zu syscalls denied, TIOCSTI/TIOCLINUX, %s)",
             denied_syscalls().size(), policy.allow_userns ? "user namespaces allowed" : "no new user namespaces");
   return ok();

@@ -51,7 +51,9 @@ std::vector<MountOp> kernel_ops(const std::string& connection_file, const std::s
     ops.push_back(sockets);
   }
   // ipykernel rewrites its connection file at start-up: a read-only file
-  // kills it with EROFS, and it must never write the host's copy.
+  // kills it with EROFS, and it must never write the host's copy. In the
+  // private tmpfs that hides its directory it is written straight in (no
+  // bind); in the working directory it is bound over the host's.
   MountOp file{};
   file.kind = OpKind::kFile;
   file.dest = connection_file;

@@ -17,10 +17,10 @@ namespace ik {
 enum class OpKind {
   kTmpfs,    // empty tmpfs at dest (mode, owner = inner uid when `owned`)
   kBind,     // host path src (resolved, no symlinks) bound at dest
-  kDir,      // directory on the tmpfs it lives in
+  kDir,      // directory on the tmpfs it lives in; `readonly`: sealed (see MountOp::readonly)
   kSymlink,  // symlink dest -> src
-  kFile,     // synthesized file with `content`, bound at dest
-  kEmpty,    // DEST=none over a file: an empty read-only file bound at dest
+  kFile,     // synthesized file with `content` at dest (see MountOp::in_place)
+  kEmpty,    // DEST=none over a file: an empty read-only file at dest (see MountOp::in_place)
   kProc,     // fresh procfs for the new pid namespace
   kDev,      // minimal /dev: null zero full random urandom tty, pts, shm, fd links
 };
@@ -32,7 +32,17 @@ struct MountOp {
   std::string dest;        // absolute path inside the sandbox
   std::string src;         // kBind: host path; kSymlink: target
   std::string content;     // kFile
-  bool readonly = false;   // kBind/kFile: remount read-only
+  // kBind/kFile/kEmpty: read-only inside. kDir: sealed, i.e. a mount of its
+  // own (bound onto itself) that is made read-only, nosuid, nodev with
+  // everything mounted below it by one recursive mount_setattr once the
+  // root is built; the binds below it then skip their own. Only when
+  // nothing below it has to stay writable (the planner checks).
+  bool readonly = false;
+  // kFile/kEmpty: written straight into the tmpfs holding dest, which gives
+  // the right access by itself (the root tmpfs, remounted read-only once
+  // built, for read-only files; a writable tmpfs for writable ones). When
+  // false the file is staged and bound at dest (inside a host bind, say).
+  bool in_place = false;
   bool src_is_dir = true;  // kBind: make a directory or a file as mount point
   bool owned = false;      // kTmpfs: owned by the sandbox user (HOME)
   unsigned mode = 0755;    // kTmpfs/kDir/kFile

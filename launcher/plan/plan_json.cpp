@@ -28,7 +28,11 @@ nlohmann::json plan_to_json(const Plan& plan) {
     if (op.kind == OpKind::kSymlink) j["target"] = op.src;
     if (op.kind == OpKind::kBind || op.kind == OpKind::kFile || op.kind == OpKind::kEmpty)
       j["access"] = op.readonly ? "ro" : "rw";
+    // A sealed dir: read-only with everything below it once built.
+    if (op.kind == OpKind::kDir && op.readonly) j["access"] = "ro (sealed, with everything below)";
     if (op.kind == OpKind::kFile) j["bytes"] = op.content.size();
+    // How a file gets there: written into the tmpfs holding it, or bound.
+    if (op.kind == OpKind::kFile || op.kind == OpKind::kEmpty) j["how"] = op.in_place ? "write" : "bind";
     ops.push_back(j);
   }
   json limits = json::object();

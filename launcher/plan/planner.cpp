@@ -75,11 +75,17 @@ void add_etc(std::vector<MountOp>& ops, const Options& opts, const HostInfo& hos
   ops.push_back(make_op(OpKind::kDir, "/etc", "etc"));
   std::vector<std::string> entries = curated_etc_entries();
   if (opts.net == NetMode::kShare) entries.push_back("resolv.conf");
+  // realpath(3) costs a readlink per component: only pay it for entries that
+  // are symlinks or lie in a subdirectory (which may be one), unless /etc
+  // itself is not a plain directory.
+  char real[PATH_MAX];
+  const bool etc_plain = realpath("/etc", real) && std::string(real) == "/etc";
   for (const auto& name : entries) {
     std::string path = "/etc/" + name;
     struct stat st;
     if (lstat(path.c_str(), &st) != 0) continue;
-    if (S_ISLNK(st.st_mode)) {
+    const bool is_link = S_ISLNK(st.st_mode);
+    if (is_link) {
       char target[PATH_MAX];
       ssize_t n = readlink(path.c_str(), target, sizeof target - 1);
       // Links into /usr (e.g. localtime -> /usr/share/zoneinfo/...) stay
@@ -90,12 +96,13 @@ void add_etc(std::vector<MountOp>& ops, const Options& opts, const HostInfo& hos
         ops.push_back(op);
         continue;
       }
-      char real[PATH_MAX];
-      if (!realpath(path.c_str(), real) || stat(real, &st) != 0) continue;
     }
     MountOp op = make_op(OpKind::kBind, path, "etc");
-    char real[PATH_MAX];
-    op.src = realpath(path.c_str(), real) ? real : path;
+    op.src = path;
+    if (is_link || !etc_plain || name.find('/') != std::string::npos) {
+      if (!realpath(path.c_str(), real) || stat(real, &st) != 0) continue;
+      op.src = real;
+    }
     op.readonly = true;
     op.src_is_dir = S_ISDIR(st.st_mode);
     ops.push_back(op);
@@ -213,14 +220,24 @@ std::string canonical_dest(const std::string& dest, const Links& links, int dept
 
 // A mount point that does not exist inside a host bind would have to be
 // created on the host. Refuse instead of writing to the user's files.
-Status check_mount_points(const std::vector<MountOp>& ops) {
+// Every op's destination with our own symlinks followed, computed once (the
+// checks below compare every pair of ops).
+std::vector<std::string> canonical_dests(const std::vector<MountOp>& ops) {
   const Links links = collect_links(ops);
+  std::vector<std::string> out;
+  out.reserve(ops.size());
+  for (const auto& op : ops) out.push_back(canonical_dest(op.dest, links));
+  return out;
+}
+
+Status check_mount_points(const std::vector<MountOp>& ops) {
+  const std::vector<std::string> canon = canonical_dests(ops);
   for (size_t i = 0; i < ops.size(); ++i) {
-    const std::string dest = canonical_dest(ops[i].dest, links);
+    const std::string& dest = canon[i];
     const MountOp* parent = nullptr;
     std::string parent_dest;
     for (size_t j = 0; j < i; ++j) {
-      const std::string pd = canonical_dest(ops[j].dest, links);
+      const std::string& pd = canon[j];
       if (pd != dest && path_is_within(dest, pd) && ops[j].kind != OpKind::kSymlink) {
         parent = &ops[j];
         parent_dest = pd;
@@ -248,6 +265,56 @@ void order_ops(std::vector<MountOp>& ops) {
   for (auto& [depth, op] : keyed) ops.push_back(std::move(op));
 }
 
+bool is_file_op(OpKind k) { return k == OpKind::kFile || k == OpKind::kEmpty; }
+
+// Decides, on the final order, how each file op gets to its place. A file can
+// be written straight into the tmpfs that will hold it when that tmpfs gives
+// it the right access: the root tmpfs (remounted read-only once built) for a
+// read-only file, any other tmpfs (they stay writable) for a writable one.
+// That saves a mount point, a bind and its remount per file. Anywhere else
+// (inside a host bind, /dev, over a bound file) it is staged and bound.
+void place_files(std::vector<MountOp>& ops) {
+  const std::vector<std::string> canon = canonical_dests(ops);
+  for (size_t i = 0; i < ops.size(); ++i) {
+    MountOp& op = ops[i];
+    if (!is_file_op(op.kind)) continue;
+    // The mount that will hold it: the last earlier mount at or above dest
+    // (dirs, symlinks and files written in place are not mounts).
+    const MountOp* holder = nullptr;
+    for (size_t j = 0; j < i; ++j) {
+      const MountOp& m = ops[j];
+      if (m.kind == OpKind::kDir || m.kind == OpKind::kSymlink || (is_file_op(m.kind) && m.in_place)) continue;
+      if (path_is_within(canon[i], canon[j])) holder = &m;
+    }
+    const bool on_tmpfs = holder && holder->kind == OpKind::kTmpfs;
+    const bool on_root = on_tmpfs && holder->dest == "/";
+    op.in_place = on_tmpfs && (on_root ? op.readonly : !op.readonly);
+  }
+}
+
+// Seals the curated /etc (see MountOp::readonly for kDir): one recursive
+// mount_setattr once the root is built instead of one per bind below it.
+// Only when nothing at or below /etc has to stay writable or is not a plain
+// read-only bind or file: a user's rw mount there, a DEST=none tmpfs, or
+// another op at /etc itself (it would cover the sealed mount) keep the
+// per-bind way.
+void seal_etc(std::vector<MountOp>& ops) {
+  const std::vector<std::string> canon = canonical_dests(ops);
+  MountOp* etc = nullptr;
+  for (auto& op : ops)
+    if (op.kind == OpKind::kDir && op.dest == "/etc" && op.why == "etc") etc = &op;
+  if (!etc) return;
+  for (size_t i = 0; i < ops.size(); ++i) {
+    const MountOp& op = ops[i];
+    if (&op == etc || !(path_is_within(canon[i], "/etc") || path_is_within(op.dest, "/etc"))) continue;
+    const bool fits = op.kind == OpKind::kSymlink || op.kind == OpKind::kDir ||
+                      ((op.kind == OpKind::kBind || op.kind == OpKind::kFile || op.kind == OpKind::kEmpty) &&
+                       op.readonly && canon[i] != "/etc" && op.dest != "/etc");
+    if (!fits) return;
+  }
+  etc->readonly = true;
+}
+
 Identity make_identity(const Options& opts, const HostInfo& host) {
   Identity id;
   id.outer_uid = host.uid;
@@ -264,14 +331,18 @@ Identity make_identity(const Options& opts, const HostInfo& host) {
 
 const std::vector<std::string>& curated_etc_entries() {
   // What programs need to run; never shadow, gshadow, ssh, sudoers, machine-id,
-  // nor /etc/ssl/private (TLS keys: only certs and openssl.cnf).
+  // nor /etc/ssl/private (TLS keys: only certs and openssl.cnf). Each entry
+  // present costs a bind at every start, so nothing that only editors, VCS,
+  // logins or admin tools read (vim, gitconfig, subversion, mailcap, magic,
+  // login.defs, environment, default/locale, locale.conf, the
+  // update-ca-certificates config): mount those with --mnt when wanted. R and
+  // papersize stay: Debian's R reads its Renviron (R_HOME/etc) from /etc/R.
   static const std::vector<std::string> kEntries = {
-      "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "ssl/certs", "ssl/openssl.cnf", "ca-certificates",
-      "ca-certificates.conf", "locale.alias", "locale.conf", "default/locale", "localtime", "timezone",
-      "fonts", "nsswitch.conf", "host.conf", "gai.conf", "protocols", "services", "mime.types",
-      "magic", "magic.mime", "os-release", "debian_version", "bash.bashrc", "profile", "inputrc",
-      "terminfo", "environment", "python3", "python3.11", "matplotlibrc", "jupyter", "ipython",
-      "R", "papersize", "xdg", "login.defs", "shells", "mailcap", "subversion", "gitconfig", "vim"};
+      "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "ssl/certs", "ssl/openssl.cnf",
+      "locale.alias", "localtime", "timezone", "fonts", "nsswitch.conf", "host.conf", "gai.conf",
+      "protocols", "services", "mime.types", "os-release", "debian_version", "bash.bashrc", "profile",
+      "inputrc", "terminfo", "python3", "python3.11", "matplotlibrc", "jupyter", "ipython", "R",
+      "papersize", "xdg", "shells"};
   return kEntries;
 }
 
@@ -337,6 +408,8 @@ Result<Plan> build_plan(const Options& opts, const HostInfo& host, const std::ve
   for (const auto& op : extra) ops.push_back(op);
   order_ops(ops);
   IK_TRY(check_mount_points(ops));
+  place_files(ops);
+  seal_etc(ops);
 
   if (!opts.chdir.empty()) {
     auto t = expand_tilde(opts.chdir, host.home);

@@ -249,6 +249,65 @@ def test_write_to_usr_fails(runner):
     assert not Path(f"/usr/ik-probe-{tok}").exists() and not Path(f"/usr/lib/ik-probe-{tok}").exists()
 
 
+WRITE_SYNTHESIZED = r'''
+res = {}
+for f in ("/etc/passwd", "/etc/group", "/etc/hosts", "/etc/hostname"):
+    def append(f=f):
+        with open(f, "a") as h: h.write("evil:x:0:0::/:/bin/sh\\n")
+    st = os.stat(f)
+    res[f] = {
+        "owner": st.st_uid, "mode": st.st_mode & 0o7777,
+        "append": attempt(append),
+        "truncate": attempt(os.truncate, f, 0),
+        "chmod": attempt(os.chmod, f, 0o666),
+        "chown": attempt(os.chown, f, 0, 0),
+        "utime": attempt(os.utime, f, (0, 0)),
+        "unlink": attempt(os.unlink, f),
+        "rename": attempt(os.rename, f, f + ".moved"),
+        "link": attempt(os.link, f, f + ".hard"),
+        "read": attempt(read_text, f),
+    }
+emit(res)
+'''
+
+
+def test_synthesized_etc_files_read_only(runner):
+    """passwd, group, hosts and hostname are written into the root tmpfs (not bound) and owned by the
+    sandbox user: only the read-only root stops changing them, so every change must fail with EROFS."""
+    r = runner.probe(WRITE_SYNTHESIZED)
+    uid = runner.ctx.ident.uid
+    assert r.data and len(r.data) == 4, r
+    for f, a in r.data.items():
+        assert a["read"][0] == "ok" and a["mode"] == 0o644, (f, a)
+        assert a["owner"] == uid, (f, a)  # the owner: permission checks alone would allow every change
+        for key in ("append", "truncate", "chmod", "chown", "utime", "unlink", "rename", "link"):
+            assert a[key] == ["err", "EROFS"], (f, key, a)
+    assert "evil" not in r["/etc/passwd"]["read"][1]
+
+
+ETC_MOUNTS = r'''
+mounts = []
+for line in read_text("/proc/self/mountinfo").splitlines():
+    f = line.split()
+    if f[4] == "/etc" or f[4].startswith("/etc/"):
+        mounts.append([f[4], f[5].split(",")])
+emit({"mounts": mounts, "cache_w": attempt(lambda: os.close(os.open("/etc/ld.so.cache", os.O_WRONLY))),
+      "nsswitch_chmod": attempt(os.chmod, "/etc/nsswitch.conf", 0o666)})
+'''
+
+
+def test_etc_mounts_all_read_only_nosuid_nodev(runner):
+    """Every mount at or under /etc is ro,nosuid,nodev (the curated /etc is sealed with one recursive
+    mount_setattr once built), and a bound host file cannot be opened for writing even by root inside."""
+    r = runner.probe(ETC_MOUNTS)
+    assert len(r["mounts"]) >= 5, r  # /etc itself and the binds below it
+    for point, opts in r["mounts"]:
+        assert {"ro", "nosuid", "nodev"} <= set(opts), (point, opts)
+    assert r["cache_w"][0] == "err" and r["cache_w"][1] in {"EROFS", "EACCES"}, r
+    allowed = {"EROFS"} if runner.ctx.ident.uid == 0 else {"EROFS", "EPERM"}
+    assert r["nsswitch_chmod"][0] == "err" and r["nsswitch_chmod"][1] in allowed, r
+
+
 WRITE_RO_BIND = r'''
 d = P["rodir"]
 def modify():

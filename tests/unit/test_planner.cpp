@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "kernelspec/launch.hpp"
 #include "parse/mount_list.hpp"
 #include "plan/paths.hpp"
 #include "plan/planner.hpp"
@@ -219,8 +220,34 @@ TEST_CASE("planner: default view") {
       const MountOp& f = op_at(p, synth, OpKind::kFile);
       CHECK(f.readonly);
       CHECK(f.mode == 0644);
+      // Written into the root tmpfs, which is remounted read-only: no bind.
+      CHECK(f.in_place);
     }
     if (access("/etc/ld.so.cache", F_OK) == 0) CHECK(has_op_at(p, "/etc/ld.so.cache"));
+  }
+
+  SUBCASE("/etc leaves out what only editors, VCS, logins and account tools read") {
+    for (const std::string name : {"vim", "gitconfig", "subversion", "mailcap", "magic", "magic.mime", "login.defs",
+                                   "environment", "default/locale", "locale.conf", "ca-certificates",
+                                   "ca-certificates.conf"}) {
+      CAPTURE(name);
+      CHECK_FALSE(has_op_at(p, "/etc/" + name));
+      CHECK(std::find(ik::curated_etc_entries().begin(), ik::curated_etc_entries().end(), name) ==
+            ik::curated_etc_entries().end());
+    }
+  }
+
+  SUBCASE("/etc entries are bound from their real paths") {
+    for (const auto& op : p.ops) {
+      if (op.kind != OpKind::kBind || !ik::path_is_within(op.dest, "/etc")) continue;
+      CAPTURE(op.dest);
+      char real[PATH_MAX];
+      REQUIRE(realpath(op.dest.c_str(), real) != nullptr);
+      CHECK(op.src == real);
+      struct stat st;
+      REQUIRE(stat(real, &st) == 0);
+      CHECK(op.src_is_dir == S_ISDIR(st.st_mode));
+    }
   }
 
   SUBCASE("passwd lists root, the caller and nobody only") {
@@ -464,6 +491,106 @@ TEST_CASE("planner: DEST=none") {
                      make_host(t));
     CHECK(has_op_at(p, t.p("view/secret.txt")));
     for (size_t i : indexes_at(p, t.p("view/secret.txt"))) CHECK(p.ops[i].kind == OpKind::kEmpty);
+  }
+}
+
+TEST_CASE("planner: a file is written in place only where the tmpfs holding it gives its access") {
+  Tree t;
+  SUBCASE("a writable tmpfs over /etc: the read-only synthesized files are bound") {
+    Plan p = plan_ok(with_mounts("/etc=none"), make_host(t));
+    op_at(p, "/etc", OpKind::kTmpfs);
+    for (const std::string synth : {"/etc/passwd", "/etc/group", "/etc/hostname", "/etc/hosts"}) {
+      CAPTURE(synth);
+      const MountOp& f = op_at(p, synth, OpKind::kFile);
+      CHECK(f.readonly);
+      CHECK_FALSE(f.in_place);
+    }
+  }
+  SUBCASE("DEST=none over a synthesized file on the root: written in place, after it") {
+    Plan p = plan_ok(with_mounts("/etc/hosts=none"), make_host(t));
+    const size_t f = index_of(p, "/etc/hosts", OpKind::kFile);
+    const size_t e = index_of(p, "/etc/hosts", OpKind::kEmpty);
+    CHECK(f < e);
+    CHECK(p.ops[e].readonly);
+    CHECK(p.ops[e].in_place);
+  }
+  SUBCASE("DEST=none over a file inside a host bind: bound") {
+    t.file("work/token");
+    Plan p = plan_ok(with_mounts(". token=none"), make_host(t));
+    CHECK_FALSE(op_at(p, t.p("work/token"), OpKind::kEmpty).in_place);
+  }
+  SUBCASE("a kernel's writable connection file in its private runtime dir: written in place") {
+    const std::string cf = t.p("runtime/kernel-1.json");
+    Plan p = plan_ok(with_mounts("."), make_host(t), ik::kernel_ops(cf, "{}", true, t.p("work")));
+    op_at(p, t.p("runtime"), OpKind::kTmpfs);
+    const MountOp& f = op_at(p, cf, OpKind::kFile);
+    CHECK_FALSE(f.readonly);
+    CHECK(f.mode == 0600);
+    CHECK(f.in_place);
+  }
+  SUBCASE("a kernel's connection file in its working directory: bound over the host's") {
+    const std::string cf = t.p("work/kernel-1.json");
+    t.file("work/kernel-1.json");
+    Plan p = plan_ok(with_mounts("."), make_host(t), ik::kernel_ops(cf, "{}", true, t.p("work")));
+    op_at(p, t.p("work"), OpKind::kBind);
+    CHECK_FALSE(op_at(p, cf, OpKind::kFile).in_place);
+  }
+  SUBCASE("a writable file on the root, or a read-only one in a writable tmpfs: bound") {
+    MountOp rw{};
+    rw.kind = OpKind::kFile;
+    rw.dest = "/rw.txt";
+    rw.content = "x";
+    rw.mode = 0644;
+    MountOp ro = rw;
+    ro.dest = "/tmp/ro.txt";
+    ro.readonly = true;
+    Plan p = plan_ok(Options{}, make_host(t), {rw, ro});
+    CHECK_FALSE(op_at(p, "/rw.txt", OpKind::kFile).in_place);
+    CHECK_FALSE(op_at(p, "/tmp/ro.txt", OpKind::kFile).in_place);
+  }
+  SUBCASE("through the sandbox's own symlinks: the holder is found at the real path") {
+    // /lib -> usr/lib on merged-/usr hosts: a file under /lib lies in the /usr bind.
+    struct stat st;
+    if (lstat("/lib", &st) != 0 || !S_ISLNK(st.st_mode)) return;
+    MountOp f{};
+    f.kind = OpKind::kFile;
+    f.dest = "/lib/os-release";
+    f.readonly = true;
+    Plan p = plan_ok(Options{}, make_host(t), {f});
+    CHECK_FALSE(op_at(p, "/lib/os-release", OpKind::kFile).in_place);
+  }
+}
+
+TEST_CASE("planner: the curated /etc is sealed read-only in one go unless something below must stay writable") {
+  Tree t;
+  SUBCASE("default view: sealed") {
+    Plan p = plan_ok(Options{}, make_host(t));
+    CHECK(op_at(p, "/etc", OpKind::kDir).readonly);
+    CHECK(ik::plan_to_json(p)["mounts"][index_of(p, "/etc", OpKind::kDir)]["access"] ==
+          "ro (sealed, with everything below)");
+  }
+  SUBCASE("a read-only user bind under /etc keeps the seal") {
+    t.file("conf/app.conf");
+    Plan p = plan_ok(with_mounts("ro:/etc/app.conf=" + t.p("conf/app.conf")), make_host(t));
+    CHECK(op_at(p, "/etc", OpKind::kDir).readonly);
+  }
+  SUBCASE("a writable bind under /etc: not sealed") {
+    t.file("conf/app.conf");
+    Plan p = plan_ok(with_mounts("rw:/etc/app.conf=" + t.p("conf/app.conf")), make_host(t));
+    CHECK_FALSE(op_at(p, "/etc", OpKind::kDir).readonly);
+  }
+  SUBCASE("a tmpfs over /etc (DEST=none): not sealed") {
+    Plan p = plan_ok(with_mounts("/etc=none"), make_host(t));
+    CHECK_FALSE(op_at(p, "/etc", OpKind::kDir).readonly);
+  }
+  SUBCASE("a writable tmpfs below /etc (DEST=none on a directory): not sealed") {
+    Plan p = plan_ok(with_mounts("/etc/xdg=none"), make_host(t));
+    CHECK_FALSE(op_at(p, "/etc", OpKind::kDir).readonly);
+  }
+  SUBCASE("--share-net adds resolv.conf, still read-only: sealed") {
+    Options o;
+    o.net = ik::NetMode::kShare;
+    CHECK(op_at(plan_ok(o, make_host(t)), "/etc", OpKind::kDir).readonly);
   }
 }
 
@@ -718,7 +845,13 @@ TEST_CASE("plan_to_json has the mounts in plan order") {
     }
     if (op.kind == OpKind::kSymlink) CHECK(m["target"] == op.src);
     if (op.kind == OpKind::kFile) CHECK(m["bytes"] == op.content.size());
+    if (op.kind == OpKind::kFile || op.kind == OpKind::kEmpty)
+      CHECK(m["how"] == (op.in_place ? "write" : "bind"));
+    else
+      CHECK_FALSE(m.contains("how"));
   }
+  CHECK(j["mounts"][index_of(p, "/etc/passwd", OpKind::kFile)]["how"] == "write");
+  CHECK(j["mounts"][index_of(p, t.p("work/f.txt"), OpKind::kEmpty)]["how"] == "bind");
   CHECK(j["mounts"][0]["dest"] == "/");
   CHECK(j["mounts"][0]["op"] == "tmpfs");
   // The user's entries, in the planned order.
