@@ -62,6 +62,8 @@ int kernel_port(Channel c) {
   return 0;
 }
 
+constexpr uint32_t kReadEvents = EPOLLIN | EPOLLRDHUP | EPOLLET;
+
 bool rate_limited_turn(uint64_t count) { return count % kWarnEvery == 1; }
 void bump(std::atomic<uint64_t>& a, uint64_t by = 1) { a.fetch_add(by, std::memory_order_relaxed); }
 uint64_t load(const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); }
@@ -102,6 +104,7 @@ class ByteQueue {
 // edge said, until a short read/write or EAGAIN says otherwise.
 struct Side {
   UniqueFd fd;
+  bool out_armed = false;  // EPOLLOUT in the epoll set (only while a write is pending)
   bool readable = false;
   bool writable = true;  // a fresh socket can take data
   bool eof = false;      // the peer closed its end
@@ -160,6 +163,7 @@ class Relay::Impl {
   void redial_waiting();
   void arm_retry();
   void pump(Conn& c);
+  void watch_output(Side& s, Watch* w);
   bool step(Conn& c, bool& progress);
   Io read_into(Side& s, ByteQueue& q, size_t& got);
   Io write_from(Side& s, ByteQueue& q);
@@ -239,8 +243,9 @@ void Relay::Impl::accept_clients(Channel ch) {
     c.client.fd = std::move(fd);
     ++s.open;
     bump(s.connections);
-    // Edge-triggered: one epoll_ctl per socket for its whole life.
-    if (auto st = add(c.client.fd.get(), EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, &c.client_watch); !st) {
+    // Edge-triggered, and EPOLLOUT only while a write waits (watch_output):
+    // with it always on, every read by the peer would wake us once more.
+    if (auto st = add(c.client.fd.get(), kReadEvents, &c.client_watch); !st) {
       log::warn("%s", st.error().describe().c_str());
       close_conn(c, "epoll");
       continue;
@@ -270,7 +275,7 @@ void Relay::Impl::dial(Conn& c) {
       break;
   }
   c.kernel.fd = std::move(out.fd);
-  if (auto st = add(c.kernel.fd.get(), EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, &c.kernel_watch); !st) {
+  if (auto st = add(c.kernel.fd.get(), kReadEvents, &c.kernel_watch); !st) {
     log::warn("%s", st.error().describe().c_str());
     close_conn(c, "epoll");
     return;
@@ -411,6 +416,18 @@ bool Relay::Impl::step(Conn& c, bool& progress) {
   return true;
 }
 
+// EPOLLOUT is wanted exactly while a side cannot take what is pending for
+// it. Small messages never need it: their send() completes at once.
+void Relay::Impl::watch_output(Side& s, Watch* w) {
+  const bool want = !s.writable;
+  if (!s.fd.valid() || want == s.out_armed) return;
+  epoll_event ev{};
+  ev.events = kReadEvents | (want ? static_cast<uint32_t>(EPOLLOUT) : 0u);
+  ev.data.ptr = w;
+  // Re-arming re-checks readiness: a socket writable by now reports at once.
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, s.fd.get(), &ev) == 0) s.out_armed = want;
+}
+
 void Relay::Impl::pump(Conn& c) {
   if (c.dead) return;
   for (int turn = 0; turn < kTurnBudget; ++turn) {
@@ -421,8 +438,14 @@ void Relay::Impl::pump(Conn& c) {
       close_conn(c, c.kernel.eof ? "kernel side closed" : "client side closed");
       return;
     }
-    if (!progress) return;
+    if (!progress) {
+      watch_output(c.client, &c.client_watch);
+      if (c.dialled) watch_output(c.kernel, &c.kernel_watch);
+      return;
+    }
   }
+  watch_output(c.client, &c.client_watch);
+  if (c.dialled) watch_output(c.kernel, &c.kernel_watch);
   // Still busy: let the other connections have a turn first.
   if (!c.queued) {
     c.queued = true;
