@@ -36,7 +36,7 @@ constexpr const char* kFooter =
     "Docs: docs/config.md, docs/security.md";
 
 int run(const ik::Options& opts) {
-  auto host = ik::read_host_info(environ);
+  auto host = ik::read_host_info(environ, ik::cgroup_probe_needed(opts.limits, opts.limits_via));
   if (!host) return ik::print_error(host.error());
   auto plan = ik::build_plan(opts, *host);
   if (!plan) return ik::print_error(plan.error());

@@ -95,7 +95,7 @@ int run_with_relay(ik::SandboxProcess& sandbox, const ik::relay::ConnectionInfo&
 }
 
 int run(ik::Options& opts, const LauncherArgs& args) {
-  auto host = ik::read_host_info(environ);
+  auto host = ik::read_host_info(environ, ik::cgroup_probe_needed(opts.limits, opts.limits_via));
   if (!host) return fail(host.error());
   std::string conn_path = args.connection_file.empty() ? ik::find_connection_file(opts.argv) : args.connection_file;
   if (conn_path.empty())

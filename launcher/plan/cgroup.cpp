@@ -221,6 +221,11 @@ std::string decimal(std::uint64_t v) { return std::to_string(v); }
 
 }  // namespace
 
+bool cgroup_probe_needed(const Limits& limits, LimitsVia via) {
+  if (via == LimitsVia::kRlimit) return false;
+  return via == LimitsVia::kCgroup || limits.memory_bytes || limits.nproc;
+}
+
 Result<LimitsPlan> plan_limits(const Limits& limits, LimitsVia via, const CgroupHost& host) {
   LimitsPlan out;
   out.rlimits = limits;

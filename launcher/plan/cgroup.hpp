@@ -59,6 +59,11 @@ struct CgroupHost {
 // Reads /proc/self/cgroup, /proc/self/mountinfo and our cgroup's files.
 CgroupHost probe_cgroup_host();
 
+// Whether plan_limits() will look at the host's cgroup at all: not for
+// --limits=rlimit, nor for auto without --memory/--nproc. Lets the common
+// start skip reading mountinfo and cgroupfs (about a tenth of a set-up).
+bool cgroup_probe_needed(const Limits& limits, LimitsVia via);
+
 // A file of the sandbox cgroup, written in order after mkdir.
 struct CgroupFile {
   std::string name;   // e.g. pids.max

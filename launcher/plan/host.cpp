@@ -26,7 +26,7 @@ std::string logical_cwd(const std::map<std::string, std::string>& env) {
 
 }  // namespace
 
-Result<HostInfo> read_host_info(char** envp) {
+Result<HostInfo> read_host_info(char** envp, bool probe_cgroup) {
   HostInfo h;
   for (char** e = envp; e && *e; ++e) {
     std::string kv = *e;
@@ -49,7 +49,7 @@ Result<HostInfo> read_host_info(char** envp) {
   if (h.home.empty() || h.home[0] != '/') h.home = "/nonexistent";
   if (h.shell.empty()) h.shell = "/bin/sh";
   h.cwd = logical_cwd(h.env);
-  h.cgroup = probe_cgroup_host();
+  if (probe_cgroup) h.cgroup = probe_cgroup_host();
   return h;
 }
 

@@ -24,6 +24,7 @@ struct HostInfo {
 };
 
 // Reads uid/gid, passwd entry, $HOME, logical cwd, the environment and our cgroup.
-Result<HostInfo> read_host_info(char** envp);
+// probe_cgroup=false leaves `cgroup` empty (see cgroup_probe_needed).
+Result<HostInfo> read_host_info(char** envp, bool probe_cgroup = true);
 
 }  // namespace ik
