@@ -4,8 +4,10 @@
 // and the kernel, so the kernel needs no network at all.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -63,6 +65,18 @@ ik::Result<ik::UniqueFd> open_kernel_socket_dir(const ik::SandboxProcess& sandbo
   return ik::relay::open_sandbox_dir(sandbox.root_fd(), dir);
 }
 
+// Each client connection holds two fds; the usual soft limit of 1024 would
+// cap the relay well below its connection limit. Raised after the sandbox
+// is cloned, so the kernel keeps the caller's (or --nofile's) limit.
+void raise_fd_limit() {
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur >= lim.rlim_max) return;
+  const rlim_t want = std::min<rlim_t>(lim.rlim_max, 16384);
+  if (want <= lim.rlim_cur) return;
+  lim.rlim_cur = want;
+  if (setrlimit(RLIMIT_NOFILE, &lim) == 0) ik::log::step("relay: fd limit raised to %llu", static_cast<unsigned long long>(want));
+}
+
 // Relays until the sandbox exits; returns its exit status.
 int run_with_relay(ik::SandboxProcess& sandbox, const ik::relay::ConnectionInfo& host_conn,
                    const ik::relay::RelayOptions& relay_options, const ik::Options& opts, const ik::Plan& plan) {
@@ -75,6 +89,7 @@ int run_with_relay(ik::SandboxProcess& sandbox, const ik::relay::ConnectionInfo&
     monitor->run();
     return ik::kExitSetup;
   }
+  raise_fd_limit();
   const std::string prefix = std::filesystem::path(ik::kKernelIpcBase).filename();
   auto relay = ik::relay::Relay::create(host_conn, {dir->get(), prefix}, relay_options);
   if (!relay) {

@@ -39,7 +39,11 @@ struct RelayOptions {
   // relay stops reading that side (back-pressure, as a socket buffer).
   size_t buffer_bytes = size_t{256} << 10;
   // Client connections per channel; more are accepted and closed at once.
-  size_t max_connections_per_channel = 64;
+  // High, because anyone on the host may connect to a tcp port (without
+  // the key they can send nothing the kernel accepts) and a low cap would
+  // let them lock the real client out; an idle connection costs two fds
+  // and no buffer (buffers are allocated when data flows).
+  size_t max_connections_per_channel = 1024;
 };
 
 struct DirectionCounters {

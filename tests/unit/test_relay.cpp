@@ -512,6 +512,29 @@ TEST_CASE("relay: connections beyond the per-channel limit are refused") {
   CHECK(h.counters(Channel::kHb).connections == 2);
 }
 
+TEST_CASE("relay: many idle connections from someone else do not lock the client out") {
+  Harness h;
+  h.start();
+  FakeKernel k(h.ctx, h.base);
+  // Anyone on the host can connect to the tcp port; without the key they
+  // send nothing useful, but they must not use up the relay's connections.
+  std::vector<ik::UniqueFd> squatters;
+  for (int i = 0; i < 150; ++i) {
+    ik::UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(static_cast<uint16_t>(h.host.shell_port));
+    REQUIRE(::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    squatters.push_back(std::move(fd));
+  }
+  CHECK(eventually([&] { return h.counters(Channel::kShell).connections == 150; }));
+  auto a = h.client(zmq::socket_type::dealer, h.host.shell_port, "client-A");
+  send_frames(a, {"<IDS|MSG>", "still-served"});
+  CHECK(recv_frames(k.shell) == Frames{"client-A", "<IDS|MSG>", "still-served"});
+  CHECK(h.counters(Channel::kShell).refused_connections == 0);
+}
+
 TEST_CASE("relay: -v logging leaves forwarding intact") {
   ik::log::set_verbose(1);
   {
