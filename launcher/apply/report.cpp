@@ -41,26 +41,30 @@ Result<bool> receive_report(int fd, Error& out) {
   return true;
 }
 
-Status send_fd(int sock, int fd) {
+Status send_fds(int sock, const int* fds, size_t n_fds) {
+  constexpr size_t kMaxFds = 4;
+  if (n_fds == 0 || n_fds > kMaxFds) return sys_error("send descriptors", EINVAL);
   char byte = 'r';
   iovec iov{&byte, 1};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  alignas(cmsghdr) char control[CMSG_SPACE(kMaxFds * sizeof(int))] = {};
   msghdr msg{};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
   msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
+  msg.msg_controllen = CMSG_SPACE(n_fds * sizeof(int));
   cmsghdr* c = CMSG_FIRSTHDR(&msg);
   c->cmsg_level = SOL_SOCKET;
   c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
+  c->cmsg_len = CMSG_LEN(n_fds * sizeof(int));
+  std::memcpy(CMSG_DATA(c), fds, n_fds * sizeof(int));
   ssize_t n;
   do n = sendmsg(sock, &msg, MSG_NOSIGNAL);
   while (n < 0 && errno == EINTR);
   if (n != 1) return sys_error("send the sandbox's root to the launcher");
   return ok();
 }
+
+Status send_fd(int sock, int fd) { return send_fds(sock, &fd, 1); }
 
 Result<UniqueFd> receive_fd(int sock) {
   const char* step = "receive the sandbox's root from its init";

@@ -24,6 +24,8 @@ Result<bool> receive_report(int fd, Error& out);
 // The child also hands the parent a descriptor (the sandbox's root) over a
 // unix socket, as SCM_RIGHTS with one payload byte. In the child:
 Status send_fd(int sock, int fd);
+// The same for n descriptors in one message (receive_fd refuses n != 1).
+Status send_fds(int sock, const int* fds, size_t n);
 // In the parent: the descriptor, close-on-exec; an error on EOF (the child
 // died before sending) or on anything but exactly one descriptor.
 Result<UniqueFd> receive_fd(int sock);

@@ -28,27 +28,30 @@ void drop_connection_file_mounts(Options& opts, const std::string& connection_fi
   opts.mounts.erase(std::remove_if(opts.mounts.begin(), opts.mounts.end(), same), opts.mounts.end());
 }
 
+namespace {
+
+// A tmpfs only the kernel sees, mode 0700, owned by the sandbox's user.
+MountOp private_tmpfs(const std::string& dest, const char* why) {
+  MountOp op{};
+  op.kind = OpKind::kTmpfs;
+  op.dest = dest;
+  op.mode = 0700;
+  op.owned = true;
+  op.why = why;
+  return op;
+}
+
+}  // namespace
+
 std::vector<MountOp> kernel_ops(const std::string& connection_file, const std::string& content, bool runtime_dir,
                                 const std::string& cwd) {
   std::vector<MountOp> ops;
   const std::string dir = connection_file.substr(0, connection_file.rfind('/'));
   if (!dir.empty() && !path_is_within(cwd, dir)) {
-    MountOp hide{};
-    hide.kind = OpKind::kTmpfs;
-    hide.dest = dir;
-    hide.mode = 0700;
-    hide.owned = true;
-    hide.why = "hide the other connection files";
-    ops.push_back(hide);
+    ops.push_back(private_tmpfs(dir, "hide the other connection files"));
   }
   if (runtime_dir) {
-    MountOp sockets{};
-    sockets.kind = OpKind::kTmpfs;
-    sockets.dest = kKernelRuntimeDir;
-    sockets.mode = 0700;
-    sockets.owned = true;
-    sockets.why = "kernel ipc sockets";
-    ops.push_back(sockets);
+    ops.push_back(private_tmpfs(kKernelRuntimeDir, "kernel ipc sockets"));
   }
   // ipykernel rewrites its connection file at start-up: a read-only file
   // kills it with EROFS, and it must never write the host's copy. In the

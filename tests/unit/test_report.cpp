@@ -66,20 +66,7 @@ TEST_CASE("report: a message without a descriptor, or with two, is refused") {
   }
   SUBCASE("two descriptors") {
     int fds[2] = {0, 1};
-    char byte = 'r';
-    iovec iov{&byte, 1};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof fds)] = {};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof fds);
-    std::memcpy(CMSG_DATA(c), fds, sizeof fds);
-    REQUIRE(sendmsg(p.b.get(), &msg, 0) == 1);
+    REQUIRE(ik::send_fds(p.b.get(), fds, 2).ok());
     auto got = ik::receive_fd(p.a.get());
     REQUIRE_FALSE(got.ok());
     CHECK(got.error().err == EPROTO);
