@@ -98,13 +98,14 @@ int main(int argc, char** argv) {
                  "inherit (default): PROG gets our stdin/stdout/stderr, as interactive programs need. pipe: "
                  "/dev/null and pipes, copied here (terminal controls removed), so PROG cannot reopen what "
                  "our stdio points at; for non-interactive runs")
-      ->type_name("MODE")
-      ->check(CLI::IsMember({"inherit", "pipe"}));
+      ->type_name("MODE");
   auto split = ik::split_command(app, ik::arguments(argc, argv));
   if (int rc = ik::parse_options(app, split.options, "isolate"); rc >= 0) return rc;
   ik::Options opts;
   opts.argv = split.command;
   if (auto s = cli.finish(opts, std::getenv("MNTDIRS")); !s) return ik::print_error(s.error());
+  if (stdio_mode != "inherit" && stdio_mode != "pipe")
+    return ik::print_error(ik::usage_error("--stdio " + stdio_mode + ": unknown mode", "use --stdio=inherit or --stdio=pipe"));
   ik::log::set_verbose(opts.verbose);
   return run(opts, stdio_mode == "pipe");
 }
