@@ -337,5 +337,43 @@ def test_flood_keeps_launcher_memory_bounded_and_relay_responsive(khost):
     assert read >= total and wrote == read and dropped == 0 and stalls >= 1, m.group(0)
 
 
+@scenario
+def blocked_shutdown(out):
+    """The kernel's stderr goes to a pipe nobody ever reads; a thread floods it
+    until the kernel blocks. A plain shutdown must still end everything."""
+    private = Path(os.environ["TMPDIR"])
+    log = private / "launcher.log"
+    log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    r, w = os.pipe()
+    km, kc = start_kernel_with(log_fd, kernel_name=_verbose_kernelspec(private), stdout_fd=w)
+    os.close(w)
+    launcher = km.provisioner.process
+    run_cell(kc, FLOOD % (1 << 30))
+    time.sleep(2)
+    with step(out, "before") as s:
+        s["cell"] = run_cell(kc, "print(ik_flood['bytes'], ik_flood['done'])", timeout=20)
+    t = time.monotonic()
+    with step(out, "shutdown") as s:
+        kc.stop_channels()
+        km.shutdown_kernel()
+        s["seconds"] = time.monotonic() - t
+        s["returncode"] = launcher.poll()
+    os.close(r)
+    out["log"] = log.read_text()[-6000:]
+
+
+def test_kernel_blocked_on_a_full_stdout_still_shuts_down(khost):
+    r = _scenario(khost, "blocked_shutdown")
+    written, done = r["before"]["cell"]["stdout"].split()
+    assert done == "False" and int(written) < 8 << 20, r["before"]  # it is blocked
+    s = r["shutdown"]
+    # shutdown_request, the kernel exits; the launcher gives the rest at most
+    # 2 s, drops it, and exits with the kernel's status (no SIGTERM needed).
+    assert s["returncode"] == 0 and s["seconds"] < 10, s
+    assert "rest dropped" in r.data["log"], r.data["log"][-2000:]
+    m = re.search(r"stdout: \d+ bytes read, \d+ written, (\d+) dropped", r.data["log"])
+    assert m and int(m.group(1)) > 0, r.data["log"][-2000:]
+
+
 if __name__ == "__main__":
     scenario_main()
