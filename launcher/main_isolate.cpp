@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <iostream>
+#include <optional>
 
 #include "apply/exec.hpp"
 #include "apply/limits.hpp"
@@ -15,6 +16,7 @@
 #include "parse/usage_formatter.hpp"
 #include "plan/host.hpp"
 #include "plan/planner.hpp"
+#include "relay/stdio_pump.hpp"
 
 extern char** environ;
 
@@ -35,7 +37,21 @@ constexpr const char* kFooter =
     "  MNTDIRS='. /opt/conda' isolate --print-plan   # show what would be mounted\n"
     "Docs: docs/config.md, docs/security.md";
 
-int run(const ik::Options& opts) {
+// --stdio=pipe: PROG gets /dev/null and pipes instead of our stdio, and we
+// copy its output (see apply/stdio.hpp, docs/security.md).
+int wait_for(ik::Monitor& monitor, ik::ChildStdio* stdio) {
+  if (!stdio) return monitor.run();
+  auto pump = ik::StdioPump::create(*stdio);
+  if (!pump) {
+    ik::print_error(pump.error());
+    return monitor.run();
+  }
+  int status = ik::run_monitor_with_pump(monitor, **pump);
+  if (ik::log::verbose()) ik::log::step("stdio totals:\n%s", (*pump)->describe().c_str());
+  return status;
+}
+
+int run(const ik::Options& opts, bool pipe_stdio) {
   auto host = ik::read_host_info(environ, ik::cgroup_probe_needed(opts.limits, opts.limits_via));
   if (!host) return ik::print_error(host.error());
   auto plan = ik::build_plan(opts, *host);
@@ -45,14 +61,20 @@ int run(const ik::Options& opts) {
     return 0;
   }
   if (auto s = ik::block_sandbox_signals(); !s) return ik::print_error(s.error());
-  auto sandbox = ik::spawn_sandbox(*plan);
+  std::optional<ik::ChildStdio> stdio;
+  if (pipe_stdio) {
+    auto created = ik::ChildStdio::create();
+    if (!created) return ik::print_error(created.error());
+    stdio.emplace(std::move(*created));
+  }
+  auto sandbox = ik::spawn_sandbox(*plan, stdio ? &*stdio : nullptr);
   if (!sandbox) {
     ik::Error e = ik::with_not_found_hint(sandbox.error(), host->env);
     return ik::print_error(e);
   }
   auto monitor = ik::Monitor::create(*sandbox, opts.limits.wall_seconds);
   if (!monitor) return ik::print_error(monitor.error());
-  int status = monitor->run();
+  int status = wait_for(*monitor, stdio ? &*stdio : nullptr);
   if (monitor->timed_out()) {
     std::fprintf(stderr, "isolate: killed after the wall-time limit of %llus (--wall-time)\n",
                  static_cast<unsigned long long>(*opts.limits.wall_seconds));
@@ -71,11 +93,19 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", IK_VERSION);
   app.formatter(std::make_shared<ik::UsageFormatter>("isolate [OPTIONS] [--] [PROG [ARGS...]]"));
   ik::SandboxCli cli(app);
+  std::string stdio_mode = "inherit";
+  app.add_option("--stdio", stdio_mode,
+                 "inherit (default): PROG gets our stdin/stdout/stderr, as interactive programs need. pipe: "
+                 "/dev/null and pipes, copied here (terminal controls removed), so PROG cannot reopen what "
+                 "our stdio points at; for non-interactive runs")
+      ->type_name("MODE");
   auto split = ik::split_command(app, ik::arguments(argc, argv));
   if (int rc = ik::parse_options(app, split.options, "isolate"); rc >= 0) return rc;
   ik::Options opts;
   opts.argv = split.command;
   if (auto s = cli.finish(opts, std::getenv("MNTDIRS")); !s) return ik::print_error(s.error());
+  if (stdio_mode != "inherit" && stdio_mode != "pipe")
+    return ik::print_error(ik::usage_error("--stdio " + stdio_mode + ": unknown mode", "use --stdio=inherit or --stdio=pipe"));
   ik::log::set_verbose(opts.verbose);
-  return run(opts);
+  return run(opts, stdio_mode == "pipe");
 }

@@ -28,6 +28,7 @@
 #include "relay/connection_file.hpp"
 #include "relay/kernel_sockets.hpp"
 #include "relay/relay.hpp"
+#include "relay/stdio_pump.hpp"
 
 extern char** environ;
 
@@ -78,7 +79,7 @@ void raise_fd_limit() {
 }
 
 // Relays until the sandbox exits; returns its exit status.
-int run_with_relay(ik::SandboxProcess& sandbox, const ik::relay::ConnectionInfo& host_conn,
+int run_with_relay(ik::SandboxProcess& sandbox, ik::StdioPump& pump, const ik::relay::ConnectionInfo& host_conn,
                    const ik::relay::RelayOptions& relay_options, const ik::Options& opts, const ik::Plan& plan) {
   auto monitor = ik::Monitor::create(sandbox, opts.limits.wall_seconds);
   if (!monitor) return fail(monitor.error());
@@ -98,12 +99,20 @@ int run_with_relay(ik::SandboxProcess& sandbox, const ik::relay::ConnectionInfo&
     monitor->run();
     return relay.error().exit_code;
   }
-  auto status = (*relay)->run(monitor->fds(), [&](int fd) { return monitor->on_ready(fd); });
+  // The kernel's stdout/stderr pipes are copied in the same loop.
+  std::vector<int> extra = monitor->fds();
+  extra.push_back(pump.fd());
+  auto status = (*relay)->run(extra, [&](int fd) {
+    if (fd != pump.fd()) return monitor->on_ready(fd);
+    pump.on_ready();
+    return true;
+  });
   if (!status) {
     ik::print_error(status.error());
     sandbox.signal(SIGKILL);
     return monitor->run();
   }
+  pump.finish();  // the kernel's last words before our own
   if (ik::log::verbose()) ik::log::step("relay totals:\n%s", (*relay)->describe_counters().c_str());
   report_end(*monitor, sandbox, plan);
   return monitor->exit_status();
@@ -139,19 +148,29 @@ int run(ik::Options& opts, const LauncherArgs& args) {
     return 0;
   }
   if (auto s = ik::block_sandbox_signals(); !s) return fail(s.error());
-  auto sandbox = ik::spawn_sandbox(*plan);
+  // The kernel never gets our stdio (the Jupyter server's log, a terminal):
+  // reopened through /proc/self/fd it would be readable and writable from
+  // inside. It writes into pipes that we copy out (docs/security.md).
+  auto stdio = ik::ChildStdio::create();
+  if (!stdio) return fail(stdio.error());
+  auto sandbox = ik::spawn_sandbox(*plan, &*stdio);
   if (!sandbox) {
     ik::Error e = ik::with_not_found_hint(sandbox.error(), host->env);
     return fail(e);
   }
+  auto pump = ik::StdioPump::create(*stdio);
+  if (!pump) return fail(pump.error());
+  int status = 0;
   if (!use_relay) {
     auto monitor = ik::Monitor::create(*sandbox, opts.limits.wall_seconds);
     if (!monitor) return fail(monitor.error());
-    int status = monitor->run();
+    status = ik::run_monitor_with_pump(*monitor, **pump);
     report_end(*monitor, *sandbox, *plan);
-    return status;
+  } else {
+    status = run_with_relay(*sandbox, **pump, *conn, relay_options, opts, *plan);
   }
-  return run_with_relay(*sandbox, *conn, relay_options, opts, *plan);
+  if (ik::log::verbose()) ik::log::step("kernel stdio totals:\n%s", (*pump)->describe().c_str());
+  return status;
 }
 
 }  // namespace

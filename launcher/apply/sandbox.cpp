@@ -145,7 +145,7 @@ void wipe_inherited_environment() {
   for (char** e = environ; e && *e; ++e) explicit_bzero(*e, std::strlen(*e));
 }
 
-[[noreturn]] void child_main(const Plan& plan, Channels& ch) {
+[[noreturn]] void child_main(const Plan& plan, Channels& ch, ChildStdio* stdio) {
   wipe_inherited_environment();
   // Die with the launcher. If it is already gone, the read below sees EOF.
   prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -173,6 +173,12 @@ void wipe_inherited_environment() {
   Status s = child_steps(plan, ch.root_write.get());
   if (!s) fail(ch.report_write.get(), s.error());
   ch.root_write.reset();
+  // After set-up (whose messages still go to the caller's stderr), before
+  // the fork: from here on no process inside holds the caller's stdio.
+  if (stdio) {
+    Status io = stdio->install_in_child();
+    if (!io) fail(ch.report_write.get(), io.error());
+  }
   pid_t program = fork();
   if (program < 0) fail(ch.report_write.get(), sys_error("fork the program"));
   if (program == 0) {
@@ -182,6 +188,9 @@ void wipe_inherited_environment() {
   }
   // The report pipe stays open in the program until its exec closes it.
   ch.report_write.reset();
+  // The init needs no descriptor from here on; whatever the launcher
+  // inherited (a client's fds, the root socket's peer) is no business of it.
+  syscall(SYS_close_range, 3u, ~0u, 0u);
   run_init(program);
 }
 
@@ -272,7 +281,7 @@ int SandboxProcess::wait() {
   return exit_status_from_wait(status);
 }
 
-Result<SandboxProcess> spawn_sandbox(const Plan& plan) {
+Result<SandboxProcess> spawn_sandbox(const Plan& plan, ChildStdio* stdio) {
   std::optional<SandboxCgroup> cgroup;
   if (plan.cgroup.use) {
     auto cg = SandboxCgroup::create(plan.cgroup);
@@ -286,7 +295,7 @@ Result<SandboxProcess> spawn_sandbox(const Plan& plan) {
       fallback.cgroup = rl->cgroup;
       fallback.rlimits = rl->rlimits;
       fallback.limit_uses = rl->uses;
-      return spawn_sandbox(fallback);
+      return spawn_sandbox(fallback, stdio);
     }
     cgroup.emplace(std::move(*cg));
   }
@@ -304,7 +313,8 @@ Result<SandboxProcess> spawn_sandbox(const Plan& plan) {
     const int clone_errno = errno;  // before anything else can overwrite it
     return diagnose_namespace_failure(clone_errno, read_sysctl, running_in_container());
   }
-  if (pid == 0) child_main(plan, *ch);
+  if (pid == 0) child_main(plan, *ch, stdio);
+  if (stdio) stdio->close_child_ends();
 
   ch->go_read.reset();
   ch->report_write.reset();

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "apply/cgroup.hpp"
+#include "apply/stdio.hpp"
 #include "common/error.hpp"
 #include "common/fd.hpp"
 #include "plan/plan.hpp"
@@ -73,6 +74,8 @@ class SandboxProcess {
 // Callers block forwarded_signals() and SIGCHLD before calling this (so no
 // signal is lost between clone and the monitor loop). Returns once the
 // program has been exec'd inside, or with the child's set-up error.
-Result<SandboxProcess> spawn_sandbox(const Plan& plan);
+// With `stdio`, the program's fds 0/1/2 are its pipes and /dev/null instead
+// of ours (the parent keeps the read ends; see apply/stdio.hpp).
+Result<SandboxProcess> spawn_sandbox(const Plan& plan, ChildStdio* stdio = nullptr);
 
 }  // namespace ik
