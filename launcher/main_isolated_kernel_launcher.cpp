@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <iostream>
 
+#include "apply/client_watch.hpp"
 #include "apply/exec.hpp"
 #include "apply/limits.hpp"
 #include "apply/monitor.hpp"
@@ -43,6 +44,7 @@ constexpr const char* kDescription =
 struct LauncherArgs {
   std::string connection_file;
   std::string max_message_size;
+  pid_t parent_at_start = 0;  // getppid() first thing in main, for the client watch
 };
 
 int fail(const ik::Error& e) { return ik::print_error(e); }
@@ -79,7 +81,8 @@ void raise_fd_limit() {
 
 // Relays until the sandbox exits; returns its exit status.
 int run_with_relay(ik::SandboxProcess& sandbox, const ik::relay::ConnectionInfo& host_conn,
-                   const ik::relay::RelayOptions& relay_options, const ik::Options& opts, const ik::Plan& plan) {
+                   const ik::relay::RelayOptions& relay_options, const ik::Options& opts, const ik::Plan& plan,
+                   ik::ClientWatch& client) {
   auto monitor = ik::Monitor::create(sandbox, opts.limits.wall_seconds);
   if (!monitor) return fail(monitor.error());
   auto dir = open_kernel_socket_dir(sandbox);
@@ -98,7 +101,9 @@ int run_with_relay(ik::SandboxProcess& sandbox, const ik::relay::ConnectionInfo&
     monitor->run();
     return relay.error().exit_code;
   }
-  auto status = (*relay)->run(monitor->fds(), [&](int fd) { return monitor->on_ready(fd); });
+  std::vector<int> fds = monitor->fds();
+  for (int fd : client.fds()) fds.push_back(fd);
+  auto status = (*relay)->run(fds, [&](int fd) { return client.on_ready(fd, sandbox) || monitor->on_ready(fd); });
   if (!status) {
     ik::print_error(status.error());
     sandbox.signal(SIGKILL);
@@ -138,6 +143,12 @@ int run(ik::Options& opts, const LauncherArgs& args) {
     std::cout << ik::plan_to_json(*plan).dump(2) << std::endl;
     return 0;
   }
+  // Before the sandbox exists: a client already gone gets no kernel.
+  auto client = ik::ClientWatch::open(std::getenv("JPY_PARENT_PID"), args.parent_at_start);
+  if (client.gone_at_start()) {
+    ik::log::warn("client process %d is gone: not starting the kernel", static_cast<int>(client.pid()));
+    return ik::kExitSetup;
+  }
   if (auto s = ik::block_sandbox_signals(); !s) return fail(s.error());
   auto sandbox = ik::spawn_sandbox(*plan);
   if (!sandbox) {
@@ -147,22 +158,23 @@ int run(ik::Options& opts, const LauncherArgs& args) {
   if (!use_relay) {
     auto monitor = ik::Monitor::create(*sandbox, opts.limits.wall_seconds);
     if (!monitor) return fail(monitor.error());
-    int status = monitor->run();
+    int status = ik::run_monitor_with_client_watch(*monitor, client, *sandbox);
     report_end(*monitor, *sandbox, *plan);
     return status;
   }
-  return run_with_relay(*sandbox, *conn, relay_options, opts, *plan);
+  return run_with_relay(*sandbox, *conn, relay_options, opts, *plan, client);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  LauncherArgs args;
+  args.parent_at_start = getppid();  // first: the later, the likelier a reparenting goes unseen
   ik::log::set_program("isolated-kernel-launcher");
   CLI::App app(kDescription, "isolated-kernel-launcher");
   app.set_version_flag("--version", IK_VERSION);
   app.formatter(std::make_shared<ik::UsageFormatter>("isolated-kernel-launcher [OPTIONS] [-f CONNECTION_FILE] -- KERNEL_ARGV..."));
   ik::SandboxCli cli(app);
-  LauncherArgs args;
   app.add_option("-f,--connection-file", args.connection_file,
                  "The connection file jupyter_client wrote (default: the -f argument of the kernel argv)")
       ->type_name("FILE");
