@@ -14,6 +14,7 @@
 
 #include "apply/client_watch.hpp"
 #include "apply/exec.hpp"
+#include "apply/exit_reason.hpp"
 #include "apply/limits.hpp"
 #include "apply/monitor.hpp"
 #include "apply/sandbox.hpp"
@@ -27,6 +28,7 @@
 #include "plan/paths.hpp"
 #include "plan/planner.hpp"
 #include "relay/connection_file.hpp"
+#include "relay/exit_notice.hpp"
 #include "relay/kernel_sockets.hpp"
 #include "relay/relay.hpp"
 
@@ -55,6 +57,22 @@ void report_end(const ik::Monitor& m, const ik::SandboxProcess& sandbox, const i
                  static_cast<unsigned long long>(*plan.limits.wall_seconds));
   if (auto why = ik::explain_limit_exit(plan, m.exit_status(), sandbox.limit_events(), m.timed_out()); !why.empty())
     std::fprintf(stderr, "isolated-kernel-launcher: kernel: %s\n", why.c_str());
+}
+
+// Tells the kernel's iopub clients why it died (a limit, a signal), so the
+// running cell shows it instead of a bare "kernel died". Not after a normal
+// end, nor when the kernel was stopped because its client is gone.
+void tell_clients_why(ik::relay::Relay& relay, const ik::relay::ConnectionInfo& conn, const ik::Monitor& m,
+                      const ik::SandboxProcess& sandbox, const ik::Plan& plan) {
+  const std::string why = ik::kernel_exit_reason(plan, m.exit_status(), sandbox.limit_events(), m.timed_out());
+  if (why.empty()) return;
+  auto wire = ik::relay::exit_notice_wire(conn, relay.last_execute_header(), why);
+  if (!wire) {
+    ik::log::warn("could not tell the clients why the kernel stopped: %s", wire.error().describe().c_str());
+    return;
+  }
+  const size_t n = relay.publish_to_iopub(*wire, std::chrono::milliseconds(250));
+  ik::log::step("told %zu iopub client(s): Kernel stopped: %s", n, why.c_str());
 }
 
 // The sandbox's directory that holds the kernel's ipc sockets, opened once
@@ -111,6 +129,7 @@ int run_with_relay(ik::SandboxProcess& sandbox, const ik::relay::ConnectionInfo&
   }
   if (ik::log::verbose()) ik::log::step("relay totals:\n%s", (*relay)->describe_counters().c_str());
   report_end(*monitor, sandbox, plan);
+  if (!client.stopping()) tell_clients_why(**relay, host_conn, *monitor, sandbox, plan);
   return monitor->exit_status();
 }
 

@@ -20,6 +20,7 @@
 #include "common/log.hpp"
 #include "relay/host_listener.hpp"
 #include "relay/kernel_sockets.hpp"
+#include "relay/shell_tap.hpp"
 #include "relay/zmtp.hpp"
 
 namespace ik::relay {
@@ -133,9 +134,19 @@ struct Conn {
   bool dialled = false;   // kernel side connected
   bool dead = false;      // closed; freed after the current batch
   bool queued = false;    // in the ready queue
+  bool held = false;      // iopub: kernel side gone, client kept for the launcher's last notice
+  std::unique_ptr<ExecuteHeaderTap> tap;  // shell: reads execute_request headers
   Watch client_watch{Watch::kClient, 0, this};
   Watch kernel_watch{Watch::kKernel, 0, this};
 };
+
+namespace {
+// A kernel-side error ends that side as EOF does; returns false (done).
+bool kernel_failed(Conn& c) {
+  c.kernel.eof = true;
+  return false;
+}
+}  // namespace
 
 class Relay::Impl {
  public:
@@ -144,6 +155,8 @@ class Relay::Impl {
   Status open(const ConnectionInfo& host, const KernelSocketDir& kernel);
   Status run(const std::vector<int>& extra_fds, const std::function<bool(int)>& on_fd_ready);
   RelayCounters counters() const;
+  size_t publish_to_iopub(const std::string& message, std::chrono::milliseconds timeout);
+  std::string last_execute_header_;
 
  private:
   struct AtomicDirection {
@@ -170,6 +183,8 @@ class Relay::Impl {
   bool scan_kernel_bytes(Conn& c, const unsigned char* p, size_t n);
   void scan_client_bytes(Conn& c, const unsigned char* p, size_t n);
   void close_conn(Conn& c, const char* why);
+  bool hold_for_notice(Conn& c);
+  void end_conn(Conn& c, const char* why);
   void reap();
   void drain_at_exit();
   ChannelState& state(Channel c) { return channels_[static_cast<size_t>(c)]; }
@@ -241,6 +256,10 @@ void Relay::Impl::accept_clients(Channel ch) {
     }
     Conn& c = conns_.emplace_back(ch, options_.buffer_bytes, options_.max_message_bytes);
     c.client.fd = std::move(fd);
+    if (ch == Channel::kShell) {
+      c.tap = std::make_unique<ExecuteHeaderTap>(&last_execute_header_);
+      c.up_scan.set_observer(c.tap.get());
+    }
     ++s.open;
     bump(s.connections);
     // Edge-triggered, and EPOLLOUT only while a write waits (watch_output):
@@ -388,15 +407,17 @@ bool Relay::Impl::step(Conn& c, bool& progress) {
       progress = true;
     }
   }
+  // A kernel-side error ends that side as EOF does (the iopub client may
+  // then be held for the exit notice, see hold_for_notice).
   if (c.dialled && c.kernel.writable && c.up.pending()) {
     const size_t before = c.up.pending();
-    if (write_from(c.kernel, c.up) == Io::kError) return false;
+    if (write_from(c.kernel, c.up) == Io::kError) return kernel_failed(c);
     progress |= c.up.pending() != before;
   }
   // kernel -> client
   if (c.dialled && c.kernel.readable && !c.kernel.eof && !c.down.full()) {
     const Io r = read_into(c.kernel, c.down, got);
-    if (r == Io::kError) return false;
+    if (r == Io::kError) return kernel_failed(c);
     if (got) {
       if (!scan_kernel_bytes(c, c.down.read_area() + c.down.pending(), got)) return false;
       c.down.commit(got);
@@ -429,13 +450,13 @@ void Relay::Impl::watch_output(Side& s, Watch* w) {
 }
 
 void Relay::Impl::pump(Conn& c) {
-  if (c.dead) return;
+  if (c.dead || c.held) return;
   for (int turn = 0; turn < kTurnBudget; ++turn) {
     bool progress = false;
     const bool alive = step(c, progress);
     flush_counts(c);
     if (!alive) {
-      close_conn(c, c.kernel.eof ? "kernel side closed" : "client side closed");
+      end_conn(c, c.kernel.eof ? "kernel side closed" : "client side closed");
       return;
     }
     if (!progress) {
@@ -465,6 +486,25 @@ void Relay::Impl::close_conn(Conn& c, const char* why) {
   c.kernel.fd.reset();
   c.up.clear();
   c.down.clear();
+}
+
+// An iopub client whose kernel side ended cleanly between two messages is
+// kept (out of the epoll set, its input unread) so the launcher can tell it
+// why the kernel died; the others are closed.
+bool Relay::Impl::hold_for_notice(Conn& c) {
+  if (c.channel != Channel::kIopub || !c.dialled || c.client.eof || !c.client.fd.valid() || c.down.pending() ||
+      !c.down_scan.at_message_boundary())
+    return false;
+  ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, c.client.fd.get(), nullptr);
+  c.kernel.fd.reset();
+  c.up.clear();
+  c.held = true;
+  log::step("relay: iopub: kernel side closed, client kept for the exit notice");
+  return true;
+}
+
+void Relay::Impl::end_conn(Conn& c, const char* why) {
+  if (!c.kernel.eof || !hold_for_notice(c)) close_conn(c, why);
 }
 
 void Relay::Impl::reap() {
@@ -544,21 +584,21 @@ Status Relay::Impl::run(const std::vector<int>& extra_fds, const std::function<b
 void Relay::Impl::drain_at_exit() {
   const auto deadline = std::chrono::steady_clock::now() + kDrainTime;
   for (Conn& c : conns_) {
-    if (c.dead || !c.dialled) continue;
+    if (c.dead || c.held || !c.dialled) continue;
     c.kernel.readable = true;
     c.up.clear();  // nothing more goes to a kernel that is gone
   }
   for (;;) {
     bool waiting = false;
     for (Conn& c : conns_) {
-      if (c.dead || !c.dialled) continue;
+      if (c.dead || c.held || !c.dialled) continue;
       bool progress = true;
-      for (int k = 0; k < 64 && progress && !c.dead; ++k) {
+      for (int k = 0; k < 64 && progress && !c.dead && !c.held; ++k) {
         progress = false;
-        if (!step(c, progress)) close_conn(c, "kernel exited");
+        if (!step(c, progress)) end_conn(c, "kernel exited");
       }
       flush_counts(c);
-      if (!c.dead && c.down.pending()) waiting = true;
+      if (!c.dead && !c.held && c.down.pending()) waiting = true;
     }
     const auto now = std::chrono::steady_clock::now();
     if (!waiting || now >= deadline) return;
@@ -567,7 +607,7 @@ void Relay::Impl::drain_at_exit() {
     std::vector<pollfd> fds;
     std::vector<Conn*> owners;
     for (Conn& c : conns_) {
-      if (c.dead || !c.down.pending()) continue;
+      if (c.dead || c.held || !c.down.pending()) continue;
       fds.push_back({c.client.fd.get(), POLLOUT, 0});
       owners.push_back(&c);
     }
@@ -576,6 +616,42 @@ void Relay::Impl::drain_at_exit() {
     for (size_t i = 0; i < fds.size(); ++i)
       if (fds[i].revents) owners[i]->client.writable = true;
   }
+}
+
+size_t Relay::Impl::publish_to_iopub(const std::string& message, std::chrono::milliseconds timeout) {
+  struct Target {
+    Conn* c;
+    size_t sent = 0;
+  };
+  std::vector<Target> targets;
+  for (Conn& c : conns_) {
+    if (c.channel != Channel::kIopub || c.dead || !c.client.fd.valid()) continue;
+    if (c.held || (c.dialled && c.down.pending() == 0 && c.down_scan.at_message_boundary())) targets.push_back({&c});
+  }
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  size_t done = 0;
+  while (!targets.empty()) {
+    std::vector<pollfd> fds;
+    for (auto it = targets.begin(); it != targets.end();) {
+      const ssize_t n = ::send(it->c->client.fd.get(), message.data() + it->sent, message.size() - it->sent,
+                               MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (n > 0) it->sent += static_cast<size_t>(n);
+      if (it->sent == message.size()) ++done;
+      if (it->sent == message.size() || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+        it = targets.erase(it);
+        continue;
+      }
+      fds.push_back({it->c->client.fd.get(), POLLOUT, 0});
+      ++it;
+    }
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (targets.empty() || left.count() <= 0) break;
+    if (::poll(fds.data(), fds.size(), static_cast<int>(left.count()) + 1) < 0 && errno != EINTR) break;
+  }
+  // A client that took part of it would see a broken message: cut it.
+  for (Target& t : targets)
+    if (t.sent) close_conn(*t.c, "exit notice not taken in time");
+  return done;
 }
 
 RelayCounters Relay::Impl::counters() const {
@@ -615,6 +691,12 @@ Status Relay::run(const std::vector<int>& extra_fds, const std::function<bool(in
 }
 
 RelayCounters Relay::counters() const { return impl_->counters(); }
+
+const std::string& Relay::last_execute_header() const { return impl_->last_execute_header_; }
+
+size_t Relay::publish_to_iopub(const std::string& message, std::chrono::milliseconds timeout) {
+  return impl_->publish_to_iopub(message, timeout);
+}
 
 std::string Relay::describe_counters() const {
   const RelayCounters all = counters();
