@@ -139,7 +139,7 @@ def test_sigkill_of_jupyter_console(khost, busy):
             kernel = next(p for p, cmd in procs if "ipykernel_launcher" in cmd and not cmd.startswith(str(h.launcher)))
             before = cpu_ticks(kernel)
             time.sleep(1.0)
-            assert cpu_ticks(kernel) - before > 20, "the kernel is not busy"
+            assert cpu_ticks(kernel) - before > 5, "the kernel is not busy"
         os.kill(child.pid, signal.SIGKILL)
         killed = time.monotonic()
         assert_gone(h, killed, f"after SIGKILL of jupyter console ({'busy' if busy else 'idle'} kernel)")
@@ -230,7 +230,7 @@ def test_restart_and_existing_clients_never_stop_the_kernel(khost):
     assert r["restart"]["launcher"] != r["first"]["launcher"]
     assert r["restart"]["r"]["stdout"] == "after restart\n"
     s = r["existing"]
-    assert s["exit_client"] == "ran\n" and s["killed_client"] == "ran\n", s
+    assert s["exit_client"].endswith("existing ran\nran\n") and s["killed_client"] == "existing ran\n", s
     assert s["alive"], "the kernel stopped when an --existing client went"
     assert s["r"]["stdout"] == "still here\n", s["r"]
     assert "is gone" not in r.run.stderr, r.run.stderr
@@ -300,7 +300,9 @@ def test_fork_bomb_under_nproc_then_wall_time(khost):
     if h.mode == "root":
         pytest.skip("root is exempt from RLIMIT_NPROC and this host has no cgroup pids controller: "
                     "a fork bomb as root would not be bounded")
-    env = extra_kernelspecs(h, forkbomb=["--nproc", "40", "--wall-time", "10s"])
+    # RLIMIT_NPROC counts every process and thread of the user, the kernel's
+    # own threads and other tests' included: room for those, not for a bomb.
+    env = extra_kernelspecs(h, forkbomb=["--nproc", "200", "--wall-time", "10s"])
     r = h.scenario(__file__, "death_notice", env=env, kernel="forkbomb", code=FORK_BOMB, wait=60)
     cell = r["cell"]["cell"]
     assert "Kernel stopped: killed after the wall-time limit of 10s (--wall-time)\n" in cell["stderr"], cell
@@ -310,12 +312,14 @@ def test_fork_bomb_under_nproc_then_wall_time(khost):
 def test_memory_bomb_under_rlimit_is_an_error_not_a_notice(khost):
     """RLIMIT_AS turns a memory bomb into MemoryError: the kernel lives, so nothing is published."""
     h = khost
-    env = extra_kernelspecs(h, membomb=["--limits", "rlimit", "--memory", "400M"])
-    r = h.scenario(__file__, "death_notice", env=env, kernel="membomb", wait=20,
+    env = extra_kernelspecs(h, membomb=["--limits", "rlimit", "--memory", "1G"])
+    r = h.scenario(__file__, "death_notice", env=env, kernel="membomb", wait=60,
                    code="l = []\nwhile True:\n    l.append(bytearray(10**7))")
-    assert "error" in r["cell"], "the cell should time out waiting for a notice that never comes"
-    assert "Kernel stopped" not in r["cell"]["error"]
-    assert "MemoryError" in r["cell"]["error"] or "Unexpected exception" in r["cell"]["error"]
+    cell = r["cell"]["cell"]
+    assert cell["reply"]["status"] == "error", cell
+    assert "Kernel stopped" not in cell["stderr"], cell
+    assert r["cell"]["alive"], "the kernel died of a memory bomb under RLIMIT_AS"
+    assert r.leftovers == []
 
 
 @pytest.mark.parametrize("case", ["walltime", "signal"])
