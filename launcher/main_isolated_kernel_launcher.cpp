@@ -41,7 +41,9 @@ constexpr const char* kDescription =
     "stdin, iopub, heartbeat) between the ports of CONNECTION_FILE on the host and the kernel, which\n"
     "runs with no network (only lo) and a private copy of the connection file that uses ipc sockets.\n"
     "Used as argv[0] of a kernelspec: isolated-kernel-launcher [options] -- python3 -m ipykernel_launcher\n"
-    "-f {connection_file}. Takes every sandbox option of `isolate`. Exits with the kernel's status.";
+    "-f {connection_file}. Takes every sandbox option of `isolate`. Exits with the kernel's status.\n"
+    "Stops the kernel when the client that started it (JPY_PARENT_PID, else the parent) is gone, and tells\n"
+    "the clients on iopub why a kernel died of a limit or a signal (\"Kernel stopped: ...\").";
 
 struct LauncherArgs {
   std::string connection_file;
