@@ -151,7 +151,7 @@ HOLDER = """
 import sys, time
 sys.path.insert(0, {scripts!r})
 from kernelfixtures import start_kernel
-km, kc = start_kernel()
+km, kc = start_kernel({kernel!r})
 if {busy!r}:
     kc.execute("while True: pass")
 print("ready", flush=True)
@@ -160,10 +160,14 @@ time.sleep(600)
 
 
 @pytest.mark.parametrize("busy", [False, True], ids=["idle", "busy"])
-def test_sigkill_of_a_kernel_manager_holder(khost, busy):
+@pytest.mark.parametrize("net", ["relay", "share-net"])
+def test_sigkill_of_a_kernel_manager_holder(khost, busy, net):
+    """A Python process holding a KernelManager dies; with --share-net and tcp there is no relay, same bound."""
     h = khost
-    code = HOLDER.format(scripts=str(h.session.scripts), busy=busy)
-    p = subprocess.Popen(h.prefix() + [PYTHON, "-c", code], cwd=h.workdir, env=h.env(), text=True,
+    env = extra_kernelspecs(h, sharenet=["--share-net"])
+    kernel = KERNEL if net == "relay" else "sharenet"
+    code = HOLDER.format(scripts=str(h.session.scripts), busy=busy, kernel=kernel)
+    p = subprocess.Popen(h.prefix() + [PYTHON, "-c", code], cwd=h.workdir, env=h.env(env), text=True,
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         ready = select.select([p.stdout], [], [], START_TIMEOUT + 30)[0] and p.stdout.readline()
@@ -174,7 +178,7 @@ def test_sigkill_of_a_kernel_manager_holder(khost, busy):
         p.kill()
         killed = time.monotonic()
         p.wait()
-        assert_gone(h, killed, "after SIGKILL of the KernelManager holder")
+        assert_gone(h, killed, f"after SIGKILL of the KernelManager holder ({net})")
     finally:
         p.kill()
         p.stdout.close()
