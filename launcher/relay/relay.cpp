@@ -40,6 +40,11 @@ constexpr int kTurnBudget = 16;
 constexpr uint64_t kWarnEvery = 100;
 // How long the relay keeps passing on the kernel's last words at exit.
 constexpr auto kDrainTime = std::chrono::milliseconds(250);
+// How long an iopub client whose kernel side ended is held for the exit
+// notice while the relay still runs: the sandbox's exit follows its
+// kernel's within milliseconds; a kernel that lives on without that
+// connection must not keep the client from reconnecting.
+constexpr auto kHoldTime = std::chrono::milliseconds(1000);
 
 int host_port(const ConnectionInfo& host, Channel c) {
   switch (c) {
@@ -118,7 +123,7 @@ enum class Io { kDone, kAgain, kEof, kError };
 // Epoll user data: what an fd is. Stored in stable places (listeners,
 // connections, the fixed list of service fds).
 struct Watch {
-  enum Kind { kListener, kClient, kKernel, kExtra, kKernelDir, kRetryTimer } kind;
+  enum Kind { kListener, kClient, kKernel, kExtra, kKernelDir, kRetryTimer, kHoldTimer } kind;
   int index = 0;          // channel of a listener; fd of an extra
   struct Conn* conn = nullptr;
 };
@@ -135,6 +140,7 @@ struct Conn {
   bool dead = false;      // closed; freed after the current batch
   bool queued = false;    // in the ready queue
   bool held = false;      // iopub: kernel side gone, client kept for the launcher's last notice
+  std::chrono::steady_clock::time_point held_since;
   std::unique_ptr<ExecuteHeaderTap> tap;  // shell: reads execute_request headers
   Watch client_watch{Watch::kClient, 0, this};
   Watch kernel_watch{Watch::kKernel, 0, this};
@@ -156,7 +162,7 @@ class Relay::Impl {
   Status run(const std::vector<int>& extra_fds, const std::function<bool(int)>& on_fd_ready);
   RelayCounters counters() const;
   size_t publish_to_iopub(const std::string& message, std::chrono::milliseconds timeout);
-  std::string last_execute_header_;
+  const std::string& last_execute_header() const { return last_execute_header_; }
 
  private:
   struct AtomicDirection {
@@ -185,6 +191,7 @@ class Relay::Impl {
   void close_conn(Conn& c, const char* why);
   bool hold_for_notice(Conn& c);
   void end_conn(Conn& c, const char* why);
+  void release_held();
   void reap();
   void drain_at_exit();
   ChannelState& state(Channel c) { return channels_[static_cast<size_t>(c)]; }
@@ -193,11 +200,13 @@ class Relay::Impl {
   RelayOptions options_;
   std::array<ChannelState, kChannelCount> channels_;
   std::optional<KernelSockets> kernel_;
-  UniqueFd epoll_, retry_timer_;
+  UniqueFd epoll_, retry_timer_, hold_timer_;
+  std::string last_execute_header_;
   bool retry_armed_ = false;
   long retry_ns_ = kFirstRetryNs;
   Watch dir_watch_{Watch::kKernelDir, 0, nullptr};
   Watch timer_watch_{Watch::kRetryTimer, 0, nullptr};
+  Watch hold_watch_{Watch::kHoldTimer, 0, nullptr};
   std::deque<Watch> extra_watches_;
   std::list<Conn> conns_;
   std::deque<Conn*> ready_;
@@ -218,11 +227,14 @@ Status Relay::Impl::open(const ConnectionInfo& host, const KernelSocketDir& kern
   if (!epoll_.valid()) return sys_error("relay: epoll_create1");
   retry_timer_ = UniqueFd(::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
   if (!retry_timer_.valid()) return sys_error("relay: timerfd_create");
+  hold_timer_ = UniqueFd(::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
+  if (!hold_timer_.valid()) return sys_error("relay: timerfd_create");
   auto sockets = KernelSockets::open(kernel.dir_fd, kernel.prefix);
   if (!sockets) return sockets.error();
   kernel_.emplace(std::move(*sockets));
   IK_TRY(add(kernel_->watch_fd(), EPOLLIN, &dir_watch_));
   IK_TRY(add(retry_timer_.get(), EPOLLIN, &timer_watch_));
+  IK_TRY(add(hold_timer_.get(), EPOLLIN, &hold_watch_));
   for (size_t i = 0; i < kChannelCount; ++i) {
     const auto c = static_cast<Channel>(i);
     auto l = HostListener::bind(host, host_port(host, c), channel_name(c));
@@ -499,8 +511,36 @@ bool Relay::Impl::hold_for_notice(Conn& c) {
   c.kernel.fd.reset();
   c.up.clear();
   c.held = true;
+  c.held_since = std::chrono::steady_clock::now();
+  itimerspec t{};
+  t.it_value.tv_nsec = std::chrono::duration_cast<std::chrono::nanoseconds>(kHoldTime).count() % 1'000'000'000;
+  t.it_value.tv_sec = std::chrono::duration_cast<std::chrono::seconds>(kHoldTime).count();
+  ::timerfd_settime(hold_timer_.get(), 0, &t, nullptr);  // (re)armed: covers this one and all older
   log::step("relay: iopub: kernel side closed, client kept for the exit notice");
   return true;
+}
+
+// The relay still runs kHoldTime after a hold: the kernel lives on, so the
+// held clients are closed (their libzmq reconnects as after any cut).
+void Relay::Impl::release_held() {
+  uint64_t expirations;
+  while (::read(hold_timer_.get(), &expirations, sizeof expirations) > 0) {
+  }
+  const auto now = std::chrono::steady_clock::now();
+  bool more = false;
+  for (Conn& c : conns_) {
+    if (!c.held || c.dead) continue;
+    if (now - c.held_since < kHoldTime) {
+      more = true;
+      continue;
+    }
+    c.held = false;
+    close_conn(c, "kernel side closed, the kernel lives on");
+  }
+  if (!more) return;
+  itimerspec t{};
+  t.it_value.tv_nsec = 100'000'000;  // the newer holds: checked again soon
+  ::timerfd_settime(hold_timer_.get(), 0, &t, nullptr);
 }
 
 void Relay::Impl::end_conn(Conn& c, const char* why) {
@@ -555,6 +595,7 @@ Status Relay::Impl::run(const std::vector<int>& extra_fds, const std::function<b
           redial_waiting();
           break;
         }
+        case Watch::kHoldTimer: release_held(); break;
         case Watch::kClient:
         case Watch::kKernel: {
           Conn& c = *w->conn;
@@ -692,7 +733,7 @@ Status Relay::run(const std::vector<int>& extra_fds, const std::function<bool(in
 
 RelayCounters Relay::counters() const { return impl_->counters(); }
 
-const std::string& Relay::last_execute_header() const { return impl_->last_execute_header_; }
+const std::string& Relay::last_execute_header() const { return impl_->last_execute_header(); }
 
 size_t Relay::publish_to_iopub(const std::string& message, std::chrono::milliseconds timeout) {
   return impl_->publish_to_iopub(message, timeout);
