@@ -12,7 +12,9 @@
 #include <filesystem>
 #include <iostream>
 
+#include "apply/client_watch.hpp"
 #include "apply/exec.hpp"
+#include "apply/exit_reason.hpp"
 #include "apply/limits.hpp"
 #include "apply/monitor.hpp"
 #include "apply/sandbox.hpp"
@@ -26,6 +28,7 @@
 #include "plan/paths.hpp"
 #include "plan/planner.hpp"
 #include "relay/connection_file.hpp"
+#include "relay/exit_notice.hpp"
 #include "relay/kernel_sockets.hpp"
 #include "relay/relay.hpp"
 #include "relay/stdio_pump.hpp"
@@ -39,11 +42,14 @@ constexpr const char* kDescription =
     "stdin, iopub, heartbeat) between the ports of CONNECTION_FILE on the host and the kernel, which\n"
     "runs with no network (only lo) and a private copy of the connection file that uses ipc sockets.\n"
     "Used as argv[0] of a kernelspec: isolated-kernel-launcher [options] -- python3 -m ipykernel_launcher\n"
-    "-f {connection_file}. Takes every sandbox option of `isolate`. Exits with the kernel's status.";
+    "-f {connection_file}. Takes every sandbox option of `isolate`. Exits with the kernel's status.\n"
+    "Stops the kernel when the client that started it (JPY_PARENT_PID, else the parent) is gone, and tells\n"
+    "the clients on iopub why a kernel died of a limit or a signal (\"Kernel stopped: ...\").";
 
 struct LauncherArgs {
   std::string connection_file;
   std::string max_message_size;
+  pid_t parent_at_start = 0;  // getppid() first thing in main, for the client watch
 };
 
 int fail(const ik::Error& e) { return ik::print_error(e); }
@@ -54,6 +60,22 @@ void report_end(const ik::Monitor& m, const ik::SandboxProcess& sandbox, const i
                  static_cast<unsigned long long>(*plan.limits.wall_seconds));
   if (auto why = ik::explain_limit_exit(plan, m.exit_status(), sandbox.limit_events(), m.timed_out()); !why.empty())
     std::fprintf(stderr, "isolated-kernel-launcher: kernel: %s\n", why.c_str());
+}
+
+// Tells the kernel's iopub clients why it died (a limit, a signal), so the
+// running cell shows it instead of a bare "kernel died". Not after a normal
+// end, nor when the kernel was stopped because its client is gone.
+void tell_clients_why(ik::relay::Relay& relay, const ik::relay::ConnectionInfo& conn, const ik::Monitor& m,
+                      const ik::SandboxProcess& sandbox, const ik::Plan& plan) {
+  const std::string why = ik::kernel_exit_reason(plan, m.exit_status(), sandbox.limit_events(), m.timed_out());
+  if (why.empty()) return;
+  auto wire = ik::relay::exit_notice_wire(conn, relay.last_execute_header(), why);
+  if (!wire) {
+    ik::log::warn("could not tell the clients why the kernel stopped: %s", wire.error().describe().c_str());
+    return;
+  }
+  const size_t n = relay.publish_to_iopub(*wire, std::chrono::milliseconds(250));
+  ik::log::step("told %zu iopub client(s): Kernel stopped: %s", n, why.c_str());
 }
 
 // The sandbox's directory that holds the kernel's ipc sockets, opened once
@@ -80,7 +102,8 @@ void raise_fd_limit() {
 
 // Relays until the sandbox exits; returns its exit status.
 int run_with_relay(ik::SandboxProcess& sandbox, ik::StdioPump& pump, const ik::relay::ConnectionInfo& host_conn,
-                   const ik::relay::RelayOptions& relay_options, const ik::Options& opts, const ik::Plan& plan) {
+                   const ik::relay::RelayOptions& relay_options, const ik::Options& opts, const ik::Plan& plan,
+                   ik::ClientWatch& client) {
   auto monitor = ik::Monitor::create(sandbox, opts.limits.wall_seconds);
   if (!monitor) return fail(monitor.error());
   auto dir = open_kernel_socket_dir(sandbox);
@@ -99,13 +122,16 @@ int run_with_relay(ik::SandboxProcess& sandbox, ik::StdioPump& pump, const ik::r
     monitor->run();
     return relay.error().exit_code;
   }
-  // The kernel's stdout/stderr pipes are copied in the same loop.
-  std::vector<int> extra = monitor->fds();
-  extra.push_back(pump.fd());
-  auto status = (*relay)->run(extra, [&](int fd) {
-    if (fd != pump.fd()) return monitor->on_ready(fd);
-    pump.on_ready();
-    return true;
+  // The kernel's stdout/stderr pipes and the client watch are served in the same loop.
+  std::vector<int> fds = monitor->fds();
+  fds.push_back(pump.fd());
+  for (int fd : client.fds()) fds.push_back(fd);
+  auto status = (*relay)->run(fds, [&](int fd) {
+    if (fd == pump.fd()) {
+      pump.on_ready();
+      return true;
+    }
+    return client.on_ready(fd, sandbox) || monitor->on_ready(fd);
   });
   if (!status) {
     ik::print_error(status.error());
@@ -115,6 +141,7 @@ int run_with_relay(ik::SandboxProcess& sandbox, ik::StdioPump& pump, const ik::r
   pump.finish();  // the kernel's last words before our own
   if (ik::log::verbose()) ik::log::step("relay totals:\n%s", (*relay)->describe_counters().c_str());
   report_end(*monitor, sandbox, plan);
+  if (!client.stopping()) tell_clients_why(**relay, host_conn, *monitor, sandbox, plan);
   return monitor->exit_status();
 }
 
@@ -147,6 +174,12 @@ int run(ik::Options& opts, const LauncherArgs& args) {
     std::cout << ik::plan_to_json(*plan).dump(2) << std::endl;
     return 0;
   }
+  // Before the sandbox exists: a client already gone gets no kernel.
+  auto client = ik::ClientWatch::open(std::getenv("JPY_PARENT_PID"), args.parent_at_start);
+  if (client.gone_at_start()) {
+    ik::log::warn("client process %d is gone: not starting the kernel", static_cast<int>(client.pid()));
+    return ik::kExitSetup;
+  }
   if (auto s = ik::block_sandbox_signals(); !s) return fail(s.error());
   // The kernel never gets our stdio (the Jupyter server's log, a terminal):
   // reopened through /proc/self/fd it would be readable and writable from
@@ -164,10 +197,21 @@ int run(ik::Options& opts, const LauncherArgs& args) {
   if (!use_relay) {
     auto monitor = ik::Monitor::create(*sandbox, opts.limits.wall_seconds);
     if (!monitor) return fail(monitor.error());
-    status = ik::run_monitor_with_pump(*monitor, **pump);
+    status = ik::run_monitor_polling(
+        *monitor,
+        [&] {
+          std::vector<int> fds = client.fds();
+          fds.push_back((*pump)->fd());
+          return fds;
+        },
+        [&](int fd) {
+          if (fd == (*pump)->fd()) (*pump)->on_ready();
+          else client.on_ready(fd, *sandbox);
+        });
+    (*pump)->finish();
     report_end(*monitor, *sandbox, *plan);
   } else {
-    status = run_with_relay(*sandbox, **pump, *conn, relay_options, opts, *plan);
+    status = run_with_relay(*sandbox, **pump, *conn, relay_options, opts, *plan, client);
   }
   if (ik::log::verbose()) ik::log::step("kernel stdio totals:\n%s", (*pump)->describe().c_str());
   return status;
@@ -176,12 +220,13 @@ int run(ik::Options& opts, const LauncherArgs& args) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  LauncherArgs args;
+  args.parent_at_start = getppid();  // first: the later, the likelier a reparenting goes unseen
   ik::log::set_program("isolated-kernel-launcher");
   CLI::App app(kDescription, "isolated-kernel-launcher");
   app.set_version_flag("--version", IK_VERSION);
   app.formatter(std::make_shared<ik::UsageFormatter>("isolated-kernel-launcher [OPTIONS] [-f CONNECTION_FILE] -- KERNEL_ARGV..."));
   ik::SandboxCli cli(app);
-  LauncherArgs args;
   app.add_option("-f,--connection-file", args.connection_file,
                  "The connection file jupyter_client wrote (default: the -f argument of the kernel argv)")
       ->type_name("FILE");

@@ -20,6 +20,7 @@
 #include "common/log.hpp"
 #include "relay/host_listener.hpp"
 #include "relay/kernel_sockets.hpp"
+#include "relay/shell_tap.hpp"
 #include "relay/zmtp.hpp"
 
 namespace ik::relay {
@@ -39,6 +40,11 @@ constexpr int kTurnBudget = 16;
 constexpr uint64_t kWarnEvery = 100;
 // How long the relay keeps passing on the kernel's last words at exit.
 constexpr auto kDrainTime = std::chrono::milliseconds(250);
+// How long an iopub client whose kernel side ended is held for the exit
+// notice while the relay still runs: the sandbox's exit follows its
+// kernel's within milliseconds; a kernel that lives on without that
+// connection must not keep the client from reconnecting.
+constexpr auto kHoldTime = std::chrono::milliseconds(1000);
 
 int host_port(const ConnectionInfo& host, Channel c) {
   switch (c) {
@@ -117,7 +123,7 @@ enum class Io { kDone, kAgain, kEof, kError };
 // Epoll user data: what an fd is. Stored in stable places (listeners,
 // connections, the fixed list of service fds).
 struct Watch {
-  enum Kind { kListener, kClient, kKernel, kExtra, kKernelDir, kRetryTimer } kind;
+  enum Kind { kListener, kClient, kKernel, kExtra, kKernelDir, kRetryTimer, kHoldTimer } kind;
   int index = 0;          // channel of a listener; fd of an extra
   struct Conn* conn = nullptr;
 };
@@ -133,9 +139,20 @@ struct Conn {
   bool dialled = false;   // kernel side connected
   bool dead = false;      // closed; freed after the current batch
   bool queued = false;    // in the ready queue
+  bool held = false;      // iopub: kernel side gone, client kept for the launcher's last notice
+  std::chrono::steady_clock::time_point held_since;
+  std::unique_ptr<ExecuteHeaderTap> tap;  // shell: reads execute_request headers
   Watch client_watch{Watch::kClient, 0, this};
   Watch kernel_watch{Watch::kKernel, 0, this};
 };
+
+namespace {
+// A kernel-side error ends that side as EOF does; returns false (done).
+bool kernel_failed(Conn& c) {
+  c.kernel.eof = true;
+  return false;
+}
+}  // namespace
 
 class Relay::Impl {
  public:
@@ -144,6 +161,8 @@ class Relay::Impl {
   Status open(const ConnectionInfo& host, const KernelSocketDir& kernel);
   Status run(const std::vector<int>& extra_fds, const std::function<bool(int)>& on_fd_ready);
   RelayCounters counters() const;
+  size_t publish_to_iopub(const std::string& message, std::chrono::milliseconds timeout);
+  const std::string& last_execute_header() const { return last_execute_header_; }
 
  private:
   struct AtomicDirection {
@@ -170,6 +189,9 @@ class Relay::Impl {
   bool scan_kernel_bytes(Conn& c, const unsigned char* p, size_t n);
   void scan_client_bytes(Conn& c, const unsigned char* p, size_t n);
   void close_conn(Conn& c, const char* why);
+  bool hold_for_notice(Conn& c);
+  void end_conn(Conn& c, const char* why);
+  void release_held();
   void reap();
   void drain_at_exit();
   ChannelState& state(Channel c) { return channels_[static_cast<size_t>(c)]; }
@@ -178,11 +200,13 @@ class Relay::Impl {
   RelayOptions options_;
   std::array<ChannelState, kChannelCount> channels_;
   std::optional<KernelSockets> kernel_;
-  UniqueFd epoll_, retry_timer_;
+  UniqueFd epoll_, retry_timer_, hold_timer_;
+  std::string last_execute_header_;
   bool retry_armed_ = false;
   long retry_ns_ = kFirstRetryNs;
   Watch dir_watch_{Watch::kKernelDir, 0, nullptr};
   Watch timer_watch_{Watch::kRetryTimer, 0, nullptr};
+  Watch hold_watch_{Watch::kHoldTimer, 0, nullptr};
   std::deque<Watch> extra_watches_;
   std::list<Conn> conns_;
   std::deque<Conn*> ready_;
@@ -203,11 +227,14 @@ Status Relay::Impl::open(const ConnectionInfo& host, const KernelSocketDir& kern
   if (!epoll_.valid()) return sys_error("relay: epoll_create1");
   retry_timer_ = UniqueFd(::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
   if (!retry_timer_.valid()) return sys_error("relay: timerfd_create");
+  hold_timer_ = UniqueFd(::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
+  if (!hold_timer_.valid()) return sys_error("relay: timerfd_create");
   auto sockets = KernelSockets::open(kernel.dir_fd, kernel.prefix);
   if (!sockets) return sockets.error();
   kernel_.emplace(std::move(*sockets));
   IK_TRY(add(kernel_->watch_fd(), EPOLLIN, &dir_watch_));
   IK_TRY(add(retry_timer_.get(), EPOLLIN, &timer_watch_));
+  IK_TRY(add(hold_timer_.get(), EPOLLIN, &hold_watch_));
   for (size_t i = 0; i < kChannelCount; ++i) {
     const auto c = static_cast<Channel>(i);
     auto l = HostListener::bind(host, host_port(host, c), channel_name(c));
@@ -241,6 +268,10 @@ void Relay::Impl::accept_clients(Channel ch) {
     }
     Conn& c = conns_.emplace_back(ch, options_.buffer_bytes, options_.max_message_bytes);
     c.client.fd = std::move(fd);
+    if (ch == Channel::kShell) {
+      c.tap = std::make_unique<ExecuteHeaderTap>(&last_execute_header_);
+      c.up_scan.set_observer(c.tap.get());
+    }
     ++s.open;
     bump(s.connections);
     // Edge-triggered, and EPOLLOUT only while a write waits (watch_output):
@@ -388,15 +419,17 @@ bool Relay::Impl::step(Conn& c, bool& progress) {
       progress = true;
     }
   }
+  // A kernel-side error ends that side as EOF does (the iopub client may
+  // then be held for the exit notice, see hold_for_notice).
   if (c.dialled && c.kernel.writable && c.up.pending()) {
     const size_t before = c.up.pending();
-    if (write_from(c.kernel, c.up) == Io::kError) return false;
+    if (write_from(c.kernel, c.up) == Io::kError) return kernel_failed(c);
     progress |= c.up.pending() != before;
   }
   // kernel -> client
   if (c.dialled && c.kernel.readable && !c.kernel.eof && !c.down.full()) {
     const Io r = read_into(c.kernel, c.down, got);
-    if (r == Io::kError) return false;
+    if (r == Io::kError) return kernel_failed(c);
     if (got) {
       if (!scan_kernel_bytes(c, c.down.read_area() + c.down.pending(), got)) return false;
       c.down.commit(got);
@@ -429,13 +462,13 @@ void Relay::Impl::watch_output(Side& s, Watch* w) {
 }
 
 void Relay::Impl::pump(Conn& c) {
-  if (c.dead) return;
+  if (c.dead || c.held) return;
   for (int turn = 0; turn < kTurnBudget; ++turn) {
     bool progress = false;
     const bool alive = step(c, progress);
     flush_counts(c);
     if (!alive) {
-      close_conn(c, c.kernel.eof ? "kernel side closed" : "client side closed");
+      end_conn(c, c.kernel.eof ? "kernel side closed" : "client side closed");
       return;
     }
     if (!progress) {
@@ -465,6 +498,53 @@ void Relay::Impl::close_conn(Conn& c, const char* why) {
   c.kernel.fd.reset();
   c.up.clear();
   c.down.clear();
+}
+
+// An iopub client whose kernel side ended cleanly between two messages is
+// kept (out of the epoll set, its input unread) so the launcher can tell it
+// why the kernel died; the others are closed.
+bool Relay::Impl::hold_for_notice(Conn& c) {
+  if (c.channel != Channel::kIopub || !c.dialled || c.client.eof || !c.client.fd.valid() || c.down.pending() ||
+      !c.down_scan.at_message_boundary())
+    return false;
+  ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, c.client.fd.get(), nullptr);
+  c.kernel.fd.reset();
+  c.up.clear();
+  c.held = true;
+  c.held_since = std::chrono::steady_clock::now();
+  itimerspec t{};
+  t.it_value.tv_nsec = std::chrono::duration_cast<std::chrono::nanoseconds>(kHoldTime).count() % 1'000'000'000;
+  t.it_value.tv_sec = std::chrono::duration_cast<std::chrono::seconds>(kHoldTime).count();
+  ::timerfd_settime(hold_timer_.get(), 0, &t, nullptr);  // (re)armed: covers this one and all older
+  log::step("relay: iopub: kernel side closed, client kept for the exit notice");
+  return true;
+}
+
+// The relay still runs kHoldTime after a hold: the kernel lives on, so the
+// held clients are closed (their libzmq reconnects as after any cut).
+void Relay::Impl::release_held() {
+  uint64_t expirations;
+  while (::read(hold_timer_.get(), &expirations, sizeof expirations) > 0) {
+  }
+  const auto now = std::chrono::steady_clock::now();
+  bool more = false;
+  for (Conn& c : conns_) {
+    if (!c.held || c.dead) continue;
+    if (now - c.held_since < kHoldTime) {
+      more = true;
+      continue;
+    }
+    c.held = false;
+    close_conn(c, "kernel side closed, the kernel lives on");
+  }
+  if (!more) return;
+  itimerspec t{};
+  t.it_value.tv_nsec = 100'000'000;  // the newer holds: checked again soon
+  ::timerfd_settime(hold_timer_.get(), 0, &t, nullptr);
+}
+
+void Relay::Impl::end_conn(Conn& c, const char* why) {
+  if (!c.kernel.eof || !hold_for_notice(c)) close_conn(c, why);
 }
 
 void Relay::Impl::reap() {
@@ -515,6 +595,7 @@ Status Relay::Impl::run(const std::vector<int>& extra_fds, const std::function<b
           redial_waiting();
           break;
         }
+        case Watch::kHoldTimer: release_held(); break;
         case Watch::kClient:
         case Watch::kKernel: {
           Conn& c = *w->conn;
@@ -544,21 +625,21 @@ Status Relay::Impl::run(const std::vector<int>& extra_fds, const std::function<b
 void Relay::Impl::drain_at_exit() {
   const auto deadline = std::chrono::steady_clock::now() + kDrainTime;
   for (Conn& c : conns_) {
-    if (c.dead || !c.dialled) continue;
+    if (c.dead || c.held || !c.dialled) continue;
     c.kernel.readable = true;
     c.up.clear();  // nothing more goes to a kernel that is gone
   }
   for (;;) {
     bool waiting = false;
     for (Conn& c : conns_) {
-      if (c.dead || !c.dialled) continue;
+      if (c.dead || c.held || !c.dialled) continue;
       bool progress = true;
-      for (int k = 0; k < 64 && progress && !c.dead; ++k) {
+      for (int k = 0; k < 64 && progress && !c.dead && !c.held; ++k) {
         progress = false;
-        if (!step(c, progress)) close_conn(c, "kernel exited");
+        if (!step(c, progress)) end_conn(c, "kernel exited");
       }
       flush_counts(c);
-      if (!c.dead && c.down.pending()) waiting = true;
+      if (!c.dead && !c.held && c.down.pending()) waiting = true;
     }
     const auto now = std::chrono::steady_clock::now();
     if (!waiting || now >= deadline) return;
@@ -567,7 +648,7 @@ void Relay::Impl::drain_at_exit() {
     std::vector<pollfd> fds;
     std::vector<Conn*> owners;
     for (Conn& c : conns_) {
-      if (c.dead || !c.down.pending()) continue;
+      if (c.dead || c.held || !c.down.pending()) continue;
       fds.push_back({c.client.fd.get(), POLLOUT, 0});
       owners.push_back(&c);
     }
@@ -576,6 +657,42 @@ void Relay::Impl::drain_at_exit() {
     for (size_t i = 0; i < fds.size(); ++i)
       if (fds[i].revents) owners[i]->client.writable = true;
   }
+}
+
+size_t Relay::Impl::publish_to_iopub(const std::string& message, std::chrono::milliseconds timeout) {
+  struct Target {
+    Conn* c;
+    size_t sent = 0;
+  };
+  std::vector<Target> targets;
+  for (Conn& c : conns_) {
+    if (c.channel != Channel::kIopub || c.dead || !c.client.fd.valid()) continue;
+    if (c.held || (c.dialled && c.down.pending() == 0 && c.down_scan.at_message_boundary())) targets.push_back({&c});
+  }
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  size_t done = 0;
+  while (!targets.empty()) {
+    std::vector<pollfd> fds;
+    for (auto it = targets.begin(); it != targets.end();) {
+      const ssize_t n = ::send(it->c->client.fd.get(), message.data() + it->sent, message.size() - it->sent,
+                               MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (n > 0) it->sent += static_cast<size_t>(n);
+      if (it->sent == message.size()) ++done;
+      if (it->sent == message.size() || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+        it = targets.erase(it);
+        continue;
+      }
+      fds.push_back({it->c->client.fd.get(), POLLOUT, 0});
+      ++it;
+    }
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (targets.empty() || left.count() <= 0) break;
+    if (::poll(fds.data(), fds.size(), static_cast<int>(left.count()) + 1) < 0 && errno != EINTR) break;
+  }
+  // A client that took part of it would see a broken message: cut it.
+  for (Target& t : targets)
+    if (t.sent) close_conn(*t.c, "exit notice not taken in time");
+  return done;
 }
 
 RelayCounters Relay::Impl::counters() const {
@@ -615,6 +732,12 @@ Status Relay::run(const std::vector<int>& extra_fds, const std::function<bool(in
 }
 
 RelayCounters Relay::counters() const { return impl_->counters(); }
+
+const std::string& Relay::last_execute_header() const { return impl_->last_execute_header(); }
+
+size_t Relay::publish_to_iopub(const std::string& message, std::chrono::milliseconds timeout) {
+  return impl_->publish_to_iopub(message, timeout);
+}
 
 std::string Relay::describe_counters() const {
   const RelayCounters all = counters();

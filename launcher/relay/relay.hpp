@@ -13,6 +13,7 @@
 #pragma once
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -91,6 +92,16 @@ class Relay {
   // sent before a message reaches the kernel first. Sleeps in epoll_wait
   // without timeout when idle.
   Status run(const std::vector<int>& extra_fds, const std::function<bool(int fd)>& on_fd_ready);
+
+  // After run(): the header (JSON text) of the last execute_request a
+  // client sent on shell, or "" if none.
+  const std::string& last_execute_header() const;
+  // After run(): writes `message` (one complete ZMTP message, see
+  // zmtp_encode_message) to every iopub client whose stream from the kernel
+  // ended between two messages, waiting up to `timeout` for slow readers.
+  // Returns how many clients took all of it. The kernel's iopub stream
+  // itself is never altered: this is only used once the kernel is gone.
+  size_t publish_to_iopub(const std::string& message, std::chrono::milliseconds timeout);
 
   // Snapshot; safe to call from any thread while run() is going.
   RelayCounters counters() const;

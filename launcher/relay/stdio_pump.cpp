@@ -318,23 +318,7 @@ std::string StdioPump::describe() const {
 }
 
 int run_monitor_with_pump(Monitor& monitor, StdioPump& pump) {
-  std::vector<pollfd> pfds;
-  for (int fd : monitor.fds()) pfds.push_back(pollfd{fd, POLLIN, 0});
-  pfds.push_back(pollfd{pump.fd(), POLLIN, 0});
-  for (;;) {
-    if (poll(pfds.data(), pfds.size(), -1) < 0 && errno != EINTR) break;
-    for (auto& p : pfds) {
-      if (!p.revents) continue;
-      if (p.fd == pump.fd()) {
-        pump.on_ready();
-      } else if (!monitor.on_ready(p.fd)) {
-        pump.finish();
-        return monitor.exit_status();
-      }
-    }
-  }
-  // poll failed (cannot happen with valid fds): fall back to the plain wait.
-  int status = monitor.run();
+  int status = run_monitor_polling(monitor, [&] { return std::vector<int>{pump.fd()}; }, [&](int) { pump.on_ready(); });
   pump.finish();
   return status;
 }

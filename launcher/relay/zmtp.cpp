@@ -35,12 +35,15 @@ ZmtpScanner::Verdict ZmtpScanner::start_frame() {
   }
   if (!command) message_cost_ = total;
   body_left_ = size;
+  if (observer_) observer_->frame_begin(size, command);
   state_ = State::kBody;
   return Verdict::kOk;
 }
 
 void ZmtpScanner::end_frame() {
   state_ = State::kFlags;
+  if (observer_) observer_->frame_end(flags_ & kMore, flags_ & kCommand);
+  if (flags_ & kCommand) ++commands_;
   if (!(flags_ & kCommand) && !(flags_ & kMore)) {
     ++messages_;
     message_cost_ = 0;
@@ -84,6 +87,7 @@ ZmtpScanner::Verdict ZmtpScanner::feed(const unsigned char* p, size_t n) {
       }
       case State::kBody: {
         const uint64_t take = std::min<uint64_t>(body_left_, static_cast<uint64_t>(end - p));
+        if (observer_ && take) observer_->frame_bytes(p, static_cast<size_t>(take));
         body_left_ -= take;
         p += take;
         if (!(flags_ & kCommand)) payload_ += take;
@@ -93,6 +97,23 @@ ZmtpScanner::Verdict ZmtpScanner::feed(const unsigned char* p, size_t n) {
     }
   }
   return Verdict::kOk;
+}
+
+std::string zmtp_encode_message(const std::vector<std::string>& frames) {
+  std::string out;
+  for (size_t i = 0; i < frames.size(); ++i) {
+    const std::string& f = frames[i];
+    unsigned char flags = i + 1 < frames.size() ? kMore : 0;
+    if (f.size() > 255) {
+      out.push_back(static_cast<char>(flags | kLong));
+      for (int shift = 56; shift >= 0; shift -= 8) out.push_back(static_cast<char>((uint64_t{f.size()} >> shift) & 0xFF));
+    } else {
+      out.push_back(static_cast<char>(flags));
+      out.push_back(static_cast<char>(f.size()));
+    }
+    out += f;
+  }
+  return out;
 }
 
 }  // namespace ik::relay

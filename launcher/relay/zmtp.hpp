@@ -8,8 +8,22 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace ik::relay {
+
+// Optional view of the frames a scanner passes (the relay's shell tap).
+class FrameObserver {
+ public:
+  virtual ~FrameObserver() = default;
+  virtual void frame_begin(uint64_t size, bool command) = 0;
+  virtual void frame_bytes(const unsigned char* p, size_t n) = 0;
+  virtual void frame_end(bool more, bool command) = 0;
+};
+
+// One complete ZMTP message (not a command) with these frames, as bytes on
+// the wire: flags (MORE on all but the last, LONG over 255 bytes), size, body.
+std::string zmtp_encode_message(const std::vector<std::string>& frames);
 
 class ZmtpScanner {
  public:
@@ -26,6 +40,13 @@ class ZmtpScanner {
   Verdict feed(const unsigned char* p, size_t n);
 
   Verdict verdict() const { return verdict_; }
+  void set_observer(FrameObserver* o) { observer_ = o; }
+  // True between two messages of an established session (greeting and a
+  // command such as READY seen, no message half-way): a complete message
+  // can be put into the stream here.
+  bool at_message_boundary() const {
+    return verdict_ == Verdict::kOk && state_ == State::kFlags && message_cost_ == 0 && commands_ > 0;
+  }
   // What went wrong (set with the verdict), for the log.
   const std::string& reason() const { return reason_; }
   uint64_t messages() const { return messages_; }  // complete non-command messages
@@ -56,6 +77,8 @@ class ZmtpScanner {
   uint64_t messages_ = 0;
   uint64_t payload_ = 0;
   uint64_t refused_size_ = 0;
+  uint64_t commands_ = 0;
+  FrameObserver* observer_ = nullptr;
 };
 
 }  // namespace ik::relay

@@ -1,10 +1,14 @@
 // libFuzzer target: the ZMTP frame scanner, which reads bytes a hostile
 // kernel controls. Checks that feeding the same stream in one piece or in
 // arbitrary pieces gives the same verdict and counts (no state is lost
-// across reads), and that nothing over the cap is ever accepted.
+// across reads), and that nothing over the cap is ever accepted. The shell
+// tap (execute_request headers) rides on both and must agree too.
 #include <cstddef>
 #include <cstdint>
 
+#include <string>
+
+#include "relay/shell_tap.hpp"
 #include "relay/zmtp.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -14,6 +18,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   data += 2;
   size -= 2;
   ik::relay::ZmtpScanner whole(cap), pieces(cap);
+  std::string whole_last, pieces_last;
+  ik::relay::ExecuteHeaderTap whole_tap(&whole_last), pieces_tap(&pieces_last);
+  whole.set_observer(&whole_tap);
+  pieces.set_observer(&pieces_tap);
   whole.feed(data, size);
   for (size_t off = 0; off < size && pieces.verdict() == ik::relay::ZmtpScanner::Verdict::kOk; off += piece)
     pieces.feed(data + off, off + piece <= size ? piece : size - off);
@@ -21,5 +29,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (whole.verdict() == ik::relay::ZmtpScanner::Verdict::kOk && whole.payload_bytes() != pieces.payload_bytes())
     __builtin_trap();
   if (whole.payload_bytes() > size) __builtin_trap();
+  if (whole.verdict() == ik::relay::ZmtpScanner::Verdict::kOk &&
+      (whole_last != pieces_last || whole_last.size() > ik::relay::ExecuteHeaderTap::kMaxHeader))
+    __builtin_trap();
   return 0;
 }

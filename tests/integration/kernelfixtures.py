@@ -48,7 +48,8 @@ KERNEL = "isolated-test"              # what a user would write: launcher -- pyt
 KERNEL_PROBE = "isolated-test-probe"  # the same plus --keep-env IK_PROBE_PORT (for the notebooks)
 START_TIMEOUT = 60                    # kernel start, generous: 2 slow cores
 CLIENT_TIMEOUT = 240                  # a whole client process
-SCRIPTS = ("kernelfixtures.py", "test_kernel.py", "test_kernel_clients.py", "test_kernel_stdio.py", "isolate_helpers.py")
+SCRIPTS = ("kernelfixtures.py", "test_kernel.py", "test_kernel_clients.py", "test_kernel_stdio.py",
+           "test_kernel_lifecycle.py", "isolate_helpers.py")
 
 
 def default_launcher() -> Path:

@@ -25,6 +25,7 @@
 
 #include "common/fd.hpp"
 #include "common/log.hpp"
+#include "relay/exit_notice.hpp"
 #include "relay/relay.hpp"
 #include <zmq.hpp>
 
@@ -585,6 +586,71 @@ TEST_CASE("relay: an ipc host path too long for a unix socket is refused") {
   auto r = h.create();
   REQUIRE_FALSE(r.ok());
   CHECK(r.error().describe().find("too long") != std::string::npos);
+}
+
+TEST_CASE("relay: once the kernel is gone, the exit notice reaches each iopub subscriber, parented to the last execute_request") {
+  Harness h;
+  h.start();
+  auto sub1 = h.client(zmq::socket_type::sub, h.host.iopub_port);
+  auto sub2 = h.client(zmq::socket_type::sub, h.host.iopub_port);
+  auto shell = h.client(zmq::socket_type::dealer, h.host.shell_port, "client-A");
+  sub1.set(zmq::sockopt::subscribe, "");
+  sub2.set(zmq::sockopt::subscribe, "");
+  const std::string exec1 = R"({"msg_id":"e1","msg_type":"execute_request"})";
+  const std::string exec2 = R"({"msg_id":"e2","msg_type":"execute_request"})";
+  const std::string info = R"({"msg_id":"k1","msg_type":"kernel_info_request"})";
+  {
+    FakeKernel k(h.ctx, h.base);
+    for (int i = 0; i < 2; ++i) REQUIRE(recv_frames(k.iopub).size() == 1);  // both subscriptions
+    for (const auto& header : {exec1, exec2, info}) {
+      send_frames(shell, {"<IDS|MSG>", "sig", header, "{}", "{}", "{}"});
+      CHECK(recv_frames(k.shell).at(3) == header);  // relayed unchanged
+    }
+    send_frames(k.iopub, {"kernel.1.status", "<IDS|MSG>", "busy"});
+    CHECK(recv_frames(sub1) == Frames{"kernel.1.status", "<IDS|MSG>", "busy"});
+    CHECK(recv_frames(sub2) == Frames{"kernel.1.status", "<IDS|MSG>", "busy"});
+  }  // the kernel's sockets close, as when it dies
+  std::this_thread::sleep_for(100ms);
+  h.stop();
+  CHECK(h.relay->last_execute_header() == exec2);
+  ConnectionInfo conn = h.host;
+  conn.key = "secret";
+  conn.signature_scheme = "hmac-sha256";
+  auto wire = ik::relay::exit_notice_wire(conn, h.relay->last_execute_header(), "killed by signal 9 (SIGKILL)");
+  REQUIRE(wire);
+  CHECK(h.relay->publish_to_iopub(*wire, 1000ms) == 2);
+  for (zmq::socket_t* s : {&sub1, &sub2}) {
+    Frames stream = recv_frames(*s);
+    REQUIRE(stream.size() == 7);
+    CHECK(stream[0] == "stream.stderr");
+    CHECK(stream[4] == exec2);
+    CHECK(stream[6].find("Kernel stopped: killed by signal 9 (SIGKILL)") != std::string::npos);
+    Frames status = recv_frames(*s);
+    REQUIRE(status.size() == 7);
+    CHECK(status[6].find("idle") != std::string::npos);
+  }
+}
+
+TEST_CASE("relay: an iopub client whose kernel side closed is let go after a second if the kernel lives on") {
+  Harness h;
+  h.start();
+  auto sub = h.client(zmq::socket_type::sub, h.host.iopub_port);
+  sub.set(zmq::sockopt::subscribe, "");
+  {
+    FakeKernel k(h.ctx, h.base);
+    REQUIRE(recv_frames(k.iopub).size() == 1);
+    send_frames(k.iopub, {"t", "one"});
+    CHECK(recv_frames(sub) == Frames{"t", "one"});
+  }
+  FakeKernel k2(h.ctx, h.base);  // same socket files, a kernel that lives on
+  const auto start = std::chrono::steady_clock::now();
+  Frames got;
+  for (int i = 0; i < 100 && got.empty(); ++i) {
+    send_frames(k2.iopub, {"t", "two"});
+    got = recv_frames(sub, 50);
+  }
+  CHECK(got == Frames{"t", "two"});
+  CHECK(std::chrono::steady_clock::now() - start >= 900ms);  // held first, for the exit notice
 }
 
 TEST_SUITE_END();

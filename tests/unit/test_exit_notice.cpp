@@ -1,0 +1,200 @@
+// The launcher's exit notice and client watch, pure parts: HMAC signing
+// (RFC 4231 vectors), wire frames, the shell tap that finds the running
+// cell's execute_request, the reason text, and which pid is the client.
+#include <doctest/doctest.h>
+#include <signal.h>
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "apply/client_watch.hpp"
+#include "apply/exit_reason.hpp"
+#include "relay/exit_notice.hpp"
+#include "relay/hmac.hpp"
+#include "relay/shell_tap.hpp"
+#include "relay/zmtp.hpp"
+
+using namespace ik::relay;
+
+namespace {
+
+std::string greeting() {
+  std::string g(64, '\0');
+  g[0] = '\xff';
+  g[9] = '\x7f';
+  g[10] = 3;
+  g.replace(12, 4, "NULL");
+  return g;
+}
+
+std::string ready_command() {
+  const std::string body = std::string("\x05READY") + std::string("\x0bSocket-Type\x00\x00\x00\x03SUB", 19);
+  return std::string("\x04", 1) + static_cast<char>(body.size()) + body;
+}
+
+void feed(ZmtpScanner& s, const std::string& bytes) {
+  s.feed(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size());
+}
+
+// Decodes complete messages from ZMTP bytes (no greeting): frames per message.
+std::vector<std::vector<std::string>> decode(const std::string& wire) {
+  std::vector<std::vector<std::string>> out(1);
+  size_t i = 0;
+  while (i < wire.size()) {
+    const auto flags = static_cast<unsigned char>(wire[i++]);
+    uint64_t size = 0;
+    const int width = (flags & 2) ? 8 : 1;
+    for (int k = 0; k < width; ++k) size = (size << 8) | static_cast<unsigned char>(wire[i++]);
+    out.back().push_back(wire.substr(i, size));
+    i += size;
+    if (!(flags & 1)) out.emplace_back();
+  }
+  out.pop_back();
+  return out;
+}
+
+ConnectionInfo conn_with_key(const std::string& key, const std::string& scheme = "hmac-sha256") {
+  ConnectionInfo c;
+  c.key = key;
+  c.signature_scheme = scheme;
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("hmac: RFC 4231 test case 2, in parts, and the schemes") {
+  const std::string want = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
+  auto one = hmac_hex("hmac-sha256", "Jefe", {"what do ya want for nothing?"});
+  REQUIRE(one);
+  CHECK(*one == want);
+  // Jupyter signs header, parent_header, metadata and content as one stream.
+  auto parts = hmac_hex("hmac-sha256", "Jefe", {"what do ", "ya want", "", " for nothing?"});
+  REQUIRE(parts);
+  CHECK(*parts == want);
+  auto sha512 = hmac_hex("hmac-sha512", "Jefe", {"what do ya want for nothing?"});
+  REQUIRE(sha512);
+  CHECK(sha512->substr(0, 32) == "164b7a7bfcf819e2e395fbe73b56e0a3");
+  auto unsigned_ = hmac_hex("hmac-sha256", "", {"anything"});
+  REQUIRE(unsigned_);
+  CHECK(unsigned_->empty());
+  CHECK_FALSE(hmac_hex("sha256", "k", {"x"}));
+  CHECK_FALSE(hmac_hex("hmac-nosuchdigest", "k", {"x"}));
+}
+
+TEST_CASE("exit notice: frames, signature, parent and ZMTP encoding") {
+  const auto conn = conn_with_key("Jefe");
+  auto frames = signed_frames(conn, "stream.stderr", "{\"a\":1}", "{}", "{}", "{\"b\":2}");
+  REQUIRE(frames);
+  REQUIRE(frames->size() == 7);
+  CHECK((*frames)[0] == "stream.stderr");
+  CHECK((*frames)[1] == "<IDS|MSG>");
+  CHECK((*frames)[2] == *hmac_hex("hmac-sha256", "Jefe", {"{\"a\":1}", "{}", "{}", "{\"b\":2}"}));
+
+  const std::string parent = R"({"msg_id":"abc","msg_type":"execute_request","session":"s","username":"u","date":"","version":"5.3"})";
+  auto wire = exit_notice_wire(conn, parent, "memory limit reached");
+  REQUIRE(wire);
+  const auto msgs = decode(*wire);
+  REQUIRE(msgs.size() == 2);
+  for (const auto& m : msgs) {
+    REQUIRE(m.size() == 7);
+    CHECK(m[2] == *hmac_hex("hmac-sha256", "Jefe", {m[3], m[4], m[5], m[6]}));
+    CHECK(m[4] == parent);
+  }
+  auto h0 = nlohmann::json::parse(msgs[0][3]);
+  auto h1 = nlohmann::json::parse(msgs[1][3]);
+  CHECK(h0["msg_type"] == "stream");
+  CHECK(h1["msg_type"] == "status");
+  CHECK(h0["msg_id"] != h1["msg_id"]);  // clients drop a repeated signature
+  CHECK(nlohmann::json::parse(msgs[0][6]) ==
+        nlohmann::json{{"name", "stderr"}, {"text", "Kernel stopped: memory limit reached\n"}});
+  CHECK(nlohmann::json::parse(msgs[1][6])["execution_state"] == "idle");
+
+  // A broken parent becomes {}; no key, no signature.
+  auto plain = exit_notice_wire(conn_with_key(""), "not json", "x");
+  REQUIRE(plain);
+  CHECK(decode(*plain)[0][4] == "{}");
+  CHECK(decode(*plain)[0][2] == "");
+
+  // What a client's libzmq would read: the scanner accepts it as 2 messages.
+  ZmtpScanner scan(1 << 20);
+  feed(scan, greeting() + ready_command());
+  CHECK(scan.at_message_boundary());
+  feed(scan, *wire);
+  CHECK(scan.verdict() == ZmtpScanner::Verdict::kOk);
+  CHECK(scan.messages() == 2);
+  CHECK(scan.at_message_boundary());
+  // Long frames (> 255 bytes) use the 8-byte size.
+  const std::string big(300, 'x');
+  const std::string enc = zmtp_encode_message({big});
+  CHECK(enc.size() == 1 + 8 + 300);
+  CHECK(static_cast<unsigned char>(enc[0]) == 2);
+}
+
+TEST_CASE("exit notice: no message boundary before the handshake or mid-message") {
+  ZmtpScanner scan(1 << 20);
+  CHECK_FALSE(scan.at_message_boundary());
+  feed(scan, greeting());
+  CHECK_FALSE(scan.at_message_boundary());  // READY not yet seen
+  feed(scan, ready_command());
+  CHECK(scan.at_message_boundary());
+  feed(scan, std::string("\x01\x01t", 3));  // one frame with MORE
+  CHECK_FALSE(scan.at_message_boundary());
+  feed(scan, std::string("\x00\x05", 2) + "ab");  // last frame, body half-way
+  CHECK_FALSE(scan.at_message_boundary());
+  feed(scan, "cde");
+  CHECK(scan.at_message_boundary());
+}
+
+TEST_CASE("shell tap: keeps the header of the last execute_request only") {
+  std::string last;
+  ExecuteHeaderTap tap(&last);
+  ZmtpScanner scan(SIZE_MAX);
+  scan.set_observer(&tap);
+  feed(scan, greeting() + ready_command());
+  const std::string exec1 = R"({"msg_id":"e1","msg_type":"execute_request"})";
+  const std::string info = R"({"msg_id":"k1","msg_type":"kernel_info_request"})";
+  // A DEALER client: no identity frames before the delimiter.
+  feed(scan, zmtp_encode_message({"<IDS|MSG>", "sig", exec1, "{}", "{}", R"({"code":"execute_request"})"}));
+  CHECK(last == exec1);
+  feed(scan, zmtp_encode_message({"<IDS|MSG>", "sig", info, "{}", "{}", "{}"}));
+  CHECK(last == exec1);
+  // Identities first; the content naming execute_request does not count.
+  const std::string exec2 = R"({"msg_id":"e2","msg_type":"execute_request"})";
+  const std::string msg = zmtp_encode_message({"id1", "id2", "<IDS|MSG>", "sig", exec2, "{}", "{}", "{}"});
+  feed(scan, msg.substr(0, 7));  // split anywhere: the tap follows the stream
+  feed(scan, msg.substr(7));
+  CHECK(last == exec2);
+  // A header over the bound is not copied.
+  std::string huge = R"({"msg_type":"execute_request","pad":")" + std::string(ExecuteHeaderTap::kMaxHeader, 'p') + "\"}";
+  feed(scan, zmtp_encode_message({"<IDS|MSG>", "sig", huge, "{}", "{}", "{}"}));
+  CHECK(last == exec2);
+  // A msg_type that is not a string is ignored, not thrown on.
+  feed(scan, zmtp_encode_message({"<IDS|MSG>", "sig", R"({"msg_type":["execute_request"]})", "{}", "{}", "{}"}));
+  CHECK(last == exec2);
+  CHECK(scan.verdict() == ZmtpScanner::Verdict::kOk);
+}
+
+TEST_CASE("exit reason: wall time, limits, signals, exit status, normal end") {
+  ik::Plan plan;
+  CHECK(ik::kernel_exit_reason(plan, 0, {}, false) == "");
+  CHECK(ik::kernel_exit_reason(plan, 128 + SIGKILL, {}, false) == "killed by signal 9 (SIGKILL)");
+  CHECK(ik::kernel_exit_reason(plan, 128 + SIGSEGV, {}, false) == "killed by signal 11 (SIGSEGV)");
+  CHECK(ik::kernel_exit_reason(plan, 3, {}, false) == "exited with status 3");
+  plan.limits.wall_seconds = 5;
+  CHECK(ik::kernel_exit_reason(plan, 128 + SIGKILL, {}, true) == "killed after the wall-time limit of 5s (--wall-time)");
+  plan.limits.memory_bytes = 256ull << 20;
+  CHECK(ik::kernel_exit_reason(plan, 128 + SIGKILL, {1, 0}, false) ==
+        "killed by the memory limit of 256M (cgroup memory.max, --memory)");
+}
+
+TEST_CASE("client watch: JPY_PARENT_PID when it names a real pid, else the parent") {
+  CHECK(ik::client_pid("4242", 77) == 4242);
+  CHECK(ik::client_pid("1", 77) == 77);  // what a kernel under a PID-1 init is given
+  CHECK(ik::client_pid("0", 77) == 77);
+  CHECK(ik::client_pid("", 77) == 77);
+  CHECK(ik::client_pid(nullptr, 77) == 77);
+  CHECK(ik::client_pid("12ab", 77) == 77);
+  CHECK(ik::client_pid("-5", 77) == 77);
+  CHECK(ik::client_pid("99999999999999999999", 77) == 77);
+}
