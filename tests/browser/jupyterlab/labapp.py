@@ -23,9 +23,9 @@ from jupyterlab_server import LabServerApp
 HERE = Path(__file__).resolve().parent
 BUILD = Path(os.environ.get("IK_LAB_BUILD", HERE / "build"))
 
-# Only the command line configures this server: no jupyter_server_config.py of
-# the host's or the user's changes what the tests see.
-os.environ["JUPYTER_NO_CONFIG"] = "1"
+# Not JUPYTER_NO_CONFIG (as JupyterLab's example app sets): jupyter_core then
+# leaves a jupyter-clean-cfg-* directory in /tmp behind. The tests give the
+# server a private JUPYTER_CONFIG_DIR instead.
 
 
 class IsolatedLab(LabServerApp):
