@@ -35,7 +35,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "integration"))
 
-from ikcli import (PYTHON, REPO, Jupyter, Tools, get_tools, kill_matching, make_jupyter,  # noqa: E402
+from ikcli import (PYTHON, REPO, Jupyter, Tools, get_tools, make_jupyter,  # noqa: E402
                    processes_matching, setpriv_prefix)
 
 APP = HERE / "jupyterlab"
@@ -128,8 +128,12 @@ class Server:
                 f"--ServerApp.root_dir={nbdir}"]
         if j.mode == "root":
             args.append("--allow-root")
+        # A TMPDIR of its own: the tests check it is empty at the end (the host's /tmp
+        # is shared with whatever else runs as the same user).
+        self.tmpdir = j.mkdir(j.base / "tmp", 0o700)
         self.logf = open(self.log, "w")
-        self.proc = subprocess.Popen(j.argv(args), cwd=nbdir, env=j.env({"JUPYTER_PATH": jupyter_path}),
+        self.proc = subprocess.Popen(j.argv(args), cwd=nbdir,
+                                     env=j.env({"JUPYTER_PATH": jupyter_path, "TMPDIR": self.tmpdir}),
                                      stdin=subprocess.DEVNULL, stdout=self.logf, stderr=subprocess.STDOUT,
                                      start_new_session=True)
 
@@ -196,15 +200,6 @@ def install_kernelspec(j: Jupyter) -> Path:
 def launchers(tools: Tools, j: Jupyter) -> list[tuple[int, str]]:
     """Our isolated-kernel-launcher processes started for J (the connection file is under J.base)."""
     return [(pid, cmd) for pid, cmd in processes_matching([str(j.base)]) if str(tools.launcher) in cmd]
-
-
-def user_tmp_entries(uid: int) -> set[str]:
-    out = set()
-    for e in os.listdir("/tmp"):
-        with contextlib.suppress(OSError):
-            if os.lstat(f"/tmp/{e}").st_uid == uid:
-                out.add(e)
-    return out
 
 
 def wait_until(pred, timeout: float, what: str, step: float = 0.2):

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -24,7 +22,7 @@ import pytest
 
 from labhelpers import (ARTIFACTS, CHROMEDRIVER, CHROMIUM, DISPLAY, NAME, PYTHON, Server, app_for,  # noqa: F401
                         install_kernelspec, jupyter_for, lab_app, launchers, missing_browser, missing_server,
-                        setpriv_prefix, tools, user_tmp_entries, wait_until)
+                        setpriv_prefix, tools, wait_until)
 from ikcli import PNG_MAGIC, TEMPLATE, processes_matching
 
 pytestmark = pytest.mark.skipif(bool(missing_server() or missing_browser()),
@@ -187,15 +185,13 @@ class Lab:
 @pytest.fixture(scope="module", params=["root", "user"])
 def lab(request, tools, lab_app):
     j = jupyter_for(request.param, tools, "jupyterlab")
-    tmp_before = user_tmp_entries(j.uid) if j.mode == "user" else set()
     lab = Lab(j, tools, app_for(j, tools, lab_app))
     yield lab
     rc = lab.close()
     try:
         assert rc is not None, "the server did not stop"
         wait_until(lambda: not launchers(tools, j), 10, "no launcher left after the server stopped")
-        if j.mode == "user":
-            assert user_tmp_entries(j.uid) <= tmp_before, "new files of the user in the host's /tmp"
+        assert os.listdir(lab.server.tmpdir) == [], "files left in the server's TMPDIR"
     finally:
         j.close()
 
