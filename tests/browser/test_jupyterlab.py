@@ -65,6 +65,12 @@ class Lab:
             service = Service(executable_path=driver_bin, env={"HOME": str(chrome_home), "PATH": "/usr/bin:/bin"})
             self.driver = webdriver.Chrome(service=service, options=opts)
             self.driver.set_page_load_timeout(60)
+            # chromedriver and the Chromium it started run as the server's user.
+            pid = self.driver.service.process.pid
+            browsers = [p for p, cmd in processes_matching([str(profile)]) if "chromium" in cmd]
+            assert browsers, "no Chromium process found"
+            for p in [pid, *browsers]:
+                assert _uid(p) == j.uid, f"process {p} runs as uid {_uid(p)}, not {j.user}"
         except BaseException:
             self.close()
             raise
@@ -194,6 +200,11 @@ def lab(request, tools, lab_app):
         assert os.listdir(lab.server.tmpdir) == [], "files left in the server's TMPDIR"
     finally:
         j.close()
+
+
+def _uid(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(line for line in f if line.startswith("Uid:")).split()[1])
 
 
 def outputs_text(model: dict) -> str:
