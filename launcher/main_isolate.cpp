@@ -12,9 +12,12 @@
 #include "common/log.hpp"
 #include "common/report_error.hpp"
 #include "parse/cli.hpp"
+#include "parse/terminal_cli.hpp"
 #include "parse/usage_formatter.hpp"
 #include "plan/host.hpp"
 #include "plan/planner.hpp"
+#include "plan/terminal.hpp"
+#include "relay/terminal.hpp"
 
 extern char** environ;
 
@@ -40,6 +43,7 @@ int run(const ik::Options& opts) {
   if (!host) return ik::print_error(host.error());
   auto plan = ik::build_plan(opts, *host);
   if (!plan) return ik::print_error(plan.error());
+  plan->terminal = ik::choose_terminal(opts.pty, isatty(0), isatty(1), isatty(2));
   if (opts.print_plan) {
     std::cout << ik::plan_to_json(*plan).dump(2) << std::endl;
     return 0;
@@ -52,7 +56,14 @@ int run(const ik::Options& opts) {
   }
   auto monitor = ik::Monitor::create(*sandbox, opts.limits.wall_seconds);
   if (!monitor) return ik::print_error(monitor.error());
-  int status = monitor->run();
+  int status;
+  if (plan->terminal.pty) {
+    auto relayed = ik::run_terminal(*monitor, *sandbox, sandbox->take_pty_master());
+    if (!relayed) return ik::print_error(relayed.error());
+    status = *relayed;
+  } else {
+    status = monitor->run();
+  }
   if (monitor->timed_out()) {
     std::fprintf(stderr, "isolate: killed after the wall-time limit of %llus (--wall-time)\n",
                  static_cast<unsigned long long>(*opts.limits.wall_seconds));
@@ -71,11 +82,13 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", IK_VERSION);
   app.formatter(std::make_shared<ik::UsageFormatter>("isolate [OPTIONS] [--] [PROG [ARGS...]]"));
   ik::SandboxCli cli(app);
+  ik::TerminalCli terminal_cli(app);
   auto split = ik::split_command(app, ik::arguments(argc, argv));
   if (int rc = ik::parse_options(app, split.options, "isolate"); rc >= 0) return rc;
   ik::Options opts;
   opts.argv = split.command;
   if (auto s = cli.finish(opts, std::getenv("MNTDIRS")); !s) return ik::print_error(s.error());
+  if (auto s = terminal_cli.finish(opts); !s) return ik::print_error(s.error());
   ik::log::set_verbose(opts.verbose);
   return run(opts);
 }
