@@ -18,6 +18,7 @@ import re
 import signal
 import stat
 import subprocess
+import termios
 import time
 from pathlib import Path
 
@@ -316,6 +317,25 @@ def test_modes_restored_after_wall_time(sb, term):
 def test_modes_restored_after_errors(sb, term, args, status):
     t = term(*args)
     assert t.finish() == status
+
+
+def test_stopping_isolate_gives_the_terminal_back(sb, term):
+    # kill -TSTP isolate (like ssh's ~^Z): the caller's modes while it is
+    # stopped, raw again once continued, and the session goes on. (Termios
+    # calls on pexpect's master act on the caller's terminal, its slave.)
+    t = bash(term)
+    iso, _, _ = sandbox_pids(t)
+    raw = termios.tcgetattr(t.child.child_fd)
+    assert not raw[3] & termios.ICANON
+    os.kill(iso, signal.SIGTSTP)
+    assert wait_until(lambda: open(f"/proc/{iso}/stat").read().split(") ")[1][0] == "T", 10)
+    stopped = termios.tcgetattr(t.child.child_fd)
+    assert stopped[3] & termios.ICANON and stopped[3] & termios.ECHO, stopped
+    os.kill(iso, signal.SIGCONT)
+    assert wait_until(lambda: not termios.tcgetattr(t.child.child_fd)[3] & termios.ICANON, 10)
+    assert run_cmd(t, "echo $((6*7))", r"(42)") == ("42",)
+    t.child.sendline("exit")
+    assert t.finish() == 0
 
 
 def test_terminal_not_owned_by_the_user(sb, term):
