@@ -27,6 +27,7 @@ constexpr const char* kDescription =
     "Run PROG (default: $SHELL) in a rootless Linux namespace sandbox that sees only the directories you\n"
     "choose: read-only system directories, a curated /etc, a private empty HOME and /tmp, the mounts in\n"
     "--mnt/$MNTDIRS (default: the current directory), no network, no other processes, no capabilities.\n"
+    "On a terminal PROG gets a pseudo-terminal of its own (job control; see --no-pty).\n"
     "Runs as your own uid (see --root). Exit status: PROG's status, 128+N if it died of signal N,\n"
     "125 sandbox set-up failed, 126 PROG not executable, 127 PROG not found inside, 2 bad usage.";
 
