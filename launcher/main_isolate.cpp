@@ -44,7 +44,7 @@ int run(const ik::Options& opts) {
   if (!host) return ik::print_error(host.error());
   auto plan = ik::build_plan(opts, *host);
   if (!plan) return ik::print_error(plan.error());
-  plan->terminal = ik::choose_terminal(opts.pty, isatty(0), isatty(1), isatty(2));
+  plan->terminal = ik::choose_terminal(opts.pty, isatty(0), isatty(1), isatty(2), tcgetpgrp(0) == getpgrp());
   if (opts.print_plan) {
     std::cout << ik::plan_to_json(*plan).dump(2) << std::endl;
     return 0;

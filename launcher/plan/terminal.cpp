@@ -2,7 +2,7 @@
 
 namespace ik {
 
-TerminalPlan choose_terminal(PtyMode mode, bool stdin_tty, bool stdout_tty, bool stderr_tty) {
+TerminalPlan choose_terminal(PtyMode mode, bool stdin_tty, bool stdout_tty, bool stderr_tty, bool foreground) {
   TerminalPlan t;
   switch (mode) {
     case PtyMode::kNever:
@@ -15,6 +15,10 @@ TerminalPlan choose_terminal(PtyMode mode, bool stdin_tty, bool stdout_tty, bool
     case PtyMode::kAuto:
       if (!stdin_tty || !stdout_tty) {
         t.why = std::string(!stdin_tty ? "stdin" : "stdout") + " is not a terminal";
+        return t;
+      }
+      if (!foreground) {
+        t.why = "isolate is in the background of its terminal";
         return t;
       }
       t.pty = true;

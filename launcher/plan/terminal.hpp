@@ -21,6 +21,9 @@ struct TerminalPlan {
 
 // kAuto gives a pty when stdin and stdout are both terminals: like ssh, and
 // not when output is redirected (a pty would turn "\n" into "\r\n" there).
-TerminalPlan choose_terminal(PtyMode mode, bool stdin_tty, bool stdout_tty, bool stderr_tty);
+// Nor when isolate starts in the background of its terminal (`isolate cmd &`):
+// raw mode would stop it there (SIGTTOU) until brought to the foreground.
+TerminalPlan choose_terminal(PtyMode mode, bool stdin_tty, bool stdout_tty, bool stderr_tty,
+                             bool foreground = true);
 
 }  // namespace ik

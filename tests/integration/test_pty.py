@@ -34,7 +34,9 @@ if [ -n "$PRE_STTY" ]; then stty $PRE_STTY; fi
 stty -g > "$state/before"
 if [ -n "$owner" ]; then chown "$owner" "$(tty)" || exit 99; fi
 echo WRAPPER-START
-if [ -n "$OUT_FILE" ]; then "$@" > "$OUT_FILE"; else "$@"; fi
+if [ -n "$OUT_FILE" ]; then "$@" > "$OUT_FILE"
+elif [ -n "$BACKGROUND" ]; then set -m; "$@" & wait $!
+else "$@"; fi
 echo "ISOLATE-EXIT=$?"
 stty -g > "$state/after"
 # Whatever reached this terminal's input while isolate ran (TIOCSTI from
@@ -67,8 +69,9 @@ class Term:
             raise AssertionError(f"expected {pattern!r}; got so far:\n{self.child.before!r}") from e
 
     def isolate_pid(self) -> int:
-        kids = children(self.child.pid)
-        assert len(kids) == 1, kids
+        # The wrapper starts it right after printing WRAPPER-START.
+        kids = wait_until(lambda: children(self.child.pid), 10)
+        assert kids and len(kids) == 1, kids
         return kids[0]
 
     def finish(self, timeout=20) -> int:
@@ -399,6 +402,18 @@ def test_stdout_redirected_gives_no_pty(sb, term):
     t = Term(sb, t.state, "--print-plan", env={"OUT_FILE": str(plan)})
     assert t.finish() == 0
     assert json.loads(plan.read_text())["terminal"] == {"mode": "inherit", "why": "stdout is not a terminal"}
+
+
+def test_started_in_the_background_gives_no_pty(sb, term):
+    # `isolate cmd &` from a shell with job control: raw mode would stop it
+    # (SIGTTOU); it runs as without a terminal instead.
+    t = term("--", "sh", "-c", "echo BG-RAN; exit 5", env={"BACKGROUND": "1"})
+    t.expect("BG-RAN")
+    assert t.finish() == 5
+    t = Term(sb, t.state, "--print-plan", env={"BACKGROUND": "1"})
+    t.expect(r'"terminal": \{[^}]*"why": "([^"]*)"')
+    assert t.child.match.group(1) == "isolate is in the background of its terminal"
+    assert t.finish() == 0
 
 
 def test_print_plan_records_the_terminal(sb):

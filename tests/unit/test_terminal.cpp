@@ -55,6 +55,10 @@ TEST_CASE("choose_terminal: auto needs stdin and stdout on a terminal") {
   t = ik::choose_terminal(PtyMode::kAuto, true, false, true);  // > file: no \r\n in it
   CHECK_FALSE(t.pty);
   CHECK(t.why == "stdout is not a terminal");
+  t = ik::choose_terminal(PtyMode::kAuto, true, true, true, false);  // isolate cmd &
+  CHECK_FALSE(t.pty);
+  CHECK(t.why == "isolate is in the background of its terminal");
+  CHECK(ik::choose_terminal(PtyMode::kAlways, true, true, true, false).pty);
 }
 
 TEST_CASE("choose_terminal: --pty and --no-pty win over what is a terminal") {
