@@ -258,6 +258,15 @@ def test_window_size_at_start_and_on_resize(sb, term):
     assert t.finish() == 0
 
 
+def test_all_output_arrives_also_what_was_written_just_before_exit(sb, term):
+    # 50000 lines, the program exits right after the last: isolate drains
+    # the master after the sandbox is gone, losing and reordering nothing.
+    t = term("--", "sh", "-c", "seq 1 50000; exit 3")
+    assert t.finish(timeout=60) == 3
+    lines = t.output.strip().split("\r\n")
+    assert lines == [str(i) for i in range(1, 50001)], (len(lines), lines[:3], lines[-3:])
+
+
 def test_caller_terminal_modes_are_copied(sb, term):
     # Like script(1) and ssh: the new terminal starts with the caller's
     # modes; here erase is ^H instead of the devpts default ^?.
