@@ -13,10 +13,13 @@
 #include "common/log.hpp"
 #include "common/report_error.hpp"
 #include "parse/cli.hpp"
+#include "parse/terminal_cli.hpp"
 #include "parse/usage_formatter.hpp"
 #include "plan/host.hpp"
 #include "plan/planner.hpp"
+#include "plan/terminal.hpp"
 #include "relay/stdio_pump.hpp"
+#include "relay/terminal.hpp"
 
 extern char** environ;
 
@@ -26,6 +29,7 @@ constexpr const char* kDescription =
     "Run PROG (default: $SHELL) in a rootless Linux namespace sandbox that sees only the directories you\n"
     "choose: read-only system directories, a curated /etc, a private empty HOME and /tmp, the mounts in\n"
     "--mnt/$MNTDIRS (default: the current directory), no network, no other processes, no capabilities.\n"
+    "On a terminal PROG gets a pseudo-terminal of its own (job control; see --no-pty).\n"
     "Runs as your own uid (see --root). Exit status: PROG's status, 128+N if it died of signal N,\n"
     "125 sandbox set-up failed, 126 PROG not executable, 127 PROG not found inside, 2 bad usage.";
 
@@ -56,6 +60,7 @@ int run(const ik::Options& opts, bool pipe_stdio) {
   if (!host) return ik::print_error(host.error());
   auto plan = ik::build_plan(opts, *host);
   if (!plan) return ik::print_error(plan.error());
+  plan->terminal = ik::choose_terminal(opts.pty, isatty(0), isatty(1), isatty(2), tcgetpgrp(0) == getpgrp());
   if (opts.print_plan) {
     std::cout << ik::plan_to_json(*plan).dump(2) << std::endl;
     return 0;
@@ -74,7 +79,14 @@ int run(const ik::Options& opts, bool pipe_stdio) {
   }
   auto monitor = ik::Monitor::create(*sandbox, opts.limits.wall_seconds);
   if (!monitor) return ik::print_error(monitor.error());
-  int status = wait_for(*monitor, stdio ? &*stdio : nullptr);
+  int status;
+  if (plan->terminal.pty) {
+    auto relayed = ik::run_terminal(*monitor, *sandbox, sandbox->take_pty_master());
+    if (!relayed) return ik::print_error(relayed.error());
+    status = *relayed;
+  } else {
+    status = wait_for(*monitor, stdio ? &*stdio : nullptr);
+  }
   if (monitor->timed_out()) {
     std::fprintf(stderr, "isolate: killed after the wall-time limit of %llus (--wall-time)\n",
                  static_cast<unsigned long long>(*opts.limits.wall_seconds));
@@ -95,10 +107,11 @@ int main(int argc, char** argv) {
   ik::SandboxCli cli(app);
   std::string stdio_mode = "inherit";
   app.add_option("--stdio", stdio_mode,
-                 "inherit (default): PROG gets our stdin/stdout/stderr, as interactive programs need. pipe: "
+                 "inherit (default): PROG gets our stdin/stdout/stderr (or a pty of its own on a terminal). pipe: "
                  "/dev/null and pipes, copied here (terminal controls removed), so PROG cannot reopen what "
-                 "our stdio points at; for non-interactive runs")
+                 "our stdio points at; for non-interactive runs, never with a pty")
       ->type_name("MODE");
+  ik::TerminalCli terminal_cli(app);
   auto split = ik::split_command(app, ik::arguments(argc, argv));
   if (int rc = ik::parse_options(app, split.options, "isolate"); rc >= 0) return rc;
   ik::Options opts;
@@ -106,6 +119,14 @@ int main(int argc, char** argv) {
   if (auto s = cli.finish(opts, std::getenv("MNTDIRS")); !s) return ik::print_error(s.error());
   if (stdio_mode != "inherit" && stdio_mode != "pipe")
     return ik::print_error(ik::usage_error("--stdio " + stdio_mode + ": unknown mode", "use --stdio=inherit or --stdio=pipe"));
+  if (auto s = terminal_cli.finish(opts); !s) return ik::print_error(s.error());
+  if (stdio_mode == "pipe") {
+    // Pipes are for non-interactive runs: no terminal to hand a pty to.
+    if (opts.pty == ik::PtyMode::kAlways)
+      return ik::print_error(ik::usage_error("--pty and --stdio=pipe exclude each other",
+                                             "use --pty for an interactive program, --stdio=pipe for a batch one"));
+    opts.pty = ik::PtyMode::kNever;
+  }
   ik::log::set_verbose(opts.verbose);
   return run(opts, stdio_mode == "pipe");
 }

@@ -21,6 +21,7 @@
 #include "apply/limits.hpp"
 #include "apply/mounts.hpp"
 #include "apply/network.hpp"
+#include "apply/pty.hpp"
 #include "apply/report.hpp"
 #include "apply/seccomp.hpp"
 #include "apply/userns.hpp"
@@ -65,14 +66,17 @@ void mark_fds_cloexec() {
   for (int fd = 3; fd < 65536; ++fd) fcntl(fd, F_SETFD, FD_CLOEXEC);
 }
 
-// The program's own steps after fork (it is not PID 1).
-Status program_steps(const Plan& plan) {
+// The program's own steps after fork (it is not PID 1). `pty_slave`: its
+// terminal when plan.terminal.pty.
+Status program_steps(const Plan& plan, int pty_slave) {
   // PDEATHSIG is per parent: re-arm it for init.
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) return sys_error("prctl(PR_SET_PDEATHSIG)");
   if (getppid() != 1) return Error{"sandbox init died during set-up", 0, {}, {}, kExitSetup};
   // New session: no controlling terminal, so TIOCSTI cannot type into the
   // caller's terminal (CVE-2017-5226).
   if (setsid() < 0) return sys_error("setsid");
+  // With a pty its controlling terminal is the sandbox's own (apply/pty.hpp).
+  if (pty_slave >= 0) IK_TRY(attach_to_pty(pty_slave, plan.terminal.stderr_to_pty));
   IK_TRY(apply_rlimits(plan.rlimits));  // the limits no cgroup enforces
   if (chdir(plan.cwd.c_str()) != 0) {
     if (plan.cwd_explicit)
@@ -108,8 +112,18 @@ Status hand_over_root_and_seal_init(int root_sock) {
   return ok();
 }
 
+// The program's pty, from the sandbox's devpts (so after pivot_root): the
+// master goes to isolate as a second message after the root.
+Status hand_over_pty(int sock, UniqueFd& slave) {
+  auto pty = open_sandbox_pty();
+  if (!pty) return pty.error();
+  IK_TRY(send_fd(sock, pty->master.get()));
+  slave = std::move(pty->slave);
+  return ok();
+}
+
 // Everything the sandbox's PID 1 does before it becomes the init, in order.
-Status child_steps(const Plan& plan, int root_sock) {
+Status child_steps(const Plan& plan, int root_sock, UniqueFd& pty_slave) {
   // The network namespace is made on a helper thread meanwhile (see
   // PrivateNetwork), and entered before anything else runs.
   std::optional<PrivateNetwork> net;
@@ -120,6 +134,7 @@ Status child_steps(const Plan& plan, int root_sock) {
   }
   IK_TRY(build_root_and_pivot(plan));
   IK_TRY(hand_over_root_and_seal_init(root_sock));
+  if (plan.terminal.pty) IK_TRY(hand_over_pty(root_sock, pty_slave));
   if (net) IK_TRY(net->enter());
   IK_TRY(set_hostname(plan.hostname));
   mark_fds_cloexec();
@@ -170,7 +185,8 @@ void wipe_inherited_environment() {
   // /proc/self/cgroup would show "/../isolated-kernel-N"; make it here.
   if (plan.cgroup.use && unshare(CLONE_NEWCGROUP) != 0)
     fail(ch.report_write.get(), sys_error("unshare(CLONE_NEWCGROUP)"));
-  Status s = child_steps(plan, ch.root_write.get());
+  UniqueFd pty_slave;
+  Status s = child_steps(plan, ch.root_write.get(), pty_slave);
   if (!s) fail(ch.report_write.get(), s.error());
   ch.root_write.reset();
   // After set-up (whose messages still go to the caller's stderr), before
@@ -182,12 +198,18 @@ void wipe_inherited_environment() {
   pid_t program = fork();
   if (program < 0) fail(ch.report_write.get(), sys_error("fork the program"));
   if (program == 0) {
-    Status p = program_steps(plan);
+    Status p = program_steps(plan, pty_slave.get());
     if (!p) fail(ch.report_write.get(), p.error());
     fail(ch.report_write.get(), exec_program(plan.argv, plan.env));
   }
   // The report pipe stays open in the program until its exec closes it.
   ch.report_write.reset();
+  if (plan.terminal.pty) {
+    // The program holds the terminal now; the init keeps neither it nor
+    // the caller's (its master side is isolate's alone).
+    pty_slave.reset();
+    release_caller_stdio();
+  }
   // The init needs no descriptor from here on; whatever the launcher
   // inherited (a client's fds, the root socket's peer) is no business of it.
   syscall(SYS_close_range, 3u, ~0u, 0u);
@@ -340,6 +362,11 @@ Result<SandboxProcess> spawn_sandbox(const Plan& plan, ChildStdio* stdio) {
   auto root = receive_fd(ch->root_read.get());
   if (!root) return root.error();
   proc.keep_root(std::move(*root));
+  if (plan.terminal.pty) {
+    auto master = receive_fd(ch->root_read.get());
+    if (!master) return master.error();
+    proc.keep_pty_master(std::move(*master));
+  }
   proc.find_program();
   return proc;
 }

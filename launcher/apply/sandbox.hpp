@@ -26,6 +26,7 @@ class SandboxProcess {
         pidfd_(std::move(o.pidfd_)),
         lifeline_(std::move(o.lifeline_)),
         root_(std::move(o.root_)),
+        pty_master_(std::move(o.pty_master_)),
         program_(o.program_),
         cgroup_(std::move(o.cgroup_)) {
     o.cgroup_.reset();
@@ -53,6 +54,9 @@ class SandboxProcess {
   void keep_root(UniqueFd fd) { root_ = std::move(fd); }
   int root_fd() const { return root_.get(); }
   std::string root_path() const { return "/proc/self/fd/" + std::to_string(root_.get()); }
+  // The master of the program's pty (plan.terminal.pty), sent after the root.
+  void keep_pty_master(UniqueFd fd) { pty_master_ = std::move(fd); }
+  UniqueFd take_pty_master() { return std::move(pty_master_); }
   // The sandbox's cgroup (plan.cgroup): removed after the sandbox is reaped.
   void own_cgroup(std::optional<SandboxCgroup>& cg) {
     if (cg) cgroup_.emplace(std::move(*cg));
@@ -66,6 +70,7 @@ class SandboxProcess {
   UniqueFd pidfd_;
   UniqueFd lifeline_;
   UniqueFd root_;
+  UniqueFd pty_master_;
   pid_t program_ = -1;
   // Declared last, so destroyed after ~SandboxProcess()'s body has killed and reaped the sandbox.
   std::optional<SandboxCgroup> cgroup_;

@@ -21,6 +21,10 @@ struct MountEntry {
 
 enum class NetMode { kNone, kShare };
 
+// isolate --pty / --no-pty: whether PROG gets a new pseudo-terminal of the
+// sandbox's own devpts (plan/terminal.hpp decides kAuto).
+enum class PtyMode { kAuto, kAlways, kNever };
+
 // --limits: how --memory and --nproc are enforced. kAuto: a cgroup v2 child
 // (memory.max, pids.max) when the caller's cgroup is delegated and has the
 // controller, else rlimits; kCgroup: a cgroup or fail; kRlimit: rlimits only.
@@ -55,6 +59,7 @@ struct Options {
   LimitsVia limits_via = LimitsVia::kAuto;  // --limits, config limits.mechanism
   std::string chdir;                // --chdir, empty = the logical cwd
   bool print_plan = false;
+  PtyMode pty = PtyMode::kAuto;     // isolate only: --pty / --no-pty
   std::vector<std::string> argv;    // the program and its arguments
 };
 

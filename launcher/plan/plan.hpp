@@ -11,6 +11,7 @@
 
 #include "parse/options.hpp"
 #include "plan/cgroup.hpp"
+#include "plan/terminal.hpp"
 
 namespace ik {
 
@@ -77,6 +78,7 @@ struct Plan {
   bool seccomp = true;
   bool allow_userns = false;
   int verbose = 0;
+  TerminalPlan terminal;          // isolate: a pty for the program, or its stdio inherited
 };
 
 nlohmann::json plan_to_json(const Plan& plan);

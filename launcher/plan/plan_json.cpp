@@ -56,6 +56,9 @@ nlohmann::json plan_to_json(const Plan& plan) {
     for (const auto& f : plan.cgroup.files) files[f.name] = f.value;
     cgroup["files"] = files;
   }
+  json terminal{{"mode", plan.terminal.pty ? "pty" : "inherit"}};
+  if (plan.terminal.pty) terminal["stderr"] = plan.terminal.stderr_to_pty ? "pty" : "inherit";
+  if (!plan.terminal.why.empty()) terminal["why"] = plan.terminal.why;
   return json{
       {"identity",
        {{"outer_uid", plan.id.outer_uid}, {"outer_gid", plan.id.outer_gid}, {"uid", plan.id.inner_uid},
@@ -74,6 +77,7 @@ nlohmann::json plan_to_json(const Plan& plan) {
       {"cgroup", cgroup},
       {"seccomp", plan.seccomp ? "default" : "off"},
       {"allow_userns", plan.allow_userns},
+      {"terminal", terminal},
       {"mounts", ops},
   };
 }
