@@ -77,5 +77,10 @@ int main(int argc, char** argv) {
   opts.argv = split.command;
   if (auto s = cli.finish(opts, std::getenv("MNTDIRS")); !s) return ik::print_error(s.error());
   ik::log::set_verbose(opts.verbose);
-  return run(opts);
+  const int status = run(opts);
+  // run() has released the sandbox (its locals are gone). Destroying the
+  // CLI11 app and the statics would only free memory, at about 0.07 ms of
+  // a start: flush and leave.
+  std::fflush(nullptr);
+  _exit(status);
 }
