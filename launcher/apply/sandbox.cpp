@@ -312,7 +312,7 @@ Result<SandboxProcess> spawn_sandbox(const Plan& plan) {
   if (!ch) return ch.error();
   long flags = clone_flags(plan);
   log::step("clone: new user, mount, pid, ipc, uts, cgroup namespaces%s%s",
-            plan.new_net ? " (the network namespace follows on a thread of the child)" : "",
+            plan.new_net ? " (the network namespace follows in the child)" : "",
             cgroup ? (" into cgroup " + cgroup->dir()).c_str() : "");
   bool placed = false;
   pid_t pid = clone_sandbox(flags, cgroup ? cgroup->fd() : -1, placed);
