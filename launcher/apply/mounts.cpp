@@ -152,9 +152,11 @@ Status write_file(const std::string& path, const std::string& content, unsigned 
 // EACCES/EPERM reaching `path` during set-up: set-up runs as the caller's
 // uid in the sandbox's user namespace, so it searches directories as the
 // caller (root: as root only when its ids are all mapped, see plan/ids.cpp).
-Error unreachable(Error e, const std::string& path) {
+Error unreachable(Error e, const std::string& path, const Plan& plan) {
   if (!e.hint.empty() || (e.err != EACCES && e.err != EPERM)) return e;
-  if (geteuid() == 0)
+  if (plan.id.maps.full)
+    e.hint = shown(path) + " is out of root's reach too (another user's FUSE mount, NFS with root_squash?)";
+  else if (geteuid() == 0)
     e.hint = "a directory on the way to " + shown(path) +
              " cannot be searched from the sandbox: without CAP_SETUID and CAP_SETGID it maps only root's own "
              "ids, which do not own that directory";
@@ -166,14 +168,14 @@ Error unreachable(Error e, const std::string& path) {
 
 // Bind `src` (a path in the current tree) at `dst`, the place of `op`, then
 // add attributes.
-Status bind_at(const MountOp& op, const std::string& src, const std::string& dst, bool is_dir, unsigned attrs,
-               const std::string& step) {
-  if (Status s = mount_point_for(op, dst, is_dir); !s) return unreachable(s.error(), dst);
+Status bind_at(const MountOp& op, const Plan& plan, const std::string& src, const std::string& dst, bool is_dir,
+               unsigned attrs, const std::string& step) {
+  if (Status s = mount_point_for(op, dst, is_dir); !s) return unreachable(s.error(), dst, plan);
   // Always MS_REC: inside a user namespace a non-recursive bind of a tree
   // with locked submounts fails with EINVAL (and would uncover what they hide).
   // The mount point was just reached, so a refusal here is about the source.
   if (Status s = do_mount(src.c_str(), dst, nullptr, MS_BIND | MS_REC, {}, step); !s)
-    return unreachable(s.error(), src);
+    return unreachable(s.error(), src, plan);
   if (attrs == 0) return ok();
   Status s = add_mount_attrs(dst, attrs, /*recursive=*/true);
   if (!s) {
@@ -186,7 +188,7 @@ Status bind_at(const MountOp& op, const std::string& src, const std::string& dst
 
 Status apply_tmpfs(const MountOp& op, const Plan& plan) {
   std::string dst = inside(op.dest);
-  if (Status s = mount_point_for(op, dst, true); !s) return unreachable(s.error(), dst);
+  if (Status s = mount_point_for(op, dst, true); !s) return unreachable(s.error(), dst, plan);
   std::string data = tmpfs_data(op.mode, plan.tmpfs_size);
   if (op.owned) data += ",uid=" + std::to_string(plan.id.inner_uid) + ",gid=" + std::to_string(plan.id.inner_gid);
   log::step("tmpfs %s (%s) %s", op.dest.c_str(), op.why.c_str(), data.c_str());
@@ -204,7 +206,7 @@ bool under_seal(const MountOp& op, const Plan& plan) {
 Status apply_bind(const MountOp& op, const Plan& plan) {
   log::step("bind %s -> %s %s (%s)", op.src.c_str(), op.dest.c_str(), op.readonly ? "ro" : "rw", op.why.c_str());
   unsigned attrs = under_seal(op, plan) ? 0u : kAttrNoSuid | kAttrNoDev | (op.readonly ? kAttrReadOnly : 0u);
-  return bind_at(op, on_host(op.src), inside(op.dest), op.src_is_dir, attrs,
+  return bind_at(op, plan, on_host(op.src), inside(op.dest), op.src_is_dir, attrs,
                  "bind " + op.src + " at " + op.dest + " (" + op.why + ")");
 }
 
@@ -228,7 +230,7 @@ Status apply_file(const MountOp& op, int index, const std::string& content, unsi
   std::string scratch = std::string(kFiles) + "/" + std::to_string(index);
   IK_TRY(write_file(scratch, content, mode));
   unsigned attrs = under_seal(op, plan) ? 0u : kAttrNoSuid | kAttrNoDev | (op.readonly ? kAttrReadOnly : 0u);
-  return bind_at(op, scratch, inside(op.dest), false, attrs, step);
+  return bind_at(op, plan, scratch, inside(op.dest), false, attrs, step);
 }
 
 Status apply_symlink(const MountOp& op) {

@@ -12,12 +12,13 @@ they typed and why, never set-up's internal /newroot or /oldroot.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import SETPRIV
+SETPRIV = shutil.which("setpriv") or "/usr/bin/setpriv"
 
 INTERNAL = ("/newroot", "/oldroot", "/files/")
 
