@@ -128,5 +128,10 @@ int main(int argc, char** argv) {
     opts.pty = ik::PtyMode::kNever;
   }
   ik::log::set_verbose(opts.verbose);
-  return run(opts, stdio_mode == "pipe");
+  const int status = run(opts, stdio_mode == "pipe");
+  // run() has released the sandbox (its locals are gone). Destroying the
+  // CLI11 app and the statics would only free memory, at about 0.07 ms of
+  // a start: flush and leave.
+  std::fflush(nullptr);
+  _exit(status);
 }

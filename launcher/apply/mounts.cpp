@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <optional>
 #include <string>
 
 #include "common/fd.hpp"
@@ -25,6 +26,22 @@ constexpr const char* kFiles = "/files";      // synthesized files to be bound (
 
 std::string inside(const std::string& dest) { return dest == "/" ? kNewRoot : kNewRoot + dest; }
 std::string on_host(const std::string& src) { return kOldRoot + src; }
+
+// A path of the set-up's own layout as the user knows it, for messages:
+// /newroot/X is X inside the sandbox, /oldroot/X is X on the host. No
+// message ever names /newroot, /oldroot or /files.
+std::string shown(const std::string& path) {
+  const auto strip = [&](const char* prefix) -> std::optional<std::string> {
+    const std::string p = prefix;
+    if (path == p) return std::string("/");
+    if (path.compare(0, p.size() + 1, p + "/") == 0) return path.substr(p.size());
+    return std::nullopt;
+  };
+  if (auto in = strip(kNewRoot)) return *in;
+  if (auto host = strip(kOldRoot)) return *host + " on the host";
+  if (strip(kFiles)) return "a staged copy";
+  return path;
+}
 
 Status do_mount(const char* src, const std::string& dst, const char* type, unsigned long flags,
                 const std::string& data, const std::string& step) {
@@ -48,10 +65,10 @@ std::string tmpfs_data(unsigned mode, std::uint64_t size) {
 // usually only the last component is missing.
 Status make_dirs(const std::string& path, unsigned mode) {
   if (mkdir(path.c_str(), mode) == 0 || errno == EEXIST) return ok();
-  if (errno != ENOENT) return sys_error("mkdir " + path);
+  if (errno != ENOENT) return sys_error("mkdir " + shown(path));
   auto slash = path.rfind('/');
   if (slash != 0 && slash != std::string::npos) IK_TRY(make_dirs(path.substr(0, slash), 0755));
-  if (mkdir(path.c_str(), mode) != 0 && errno != EEXIST) return sys_error("mkdir " + path);
+  if (mkdir(path.c_str(), mode) != 0 && errno != EEXIST) return sys_error("mkdir " + shown(path));
   return ok();
 }
 
@@ -69,9 +86,20 @@ Status make_mount_point(const std::string& path, bool is_dir) {
     // mknod of a regular file: one syscall and no fd to close (no CAP_MKNOD
     // needed for S_IFREG); never follows a symlink at `path`.
     if (mknod(path.c_str(), S_IFREG | 0444, 0) == 0 || errno == EEXIST) return ok();
-    if (errno != ENOENT || attempt > 0) return sys_error("create mount point " + path);
+    if (errno != ENOENT || attempt > 0) return sys_error("create the mount point " + shown(path));
     IK_TRY(make_parent_dirs(path));
   }
+}
+
+// The mount point of `op` at `path`. Inside a host bind (op.point_on_host)
+// it exists on the host, the planner checked: never create it there, where
+// set-up may hold more than the caller's rights (root's full id map).
+Status mount_point_for(const MountOp& op, const std::string& path, bool is_dir) {
+  if (!op.point_on_host) return make_mount_point(path, is_dir);
+  struct stat st;
+  if (stat(path.c_str(), &st) == 0) return ok();
+  return sys_error("find the mount point " + shown(path), errno,
+                   errno == ENOENT ? "it was removed on the host during set-up" : "");
 }
 
 // The umask, read once (reading it means setting it).
@@ -96,10 +124,10 @@ Result<UniqueFd> create_file(const std::string& path, unsigned mode) {
       fix_mode = true;  // an existing file keeps its mode
     }
     if (fd.valid()) {
-      if (fix_mode && fchmod(fd.get(), mode) != 0) return sys_error("chmod " + path);
+      if (fix_mode && fchmod(fd.get(), mode) != 0) return sys_error("chmod " + shown(path));
       return fd;
     }
-    if (errno != ENOENT || attempt > 0) return sys_error("create " + path);
+    if (errno != ENOENT || attempt > 0) return sys_error("create " + shown(path));
     IK_TRY(make_parent_dirs(path));
   }
 }
@@ -108,7 +136,7 @@ Status write_all(int fd, const char* data, size_t size, const std::string& path)
   while (size > 0) {
     ssize_t n = write(fd, data, size);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return sys_error("write " + path);
+    if (n <= 0) return sys_error("write " + shown(path));
     data += n;
     size -= static_cast<size_t>(n);
   }
@@ -121,13 +149,33 @@ Status write_file(const std::string& path, const std::string& content, unsigned 
   return write_all(fd->get(), content.data(), content.size(), path);
 }
 
-// Bind `src` (a path in the current tree) at `dst`, then add attributes.
-Status bind_at(const std::string& src, const std::string& dst, bool is_dir, unsigned attrs,
-               const std::string& step) {
-  IK_TRY(make_mount_point(dst, is_dir));
+// EACCES/EPERM reaching `path` during set-up: set-up runs as the caller's
+// uid in the sandbox's user namespace, so it searches directories as the
+// caller (root: as root only when its ids are all mapped, see plan/ids.cpp).
+Error unreachable(Error e, const std::string& path, const Plan& plan) {
+  if (!e.hint.empty() || (e.err != EACCES && e.err != EPERM)) return e;
+  if (plan.id.maps.full)
+    e.hint = shown(path) + " is out of root's reach too (another user's FUSE mount, NFS with root_squash?)";
+  else if (geteuid() == 0)
+    e.hint = "a directory on the way to " + shown(path) +
+             " cannot be searched from the sandbox: without CAP_SETUID and CAP_SETGID it maps only root's own "
+             "ids, which do not own that directory";
+  else
+    e.hint = "a directory on the way to " + shown(path) + " is not searchable by you: make it searchable "
+             "or mount another directory";
+  return e;
+}
+
+// Bind `src` (a path in the current tree) at `dst`, the place of `op`, then
+// add attributes.
+Status bind_at(const MountOp& op, const Plan& plan, const std::string& src, const std::string& dst, bool is_dir,
+               unsigned attrs, const std::string& step) {
+  if (Status s = mount_point_for(op, dst, is_dir); !s) return unreachable(s.error(), dst, plan);
   // Always MS_REC: inside a user namespace a non-recursive bind of a tree
   // with locked submounts fails with EINVAL (and would uncover what they hide).
-  IK_TRY(do_mount(src.c_str(), dst, nullptr, MS_BIND | MS_REC, {}, step));
+  // The mount point was just reached, so a refusal here is about the source.
+  if (Status s = do_mount(src.c_str(), dst, nullptr, MS_BIND | MS_REC, {}, step); !s)
+    return unreachable(s.error(), src, plan);
   if (attrs == 0) return ok();
   Status s = add_mount_attrs(dst, attrs, /*recursive=*/true);
   if (!s) {
@@ -140,7 +188,7 @@ Status bind_at(const std::string& src, const std::string& dst, bool is_dir, unsi
 
 Status apply_tmpfs(const MountOp& op, const Plan& plan) {
   std::string dst = inside(op.dest);
-  IK_TRY(make_dirs(dst, 0755));
+  if (Status s = mount_point_for(op, dst, true); !s) return unreachable(s.error(), dst, plan);
   std::string data = tmpfs_data(op.mode, plan.tmpfs_size);
   if (op.owned) data += ",uid=" + std::to_string(plan.id.inner_uid) + ",gid=" + std::to_string(plan.id.inner_gid);
   log::step("tmpfs %s (%s) %s", op.dest.c_str(), op.why.c_str(), data.c_str());
@@ -158,7 +206,7 @@ bool under_seal(const MountOp& op, const Plan& plan) {
 Status apply_bind(const MountOp& op, const Plan& plan) {
   log::step("bind %s -> %s %s (%s)", op.src.c_str(), op.dest.c_str(), op.readonly ? "ro" : "rw", op.why.c_str());
   unsigned attrs = under_seal(op, plan) ? 0u : kAttrNoSuid | kAttrNoDev | (op.readonly ? kAttrReadOnly : 0u);
-  return bind_at(on_host(op.src), inside(op.dest), op.src_is_dir, attrs,
+  return bind_at(op, plan, on_host(op.src), inside(op.dest), op.src_is_dir, attrs,
                  "bind " + op.src + " at " + op.dest + " (" + op.why + ")");
 }
 
@@ -178,11 +226,11 @@ Status apply_file(const MountOp& op, int index, const std::string& content, unsi
     return ok();
   }
   // /files is the staging area in the scratch tmpfs (never visible inside).
-  if (mkdir(kFiles, 0700) != 0 && errno != EEXIST) return sys_error("mkdir " + std::string(kFiles));
+  if (mkdir(kFiles, 0700) != 0 && errno != EEXIST) return sys_error(step + ": make the staging directory");
   std::string scratch = std::string(kFiles) + "/" + std::to_string(index);
   IK_TRY(write_file(scratch, content, mode));
   unsigned attrs = under_seal(op, plan) ? 0u : kAttrNoSuid | kAttrNoDev | (op.readonly ? kAttrReadOnly : 0u);
-  return bind_at(scratch, inside(op.dest), false, attrs, step);
+  return bind_at(op, plan, scratch, inside(op.dest), false, attrs, step);
 }
 
 Status apply_symlink(const MountOp& op) {
@@ -254,6 +302,27 @@ Status apply_dev(const MountOp& op, const Plan& plan) {
   return ok();
 }
 
+// What an op is, in the words of the plan (--print-plan, -v): the host path
+// and, in `why`, the --mnt entry as the user typed it.
+std::string op_title(const MountOp& op) {
+  const std::string why = op.why.empty() ? "" : " (" + op.why + ")";
+  switch (op.kind) {
+    case OpKind::kBind: return "bind " + op.src + " at " + op.dest + why;
+    case OpKind::kTmpfs: return "tmpfs " + op.dest + why;
+    case OpKind::kFile:
+    case OpKind::kEmpty: return "file " + op.dest + why;
+    default: return std::string(op_kind_name(op.kind)) + " " + op.dest + why;
+  }
+}
+
+// Every failure of an op names the op (so the host path the user gave),
+// then what failed, in sandbox or host paths.
+Error in_context(const MountOp& op, Error e) {
+  const std::string title = op_title(op);
+  if (e.step.compare(0, title.size(), title) != 0) e.step = title + ": " + e.step;
+  return e;
+}
+
 Status apply_op(const MountOp& op, int index, const Plan& plan) {
   switch (op.kind) {
     case OpKind::kTmpfs: return apply_tmpfs(op, plan);
@@ -278,9 +347,9 @@ Status apply_op(const MountOp& op, int index, const Plan& plan) {
 
 // pivot_root(new, put_old) then chdir("/"). pivot_root needs `dir` to be a
 // mount point and no shared mounts around it (we made everything private).
-Status pivot_into(const std::string& dir, const std::string& put_old) {
-  if (chdir(dir.c_str()) != 0) return sys_error("chdir " + dir);
-  if (syscall(SYS_pivot_root, ".", put_old.c_str()) != 0) return sys_error("pivot_root into " + dir);
+Status pivot_into(const std::string& dir, const std::string& put_old, const std::string& what) {
+  if (chdir(dir.c_str()) != 0) return sys_error("chdir into " + what);
+  if (syscall(SYS_pivot_root, ".", put_old.c_str()) != 0) return sys_error("pivot_root into " + what);
   if (chdir("/") != 0) return sys_error("chdir /");
   return ok();
 }
@@ -295,13 +364,13 @@ Status prepare_scratch(const Plan& plan) {
     if (mkdir((plan.build_dir + d).c_str(), 0755) != 0) return sys_error("mkdir " + plan.build_dir + d);
   // The host root goes to /oldroot: sources are read from there, so even a
   // source under the -b directory stays reachable.
-  return pivot_into(plan.build_dir, plan.build_dir + kOldRoot);
+  return pivot_into(plan.build_dir, plan.build_dir + kOldRoot, "the scratch tmpfs at -b " + plan.build_dir);
 }
 
 // Final pivot into /newroot and detach everything else (host tree included).
 // Never chroot: with capabilities in the namespace a chroot is escapable.
 Status switch_root() {
-  IK_TRY(pivot_into(kNewRoot, kNewRoot));
+  IK_TRY(pivot_into(kNewRoot, kNewRoot, "the new root"));
   // pivot_root(".", ".") stacks the old root on top of the new one; detach it.
   if (umount2("/", MNT_DETACH) != 0) return sys_error("detach the old root");
   if (chdir("/") != 0) return sys_error("chdir /");
@@ -338,23 +407,26 @@ Status add_mount_attrs(const std::string& path, unsigned attrs, bool recursive) 
   if (attrs & kAttrNoDev) attr.attr_set |= MOUNT_ATTR_NODEV;
   unsigned flags = AT_SYMLINK_NOFOLLOW | (recursive ? AT_RECURSIVE : 0u);
   if (mount_setattr(AT_FDCWD, path.c_str(), flags, &attr, sizeof attr) == 0) return ok();
-  if (errno != ENOSYS) return sys_error("set mount attributes on " + path);
+  if (errno != ENOSYS) return sys_error("set mount attributes on " + shown(path));
   // Kernels before 5.12: MS_REMOUNT|MS_BIND must repeat the flags the kernel
   // locked on this mount or it fails with EPERM (top mount only).
   struct statvfs sv;
-  if (statvfs(path.c_str(), &sv) != 0) return sys_error("statvfs " + path);
+  if (statvfs(path.c_str(), &sv) != 0) return sys_error("statvfs " + shown(path));
   unsigned long flags_old = MS_REMOUNT | MS_BIND;
   if (sv.f_flag & ST_NOEXEC) flags_old |= MS_NOEXEC;
   if ((sv.f_flag & ST_NOSUID) || (attrs & kAttrNoSuid)) flags_old |= MS_NOSUID;
   if ((sv.f_flag & ST_NODEV) || (attrs & kAttrNoDev)) flags_old |= MS_NODEV;
   if ((sv.f_flag & ST_RDONLY) || (attrs & kAttrReadOnly)) flags_old |= MS_RDONLY;
-  return do_mount(nullptr, path, nullptr, flags_old, {}, "remount " + path);
+  return do_mount(nullptr, path, nullptr, flags_old, {}, "remount " + shown(path));
 }
 
 Status build_root_and_pivot(const Plan& plan) {
   IK_TRY(prepare_scratch(plan));
   int index = 0;
-  for (const auto& op : plan.ops) IK_TRY(apply_op(op, index++, plan));
+  for (const auto& op : plan.ops) {
+    Status s = apply_op(op, index++, plan);
+    if (!s) return in_context(op, s.error());
+  }
   // The root tmpfs and /dev are complete: make them read-only (the writable
   // places are /tmp, HOME, /dev/shm and rw binds, which are separate mounts).
   IK_TRY(add_mount_attrs(kNewRoot, kAttrReadOnly | kAttrNoSuid | kAttrNoDev, false));

@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 
 #include "common/log.hpp"
@@ -26,15 +27,42 @@ Status bring_up_loopback() {
   return ok();
 }
 
+namespace {
+
+// unshare(CLONE_NEWNET) for the calling thread only (a per-thread property);
+// the new namespace is owned by the sandbox's user namespace, as with clone().
+Status new_network_namespace() {
+  if (unshare(CLONE_NEWNET) != 0)
+    return sys_error("network: create the network namespace (unshare)", errno,
+                     "check 'sysctl user.max_net_namespaces'; --share-net keeps the host's network");
+  return ok();
+}
+
+// Whether another CPU is likely idle now, so that a helper thread would
+// overlap with the caller rather than wait for a turn: /proc/loadavg's
+// fourth field counts the machine's runnable tasks, the caller included.
+// On a busy machine the thread only adds a wake-up and a join to the
+// critical path, and its creation and the setns cost CPU (bench/analysis.md).
+bool idle_cpu_likely() {
+  cpu_set_t cpus;
+  if (sched_getaffinity(0, sizeof cpus, &cpus) != 0 || CPU_COUNT(&cpus) < 2) return false;
+  UniqueFd fd(open("/proc/loadavg", O_RDONLY | O_CLOEXEC));
+  char buf[128] = {};
+  if (!fd.valid() || read(fd.get(), buf, sizeof buf - 1) <= 0) return false;
+  const char* p = buf;  // "0.52 0.58 0.59 3/412 12345"
+  for (int field = 0; field < 3 && p; ++field)
+    if ((p = std::strchr(p, ' '))) ++p;
+  return p && std::strtol(p, nullptr, 10) < CPU_COUNT(&cpus);
+}
+
+}  // namespace
+
 // The helper thread. It allocates nothing unless a step fails (so it needs
 // no malloc arena of its own), and reports through State.
 void* PrivateNetwork::run(void* state) {
   auto* st = static_cast<State*>(state);
-  // Only this thread changes network namespace (a per-thread property); the
-  // new one is owned by the sandbox's user namespace, as with clone().
-  if (unshare(CLONE_NEWNET) != 0) {
-    st->status = sys_error("network: create the network namespace (unshare)", errno,
-                           "check 'sysctl user.max_net_namespaces'; --share-net keeps the host's network");
+  if (Status ns = new_network_namespace(); !ns) {
+    st->status = ns;
   } else if (Status lo = bring_up_loopback(); !lo) {
     st->status = lo;
   } else {
@@ -48,6 +76,14 @@ void* PrivateNetwork::run(void* state) {
 
 Result<PrivateNetwork> PrivateNetwork::start() {
   PrivateNetwork net;
+  if (!idle_cpu_likely()) {
+    // In place: the calling thread is in the new namespace at once, so there
+    // is nothing to join, open or setns into later (enter() sees no state).
+    log::step("network: no idle CPU to overlap on: made in place");
+    IK_TRY(new_network_namespace());
+    IK_TRY(bring_up_loopback());
+    return net;
+  }
   net.state_ = std::make_unique<State>();
   net.state_->proc.reset(open("/proc", O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (!net.state_->proc.valid()) return sys_error("network: open /proc");
@@ -66,6 +102,7 @@ void PrivateNetwork::join() {
 }
 
 Status PrivateNetwork::enter() {
+  if (!state_) return ok();  // made in place by start()
   join();
   IK_TRY(state_->status);
   // setns needs CAP_SYS_ADMIN over the namespace's owner: our user namespace.

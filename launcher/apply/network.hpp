@@ -19,10 +19,13 @@ Status set_hostname(const std::string& name);
 // dearest part of the set-up (loopback registration, per-namespace sysctls)
 // and needs nothing from the mount namespace, so the two overlap on a
 // machine with a free CPU. Until enter() the caller stays in the network
-// namespace it was cloned in; it must run nothing untrusted before.
+// namespace it was cloned in; it must run nothing untrusted before. When no
+// CPU looks idle (/proc/loadavg), start() makes it in place instead, in the
+// calling thread, and enter() has nothing left to do.
 class PrivateNetwork {
  public:
-  // Starts the thread: unshare(CLONE_NEWNET), lo up, an fd to the namespace.
+  // Starts the thread: unshare(CLONE_NEWNET), lo up, an fd to the namespace
+  // (or does the first two in place, see above).
   // Call while the host's /proc is still at /proc (before any pivot_root).
   static Result<PrivateNetwork> start();
   // Waits for the thread and moves the calling thread into the namespace.

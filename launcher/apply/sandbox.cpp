@@ -24,6 +24,8 @@
 #include "apply/pty.hpp"
 #include "apply/report.hpp"
 #include "apply/seccomp.hpp"
+#include "apply/spawn_program.hpp"
+#include "apply/session.hpp"
 #include "apply/userns.hpp"
 #include "common/log.hpp"
 
@@ -72,11 +74,16 @@ Status program_steps(const Plan& plan, int pty_slave) {
   // PDEATHSIG is per parent: re-arm it for init.
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) return sys_error("prctl(PR_SET_PDEATHSIG)");
   if (getppid() != 1) return Error{"sandbox init died during set-up", 0, {}, {}, kExitSetup};
-  // New session: no controlling terminal, so TIOCSTI cannot type into the
-  // caller's terminal (CVE-2017-5226).
-  if (setsid() < 0) return sys_error("setsid");
-  // With a pty its controlling terminal is the sandbox's own (apply/pty.hpp).
-  if (pty_slave >= 0) IK_TRY(attach_to_pty(pty_slave, plan.terminal.stderr_to_pty));
+  if (pty_slave >= 0) {
+    // With a pty: a new session whose controlling terminal is the sandbox's
+    // own pty (apply/pty.hpp); the caller's terminal is out of reach.
+    if (setsid() < 0) return sys_error("setsid");
+    IK_TRY(attach_to_pty(pty_slave, plan.terminal.stderr_to_pty));
+  } else {
+    // No controlling terminal, so TIOCSTI cannot type into the caller's
+    // terminal (CVE-2017-5226); its own process group (apply/session.cpp).
+    IK_TRY(leave_terminal());
+  }
   IK_TRY(apply_rlimits(plan.rlimits));  // the limits no cgroup enforces
   if (chdir(plan.cwd.c_str()) != 0) {
     if (plan.cwd_explicit)
@@ -160,14 +167,30 @@ void wipe_inherited_environment() {
   for (char** e = environ; e && *e; ++e) explicit_bzero(*e, std::strlen(*e));
 }
 
+// The program's process until execve (see spawn_sharing_memory: it shares
+// the init's memory until then, while the init waits).
+struct ProgramStart {
+  const Plan* plan;
+  int report_fd;
+  int pty_slave;  // its terminal when plan.terminal.pty, else -1
+};
+
+int program_main(void* arg) {
+  const auto* start = static_cast<const ProgramStart*>(arg);
+  Status p = program_steps(*start->plan, start->pty_slave);
+  if (!p) fail(start->report_fd, p.error());
+  fail(start->report_fd, exec_program(start->plan->argv, start->plan->env));
+}
+
 [[noreturn]] void child_main(const Plan& plan, Channels& ch, ChildStdio* stdio) {
   wipe_inherited_environment();
   // Die with the launcher. If it is already gone, the read below sees EOF.
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   // Leave the launcher's process group: jupyter_client interrupts with
   // killpg() on that group, and the launcher already forwards what it gets.
-  // Staying in it would deliver every SIGINT to the kernel twice.
-  setsid();
+  // Staying in it would deliver every SIGINT to the kernel twice. A group,
+  // not a session: see leave_terminal() for what a session costs.
+  (void)leave_process_group();
   ch.go_write.reset();
   ch.report_read.reset();
   ch.root_read.reset();
@@ -190,18 +213,17 @@ void wipe_inherited_environment() {
   if (!s) fail(ch.report_write.get(), s.error());
   ch.root_write.reset();
   // After set-up (whose messages still go to the caller's stderr), before
-  // the fork: from here on no process inside holds the caller's stdio.
+  // the program starts: from here on no process inside holds the caller's stdio.
   if (stdio) {
     Status io = stdio->install_in_child();
     if (!io) fail(ch.report_write.get(), io.error());
   }
-  pid_t program = fork();
-  if (program < 0) fail(ch.report_write.get(), sys_error("fork the program"));
-  if (program == 0) {
-    Status p = program_steps(plan, pty_slave.get());
-    if (!p) fail(ch.report_write.get(), p.error());
-    fail(ch.report_write.get(), exec_program(plan.argv, plan.env));
-  }
+  // vfork-like: the program neither copies the init's memory nor makes the
+  // exec tear a copy down (about 0.1 ms of CPU a start); the init resumes
+  // once the program has exec'd (or failed and exited).
+  ProgramStart start{&plan, ch.report_write.get(), pty_slave.get()};
+  pid_t program = spawn_sharing_memory(&program_main, &start);
+  if (program < 0) fail(ch.report_write.get(), sys_error("start the program (clone)"));
   // The report pipe stays open in the program until its exec closes it.
   ch.report_write.reset();
   if (plan.terminal.pty) {
@@ -327,7 +349,7 @@ Result<SandboxProcess> spawn_sandbox(const Plan& plan, ChildStdio* stdio) {
   if (!ch) return ch.error();
   long flags = clone_flags(plan);
   log::step("clone: new user, mount, pid, ipc, uts, cgroup namespaces%s%s",
-            plan.new_net ? " (the network namespace follows on a thread of the child)" : "",
+            plan.new_net ? " (the network namespace follows in the child)" : "",
             cgroup ? (" into cgroup " + cgroup->dir()).c_str() : "");
   bool placed = false;
   pid_t pid = clone_sandbox(flags, cgroup ? cgroup->fd() : -1, placed);

@@ -18,7 +18,12 @@ Status write_proc_file(pid_t pid, const char* name, const std::string& content) 
   if (!fd.valid()) return sys_error("open " + path);
   // Each map file takes exactly one write().
   if (write(fd.get(), content.data(), content.size()) != static_cast<ssize_t>(content.size()))
-    return sys_error("write " + path + " ('" + content.substr(0, content.size() - 1) + "')");
+  {
+    std::string shown = content.substr(0, content.size() - 1);
+    for (auto& c : shown)
+      if (c == '\n') c = ',';
+    return sys_error("write " + path + " ('" + shown + "')");
+  }
   return ok();
 }
 
@@ -26,14 +31,21 @@ Status write_proc_file(pid_t pid, const char* name, const std::string& content) 
 
 Status write_id_maps(pid_t child, const Identity& id) {
   // setgroups must be "deny" before an unprivileged gid_map write, and can
-  // not be changed after it.
+  // not be changed after it. Root's full map would not need it; it stays
+  // "deny" anyway, so nothing inside can ever drop a group (whose absence a
+  // negative group permission would turn into access).
   IK_TRY(write_proc_file(child, "setgroups", "deny\n"));
-  std::string gid_map = std::to_string(id.inner_gid) + " " + std::to_string(id.outer_gid) + " 1\n";
-  std::string uid_map = std::to_string(id.inner_uid) + " " + std::to_string(id.outer_uid) + " 1\n";
-  IK_TRY(write_proc_file(child, "gid_map", gid_map));
-  IK_TRY(write_proc_file(child, "uid_map", uid_map));
-  log::step("user namespace: uid %u -> %u, gid %u -> %u (setgroups deny)", id.outer_uid, id.inner_uid,
-            id.outer_gid, id.inner_gid);
+  // The plan's maps (plan/ids.cpp): one line inner -> outer, or for root
+  // the identity map of every id of its namespace, which lets set-up reach
+  // another user's 0700 tree as root can (capabilities in a user namespace
+  // apply only to inodes whose owner is mapped in it). Each file takes
+  // exactly one write().
+  IdMaps single = choose_id_maps(id.outer_uid, id.outer_gid, id.inner_uid, id.inner_gid, {});
+  const IdMaps& maps = id.maps.uid_map.empty() || id.maps.gid_map.empty() ? single : id.maps;
+  IK_TRY(write_proc_file(child, "gid_map", id_map_text(maps.gid_map)));
+  IK_TRY(write_proc_file(child, "uid_map", id_map_text(maps.uid_map)));
+  log::step("user namespace: uid %u -> %u, gid %u -> %u%s (setgroups deny)", id.outer_uid, id.inner_uid,
+            id.outer_gid, id.inner_gid, maps.full ? ", every other id of ours mapped to itself" : "");
   return ok();
 }
 

@@ -35,6 +35,7 @@ Result<HostInfo> read_host_info(char** envp, bool probe_cgroup) {
   }
   h.uid = getuid();
   h.gid = getgid();
+  h.ids = read_mappable_ids();
   if (const passwd* pw = getpwuid(h.uid)) {
     h.user = pw->pw_name;
     h.home = pw->pw_dir;

@@ -8,6 +8,7 @@
 
 #include "common/error.hpp"
 #include "plan/cgroup.hpp"
+#include "plan/ids.hpp"
 
 namespace ik {
 
@@ -20,6 +21,7 @@ struct HostInfo {
   std::string shell;
   std::string cwd;  // logical: $PWD when it names the current directory
   std::map<std::string, std::string> env;
+  MappableIds ids;    // what we may map besides our own ids (root only)
   CgroupHost cgroup;  // our cgroup v2 and what it offers (default: none, so rlimits)
 };
 

@@ -11,6 +11,7 @@
 
 #include "parse/options.hpp"
 #include "plan/cgroup.hpp"
+#include "plan/ids.hpp"
 #include "plan/terminal.hpp"
 
 namespace ik {
@@ -46,6 +47,9 @@ struct MountOp {
   bool in_place = false;
   bool src_is_dir = true;  // kBind: make a directory or a file as mount point
   bool owned = false;      // kTmpfs: owned by the sandbox user (HOME)
+  // dest lies inside a host bind: its mount point exists on the host (the
+  // planner checked) and apply must never create it there.
+  bool point_on_host = false;
   unsigned mode = 0755;    // kTmpfs/kDir/kFile
   std::string why;         // where it came from: "system", "etc", "home", "--mnt ro:/x", ...
 };
@@ -58,6 +62,9 @@ struct Identity {
   std::string user;   // login name
   std::string home;   // HOME inside (the caller's HOME path)
   std::string shell;  // login shell
+  // The sandbox's uid_map and gid_map (plan/ids.hpp: one line inner ->
+  // outer, or root's identity map of every id it has).
+  IdMaps maps;
 };
 
 struct Plan {

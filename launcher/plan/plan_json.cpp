@@ -59,10 +59,18 @@ nlohmann::json plan_to_json(const Plan& plan) {
   json terminal{{"mode", plan.terminal.pty ? "pty" : "inherit"}};
   if (plan.terminal.pty) terminal["stderr"] = plan.terminal.stderr_to_pty ? "pty" : "inherit";
   if (!plan.terminal.why.empty()) terminal["why"] = plan.terminal.why;
+  // Map lines as the kernel shows them: "inner outer count".
+  const auto map_lines = [](const std::vector<IdExtent>& map) {
+    json lines = json::array();
+    for (const auto& e : map)
+      lines.push_back(std::to_string(e.inner) + " " + std::to_string(e.outer) + " " + std::to_string(e.count));
+    return lines;
+  };
   return json{
       {"identity",
        {{"outer_uid", plan.id.outer_uid}, {"outer_gid", plan.id.outer_gid}, {"uid", plan.id.inner_uid},
-        {"gid", plan.id.inner_gid}, {"user", plan.id.user}, {"home", plan.id.home}}},
+        {"gid", plan.id.inner_gid}, {"user", plan.id.user}, {"home", plan.id.home},
+        {"uid_map", map_lines(plan.id.maps.uid_map)}, {"gid_map", map_lines(plan.id.maps.gid_map)}}},
       {"namespaces", plan.new_net ? json{"user", "mount", "pid", "ipc", "uts", "net", "cgroup"}
                                   : json{"user", "mount", "pid", "ipc", "uts", "cgroup"}},
       {"network", plan.new_net ? "none (lo only)" : "shared with host"},

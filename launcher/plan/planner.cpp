@@ -230,7 +230,10 @@ std::vector<std::string> canonical_dests(const std::vector<MountOp>& ops) {
   return out;
 }
 
-Status check_mount_points(const std::vector<MountOp>& ops) {
+// Also marks the mount points that lie inside a host bind: apply never
+// creates those (nothing is ever made on the host, even if the path vanished
+// since this check).
+Status check_mount_points(std::vector<MountOp>& ops) {
   const std::vector<std::string> canon = canonical_dests(ops);
   for (size_t i = 0; i < ops.size(); ++i) {
     const std::string& dest = canon[i];
@@ -250,6 +253,7 @@ Status check_mount_points(const std::vector<MountOp>& ops) {
       return usage_error("mount point " + ops[i].dest + " (" + ops[i].why + ") does not exist inside " +
                              parent->dest + ", which is bound from the host",
                          "create " + host_path + " on the host, or mount it somewhere else");
+    ops[i].point_on_host = true;
   }
   return ok();
 }
@@ -324,6 +328,7 @@ Identity make_identity(const Options& opts, const HostInfo& host) {
   id.user = host.user;
   id.home = host.home;
   id.shell = host.shell;
+  id.maps = choose_id_maps(id.outer_uid, id.outer_gid, id.inner_uid, id.inner_gid, host.ids);
   return id;
 }
 

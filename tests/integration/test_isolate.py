@@ -311,14 +311,17 @@ def test_tmpfs_size_cap(sb):
     assert r.stdout.splitlines() == ["small ok", "big ENOSPC"], r
 
 
-def test_new_session(sb):
-    r = sb.py("import os; print(os.getsid(0) == os.getpid(), os.getpgrp() == os.getpid())")
+def test_own_process_group(sb):
+    # Its own process group (the launcher signals it); not a new session:
+    # the terminal is dropped with TIOCNOTTY (apply/session.cpp), and the
+    # caller's session leader lies outside the pid namespace (sid 0).
+    r = sb.py("import os; print(os.getpgrp() == os.getpid(), os.getsid(0))")
     assert r.returncode == 0, r
-    assert r.out == "True True", r
-    r = sb.sh("ps -o sid= -p $$; echo $$")
+    assert r.out == "True 0", r
+    r = sb.sh("ps -o pgid= -p $$; echo $$")
     assert r.returncode == 0, r
-    sid, pid = r.stdout.split()
-    assert sid == pid, r
+    pgid, pid = r.stdout.split()
+    assert pgid == pid, r
 
 
 def test_no_controlling_tty(sb):

@@ -324,6 +324,53 @@ TEST_CASE("planner: --share-net adds resolv.conf and keeps the network") {
   if (lstat("/etc/resolv.conf", &st) == 0) CHECK(has_op_at(p, "/etc/resolv.conf"));
 }
 
+TEST_CASE("planner: id maps: one line, or root's identity map of all its ids") {
+  Tree t;
+  const ik::IdExtent all{0, 0, 4294967295u};
+  SUBCASE("an unprivileged caller maps its own ids only, --root or not") {
+    for (bool as_root : {false, true}) {
+      Options o;
+      o.as_root = as_root;
+      Plan p = plan_ok(o, make_host(t));
+      CHECK(p.id.maps.uid_map == std::vector<ik::IdExtent>{{as_root ? 0u : 1000u, 1000, 1}});
+      CHECK(p.id.maps.gid_map == std::vector<ik::IdExtent>{{as_root ? 0u : 1000u, 1000, 1}});
+      CHECK_FALSE(p.id.maps.full);
+    }
+  }
+  SUBCASE("root with CAP_SETUID/CAP_SETGID: every id of its namespace, mapped to itself") {
+    HostInfo h = make_host(t);
+    h.uid = h.gid = 0;
+    h.ids.uids = h.ids.gids = {all};
+    Plan p = plan_ok(Options{}, h);
+    CHECK(p.id.maps.uid_map == std::vector<ik::IdExtent>{all});
+    CHECK(p.id.maps.gid_map == std::vector<ik::IdExtent>{all});
+    CHECK(p.id.maps.full);
+    CHECK(p.id.inner_uid == 0);
+    auto j = ik::plan_to_json(p);
+    CHECK(j["identity"]["uid_map"] == nlohmann::json::array({"0 0 4294967295"}));
+  }
+  SUBCASE("root of a container: the ids its namespace has, seen from inside it") {
+    ik::MappableIds ids;
+    ids.uids = ik::parse_id_map("         0     100000      65536\n");
+    ids.gids = ik::parse_id_map("0 100000 65536\n70000 300000 10\n");
+    auto m = ik::choose_id_maps(0, 0, 0, 0, ids);
+    CHECK(m.uid_map == std::vector<ik::IdExtent>{{0, 0, 65536}});
+    CHECK(m.gid_map == std::vector<ik::IdExtent>{{0, 0, 65536}, {70000, 70000, 10}});
+    CHECK(ik::id_map_text(m.gid_map) == "0 0 65536\n70000 70000 10\n");
+  }
+  SUBCASE("never when the ids change inside (an identity map is only about reach)") {
+    ik::MappableIds ids{{all}, {all}};
+    auto m = ik::choose_id_maps(1000, 1000, 0, 0, ids);
+    CHECK(m.uid_map == std::vector<ik::IdExtent>{{0, 1000, 1}});
+    CHECK_FALSE(m.full);
+  }
+  SUBCASE("parse_id_map skips what it cannot read") {
+    CHECK(ik::parse_id_map("").empty());
+    CHECK(ik::parse_id_map("x y z\n0 0 0\n1 2\n").empty());
+    CHECK(ik::parse_id_map("5 6 7").size() == 1);
+  }
+}
+
 TEST_CASE("planner: --root gives inner uid 0") {
   Tree t;
   Options o;
@@ -608,9 +655,11 @@ TEST_CASE("planner: a mount point missing inside a host bind is rejected") {
       CHECK(e.describe().find("does not exist inside " + proj) != std::string::npos);
     }
   }
-  SUBCASE("existing mount point is fine") {
+  SUBCASE("existing mount point is fine, and apply is told never to create it") {
     Plan p = plan_ok(with_mounts(proj + " ro:" + proj + "/data=" + other), make_host(t));
     CHECK(index_of(p, proj, OpKind::kBind) < index_of(p, proj + "/data", OpKind::kBind));
+    CHECK(op_at(p, proj + "/data", OpKind::kBind).point_on_host);
+    CHECK_FALSE(op_at(p, proj, OpKind::kBind).point_on_host);  // on the root tmpfs
   }
   SUBCASE("inside the read-only /usr") {
     auto e = plan_error(with_mounts("/usr/ik-unit-no-such-dir=" + other), make_host(t));

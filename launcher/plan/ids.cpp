@@ -1,0 +1,91 @@
+#include "plan/ids.hpp"
+
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <sstream>
+
+#include "common/fd.hpp"
+
+namespace ik {
+namespace {
+
+std::string read_small_file(const char* path) {
+  UniqueFd fd(open(path, O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return {};
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fd.get(), buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+  return out;
+}
+
+bool has_effective_caps(std::initializer_list<int> caps) {
+  __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[2]{};
+  if (syscall(SYS_capget, &hdr, data) != 0) return false;
+  for (int cap : caps)
+    if (!(data[cap / 32].effective & (1u << (cap % 32)))) return false;
+  return true;
+}
+
+// The identity map of the ids a namespace maps: each of its extents, seen
+// from inside it (its `inner` ids), mapped to themselves.
+std::vector<IdExtent> identity_of(const std::vector<IdExtent>& own) {
+  std::vector<IdExtent> out;
+  for (const auto& e : own) out.push_back({e.inner, e.inner, e.count});
+  return out;
+}
+
+}  // namespace
+
+std::vector<IdExtent> parse_id_map(const std::string& text) {
+  std::vector<IdExtent> out;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    unsigned long long inner, outer, count;
+    if (!(fields >> inner >> outer >> count) || count == 0 || inner > UINT32_MAX || outer > UINT32_MAX ||
+        count > UINT32_MAX)
+      continue;
+    out.push_back({static_cast<std::uint32_t>(inner), static_cast<std::uint32_t>(outer),
+                   static_cast<std::uint32_t>(count)});
+  }
+  return out;
+}
+
+MappableIds read_mappable_ids() {
+  MappableIds m;
+  if (geteuid() != 0 || !has_effective_caps({CAP_SETUID, CAP_SETGID})) return m;
+  m.uids = parse_id_map(read_small_file("/proc/self/uid_map"));
+  m.gids = parse_id_map(read_small_file("/proc/self/gid_map"));
+  if (m.uids.empty() || m.gids.empty()) m = {};  // no /proc: stay with the single line
+  return m;
+}
+
+IdMaps choose_id_maps(uid_t outer_uid, gid_t outer_gid, uid_t inner_uid, gid_t inner_gid, const MappableIds& host) {
+  IdMaps maps;
+  // Only when the ids stay the same inside: an identity map then changes
+  // what set-up can reach, never who the program is.
+  if (!host.uids.empty() && !host.gids.empty() && inner_uid == outer_uid && inner_gid == outer_gid) {
+    maps.uid_map = identity_of(host.uids);
+    maps.gid_map = identity_of(host.gids);
+    maps.full = true;
+    return maps;
+  }
+  maps.uid_map = {{static_cast<std::uint32_t>(inner_uid), static_cast<std::uint32_t>(outer_uid), 1}};
+  maps.gid_map = {{static_cast<std::uint32_t>(inner_gid), static_cast<std::uint32_t>(outer_gid), 1}};
+  return maps;
+}
+
+std::string id_map_text(const std::vector<IdExtent>& map) {
+  std::string s;
+  for (const auto& e : map)
+    s += std::to_string(e.inner) + " " + std::to_string(e.outer) + " " + std::to_string(e.count) + "\n";
+  return s;
+}
+
+}  // namespace ik
