@@ -85,6 +85,20 @@ Status add_mount_lists(const std::vector<std::string>& lists, const char* where,
 
 }  // namespace
 
+Status check_limit_floors(const Limits& limits) {
+  // Below this not even the C library maps (RLIMIT_AS): the program would die
+  // of SIGSEGV before printing anything.
+  if (limits.memory_bytes && *limits.memory_bytes < kMinMemoryBytes)
+    return usage_error("--memory must be at least 4M (less cannot even load the C library)",
+                       "a Python kernel needs about 200M; e.g. --memory 1G");
+  // A limit of 0 would kill the program at once.
+  if (limits.wall_seconds && *limits.wall_seconds == 0)
+    return usage_error("--wall-time must be at least 1s", "leave it out for no limit");
+  if (limits.cpu_seconds && *limits.cpu_seconds == 0)
+    return usage_error("--cpu-time must be at least 1s", "leave it out for no limit");
+  return ok();
+}
+
 Status SandboxCli::finish(Options& out, const char* mntdirs) const {
   // Precedence: kernelspec metadata, then --config, then flags.
   if (!kernelspec_.empty()) IK_TRY(apply_kernelspec_config(kernelspec_, out));
@@ -139,7 +153,7 @@ Status SandboxCli::finish(Options& out, const char* mntdirs) const {
   }
   if (out.tmpfs_size < (1u << 20))
     return usage_error("--tmpfs-size must be at least 1M");
-  return ok();
+  return check_limit_floors(out.limits);
 }
 
 std::vector<std::string> normalize_short_equals(const std::vector<std::string>& options) {
