@@ -25,7 +25,7 @@ constexpr const char* kDescription =
     "choose: read-only system directories, a curated /etc, a private empty HOME and /tmp, the mounts in\n"
     "--mnt/$MNTDIRS (default: the current directory), no network, no other processes, no capabilities.\n"
     "Runs as your own uid (see --root). Exit status: PROG's status, 128+N if it died of signal N,\n"
-    "125 sandbox set-up failed, 126 PROG not executable, 127 PROG not found inside, 2 bad usage.";
+    "125 sandbox set-up failed, 126 PROG not executable, 127 PROG not found inside (or PROG's own 127,\ne.g. its libraries could not be loaded), 2 bad usage.";
 
 constexpr const char* kFooter =
     "Mount list entries:  [ro|rw|rbind,...:]PATH   DEST=SRC   DEST=none\n"
@@ -33,7 +33,7 @@ constexpr const char* kFooter =
     "  isolate python3 code.py                       # sees only the current directory\n"
     "  isolate -m 'ro:~/data .' -- python3 train.py  # plus ~/data read-only\n"
     "  MNTDIRS='. /opt/conda' isolate --print-plan   # show what would be mounted\n"
-    "Docs: docs/config.md, docs/security.md";
+    "Docs: man isolate; " IK_DOCDIR "/config.md (every setting), " IK_DOCDIR "/security.md";
 
 int run(const ik::Options& opts) {
   auto host = ik::read_host_info(environ, ik::cgroup_probe_needed(opts.limits, opts.limits_via));

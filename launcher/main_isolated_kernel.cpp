@@ -122,7 +122,7 @@ int main(int argc, char** argv) {
   install->add_flag("--sys-prefix", sys_prefix, "Install into the Jupyter Python's sys.prefix");
   install->add_option("--prefix", req.prefix, "Install into PREFIX/share/jupyter/kernels")->type_name("PREFIX");
   install->add_option("--name", req.name, "Kernelspec name (default python3-isolated)");
-  install->add_option("--display-name", req.display_name, "Name shown in menus (default: '<wrapped> (isolated)')");
+  install->add_option("--display-name", req.display_name, "Name shown in menus (default: '<wrapped> (isolated)', or '<wrapped> (isolated: NAME)' with --name)");
   install->add_flag("--replace", req.replace, "Overwrite an existing kernelspec of that name");
   install->add_option("--from", req.from, "Wrap this installed kernelspec (default python3)")->type_name("NAME");
   install->add_option("--python", req.python, "Build the kernel from this Python interpreter instead")->type_name("PATH");
@@ -143,10 +143,10 @@ int main(int argc, char** argv) {
   // Set after the subcommands, so their --help does not repeat it.
   app.footer("Examples:\n  isolated-kernel install                      # python3-isolated, wrapping python3\n"
              "  isolated-kernel install --user --from ir --mnt ro:/srv/data\n"
-             "  isolated-kernel doctor\nDocs: docs/nbgrader.md, docs/config.md, docs/security.md"
+             "  isolated-kernel doctor\nDocs: man isolated-kernel; " IK_DOCDIR "/nbgrader.md, " IK_DOCDIR "/config.md"
              "\nEnvironment: IK_JUPYTER_PYTHON (the Python with jupyter_client, default /usr/bin/python3),\n"
              "IK_DATA_DIR (where kernelspecs/python3-isolated is). Exit status: 0 ok, 1 doctor found a failure,\n"
-             "2 bad usage, 125 could not install.");
+             "2 bad usage or settings, 125 could not install; list: 1 when a kernelspec could not be read.");
   if (int rc = unknown_command(ik::arguments(argc, argv)); rc >= 0) return rc;
   if (int rc = ik::parse_options(app, ik::arguments(argc, argv), "isolated-kernel"); rc >= 0) return rc;
 

@@ -171,7 +171,7 @@ int main(int argc, char** argv) {
       ->type_name("SIZE");
   app.footer("Example kernel.json argv:\n  [\"isolated-kernel-launcher\", \"--mnt\", \"ro:/opt/conda\", \"--\",\n"
              "   \"/opt/conda/bin/python\", \"-m\", \"ipykernel_launcher\", \"-f\", \"{connection_file}\"]\n"
-             "Install one with: isolated-kernel install. Docs: docs/nbgrader.md, docs/config.md");
+             "Install one with: isolated-kernel install. Docs: man isolated-kernel-launcher; " IK_DOCDIR "/config.md");
   auto split = ik::split_command(app, ik::arguments(argc, argv));
   if (int rc = ik::parse_options(app, split.options, "isolated-kernel-launcher"); rc >= 0) return rc;
   ik::Options opts;
