@@ -12,6 +12,7 @@
 #include "common/log.hpp"
 #include "common/report_error.hpp"
 #include "parse/cli.hpp"
+#include "parse/json_text.hpp"
 #include "parse/usage_formatter.hpp"
 #include "plan/host.hpp"
 #include "plan/planner.hpp"
@@ -41,7 +42,7 @@ int run(const ik::Options& opts) {
   auto plan = ik::build_plan(opts, *host);
   if (!plan) return ik::print_error(plan.error());
   if (opts.print_plan) {
-    std::cout << ik::plan_to_json(*plan).dump(2) << std::endl;
+    std::cout << ik::display_json(ik::plan_to_json(*plan)) << std::endl;
     return 0;
   }
   if (auto s = ik::block_sandbox_signals(); !s) return ik::print_error(s.error());

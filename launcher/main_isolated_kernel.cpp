@@ -12,6 +12,7 @@
 #include "kernelspec/plan_preview.hpp"
 #include "kernelspec/spec_read.hpp"
 #include "parse/cli.hpp"
+#include "parse/json_text.hpp"
 #include "parse/config.hpp"
 #include "plan/host.hpp"
 #include "plan/planner.hpp"
@@ -78,7 +79,7 @@ int cmd_show(const std::string& name) {
   }
   json out{{"name", name}, {"resource_dir", k->resource_dir}, {"kernel.json", k->spec},
            {"plan (for a kernel started in the current directory)", ik::plan_to_json(*plan)}};
-  std::cout << out.dump(2) << std::endl;
+  std::cout << ik::display_json(out) << std::endl;
   return 0;
 }
 

@@ -20,6 +20,7 @@
 #include "common/report_error.hpp"
 #include "kernelspec/launch.hpp"
 #include "parse/cli.hpp"
+#include "parse/json_text.hpp"
 #include "parse/usage_formatter.hpp"
 #include "parse/units.hpp"
 #include "plan/host.hpp"
@@ -135,7 +136,7 @@ int run(ik::Options& opts, const LauncherArgs& args) {
   auto plan = ik::build_plan(opts, *host, ik::kernel_ops(conn_path, kernel_conn, use_relay, host->cwd));
   if (!plan) return fail(plan.error());
   if (opts.print_plan) {
-    std::cout << ik::plan_to_json(*plan).dump(2) << std::endl;
+    std::cout << ik::display_json(ik::plan_to_json(*plan)) << std::endl;
     return 0;
   }
   if (auto s = ik::block_sandbox_signals(); !s) return fail(s.error());

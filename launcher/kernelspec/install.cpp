@@ -16,6 +16,7 @@
 #include "common/log.hpp"
 #include "kernelspec/plan_preview.hpp"
 #include "kernelspec/subprocess.hpp"
+#include "parse/json_text.hpp"
 #include "parse/config.hpp"
 #include "plan/paths.hpp"
 #include "plan/planner.hpp"
@@ -179,7 +180,7 @@ Result<std::string> print_install_plan(const InstallRequest& req, const WrappedK
   if (!plan) return plan.error();
   json out{{"name", req.name}, {"kernel.json", spec},
            {"plan (for a kernel started in the current directory)", plan_to_json(*plan)}};
-  std::cout << out.dump(2) << std::endl;
+  std::cout << display_json(out) << std::endl;
   return std::string();
 }
 
@@ -346,7 +347,14 @@ Result<std::string> install_kernelspec(const InstallRequest& req) {
   fs::create_directories(stage);
   IK_TRY(copy_resources(resources, stage));
   json spec = make_isolated_spec(req, w, launcher);
-  IK_TRY(write_text(stage / "kernel.json", spec.dump(1) + "\n"));
+  std::string text;
+  try {
+    text = spec.dump(1);
+  } catch (const json::exception&) {  // a --mnt, --setenv... that is not UTF-8
+    return usage_error("a setting is not valid UTF-8, which kernel.json cannot hold",
+                       "rename the directory, or mount it through a UTF-8 path (DEST=SRC)");
+  }
+  IK_TRY(write_text(stage / "kernel.json", text + "\n"));
 
   if (req.check) {
     std::printf("checking that %s starts inside the sandbox...\n", req.name.c_str());

@@ -136,11 +136,17 @@ Result<JupyterDirs> jupyter_dirs() {
 Result<InterpreterInfo> probe_interpreter(const std::string& python) {
   auto j = run_python_json(python, kProbe);
   if (!j) return j.error();
+  // The interpreter's output is not ours to trust: checked reads only.
   InterpreterInfo info;
-  info.executable = (*j)["executable"];
-  info.prefix = (*j)["prefix"];
-  info.base_prefix = (*j)["base_prefix"];
-  for (const auto& p : (*j)["paths"]) info.paths.push_back(p);
+  info.executable = spec_string(*j, "executable", "");
+  info.prefix = spec_string(*j, "prefix", "");
+  info.base_prefix = spec_string(*j, "base_prefix", "");
+  if (j->is_object() && j->contains("paths") && (*j)["paths"].is_array())
+    for (const auto& p : (*j)["paths"])
+      if (p.is_string()) info.paths.push_back(p.get<std::string>());
+  if (info.executable.empty())
+    return Error{"probe " + python, 0, "it did not report its sys.executable", "give the path of a python executable",
+                 kExitUsage};
   return info;
 }
 
@@ -149,10 +155,10 @@ Result<StartCheck> check_kernel_starts(const std::string& kernels_dir, const std
                            timeout_seconds + 30);
   if (!j) return j.error();
   StartCheck c;
-  c.ok = (*j).value("ok", false);
-  c.seconds = (*j).value("seconds", 0.0);
-  c.error = (*j).value("error", "");
-  c.stderr_tail = (*j).value("stderr", "");
+  c.ok = j->is_object() && j->contains("ok") && (*j)["ok"].is_boolean() && (*j)["ok"].get<bool>();
+  c.seconds = j->is_object() && j->contains("seconds") && (*j)["seconds"].is_number() ? (*j)["seconds"].get<double>() : 0.0;
+  c.error = spec_string(*j, "error", "");
+  c.stderr_tail = spec_string(*j, "stderr", "");
   return c;
 }
 

@@ -49,6 +49,10 @@ Result<json> parse_json_text(const std::string& text, const std::string& path) {
   }
 }
 
+std::string display_json(const json& j, int indent) {
+  return j.dump(indent, ' ', false, json::error_handler_t::replace);
+}
+
 Result<json> read_json_file(const std::string& path, const std::string& what) {
   struct stat st {};
   if (stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode))

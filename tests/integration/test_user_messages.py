@@ -239,3 +239,33 @@ def test_show_uses_jupyter_runtime_dir(jup):
     dests = json.dumps(json.loads(r.stdout))
     assert f"{jup.runtime_dir}/kernel-EXAMPLE.json" in dests, str(r)
     assert ".local/share/jupyter/runtime" not in dests, str(r)
+
+
+def test_print_plan_in_a_non_utf8_directory(sb):
+    """A host path that is not UTF-8 aborted --print-plan (nlohmann type_error 316, status 134)."""
+    import os
+    d = sb.mkdir(os.fsdecode(b"dir-\xff"))
+    r = subprocess_run_bytes(sb, ["--print-plan"], cwd=d)
+    assert r.returncode == 0, r
+    plan = json.loads(r.stdout)
+    assert plan["cwd"].endswith("dir-\ufffd"), plan["cwd"]
+
+
+def subprocess_run_bytes(sb, args, cwd):
+    import subprocess
+    p = subprocess.run(sb.argv(args), cwd=cwd, env=sb.env(None, cwd), stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=60)
+    return type("R", (), {"returncode": p.returncode, "stdout": p.stdout.decode("utf-8"),
+                          "stderr": p.stderr.decode("utf-8", "replace"),
+                          "__repr__": lambda self: f"exit {p.returncode}\n{p.stderr!r}"})()
+
+
+def test_install_non_utf8_mount_is_one_usage_line(jup):
+    import os
+    d = jup.mkdir(jup.base / os.fsdecode(b"data-\xff"))
+    r = jup.run([jup.tools.ik, "install", "--user", "--name", "bad", "--no-check", "--mnt", f"ro:{d}"])
+    assert r.returncode == 2, str(r)
+    assert "not valid UTF-8" in one_line(r.stderr), str(r)
+    assert not (jup.user_kernels / "bad").exists()
+    r = jup.run([jup.tools.ik, "install", "--user", "--name", "bad", "--print-plan", "--mnt", f"ro:{d}"])
+    assert r.returncode == 0 and json.loads(r.stdout)["name"] == "bad", str(r)
