@@ -9,10 +9,10 @@ namespace ik {
 
 Result<Plan> preview_plan(const nlohmann::json& spec, const std::string& resource_dir, const HostInfo& host,
                           const std::string& runtime_dir) {
-  auto settings = kernelspec_settings(spec, resource_dir);
+  const std::string conn = runtime_dir + "/kernel-EXAMPLE.json";
+  auto settings = kernelspec_settings(spec, resource_dir, conn);
   if (!settings) return settings.error();
   Options opts = settings->opts;
-  const std::string conn = runtime_dir + "/kernel-EXAMPLE.json";
   opts.argv = settings->kernel_argv;
   for (auto& a : opts.argv)
     if (a == "{connection_file}") a = conn;

@@ -33,11 +33,9 @@ std::vector<std::string> string_argv(const json& spec, std::string& bad) {
   return out;
 }
 
-// Replaces Jupyter's {resource_dir} as jupyter_client does at launch.
-std::string expand_resource_dir(std::string a, const std::string& resource_dir) {
-  const std::string key = "{resource_dir}";
-  for (size_t p = a.find(key); p != std::string::npos; p = a.find(key, p + resource_dir.size()))
-    a.replace(p, key.size(), resource_dir);
+// Replaces `key` ({resource_dir}, {connection_file}) as jupyter_client does at launch.
+std::string expand(std::string a, const std::string& key, const std::string& value) {
+  for (size_t p = a.find(key); p != std::string::npos; p = a.find(key, p + value.size())) a.replace(p, key.size(), value);
   return a;
 }
 
@@ -57,7 +55,8 @@ bool is_isolated_spec(const json& spec) {
   return argv0.size() >= name.size() && argv0.compare(argv0.size() - name.size(), name.size(), name) == 0;
 }
 
-Result<KernelspecSettings> kernelspec_settings(const json& spec, const std::string& resource_dir) {
+Result<KernelspecSettings> kernelspec_settings(const json& spec, const std::string& resource_dir,
+                                               const std::string& connection_file) {
   std::string bad;
   std::vector<std::string> argv = string_argv(spec, bad);
   if (!bad.empty()) return usage_error(bad);
@@ -77,7 +76,10 @@ Result<KernelspecSettings> kernelspec_settings(const json& spec, const std::stri
   // is this very file, whose metadata is applied above (first, as the
   // launcher does).
   std::vector<std::string> args;
-  for (size_t i = 1; i < argv.size(); ++i) args.push_back(expand_resource_dir(argv[i], resource_dir));
+  for (size_t i = 1; i < argv.size(); ++i) {
+    std::string a = expand(argv[i], "{resource_dir}", resource_dir);
+    args.push_back(expand(a, "{connection_file}", connection_file));  // also inside --mnt lists
+  }
   CLI::App app("kernelspec argv", kLauncher);
   SandboxCli cli(app);
   LauncherOnly extra;

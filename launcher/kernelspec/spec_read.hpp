@@ -20,12 +20,15 @@ bool is_isolated_spec(const nlohmann::json& spec);
 // launcher computes them: metadata.isolated_kernel (what `install` writes),
 // then the launcher flags in argv before "--" (hand-written kernelspecs,
 // docs/nbgrader.md). `kernel_argv` is what follows them. MNTDIRS of the
-// kernelspec's env applies when neither gives mounts.
+// kernelspec's env applies when neither gives mounts. `connection_file`
+// replaces {connection_file} inside launcher flags (isolate.sh kernelspecs
+// mounted it: --mnt "{connection_file} ."); the kernel argv keeps it.
 struct KernelspecSettings {
   Options opts;
   std::vector<std::string> kernel_argv;
 };
-Result<KernelspecSettings> kernelspec_settings(const nlohmann::json& spec, const std::string& resource_dir);
+Result<KernelspecSettings> kernelspec_settings(const nlohmann::json& spec, const std::string& resource_dir,
+                                               const std::string& connection_file = "{connection_file}");
 
 // One line for `list`: network=none  mounts=[. ro:/x]  limits=memory=4G ...
 std::string settings_summary(const Options& opts);

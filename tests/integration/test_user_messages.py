@@ -269,3 +269,24 @@ def test_install_non_utf8_mount_is_one_usage_line(jup):
     assert not (jup.user_kernels / "bad").exists()
     r = jup.run([jup.tools.ik, "install", "--user", "--name", "bad", "--print-plan", "--mnt", f"ro:{d}"])
     assert r.returncode == 0 and json.loads(r.stdout)["name"] == "bad", str(r)
+
+
+def test_migrated_isolate_sh_kernelspec_is_read(jup, tools):
+    """docs/nbgrader.md section 8, quick fix: isolate.sh's kernelspec with the launcher as argv[0]."""
+    modules = jup.mkdir(jup.base / "modules")
+    conda = jup.mkdir(jup.base / "conda")
+    jup.add_kernelspec("migrated", {
+        "argv": [str(tools.launcher), "--mnt", f"{modules}/ {conda} {{connection_file}} .", "--no-net", "--",
+                 PYTHON, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "python3-isolated", "language": "python"})
+    r = jup.ik("list")
+    assert r.returncode == 0, str(r)
+    assert f"mounts=[{modules}/ {conda} {{connection_file}} .]" in r.stdout, str(r)
+    r = jup.ik("show", "migrated")
+    assert r.returncode == 0, str(r)
+    plan = next(v for k, v in json.loads(r.stdout).items() if k.startswith("plan"))
+    conn = f"{jup.runtime_dir}/kernel-EXAMPLE.json"
+    assert any(m.get("dest") == str(conda) for m in plan["mounts"]), plan
+    # The connection file is the kernel's private copy, never a bind of the host's.
+    at_conn = [m for m in plan["mounts"] if m.get("dest") == conn]
+    assert at_conn and all(m.get("op") == "file" and not m.get("src") for m in at_conn), at_conn
