@@ -85,11 +85,16 @@ int cmd_show(const std::string& name) {
 
 // `isolated-kernel frobnicate`: CLI11 would only say that a subcommand is required.
 int unknown_command(const std::vector<std::string>& args) {
-  if (args.empty() || args[0].empty() || args[0][0] == '-') return -1;
-  for (const char* c : kCommands)
-    if (args[0] == c) return -1;
   std::string list;
   for (const char* c : kCommands) list += (list.empty() ? "" : ", ") + std::string(c);
+  if (args.empty()) {
+    std::fprintf(stderr, "isolated-kernel: a command is required (commands: %s; see isolated-kernel --help)\n",
+                 list.c_str());
+    return ik::kExitUsage;
+  }
+  if (args[0].empty() || args[0][0] == '-') return -1;
+  for (const char* c : kCommands)
+    if (args[0] == c) return -1;
   std::fprintf(stderr, "isolated-kernel: unknown command '%s' (commands: %s; see isolated-kernel --help)\n",
                args[0].c_str(), list.c_str());
   return ik::kExitUsage;

@@ -130,6 +130,8 @@ def test_unknown_command(jup):
     assert "unknown command 'frobnicate'" in line, str(r)
     for c in ("install", "list", "show", "remove", "doctor"):
         assert c in line, str(r)
+    r = jup.ik()
+    assert r.returncode == 2 and "a command is required (commands: install, list" in one_line(r.stderr), str(r)
 
 
 def test_list_survives_string_metadata(jup, tools):
