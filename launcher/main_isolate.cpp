@@ -14,6 +14,7 @@
 #include "common/report_error.hpp"
 #include "parse/cli.hpp"
 #include "parse/terminal_cli.hpp"
+#include "parse/json_text.hpp"
 #include "parse/usage_formatter.hpp"
 #include "plan/host.hpp"
 #include "plan/planner.hpp"
@@ -31,7 +32,7 @@ constexpr const char* kDescription =
     "--mnt/$MNTDIRS (default: the current directory), no network, no other processes, no capabilities.\n"
     "On a terminal PROG gets a pseudo-terminal of its own (job control; see --no-pty).\n"
     "Runs as your own uid (see --root). Exit status: PROG's status, 128+N if it died of signal N,\n"
-    "125 sandbox set-up failed, 126 PROG not executable, 127 PROG not found inside, 2 bad usage.";
+    "125 sandbox set-up failed, 126 PROG not executable, 127 PROG not found inside (or PROG's own 127,\ne.g. its libraries could not be loaded), 2 bad usage.";
 
 constexpr const char* kFooter =
     "Mount list entries:  [ro|rw|rbind,...:]PATH   DEST=SRC   DEST=none\n"
@@ -39,7 +40,7 @@ constexpr const char* kFooter =
     "  isolate python3 code.py                       # sees only the current directory\n"
     "  isolate -m 'ro:~/data .' -- python3 train.py  # plus ~/data read-only\n"
     "  MNTDIRS='. /opt/conda' isolate --print-plan   # show what would be mounted\n"
-    "Docs: docs/config.md, docs/security.md";
+    "Docs: man isolate; " IK_DOCDIR "/config.md (every setting), " IK_DOCDIR "/security.md";
 
 // --stdio=pipe: PROG gets /dev/null and pipes instead of our stdio, and we
 // copy its output (see apply/stdio.hpp, docs/security.md).
@@ -62,7 +63,7 @@ int run(const ik::Options& opts, bool pipe_stdio) {
   if (!plan) return ik::print_error(plan.error());
   plan->terminal = ik::choose_terminal(opts.pty, isatty(0), isatty(1), isatty(2), tcgetpgrp(0) == getpgrp());
   if (opts.print_plan) {
-    std::cout << ik::plan_to_json(*plan).dump(2) << std::endl;
+    std::cout << ik::display_json(ik::plan_to_json(*plan)) << std::endl;
     return 0;
   }
   if (auto s = ik::block_sandbox_signals(); !s) return ik::print_error(s.error());

@@ -9,8 +9,10 @@
 #include "kernelspec/doctor.hpp"
 #include "kernelspec/install.hpp"
 #include "kernelspec/jupyter.hpp"
-#include "kernelspec/launch.hpp"
+#include "kernelspec/plan_preview.hpp"
+#include "kernelspec/spec_read.hpp"
 #include "parse/cli.hpp"
+#include "parse/json_text.hpp"
 #include "parse/config.hpp"
 #include "plan/host.hpp"
 #include "plan/planner.hpp"
@@ -20,64 +22,82 @@ extern char** environ;
 namespace {
 using nlohmann::json;
 
-std::string summary(const json& settings) {
-  std::string s = "network=" + settings.value("network", std::string("none"));
-  std::string mounts;
-  for (const auto& m : settings.value("mounts", json::array())) mounts += (mounts.empty() ? "" : " ") + m.get<std::string>();
-  s += "  mounts=[" + mounts + "]";
-  if (settings.contains("limits") && !settings["limits"].empty()) s += "  limits=" + settings["limits"].dump();
-  return s;
-}
+constexpr const char* kCommands[] = {"install", "list", "show", "remove", "doctor"};
 
 ik::Result<ik::KernelspecInfo> find_isolated(const std::string& name) {
   auto specs = ik::find_kernelspecs();
   if (!specs) return specs.error();
   auto it = specs->find(name);
   if (it == specs->end()) return ik::usage_error("no kernelspec named '" + name + "'", "see 'isolated-kernel list'");
+  if (!it->second.error.empty())
+    return ik::usage_error("kernelspec '" + name + "': " + it->second.error,
+                           "fix it, or delete " + it->second.resource_dir);
   if (!ik::is_isolated(it->second))
     return ik::usage_error("kernelspec '" + name + "' is not an isolated kernelspec",
                            "manage it with 'jupyter kernelspec'");
   return it->second;
 }
 
+// Exit status 1 when a kernelspec could not be read (each gets a FAIL line).
 int cmd_list() {
   auto specs = ik::find_kernelspecs();
   if (!specs) return ik::print_error(specs.error());
-  int n = 0;
+  int n = 0, broken = 0;
   for (const auto& [name, k] : *specs) {
+    if (!k.error.empty()) {
+      ++broken;
+      std::printf("%-24s FAIL: %s\n  %s\n", name.c_str(), k.error.c_str(), k.resource_dir.c_str());
+      continue;
+    }
     if (!ik::is_isolated(k)) continue;
     ++n;
-    json settings = k.spec.value("metadata", json::object()).value(ik::kKernelspecMetadataKey, json::object());
-    std::printf("%-24s %s\n  %s\n  %s\n", name.c_str(), k.spec.value("display_name", "").c_str(),
-                summary(settings).c_str(), k.resource_dir.c_str());
+    auto settings = ik::kernelspec_settings(k.spec, k.resource_dir);
+    if (!settings) {
+      ++broken;
+      std::printf("%-24s FAIL: %s\n  %s\n", name.c_str(), settings.error().describe().c_str(), k.resource_dir.c_str());
+      continue;
+    }
+    std::printf("%-24s %s\n  %s\n  %s\n", name.c_str(), ik::spec_string(k.spec, "display_name", "").c_str(),
+                ik::settings_summary(settings->opts).c_str(), k.resource_dir.c_str());
   }
   if (n == 0) std::printf("No isolated kernelspecs. Install one with: isolated-kernel install\n");
-  return 0;
+  return broken ? 1 : 0;
 }
 
 int cmd_show(const std::string& name) {
   auto k = find_isolated(name);
   if (!k) return ik::print_error(k.error());
-  ik::Options opts;
-  if (auto s = ik::apply_kernelspec_config(k->resource_dir, opts); !s) return ik::print_error(s.error());
-  std::vector<std::string> argv;
-  bool after = false;
-  for (const auto& a : k->spec["argv"]) {
-    if (after) argv.push_back(a.get<std::string>());
-    if (a == "--") after = true;
-  }
-  opts.argv = argv;
   auto host = ik::read_host_info(environ);
   if (!host) return ik::print_error(host.error());
-  std::string conn = host->home + "/.local/share/jupyter/runtime/kernel-EXAMPLE.json";
-  for (auto& a : opts.argv)
-    if (a == "{connection_file}") a = conn;
-  auto plan = ik::build_plan(opts, *host, ik::kernel_ops(conn, "{}", opts.net == ik::NetMode::kNone, host->cwd));
-  if (!plan) return ik::print_error(plan.error());
+  auto dirs = ik::jupyter_dirs();
+  if (!dirs) return ik::print_error(dirs.error());
+  auto plan = ik::preview_plan(k->spec, k->resource_dir, *host, dirs->runtime);
+  if (!plan) {
+    ik::Error e = plan.error();
+    e.step = k->resource_dir + "/" + e.step;
+    return ik::print_error(e);
+  }
   json out{{"name", name}, {"resource_dir", k->resource_dir}, {"kernel.json", k->spec},
            {"plan (for a kernel started in the current directory)", ik::plan_to_json(*plan)}};
-  std::cout << out.dump(2) << std::endl;
+  std::cout << ik::display_json(out) << std::endl;
   return 0;
+}
+
+// `isolated-kernel frobnicate`: CLI11 would only say that a subcommand is required.
+int unknown_command(const std::vector<std::string>& args) {
+  std::string list;
+  for (const char* c : kCommands) list += (list.empty() ? "" : ", ") + std::string(c);
+  if (args.empty()) {
+    std::fprintf(stderr, "isolated-kernel: a command is required (commands: %s; see isolated-kernel --help)\n",
+                 list.c_str());
+    return ik::kExitUsage;
+  }
+  if (args[0].empty() || args[0][0] == '-') return -1;
+  for (const char* c : kCommands)
+    if (args[0] == c) return -1;
+  std::fprintf(stderr, "isolated-kernel: unknown command '%s' (commands: %s; see isolated-kernel --help)\n",
+               args[0].c_str(), list.c_str());
+  return ik::kExitUsage;
 }
 
 int cmd_remove(const std::string& name) {
@@ -108,7 +128,7 @@ int main(int argc, char** argv) {
   install->add_flag("--sys-prefix", sys_prefix, "Install into the Jupyter Python's sys.prefix");
   install->add_option("--prefix", req.prefix, "Install into PREFIX/share/jupyter/kernels")->type_name("PREFIX");
   install->add_option("--name", req.name, "Kernelspec name (default python3-isolated)");
-  install->add_option("--display-name", req.display_name, "Name shown in menus (default: '<wrapped> (isolated)')");
+  install->add_option("--display-name", req.display_name, "Name shown in menus (default: '<wrapped> (isolated)', or '<wrapped> (isolated: NAME)' with --name)");
   install->add_flag("--replace", req.replace, "Overwrite an existing kernelspec of that name");
   install->add_option("--from", req.from, "Wrap this installed kernelspec (default python3)")->type_name("NAME");
   install->add_option("--python", req.python, "Build the kernel from this Python interpreter instead")->type_name("PATH");
@@ -129,10 +149,11 @@ int main(int argc, char** argv) {
   // Set after the subcommands, so their --help does not repeat it.
   app.footer("Examples:\n  isolated-kernel install                      # python3-isolated, wrapping python3\n"
              "  isolated-kernel install --user --from ir --mnt ro:/srv/data\n"
-             "  isolated-kernel doctor\nDocs: docs/nbgrader.md, docs/config.md, docs/security.md"
+             "  isolated-kernel doctor\nDocs: man isolated-kernel; " IK_DOCDIR "/nbgrader.md, " IK_DOCDIR "/config.md"
              "\nEnvironment: IK_JUPYTER_PYTHON (the Python with jupyter_client, default /usr/bin/python3),\n"
              "IK_DATA_DIR (where kernelspecs/python3-isolated is). Exit status: 0 ok, 1 doctor found a failure,\n"
-             "2 bad usage, 125 could not install.");
+             "2 bad usage or settings, 125 could not install; list: 1 when a kernelspec could not be read.");
+  if (int rc = unknown_command(ik::arguments(argc, argv)); rc >= 0) return rc;
   if (int rc = ik::parse_options(app, ik::arguments(argc, argv), "isolated-kernel"); rc >= 0) return rc;
 
   if (*install) {
@@ -152,6 +173,7 @@ int main(int argc, char** argv) {
     ik::log::set_verbose(req.sandbox.verbose);
     auto dir = ik::install_kernelspec(req);
     if (!dir) return ik::print_error(dir.error());
+    if (dir->empty()) return 0;  // --print-plan
     std::printf("Installed kernelspec %s in %s\n", req.name.c_str(), dir->c_str());
     return 0;
   }

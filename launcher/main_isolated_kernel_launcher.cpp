@@ -22,6 +22,7 @@
 #include "common/report_error.hpp"
 #include "kernelspec/launch.hpp"
 #include "parse/cli.hpp"
+#include "parse/json_text.hpp"
 #include "parse/usage_formatter.hpp"
 #include "parse/units.hpp"
 #include "plan/host.hpp"
@@ -171,7 +172,7 @@ int run(ik::Options& opts, const LauncherArgs& args) {
   auto plan = ik::build_plan(opts, *host, ik::kernel_ops(conn_path, kernel_conn, use_relay, host->cwd));
   if (!plan) return fail(plan.error());
   if (opts.print_plan) {
-    std::cout << ik::plan_to_json(*plan).dump(2) << std::endl;
+    std::cout << ik::display_json(ik::plan_to_json(*plan)) << std::endl;
     return 0;
   }
   // Before the sandbox exists: a client already gone gets no kernel.
@@ -235,7 +236,7 @@ int main(int argc, char** argv) {
       ->type_name("SIZE");
   app.footer("Example kernel.json argv:\n  [\"isolated-kernel-launcher\", \"--mnt\", \"ro:/opt/conda\", \"--\",\n"
              "   \"/opt/conda/bin/python\", \"-m\", \"ipykernel_launcher\", \"-f\", \"{connection_file}\"]\n"
-             "Install one with: isolated-kernel install. Docs: docs/nbgrader.md, docs/config.md");
+             "Install one with: isolated-kernel install. Docs: man isolated-kernel-launcher; " IK_DOCDIR "/config.md");
   auto split = ik::split_command(app, ik::arguments(argc, argv));
   if (int rc = ik::parse_options(app, split.options, "isolated-kernel-launcher"); rc >= 0) return rc;
   ik::Options opts;

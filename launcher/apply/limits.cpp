@@ -59,6 +59,18 @@ std::string explain_limit_exit(const Plan& plan, int status, const LimitEvents& 
   if (status == 128 + SIGXFSZ && plan.rlimits.fsize_bytes)
     why.push_back("killed for writing past the file size limit of " + format_size(*plan.rlimits.fsize_bytes) +
                   " (RLIMIT_FSIZE, --fsize)");
+  // An address-space limit too low for the program shows as a crash when
+  // mmap fails (SIGSEGV, SIGBUS) or, before main(), as the dynamic loader's
+  // "failed to map segment" and its status 127.
+  if (plan.rlimits.memory_bytes) {
+    const std::string limit = "the --memory limit of " + format_size(*plan.rlimits.memory_bytes) + " (RLIMIT_AS)";
+    if (status == 128 + SIGSEGV || status == 128 + SIGBUS)
+      why.push_back(std::string("died of ") + (status == 128 + SIGSEGV ? "SIGSEGV" : "SIGBUS") + ", probably at " +
+                    limit + ": try a larger --memory");
+    else if (status == kExitNotFound)
+      why.push_back("exit status 127: if it could not load its libraries (\"failed to map segment\"), that is "
+                    "probably " + limit + ": try a larger --memory");
+  }
   std::string out;
   for (const auto& w : why) out += (out.empty() ? "" : "; ") + w;
   return out;

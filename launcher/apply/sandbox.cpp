@@ -89,8 +89,16 @@ Status program_steps(const Plan& plan, int pty_slave) {
     if (plan.cwd_explicit)
       return Error{"--chdir " + plan.cwd, errno, "not a directory inside the sandbox",
                    "mount it with --mnt, or choose another directory", kExitSetup};
-    log::step("cwd %s is not visible inside; using %s", plan.cwd.c_str(), plan.id.home.c_str());
-    if (chdir(plan.id.home.c_str()) != 0 && chdir("/") != 0) return sys_error("chdir /");
+    // Said always, not only with -v: a relative path (python3 code.py) would
+    // otherwise fail with a message about HOME.
+    const char* where = plan.id.home.c_str();
+    if (chdir(where) != 0) {
+      where = "/";
+      if (chdir(where) != 0) return sys_error("chdir /");
+    }
+    log::warn("note: the current directory %s is not mounted in the sandbox, so %s starts in %s "
+              "(add -m . to mount it, or pick one with --chdir)",
+              plan.cwd.c_str(), plan.argv.empty() ? "the program" : plan.argv[0].c_str(), where);
   }
   sigset_t none;
   sigemptyset(&none);

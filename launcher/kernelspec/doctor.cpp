@@ -13,6 +13,7 @@
 #include "plan/cgroup.hpp"
 #include "kernelspec/install.hpp"
 #include "kernelspec/jupyter.hpp"
+#include "kernelspec/spec_read.hpp"
 #include "kernelspec/subprocess.hpp"
 
 namespace ik {
@@ -104,8 +105,17 @@ void check_kernels(Tally& t) {
   t.line(Verdict::kPass, "jupyter_client", "found with " + jupyter_python());
   int n = 0;
   for (const auto& [name, k] : *specs) {
+    if (!k.error.empty()) {
+      // Jupyter skips it; whether it was meant to be isolated is unknown.
+      t.line(Verdict::kWarn, "kernelspec " + name, k.error + " (Jupyter does not offer it)");
+      continue;
+    }
     if (!is_isolated(k)) continue;
     ++n;
+    if (auto s = kernelspec_settings(k.spec, k.resource_dir); !s) {
+      t.line(Verdict::kFail, "kernel " + name, s.error().describe() + " (" + k.resource_dir + ")");
+      continue;
+    }
     std::string kernels_dir = std::filesystem::path(k.resource_dir).parent_path().string();
     auto c = check_kernel_starts(kernels_dir, name, 60);
     if (c && c->ok) {

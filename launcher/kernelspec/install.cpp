@@ -11,11 +11,17 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 
 #include "common/log.hpp"
+#include "kernelspec/plan_preview.hpp"
 #include "kernelspec/subprocess.hpp"
+#include "parse/json_text.hpp"
 #include "parse/config.hpp"
 #include "plan/paths.hpp"
+#include "plan/planner.hpp"
+
+extern char** environ;
 
 namespace ik {
 namespace fs = std::filesystem;
@@ -58,11 +64,17 @@ bool looks_like_python(const std::string& argv0) {
 }
 
 Result<WrappedKernel> wrapped_from_spec(const InstallRequest& req, KernelspecInfo& source) {
+  if (!source.error.empty())
+    return usage_error("kernelspec '" + req.from + "': " + source.error, "fix it, or wrap another with --from");
   if (is_isolated(source))
     return usage_error("kernelspec '" + req.from + "' is already isolated", "wrap the kernelspec it was made from");
   WrappedKernel w;
   w.spec = source.spec;
-  for (const auto& a : source.spec.value("argv", json::array())) w.argv.push_back(a.get<std::string>());
+  const json argv = source.spec.contains("argv") ? source.spec["argv"] : json::array();
+  for (const auto& a : argv.is_array() ? argv : json::array()) {
+    if (!a.is_string()) return usage_error("kernelspec '" + req.from + "': argv must be an array of strings");
+    w.argv.push_back(a.get<std::string>());
+  }
   if (w.argv.empty()) return usage_error("kernelspec '" + req.from + "' has an empty argv");
   w.argv[0] = which(w.argv[0]);
   return w;
@@ -156,6 +168,22 @@ std::string start_failure_hint(const StartCheck& c, const WrappedKernel& w, cons
   return "run 'isolated-kernel doctor', or start it by hand with -v to see each step";
 }
 
+// install --print-plan: the kernel.json it would write and the plan its
+// kernel would get, as `show` prints them; nothing is written or started.
+Result<std::string> print_install_plan(const InstallRequest& req, const WrappedKernel& w, const std::string& launcher,
+                                       const HostInfo& host) {
+  json spec = make_isolated_spec(req, w, launcher);
+  auto dirs = jupyter_dirs();
+  if (!dirs) return dirs.error();
+  const std::string resource_dir = "{resource_dir}";  // not installed: Jupyter's placeholder
+  auto plan = preview_plan(spec, resource_dir, host, dirs->runtime);
+  if (!plan) return plan.error();
+  json out{{"name", req.name}, {"kernel.json", spec},
+           {"plan (for a kernel started in the current directory)", plan_to_json(*plan)}};
+  std::cout << display_json(out) << std::endl;
+  return std::string();
+}
+
 }  // namespace
 
 std::string sibling_program(const std::string& name) {
@@ -199,11 +227,12 @@ json make_isolated_spec(const InstallRequest& req, const WrappedKernel& w, const
   for (const auto& a : w.argv) argv.push_back(a);
   std::string display = req.display_name;
   if (display.empty()) {
-    display = w.spec.value("display_name", req.from);
+    display = spec_string(w.spec, "display_name", req.from);
     for (const char* suffix : {" (ipykernel)"})
       if (display.size() > std::strlen(suffix) && display.compare(display.size() - std::strlen(suffix), std::string::npos, suffix) == 0)
         display.resize(display.size() - std::strlen(suffix));
-    display += " (isolated)";
+    // Several installs (one per course) must be told apart in the menus.
+    display += req.name == InstallRequest{}.name ? " (isolated)" : " (isolated: " + req.name + ")";
   }
   Options settings = req.sandbox;
   // The kernel's working directory (the notebook's folder) is always mounted
@@ -222,7 +251,7 @@ json make_isolated_spec(const InstallRequest& req, const WrappedKernel& w, const
   for (const auto& m : req.sandbox.mounts) mounts.push_back(m);
   settings.mounts = mounts;
   // A copy: items() of the temporary that value() returns would dangle.
-  const json env = w.spec.value("env", json::object());
+  const json env = w.spec.contains("env") && w.spec["env"].is_object() ? w.spec["env"] : json::object();
   for (const auto& [k, v] : env.items())
     if (v.is_string()) settings.setenv.emplace_back(k, v.get<std::string>());
   json config = options_to_config_json(settings);
@@ -231,14 +260,14 @@ json make_isolated_spec(const InstallRequest& req, const WrappedKernel& w, const
   json d = options_to_config_json(defaults);
   for (auto it = d.begin(); it != d.end(); ++it)
     if (config.contains(it.key()) && config[it.key()] == it.value() && it.key() != "network") config.erase(it.key());
-  json metadata = w.spec.value("metadata", json::object());
+  json metadata = w.spec.contains("metadata") && w.spec["metadata"].is_object() ? w.spec["metadata"] : json::object();
   metadata[kKernelspecMetadataKey] = config;
   metadata["isolated_kernel_install"] = {{"wraps", req.python.empty() ? req.from : req.python},
                                          {"version", IK_VERSION},
                                          {"detected_mounts", w.detected_mounts}};
   return json{{"argv", argv},
               {"display_name", display},
-              {"language", w.spec.value("language", "python")},
+              {"language", spec_string(w.spec, "language", "python")},
               {"interrupt_mode", "signal"},
               {"env", json::object()},
               {"metadata", metadata}};
@@ -261,6 +290,17 @@ Status validate_request(const InstallRequest& req) {
 
 Result<std::string> install_kernelspec(const InstallRequest& req) {
   IK_TRY(validate_request(req));
+  // The settings first, with isolate's one-line errors (a missing --mnt
+  // path is status 2), before anything is probed or started.
+  auto host = read_host_info(environ);
+  if (!host) return host.error();
+  {
+    // Without the "." every kernel mounts: the caller may be anywhere (even /).
+    Options o = req.sandbox;
+    o.argv = {"true"};
+    auto plan = build_plan(o, *host);
+    if (!plan) return plan.error();
+  }
   const std::string launcher = sibling_program("isolated-kernel-launcher");
   if (access(launcher.c_str(), X_OK) != 0)
     return Error{"find isolated-kernel-launcher", ENOENT, launcher, "install the programs with cmake --install",
@@ -287,6 +327,7 @@ Result<std::string> install_kernelspec(const InstallRequest& req) {
     if (req.from == "python3" && !template_dir("python3-isolated").empty()) resources = template_dir("python3-isolated");
   }
   IK_TRY(detect_mounts(w));
+  if (req.sandbox.print_plan) return print_install_plan(req, w, launcher, *host);
   for (const auto& d : w.detected_mounts) std::printf("mounting read-only for the interpreter: %s\n", d.c_str());
 
   auto kernels_dir = kernels_dir_for(req);
@@ -306,7 +347,14 @@ Result<std::string> install_kernelspec(const InstallRequest& req) {
   fs::create_directories(stage);
   IK_TRY(copy_resources(resources, stage));
   json spec = make_isolated_spec(req, w, launcher);
-  IK_TRY(write_text(stage / "kernel.json", spec.dump(1) + "\n"));
+  std::string text;
+  try {
+    text = spec.dump(1);
+  } catch (const json::exception&) {  // a --mnt, --setenv... that is not UTF-8
+    return usage_error("a setting is not valid UTF-8, which kernel.json cannot hold",
+                       "rename the directory, or mount it through a UTF-8 path (DEST=SRC)");
+  }
+  IK_TRY(write_text(stage / "kernel.json", text + "\n"));
 
   if (req.check) {
     std::printf("checking that %s starts inside the sandbox...\n", req.name.c_str());

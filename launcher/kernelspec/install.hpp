@@ -42,7 +42,8 @@ nlohmann::json make_isolated_spec(const InstallRequest& req, const WrappedKernel
 // Directories an interpreter needs beyond the system ones, top-most only.
 std::vector<std::string> needed_directories(const InterpreterInfo& info);
 
-// Returns the installed directory.
+// Returns the installed directory; empty when req.sandbox.print_plan (the
+// plan was printed, nothing installed).
 Result<std::string> install_kernelspec(const InstallRequest& req);
 
 }  // namespace ik

@@ -3,7 +3,9 @@
 #include <climits>
 #include <cstdlib>
 
+#include "kernelspec/spec_read.hpp"
 #include "kernelspec/subprocess.hpp"
+#include "parse/json_text.hpp"
 
 namespace ik {
 namespace {
@@ -12,7 +14,7 @@ using nlohmann::json;
 constexpr const char* kListSpecs = R"PY(
 import json
 from jupyter_client.kernelspec import KernelSpecManager
-print(json.dumps(KernelSpecManager().get_all_specs()))
+print(json.dumps(KernelSpecManager().find_kernel_specs()))
 )PY";
 
 constexpr const char* kDirs = R"PY(
@@ -20,7 +22,8 @@ import json, os, sys
 from jupyter_core import paths
 print(json.dumps({"user": paths.jupyter_data_dir(),
                   "sys_prefix": os.path.join(sys.prefix, "share", "jupyter"),
-                  "system": paths.SYSTEM_JUPYTER_PATH[0]}))
+                  "system": paths.SYSTEM_JUPYTER_PATH[0],
+                  "runtime": paths.jupyter_runtime_dir()}))
 )PY";
 
 constexpr const char* kProbe = R"PY(
@@ -93,34 +96,57 @@ Result<json> run_python_json(const std::string& python, const char* script, cons
 }  // namespace
 
 Result<std::map<std::string, KernelspecInfo>> find_kernelspecs() {
+  // jupyter_client finds them (its search path and precedence); we read
+  // them, so that a broken kernel.json, which it skips with a log line, is
+  // named with its error instead of missing.
   auto j = run_python_json(jupyter_python(), kListSpecs);
   if (!j) return j.error();
   std::map<std::string, KernelspecInfo> out;
-  for (const auto& [name, v] : j->items())
-    out[name] = KernelspecInfo{name, v.value("resource_dir", ""), v.value("spec", json::object())};
+  if (!j->is_object()) return out;
+  for (const auto& [name, v] : j->items()) {
+    if (!v.is_string()) continue;
+    out[name] = read_kernelspec(name, v.get<std::string>());
+  }
   return out;
 }
 
-bool is_isolated(const KernelspecInfo& k) {
-  if (!k.spec.contains("argv") || !k.spec["argv"].is_array() || k.spec["argv"].empty()) return false;
-  std::string argv0 = k.spec["argv"][0].get<std::string>();
-  return argv0.size() >= 24 && argv0.compare(argv0.size() - 24, 24, "isolated-kernel-launcher") == 0;
+KernelspecInfo read_kernelspec(const std::string& name, const std::string& resource_dir) {
+  KernelspecInfo k{name, resource_dir, json::object(), {}};
+  auto spec = read_json_file(resource_dir + "/kernel.json", "kernelspec");
+  if (!spec) k.error = spec.error().describe();
+  else if (!spec->is_object()) k.error = resource_dir + "/kernel.json: must be a JSON object";
+  else k.spec = *spec;
+  return k;
+}
+
+bool is_isolated(const KernelspecInfo& k) { return is_isolated_spec(k.spec); }
+
+std::string spec_string(const json& spec, const char* key, const std::string& fallback) {
+  if (spec.is_object() && spec.contains(key) && spec[key].is_string()) return spec[key].get<std::string>();
+  return fallback;
 }
 
 Result<JupyterDirs> jupyter_dirs() {
   auto j = run_python_json(jupyter_python(), kDirs);
   if (!j) return j.error();
-  return JupyterDirs{(*j)["user"], (*j)["sys_prefix"], (*j)["system"]};
+  return JupyterDirs{spec_string(*j, "user", ""), spec_string(*j, "sys_prefix", ""), spec_string(*j, "system", ""),
+                     spec_string(*j, "runtime", "")};
 }
 
 Result<InterpreterInfo> probe_interpreter(const std::string& python) {
   auto j = run_python_json(python, kProbe);
   if (!j) return j.error();
+  // The interpreter's output is not ours to trust: checked reads only.
   InterpreterInfo info;
-  info.executable = (*j)["executable"];
-  info.prefix = (*j)["prefix"];
-  info.base_prefix = (*j)["base_prefix"];
-  for (const auto& p : (*j)["paths"]) info.paths.push_back(p);
+  info.executable = spec_string(*j, "executable", "");
+  info.prefix = spec_string(*j, "prefix", "");
+  info.base_prefix = spec_string(*j, "base_prefix", "");
+  if (j->is_object() && j->contains("paths") && (*j)["paths"].is_array())
+    for (const auto& p : (*j)["paths"])
+      if (p.is_string()) info.paths.push_back(p.get<std::string>());
+  if (info.executable.empty())
+    return Error{"probe " + python, 0, "it did not report its sys.executable", "give the path of a python executable",
+                 kExitUsage};
   return info;
 }
 
@@ -129,10 +155,10 @@ Result<StartCheck> check_kernel_starts(const std::string& kernels_dir, const std
                            timeout_seconds + 30);
   if (!j) return j.error();
   StartCheck c;
-  c.ok = (*j).value("ok", false);
-  c.seconds = (*j).value("seconds", 0.0);
-  c.error = (*j).value("error", "");
-  c.stderr_tail = (*j).value("stderr", "");
+  c.ok = j->is_object() && j->contains("ok") && (*j)["ok"].is_boolean() && (*j)["ok"].get<bool>();
+  c.seconds = j->is_object() && j->contains("seconds") && (*j)["seconds"].is_number() ? (*j)["seconds"].get<double>() : 0.0;
+  c.error = spec_string(*j, "error", "");
+  c.stderr_tail = spec_string(*j, "stderr", "");
   return c;
 }
 

@@ -14,17 +14,24 @@ namespace ik {
 struct KernelspecInfo {
   std::string name;
   std::string resource_dir;
-  nlohmann::json spec;  // kernel.json content
+  nlohmann::json spec;  // kernel.json content (an object; empty when `error` is set)
+  std::string error;    // why kernel.json could not be read, e.g. "DIR/kernel.json:3:7: invalid JSON: ..."
 };
 
+// Every kernelspec Jupyter finds, also those whose kernel.json is broken
+// (with `error` set), which jupyter_client itself skips.
 Result<std::map<std::string, KernelspecInfo>> find_kernelspecs();
+KernelspecInfo read_kernelspec(const std::string& name, const std::string& resource_dir);
 bool is_isolated(const KernelspecInfo& k);
+// spec[key] when it is a string, else `fallback` (kernel.json is user data).
+std::string spec_string(const nlohmann::json& spec, const char* key, const std::string& fallback);
 
 // Jupyter directories: user data dir, sys.prefix data dir, system dirs.
 struct JupyterDirs {
   std::string user;        // JUPYTER_DATA_DIR or ~/.local/share/jupyter
   std::string sys_prefix;  // <sys.prefix>/share/jupyter
   std::string system;      // first system dir (/usr/local/share/jupyter)
+  std::string runtime;     // JUPYTER_RUNTIME_DIR or DATA_DIR/runtime: where connection files go
 };
 Result<JupyterDirs> jupyter_dirs();
 

@@ -7,6 +7,10 @@
 #include "parse/mount_list.hpp"
 #include "parse/units.hpp"
 
+#ifndef IK_DOCDIR  // set by CMake; the fuzz targets build without it
+#define IK_DOCDIR "/usr/share/doc/isolated-kernel"
+#endif
+
 namespace ik {
 
 SandboxCli::SandboxCli(CLI::App& app) : app_(app) {
@@ -15,7 +19,7 @@ SandboxCli::SandboxCli(CLI::App& app) : app_(app) {
                  "Space-separated mount list: [ro|rw|rbind,...:]PATH, DEST=SRC or DEST=none. "
                  "Repeatable. Default: $MNTDIRS, else '.'")
       ->type_name("LIST")->group(g);
-  app.add_flag("-v,--verbose", verbose_, "Log every step on stderr (namespaces, mounts, limits, relay)")->group(g);
+  app.add_flag("-v,--verbose", verbose_, "Log every step on stderr (namespaces, mounts, limits, relay); once is enough")->group(g);
   app.add_option("-b,--build-dir", build_dir_,
                  "Existing directory where the new root is assembled, inside the sandbox's own mount "
                  "namespace (default /tmp; nothing is created on the host)")
@@ -24,7 +28,7 @@ SandboxCli::SandboxCli(CLI::App& app) : app_(app) {
                                     "NOTE: in isolate.sh --no-net meant 'share the network'")->group(g);
   app.add_flag("--share-net", share_net_, "Share the host's network (no network isolation)")->group(g);
   app.add_flag("--root", root_, "Appear as uid/gid 0 inside (still the caller's uid outside)")->group(g);
-  app.add_option("--tmpfs-size", tmpfs_size_, "Size cap of each tmpfs the sandbox creates (/, /tmp, HOME, /dev/shm, DEST=none dirs), e.g. 512M (default 1G)")
+  app.add_option("--tmpfs-size", tmpfs_size_, "Size cap of each tmpfs the sandbox creates (/, /tmp, HOME, /dev/shm, DEST=none dirs; /dev itself is 1M), e.g. 512M (default 1G, at least 1M)")
       ->type_name("SIZE")->group(g);
   app.add_option("--hostname", hostname_, "Hostname inside (default 'isolated')")->group(g);
   app.add_option("--setenv", setenv_, "Set an environment variable inside (repeatable)")->type_name("K=V")->group(g);
@@ -32,7 +36,7 @@ SandboxCli::SandboxCli(CLI::App& app) : app_(app) {
       ->type_name("NAME")->group(g);
   app.add_option("--chdir", chdir_, "Working directory inside (default: the current directory)")
       ->type_name("DIR")->group(g);
-  app.add_option("--config", config_, "JSON file with the same settings (see docs/config.md); flags override it")
+  app.add_option("--config", config_, "JSON file with the same settings (see " IK_DOCDIR "/config.md); flags override it")
       ->type_name("FILE")->group(g);
   app.add_option("--kernelspec", kernelspec_,
                  "Kernelspec directory whose kernel.json metadata.isolated_kernel holds the settings "
@@ -43,11 +47,11 @@ SandboxCli::SandboxCli(CLI::App& app) : app_(app) {
       ->type_name("MODE")->group(g);
   app.add_flag("--allow-userns", allow_userns_, "Allow creating nested user namespaces inside")->group(g);
   const char* l = "Limits";
-  app.add_option("--memory", memory_, "Memory cap, e.g. 2G: RAM of the whole sandbox (cgroup memory.max) when a "
+  app.add_option("--memory", memory_, "Memory cap, e.g. 2G (at least 4M): RAM of the whole sandbox (cgroup memory.max) when a "
                  "delegated cgroup v2 has the memory controller, else address space per process (RLIMIT_AS)")
       ->type_name("SIZE")->group(l);
-  app.add_option("--cpu-time", cpu_time_, "CPU time limit per process (RLIMIT_CPU), e.g. 60s or 10m")->type_name("TIME")->group(l);
-  app.add_option("--wall-time", wall_time_, "Wall-clock limit; the whole sandbox is killed after it")->type_name("TIME")->group(l);
+  app.add_option("--cpu-time", cpu_time_, "CPU time limit per process (RLIMIT_CPU), e.g. 60s or 10m (at least 1s)")->type_name("TIME")->group(l);
+  app.add_option("--wall-time", wall_time_, "Wall-clock limit (at least 1s); the whole sandbox is killed after it")->type_name("TIME")->group(l);
   app.add_option("--nproc", nproc_, "Maximum number of processes and threads: in the sandbox (cgroup pids.max) "
                  "when a delegated cgroup v2 has the pids controller, else of this uid (RLIMIT_NPROC)")
       ->type_name("N")->group(l);
@@ -84,6 +88,20 @@ Status add_mount_lists(const std::vector<std::string>& lists, const char* where,
 }
 
 }  // namespace
+
+Status check_limit_floors(const Limits& limits) {
+  // Below this not even the C library maps (RLIMIT_AS): the program would die
+  // of SIGSEGV before printing anything.
+  if (limits.memory_bytes && *limits.memory_bytes < kMinMemoryBytes)
+    return usage_error("--memory must be at least 4M (less cannot even load the C library)",
+                       "a Python kernel needs about 200M; e.g. --memory 1G");
+  // A limit of 0 would kill the program at once.
+  if (limits.wall_seconds && *limits.wall_seconds == 0)
+    return usage_error("--wall-time must be at least 1s", "leave it out for no limit");
+  if (limits.cpu_seconds && *limits.cpu_seconds == 0)
+    return usage_error("--cpu-time must be at least 1s", "leave it out for no limit");
+  return ok();
+}
 
 Status SandboxCli::finish(Options& out, const char* mntdirs) const {
   // Precedence: kernelspec metadata, then --config, then flags.
@@ -139,7 +157,7 @@ Status SandboxCli::finish(Options& out, const char* mntdirs) const {
   }
   if (out.tmpfs_size < (1u << 20))
     return usage_error("--tmpfs-size must be at least 1M");
-  return ok();
+  return check_limit_floors(out.limits);
 }
 
 std::vector<std::string> normalize_short_equals(const std::vector<std::string>& options) {

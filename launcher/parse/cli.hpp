@@ -28,6 +28,12 @@ class SandboxCli {
   int verbose_ = 0;
 };
 
+// Limits that cannot run anything (--memory below 4M, --wall-time 0,
+// --cpu-time 0) are refused, wherever they come from (flags, --config,
+// kernelspec metadata).
+inline constexpr std::uint64_t kMinMemoryBytes = 4ull << 20;
+Status check_limit_floors(const Limits& limits);
+
 // isolate.sh accepted "-m=LIST" and "-b=DIR"; CLI11 does not, so rewrite
 // those to "-m LIST". Give it the options only (see split_command), never
 // the program's own arguments.

@@ -4,6 +4,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "parse/json_text.hpp"
 #include "parse/mount_list.hpp"
 #include "parse/units.hpp"
 
@@ -169,19 +170,6 @@ Status apply_config_json(const json& config, const std::string& where, Options& 
   return ok();
 }
 
-namespace {
-Result<json> read_json_file(const std::string& path, const char* what) {
-  std::ifstream in(path);
-  if (!in) return Error{std::string(what) + " " + path, errno, {}, "check the path", kExitUsage};
-  std::stringstream buf;
-  buf << in.rdbuf();
-  try {
-    return json::parse(buf.str());
-  } catch (const json::exception& e) {
-    return usage_error(path + ": invalid JSON: " + e.what());
-  }
-}
-}  // namespace
 
 Status apply_config_file(const std::string& path, Options& opts) {
   auto config = read_json_file(path, "--config");

@@ -64,6 +64,20 @@ Result<MountEntry> parse_mount_entry(const std::string& text) {
   return e;
 }
 
+std::string unknown_mount_flag(const std::string& text) {
+  auto colon = text.find(':');
+  if (colon == std::string::npos || colon == 0) return {};
+  std::stringstream ss(text.substr(0, colon));
+  std::string word, unknown;
+  while (std::getline(ss, word, ',')) {
+    if (word.empty()) return {};
+    for (char c : word)
+      if (c < 'a' || c > 'z') return {};
+    if (unknown.empty() && word != "ro" && word != "rw" && word != "rbind") unknown = word;
+  }
+  return unknown;
+}
+
 Result<std::vector<MountEntry>> parse_mount_list(const std::string& list) {
   std::vector<MountEntry> out;
   std::stringstream ss(list);

@@ -1,5 +1,7 @@
 #include "plan/paths.hpp"
 
+#include "parse/mount_list.hpp"
+
 #include <pwd.h>
 #include <stdlib.h>
 
@@ -48,6 +50,10 @@ Result<std::string> host_realpath(const std::string& path, const std::string& en
   char buf[PATH_MAX];
   if (!realpath(path.c_str(), buf)) {
     int e = errno;
+    if (std::string word = unknown_mount_flag(entry); e == ENOENT && !word.empty())
+      return Error{"mount '" + entry + "'", 0,
+                   "'" + word + "' is not a flag (ro, rw, rbind), and there is no path " + path,
+                   "write [ro|rw|rbind,...:]PATH, e.g. ro:/data", kExitUsage};
     return Error{"mount '" + entry + "'", e, path,
                  e == ENOENT ? "create it first or fix the path" : "check the permissions", kExitUsage};
   }

@@ -181,7 +181,7 @@ def test_install_from_other_kernelspec(jup, tools):
         got = (d / fname).read_bytes()
         assert got == (data.encode() if isinstance(data, str) else data), f"{fname} differs from the wrapped one's"
     spec = read_spec(d)
-    assert spec["display_name"] == "Bash-like (isolated)", spec
+    assert spec["display_name"] == "Bash-like (isolated: bashlike-isolated)", spec
     assert spec["language"] == "bash", spec
     assert_wraps(spec, tools, IPYKERNEL_ARGV)
     assert spec["metadata"].get("bashlike") == {"flavour": "test"}, "the wrapped kernelspec's metadata was lost"

@@ -166,7 +166,8 @@ def test_mnt_repeatable(sb):
     r = sb.sh(f"test -d {a} && test -d {b} && echo both; test -e {cwd} && echo CWD; true",
               "-m", str(a), "-m", str(b), cwd=cwd)
     assert r.out == "both", r             # and not the default '.'
-    assert "" == r.stderr, r
+    # The one thing said: the unmounted working directory (issue 14).
+    assert r.stderr.count("\n") == 1 and f"note: the current directory {cwd} is not mounted" in r.stderr, r
 
 
 def test_config_file_mounts(sb):

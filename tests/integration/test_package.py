@@ -378,7 +378,8 @@ def test_deb_package(tmp_path):
     template = "/usr/share/isolated-kernel/kernelspecs/python3-isolated"
     expected = {f"/usr/bin/{p}" for p in PROGRAMS} | {f"/usr/share/man/man1/{p}.1.gz" for p in PROGRAMS} | {
         f"/usr/share/bash-completion/completions/{p}" for p in PROGRAMS} | {
-        f"{template}/{f}" for f in ("kernel.json", "logo-32x32.png", "logo-64x64.png", "logo-svg.svg")}
+        f"{template}/{f}" for f in ("kernel.json", "logo-32x32.png", "logo-64x64.png", "logo-svg.svg")} | {
+        f"/usr/share/doc/{PACKAGE}/{f}" for f in ("README.md", "config.md", "nbgrader.md", "security.md")}
     assert expected <= files, f"missing from the .deb: {sorted(expected - files)}"
     assert not [f for f in files if f.startswith("/usr/local")], "the .deb installs into /usr/local"
 
@@ -396,6 +397,11 @@ def test_deb_package(tmp_path):
         for prog in PROGRAMS:
             r = run([f"/usr/bin/{prog}", "--version"], env=env, check=True)
             assert version in r.stdout
+            # --help points to installed documents (issue 14: it named docs/ of the source tree).
+            docs = re.findall(r"(/usr/share/doc/\S+?\.md)", run([f"/usr/bin/{prog}", "--help"], env=env).stdout)
+            assert docs, f"{prog} --help names no installed document"
+            for d in docs:
+                assert os.path.isfile(d), f"{prog} --help points to {d}, which the package does not install"
 
         # The host checks, with the installed programs.
         r = run(["/usr/bin/isolated-kernel", "doctor", "--no-kernels"], env=env, timeout=120)

@@ -294,7 +294,7 @@ def test_top_draws_and_sees_only_the_sandbox(sb, term):
     screen = ANSI.sub("", t.output)
     m = re.search(r"Tasks:\s*(\d+)\s*total", screen)
     assert m and int(m.group(1)) == 2, screen   # the init and top
-    assert re.search(r"\n\s*3 \S+ .* top\s", screen), screen
+    assert re.search(r"\n\s*[2-9]\d* \S+ .* top\s", screen), screen   # its pid may vary (set-up thread)
 
 
 # ------------------------------------------------------------- restoring
