@@ -25,7 +25,7 @@ OPTION = re.compile(r"(?<![\w-])(--?[A-Za-z][A-Za-z0-9-]*)")
 # config.md sections (## / ###) that document each program's options.
 COMMON = ("Command-line syntax", "Sandbox options", "Limits")
 CONFIG_SECTIONS = {
-    "isolate": COMMON,
+    "isolate": (*COMMON, "Terminal", "stdio"),
     "isolated-kernel-launcher": (*COMMON, "isolated-kernel-launcher"),
     "isolated-kernel": ("Command-line syntax", "isolated-kernel"),
     "isolated-kernel install": (*COMMON, "install"),
