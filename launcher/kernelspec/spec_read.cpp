@@ -4,6 +4,7 @@
 
 #include "parse/cli.hpp"
 #include "parse/config.hpp"
+#include "parse/units.hpp"
 
 namespace ik {
 using nlohmann::json;
@@ -128,16 +129,6 @@ Result<KernelspecSettings> kernelspec_settings(const json& spec, const std::stri
   return out;
 }
 
-std::string size_text(std::uint64_t bytes) {
-  const char* units = "KMGT";
-  int u = -1;
-  while (u < 3 && bytes >= 1024 && bytes % 1024 == 0) {
-    bytes /= 1024;
-    ++u;
-  }
-  return std::to_string(bytes) + (u >= 0 ? std::string(1, units[u]) : std::string());
-}
-
 std::string seconds_text(std::uint64_t s) {
   if (s >= 3600 && s % 3600 == 0) return std::to_string(s / 3600) + "h";
   if (s >= 60 && s % 60 == 0) return std::to_string(s / 60) + "m";
@@ -154,12 +145,12 @@ std::string settings_summary(const Options& opts) {
     if (v) limits += (limits.empty() ? "" : " ") + std::string(k) + "=" + fmt(*v);
   };
   auto count = [](std::uint64_t v) { return std::to_string(v); };
-  put("memory", opts.limits.memory_bytes, &size_text);
+  put("memory", opts.limits.memory_bytes, &format_size);
   put("cpu_time", opts.limits.cpu_seconds, &seconds_text);
   put("wall_time", opts.limits.wall_seconds, &seconds_text);
   put("nproc", opts.limits.nproc, +count);
   put("nofile", opts.limits.nofile, +count);
-  put("fsize", opts.limits.fsize_bytes, &size_text);
+  put("fsize", opts.limits.fsize_bytes, &format_size);
   if (!limits.empty()) s += "  limits: " + limits;
   return s;
 }

@@ -33,8 +33,7 @@ Result<KernelspecSettings> kernelspec_settings(const nlohmann::json& spec, const
 // One line for `list`: network=none  mounts=[. ro:/x]  limits=memory=4G ...
 std::string settings_summary(const Options& opts);
 
-// 4294967296 -> "4G", 1536 -> "1536"... (the largest exact unit); 600 -> "10m".
-std::string size_text(std::uint64_t bytes);
+// 600 -> "10m" (the largest exact unit; sizes: format_size in parse/units).
 std::string seconds_text(std::uint64_t seconds);
 
 }  // namespace ik

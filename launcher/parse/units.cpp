@@ -66,4 +66,14 @@ Result<std::uint64_t> parse_count(const std::string& text, const std::string& wh
   return v;
 }
 
+std::string format_size(std::uint64_t bytes) {
+  const char* units = "KMGT";
+  int u = -1;
+  while (u < 3 && bytes >= 1024 && bytes % 1024 == 0) {
+    bytes /= 1024;
+    ++u;
+  }
+  return std::to_string(bytes) + (u >= 0 ? std::string(1, units[u]) : std::string());
+}
+
 }  // namespace ik

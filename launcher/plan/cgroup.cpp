@@ -181,16 +181,6 @@ CgroupHost probe_cgroup_host() {
   return h;
 }
 
-std::string format_size(std::uint64_t bytes) {
-  const char* units = "KMGT";
-  int u = -1;
-  while (u < 3 && bytes >= 1024 && bytes % 1024 == 0) {
-    bytes /= 1024;
-    ++u;
-  }
-  return std::to_string(bytes) + (u >= 0 ? std::string(1, units[u]) : std::string());
-}
-
 namespace {
 
 // Why `host` cannot give the sandbox a child cgroup with `controllers`; empty if it can.

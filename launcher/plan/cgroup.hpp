@@ -15,6 +15,7 @@
 
 #include "common/error.hpp"
 #include "parse/options.hpp"
+#include "parse/units.hpp"
 
 namespace ik {
 
@@ -102,8 +103,5 @@ struct LimitsPlan {
 // of them to the cgroup (which is created even with neither given) or an
 // error naming what is missing. rlimit: no cgroup.
 Result<LimitsPlan> plan_limits(const Limits& limits, LimitsVia via, const CgroupHost& host);
-
-// "256M", "1G", "1000" for --memory values in messages.
-std::string format_size(std::uint64_t bytes);
 
 }  // namespace ik

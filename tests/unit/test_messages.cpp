@@ -142,9 +142,9 @@ TEST_CASE("kernelspec settings: metadata, then the launcher flags in argv") {
 }
 
 TEST_CASE("units as written") {
-  CHECK(ik::size_text(4294967296ull) == "4G");
-  CHECK(ik::size_text(1536) == "1536");
-  CHECK(ik::size_text(512ull << 20) == "512M");
+  CHECK(ik::format_size(4294967296ull) == "4G");
+  CHECK(ik::format_size(1536) == "1536");
+  CHECK(ik::format_size(512ull << 20) == "512M");
   CHECK(ik::seconds_text(600) == "10m");
   CHECK(ik::seconds_text(7200) == "2h");
   CHECK(ik::seconds_text(90) == "90s");
