@@ -16,6 +16,7 @@
 #include "apply/limits.hpp"
 #include "apply/monitor.hpp"
 #include "apply/sandbox.hpp"
+#include "apply/shutdown_watch.hpp"
 #include "common/log.hpp"
 #include "common/report_error.hpp"
 #include "kernelspec/launch.hpp"
@@ -79,9 +80,14 @@ void raise_fd_limit() {
 
 // Relays until the sandbox exits; returns its exit status.
 int run_with_relay(ik::SandboxProcess& sandbox, const ik::relay::ConnectionInfo& host_conn,
-                   const ik::relay::RelayOptions& relay_options, const ik::Options& opts, const ik::Plan& plan) {
+                   ik::relay::RelayOptions relay_options, const ik::Options& opts, const ik::Plan& plan) {
   auto monitor = ik::Monitor::create(sandbox, opts.limits.wall_seconds);
   if (!monitor) return fail(monitor.error());
+  // A kernel that answered shutdown_request but does not exit is ended
+  // (ipykernel's shutdown deadlock: see apply/shutdown_watch.hpp).
+  auto shutdown_watch = ik::ShutdownWatch::create();
+  if (!shutdown_watch) return fail(shutdown_watch.error());
+  relay_options.on_shutdown_reply = [&] { shutdown_watch->arm(sandbox.program_pid()); };
   auto dir = open_kernel_socket_dir(sandbox);
   if (!dir) {
     ik::print_error(dir.error());
@@ -98,13 +104,22 @@ int run_with_relay(ik::SandboxProcess& sandbox, const ik::relay::ConnectionInfo&
     monitor->run();
     return relay.error().exit_code;
   }
-  auto status = (*relay)->run(monitor->fds(), [&](int fd) { return monitor->on_ready(fd); });
+  std::vector<int> fds = monitor->fds();
+  fds.push_back(shutdown_watch->fd());
+  auto status = (*relay)->run(fds, [&](int fd) {
+    if (fd != shutdown_watch->fd()) return monitor->on_ready(fd);
+    shutdown_watch->on_ready(sandbox);
+    return true;
+  });
   if (!status) {
     ik::print_error(status.error());
     sandbox.signal(SIGKILL);
     return monitor->run();
   }
   if (ik::log::verbose()) ik::log::step("relay totals:\n%s", (*relay)->describe_counters().c_str());
+  // Killed by the watch after a completed shutdown: report the status the
+  // deadlocked kernel would have exited with after its flush timeout.
+  if (shutdown_watch->ended_kernel() && monitor->exit_status() == 128 + SIGKILL) return 0;
   report_end(*monitor, sandbox, plan);
   return monitor->exit_status();
 }

@@ -19,6 +19,7 @@
 #include "common/fd.hpp"
 #include "common/log.hpp"
 #include "relay/host_listener.hpp"
+#include "relay/jupyter_header.hpp"
 #include "relay/kernel_sockets.hpp"
 #include "relay/zmtp.hpp"
 
@@ -241,6 +242,10 @@ void Relay::Impl::accept_clients(Channel ch) {
     }
     Conn& c = conns_.emplace_back(ch, options_.buffer_bytes, options_.max_message_bytes);
     c.client.fd = std::move(fd);
+    if (ch == Channel::kControl && options_.on_shutdown_reply)
+      c.down_scan.watch_headers([this](std::string_view header) {
+        if (header_msg_type_is(header, "shutdown_reply")) options_.on_shutdown_reply();
+      });
     ++s.open;
     bump(s.connections);
     // Edge-triggered, and EPOLLOUT only while a write waits (watch_output):

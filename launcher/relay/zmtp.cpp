@@ -41,10 +41,28 @@ ZmtpScanner::Verdict ZmtpScanner::start_frame() {
 
 void ZmtpScanner::end_frame() {
   state_ = State::kFlags;
+  if (header_sink_ && !(flags_ & kCommand)) peek_frame_end();
   if (!(flags_ & kCommand) && !(flags_ & kMore)) {
     ++messages_;
     message_cost_ = 0;
   }
+}
+
+// Jupyter messages: [routing ids...] "<IDS|MSG>" hmac header parent metadata content [buffers].
+void ZmtpScanner::peek(const unsigned char* p, size_t n) {
+  const size_t room = kHeaderPeek - std::min(kHeaderPeek, frame_start_.size());
+  frame_start_.append(reinterpret_cast<const char*>(p), std::min(room, n));
+}
+
+void ZmtpScanner::peek_frame_end() {
+  static constexpr std::string_view kDelimiter = "<IDS|MSG>";
+  if (frames_after_delimiter_ < 0) {
+    if (frame_start_ == kDelimiter) frames_after_delimiter_ = 0;
+  } else if (++frames_after_delimiter_ == 2) {
+    header_sink_(frame_start_);
+  }
+  frame_start_.clear();
+  if (!(flags_ & kMore)) frames_after_delimiter_ = -1;
 }
 
 ZmtpScanner::Verdict ZmtpScanner::feed(const unsigned char* p, size_t n) {
@@ -86,7 +104,10 @@ ZmtpScanner::Verdict ZmtpScanner::feed(const unsigned char* p, size_t n) {
         const uint64_t take = std::min<uint64_t>(body_left_, static_cast<uint64_t>(end - p));
         body_left_ -= take;
         p += take;
-        if (!(flags_ & kCommand)) payload_ += take;
+        if (!(flags_ & kCommand)) {
+          payload_ += take;
+          if (header_sink_) peek(p - take, static_cast<size_t>(take));
+        }
         if (body_left_ == 0) end_frame();
         break;
       }

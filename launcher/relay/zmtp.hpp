@@ -7,7 +7,9 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <string_view>
 
 namespace ik::relay {
 
@@ -33,6 +35,13 @@ class ZmtpScanner {
   // Size the current multipart message has reached when it was refused.
   uint64_t refused_size() const { return refused_size_; }
 
+  // Optional: called with the first kHeaderPeek bytes of each message's
+  // Jupyter header frame (the second frame after "<IDS|MSG>"), once that
+  // frame is complete. Used on the kernel's control replies only.
+  using HeaderSink = std::function<void(std::string_view header)>;
+  void watch_headers(HeaderSink sink) { header_sink_ = std::move(sink); }
+  static constexpr size_t kHeaderPeek = 1024;
+
   // libzmq's per-frame bookkeeping, counted against the cap.
   static constexpr size_t kFrameCost = 64;
   static constexpr size_t kGreetingSize = 64;
@@ -56,6 +65,12 @@ class ZmtpScanner {
   uint64_t messages_ = 0;
   uint64_t payload_ = 0;
   uint64_t refused_size_ = 0;
+  // Jupyter framing, only while header_sink_ is set.
+  void peek(const unsigned char* p, size_t n);
+  void peek_frame_end();
+  HeaderSink header_sink_;
+  int frames_after_delimiter_ = -1;  // -1: delimiter not seen yet in this message
+  std::string frame_start_;          // first kHeaderPeek bytes of the current frame
 };
 
 }  // namespace ik::relay
