@@ -9,9 +9,9 @@
 // thread. If the IOPub thread stops before it has run the flush, both
 // threads sleep until the flush times out (10 s), and jupyter_client, which
 // waits shutdown_wait_time / 2 (2.5 s by default), SIGTERMs the kernel.
-// A private tmpfs HOME makes the main thread's way to that atexit handler
-// faster (IPython's history database needs no fsync), so a sandboxed
-// kernel lost this race far more often than a plain one (bench/soak.md).
+// A plain kernel has the same race; a tmpfs HOME (the sandbox's) makes the
+// main thread's way to that atexit handler faster (IPython's history
+// database needs no fsync), so the race is lost more often (bench/soak.md).
 //
 // The launcher sees the shutdown_reply pass through the relay. From then
 // on a kernel has nothing left but to exit, and exiting is CPU work

@@ -743,8 +743,8 @@ def test_start_stop_cycles_leave_nothing(khost):
     assert len(rows) == 10, r.context()
     # Every shutdown ends by shutdown_request alone, promptly. The hang this
     # catches: ipykernel 6.17's control thread waiting 10 s for a flush by an
-    # IOPub thread its main thread has already stopped (far more frequent
-    # with the sandbox's tmpfs HOME); the launcher now ends such a kernel
+    # IOPub thread its main thread has already stopped (more frequent with
+    # the sandbox's tmpfs HOME); the launcher now ends such a kernel
     # (apply/shutdown_watch.hpp). 8 s is far above a loaded machine's
     # slowest clean shutdown (about 2 s) and below the 10 s of the hang.
     hangs = [{k: v for k, v in row.items() if k != "result"} for row in rows
