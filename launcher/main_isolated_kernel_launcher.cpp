@@ -39,7 +39,8 @@ constexpr const char* kDescription =
     "stdin, iopub, heartbeat) between the ports of CONNECTION_FILE on the host and the kernel, which\n"
     "runs with no network (only lo) and a private copy of the connection file that uses ipc sockets.\n"
     "Used as argv[0] of a kernelspec: isolated-kernel-launcher [options] -- python3 -m ipykernel_launcher\n"
-    "-f {connection_file}. Takes every sandbox option of `isolate`. Exits with the kernel's status.";
+    "-f {connection_file}. Takes every sandbox option of `isolate`. Exits with the kernel's status;\n"
+    "a kernel that answered shutdown_request but then idles 0.5 s instead of exiting is killed (exit 0).";
 
 struct LauncherArgs {
   std::string connection_file;
