@@ -18,6 +18,7 @@
 #include "apply/limits.hpp"
 #include "apply/monitor.hpp"
 #include "apply/sandbox.hpp"
+#include "apply/shutdown_watch.hpp"
 #include "common/log.hpp"
 #include "common/report_error.hpp"
 #include "kernelspec/launch.hpp"
@@ -45,7 +46,8 @@ constexpr const char* kDescription =
     "Used as argv[0] of a kernelspec: isolated-kernel-launcher [options] -- python3 -m ipykernel_launcher\n"
     "-f {connection_file}. Takes every sandbox option of `isolate`. Exits with the kernel's status.\n"
     "Stops the kernel when the client that started it (JPY_PARENT_PID, else the parent) is gone, and tells\n"
-    "the clients on iopub why a kernel died of a limit or a signal (\"Kernel stopped: ...\").";
+    "the clients on iopub why a kernel died of a limit or a signal (\"Kernel stopped: ...\"); a kernel that\n"
+    "answered shutdown_request but then idles 0.5 s instead of exiting is killed (exit 0).";
 
 struct LauncherArgs {
   std::string connection_file;
@@ -103,10 +105,15 @@ void raise_fd_limit() {
 
 // Relays until the sandbox exits; returns its exit status.
 int run_with_relay(ik::SandboxProcess& sandbox, ik::StdioPump& pump, const ik::relay::ConnectionInfo& host_conn,
-                   const ik::relay::RelayOptions& relay_options, const ik::Options& opts, const ik::Plan& plan,
+                   ik::relay::RelayOptions relay_options, const ik::Options& opts, const ik::Plan& plan,
                    ik::ClientWatch& client) {
   auto monitor = ik::Monitor::create(sandbox, opts.limits.wall_seconds);
   if (!monitor) return fail(monitor.error());
+  // A kernel that answered shutdown_request but does not exit is ended
+  // (ipykernel's shutdown deadlock: see apply/shutdown_watch.hpp).
+  auto shutdown_watch = ik::ShutdownWatch::create();
+  if (!shutdown_watch) return fail(shutdown_watch.error());
+  relay_options.on_shutdown_reply = [&] { shutdown_watch->arm(sandbox.program_pid()); };
   auto dir = open_kernel_socket_dir(sandbox);
   if (!dir) {
     ik::print_error(dir.error());
@@ -123,13 +130,19 @@ int run_with_relay(ik::SandboxProcess& sandbox, ik::StdioPump& pump, const ik::r
     monitor->run();
     return relay.error().exit_code;
   }
-  // The kernel's stdout/stderr pipes and the client watch are served in the same loop.
+  // The kernel's stdout/stderr pipes, the client watch and the shutdown
+  // watch are served in the same loop.
   std::vector<int> fds = monitor->fds();
   fds.push_back(pump.fd());
+  fds.push_back(shutdown_watch->fd());
   for (int fd : client.fds()) fds.push_back(fd);
   auto status = (*relay)->run(fds, [&](int fd) {
     if (fd == pump.fd()) {
       pump.on_ready();
+      return true;
+    }
+    if (fd == shutdown_watch->fd()) {
+      shutdown_watch->on_ready(sandbox);
       return true;
     }
     return client.on_ready(fd, sandbox) || monitor->on_ready(fd);
@@ -141,6 +154,9 @@ int run_with_relay(ik::SandboxProcess& sandbox, ik::StdioPump& pump, const ik::r
   }
   pump.finish();  // the kernel's last words before our own
   if (ik::log::verbose()) ik::log::step("relay totals:\n%s", (*relay)->describe_counters().c_str());
+  // Killed by the watch after a completed shutdown: report the status the
+  // deadlocked kernel would have exited with after its flush timeout.
+  if (shutdown_watch->ended_kernel() && monitor->exit_status() == 128 + SIGKILL) return 0;
   report_end(*monitor, sandbox, plan);
   if (!client.stopping()) tell_clients_why(**relay, host_conn, *monitor, sandbox, plan);
   return monitor->exit_status();

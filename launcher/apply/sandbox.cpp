@@ -196,9 +196,12 @@ int program_main(void* arg) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   // Leave the launcher's process group: jupyter_client interrupts with
   // killpg() on that group, and the launcher already forwards what it gets.
-  // Staying in it would deliver every SIGINT to the kernel twice. A group,
-  // not a session: see leave_terminal() for what a session costs.
-  (void)leave_process_group();
+  // Staying in it would deliver every SIGINT to the kernel twice. And give
+  // up the caller's controlling terminal: in a background group of it, a
+  // write of set-up (-v, errors) would meet SIGTTOU under `stty tostop`,
+  // which a PID 1 without a handler never leaves. A group, not a session:
+  // see leave_terminal() for what a session costs.
+  (void)leave_terminal();
   ch.go_write.reset();
   ch.report_read.reset();
   ch.root_read.reset();

@@ -43,6 +43,7 @@ class SandboxProcess {
   void signal_program(int sig) const;
   // The program's host pid, read once from the init's children list.
   void find_program();
+  pid_t program_pid() const { return program_; }  // -1 if unknown
   // Reaps it (blocks until it exits) and returns its exit status.
   int wait();
   // Write end of the "go" pipe, held open while we live: the child checks

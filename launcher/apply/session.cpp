@@ -39,9 +39,4 @@ Status leave_terminal() {
   return ok();
 }
 
-Status leave_process_group() {
-  if (setpgid(0, 0) != 0) return sys_error("setpgid");
-  return ok();
-}
-
 }  // namespace ik

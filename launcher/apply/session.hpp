@@ -5,7 +5,7 @@
 
 namespace ik {
 
-// The program: its own process group, and no controlling terminal, so that
+// The init and the program: each its own process group, and no controlling terminal, so that
 // TIOCSTI cannot type into the caller's shell (CVE-2017-5226) and no
 // job-control ioctl reaches the caller's terminal. Done with TIOCNOTTY
 // rather than setsid(): setsid() also starts a new scheduler autogroup
@@ -14,8 +14,5 @@ namespace ik {
 // back to setsid() whenever it cannot tell that the terminal is gone.
 Status leave_terminal();
 
-// The init: out of the caller's process group (jupyter_client interrupts
-// with killpg on it; the launcher forwards already), same session.
-Status leave_process_group();
 
 }  // namespace ik

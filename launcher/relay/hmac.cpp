@@ -1,6 +1,7 @@
 #include "relay/hmac.hpp"
 
 #include <dlfcn.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
@@ -8,6 +9,15 @@
 
 namespace ik::relay {
 namespace {
+
+// The absolute path found at build time: the notice is signed after the
+// kernel has run, and a bare name would be searched along LD_LIBRARY_PATH,
+// whose entries may be directories the kernel could write (an empty entry
+// is the working directory, the notebook's folder): the launcher would load
+// the kernel's library on the host.
+#ifndef IK_LIBCRYPTO_PATH
+#define IK_LIBCRYPTO_PATH "/usr/lib/x86_64-linux-gnu/libcrypto.so.3"
+#endif
 
 struct Crypto {
   decltype(&::EVP_get_digestbyname) digest_by_name = nullptr;
@@ -21,15 +31,22 @@ const Crypto& crypto() {
   std::call_once(once, [] {
     // Never closed: the process ends soon after, and libcrypto registers
     // atexit handlers that must stay mapped.
-    void* lib = ::dlopen("libcrypto.so.3", RTLD_NOW | RTLD_LOCAL);
+    void* lib = ::dlopen(IK_LIBCRYPTO_PATH, RTLD_NOW | RTLD_LOCAL);
     if (!lib) {
       const char* e = ::dlerror();
       c.error = e ? e : "dlopen failed";
       return;
     }
+    // No configuration file (OPENSSL_CONF could name one the kernel wrote),
+    // so no provider modules either: the built-in default provider signs.
+    auto init = reinterpret_cast<decltype(&::OPENSSL_init_crypto)>(::dlsym(lib, "OPENSSL_init_crypto"));
+    if (!init || !init(OPENSSL_INIT_NO_LOAD_CONFIG, nullptr)) {
+      c.error = "OPENSSL_init_crypto failed";
+      return;
+    }
     c.digest_by_name = reinterpret_cast<decltype(c.digest_by_name)>(::dlsym(lib, "EVP_get_digestbyname"));
     c.hmac = reinterpret_cast<decltype(c.hmac)>(::dlsym(lib, "HMAC"));
-    if (!c.digest_by_name || !c.hmac) c.error = "libcrypto.so.3 lacks EVP_get_digestbyname or HMAC";
+    if (!c.digest_by_name || !c.hmac) c.error = IK_LIBCRYPTO_PATH " lacks EVP_get_digestbyname or HMAC";
   });
   return c;
 }

@@ -19,8 +19,9 @@
 #include "common/fd.hpp"
 #include "common/log.hpp"
 #include "relay/host_listener.hpp"
+#include "relay/jupyter_header.hpp"
 #include "relay/kernel_sockets.hpp"
-#include "relay/shell_tap.hpp"
+#include "relay/frame_tap.hpp"
 #include "relay/zmtp.hpp"
 
 namespace ik::relay {
@@ -141,7 +142,7 @@ struct Conn {
   bool queued = false;    // in the ready queue
   bool held = false;      // iopub: kernel side gone, client kept for the launcher's last notice
   std::chrono::steady_clock::time_point held_since;
-  std::unique_ptr<ExecuteHeaderTap> tap;  // shell: reads execute_request headers
+  std::unique_ptr<JupyterFrameTap> tap;  // iopub: execute_request parents; control: shutdown_reply
   Watch client_watch{Watch::kClient, 0, this};
   Watch kernel_watch{Watch::kKernel, 0, this};
 };
@@ -268,9 +269,14 @@ void Relay::Impl::accept_clients(Channel ch) {
     }
     Conn& c = conns_.emplace_back(ch, options_.buffer_bytes, options_.max_message_bytes);
     c.client.fd = std::move(fd);
-    if (ch == Channel::kShell) {
-      c.tap = std::make_unique<ExecuteHeaderTap>(&last_execute_header_);
-      c.up_scan.set_observer(c.tap.get());
+    if (ch == Channel::kIopub) {
+      c.tap = std::make_unique<ExecuteParentTap>(&last_execute_header_);
+      c.down_scan.set_observer(c.tap.get());
+    } else if (ch == Channel::kControl && options_.on_shutdown_reply) {
+      c.tap = std::make_unique<JupyterFrameTap>(JupyterFrameTap::Part::kHeader, [this](std::string_view header, bool) {
+        if (header_msg_type_is(header, "shutdown_reply")) options_.on_shutdown_reply();
+      });
+      c.down_scan.set_observer(c.tap.get());
     }
     ++s.open;
     bump(s.connections);
@@ -512,10 +518,17 @@ bool Relay::Impl::hold_for_notice(Conn& c) {
   c.up.clear();
   c.held = true;
   c.held_since = std::chrono::steady_clock::now();
-  itimerspec t{};
-  t.it_value.tv_nsec = std::chrono::duration_cast<std::chrono::nanoseconds>(kHoldTime).count() % 1'000'000'000;
-  t.it_value.tv_sec = std::chrono::duration_cast<std::chrono::seconds>(kHoldTime).count();
-  ::timerfd_settime(hold_timer_.get(), 0, &t, nullptr);  // (re)armed: covers this one and all older
+  // Armed only when idle: re-arming at every hold would let a kernel that
+  // drops a connection more often than kHoldTime keep older holds forever.
+  // A running timer ends at or before this hold's time; release_held()
+  // re-arms it for the holds still waiting.
+  itimerspec cur{};
+  if (::timerfd_gettime(hold_timer_.get(), &cur) == 0 && cur.it_value.tv_sec == 0 && cur.it_value.tv_nsec == 0) {
+    itimerspec t{};
+    t.it_value.tv_nsec = std::chrono::duration_cast<std::chrono::nanoseconds>(kHoldTime).count() % 1'000'000'000;
+    t.it_value.tv_sec = std::chrono::duration_cast<std::chrono::seconds>(kHoldTime).count();
+    ::timerfd_settime(hold_timer_.get(), 0, &t, nullptr);
+  }
   log::step("relay: iopub: kernel side closed, client kept for the exit notice");
   return true;
 }

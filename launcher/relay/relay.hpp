@@ -45,6 +45,9 @@ struct RelayOptions {
   // let them lock the real client out; an idle connection costs two fds
   // and no buffer (buffers are allocated when data flows).
   size_t max_connections_per_channel = 1024;
+  // Called (from run()) when the kernel sends a shutdown_reply on control,
+  // before it is passed on: see apply/shutdown_watch.hpp.
+  std::function<void()> on_shutdown_reply;
 };
 
 struct DirectionCounters {

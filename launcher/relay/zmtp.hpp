@@ -12,7 +12,7 @@
 
 namespace ik::relay {
 
-// Optional view of the frames a scanner passes (the relay's shell tap).
+// Optional view of the frames a scanner passes (the relay's Jupyter frame taps, relay/frame_tap.hpp).
 class FrameObserver {
  public:
   virtual ~FrameObserver() = default;

@@ -8,7 +8,7 @@
 
 #include <string>
 
-#include "relay/shell_tap.hpp"
+#include "relay/frame_tap.hpp"
 #include "relay/zmtp.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -19,7 +19,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   size -= 2;
   ik::relay::ZmtpScanner whole(cap), pieces(cap);
   std::string whole_last, pieces_last;
-  ik::relay::ExecuteHeaderTap whole_tap(&whole_last), pieces_tap(&pieces_last);
+  ik::relay::ExecuteParentTap whole_tap(&whole_last), pieces_tap(&pieces_last);
   whole.set_observer(&whole_tap);
   pieces.set_observer(&pieces_tap);
   whole.feed(data, size);
@@ -30,7 +30,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     __builtin_trap();
   if (whole.payload_bytes() > size) __builtin_trap();
   if (whole.verdict() == ik::relay::ZmtpScanner::Verdict::kOk &&
-      (whole_last != pieces_last || whole_last.size() > ik::relay::ExecuteHeaderTap::kMaxHeader))
+      (whole_last != pieces_last || whole_last.size() > ik::relay::JupyterFrameTap::kMaxFrame))
     __builtin_trap();
   return 0;
 }

@@ -1,0 +1,61 @@
+// Ends a kernel that has answered shutdown_request but then sits idle
+// instead of exiting.
+//
+// Why: ipykernel 6.17 (Debian 12) can deadlock for its 10 s flush timeout
+// on the way out. After the shutdown_request handler, its control thread
+// flushes stdout/stderr through the IOPub thread and waits for that flush,
+// while the main thread (woken by the same handler) is already running the
+// atexit handlers, which stop the IOPub thread and then join the control
+// thread. If the IOPub thread stops before it has run the flush, both
+// threads sleep until the flush times out (10 s), and jupyter_client, which
+// waits shutdown_wait_time / 2 (2.5 s by default), SIGTERMs the kernel.
+// A plain kernel has the same race; a tmpfs HOME (the sandbox's) makes the
+// main thread's way to that atexit handler faster (IPython's history
+// database needs no fsync), so the race is lost more often (bench/soak.md).
+//
+// The launcher sees the shutdown_reply pass through the relay. From then
+// on a kernel has nothing left but to exit, and exiting is CPU work
+// (finalizing the interpreter): a kernel whose CPU time stands still for
+// kIdleLimit after its reply is in that deadlock (or another one), and the
+// sandbox is killed. Its exit status is then reported as 0, the status the
+// deadlocked kernel would have exited with once the flush timed out.
+#pragma once
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+
+#include "apply/sandbox.hpp"
+#include "common/error.hpp"
+#include "common/fd.hpp"
+
+namespace ik {
+
+class ShutdownWatch {
+ public:
+  static constexpr auto kTick = std::chrono::milliseconds(100);
+  static constexpr int kIdleLimitTicks = 5;  // 0.5 s without CPU time after the reply
+
+  static Result<ShutdownWatch> create();
+  int fd() const { return timer_.get(); }
+  // The kernel sent its shutdown_reply: start sampling its CPU time.
+  void arm(pid_t program);
+  // Handles the timer fd: kills the sandbox once the kernel idles too long.
+  void on_ready(const SandboxProcess& sandbox);
+  bool ended_kernel() const { return ended_; }
+
+ private:
+  UniqueFd timer_;
+  UniqueFd program_fd_;  // pidfd: the kernel's pid is not reused under us
+  pid_t program_ = -1;
+  std::optional<std::uint64_t> last_cpu_;
+  int idle_ticks_ = 0;
+  bool ended_ = false;
+};
+
+// utime + stime of PID (all its threads, in clock ticks) from /proc/PID/stat;
+// nothing if it is gone or a zombie.
+std::optional<std::uint64_t> process_cpu_ticks(pid_t pid);
+
+}  // namespace ik
