@@ -32,14 +32,14 @@ void JupyterFrameTap::frame_end(bool more, bool command) {
   if (!more) after_delimiter_ = -1;
 }
 
-ExecuteParentTap::ExecuteParentTap(std::string* last)
-    : JupyterFrameTap(Part::kParentHeader, [last](std::string_view parent, bool whole) {
-        // Cheap tests first: a cell's outputs all carry the same parent.
-        if (!whole || parent == *last || parent.find("execute_request") == std::string_view::npos) return;
-        auto h = nlohmann::json::parse(parent, nullptr, false);
+ExecuteRequestTap::ExecuteRequestTap(std::string* last)
+    : JupyterFrameTap(Part::kHeader, [last](std::string_view header, bool whole) {
+        // A cheap test first: most shell traffic is not execute_request.
+        if (!whole || header.find("execute_request") == std::string_view::npos) return;
+        auto h = nlohmann::json::parse(header, nullptr, false);
         if (!h.is_object()) return;
         auto t = h.find("msg_type");
-        if (t != h.end() && t->is_string() && *t == "execute_request") last->assign(parent);
+        if (t != h.end() && t->is_string() && *t == "execute_request") last->assign(header);
       }) {}
 
 }  // namespace ik::relay

@@ -1,11 +1,10 @@
 // Reads one frame of each Jupyter message as it passes through the relay
 // (every byte is still relayed unchanged). Two users:
-// - the kernel -> client iopub stream, to keep the header of the last
-//   execute_request the kernel is working on (the parent_header of its
-//   outputs: the kernel has checked that request's signature, so a local
-//   user who can reach the shell port without the key cannot choose it).
-//   The launcher's notice of why the kernel died names it as parent_header,
-//   so clients show it in the output of the cell that was running;
+// - the client -> kernel shell stream, to keep the header of the last
+//   execute_request: the launcher's notice of why the kernel died names it
+//   as parent_header, so clients show it in the output of the cell that was
+//   running. Not the parent of the kernel's iopub output: a kernel that
+//   crashes at once (SIGSEGV) dies before its IOPub thread sent anything;
 // - the kernel -> client control stream, to notice the kernel's
 //   shutdown_reply (see apply/shutdown_watch.hpp).
 // Bounded: at most kMaxFrame bytes of the frame are copied.
@@ -43,11 +42,12 @@ class JupyterFrameTap : public FrameObserver {
   bool whole_ = false;        // the frame fits in kMaxFrame
 };
 
-// The iopub user: `last` receives the parent_header (JSON text) of kernel
-// output that answers an execute_request, each time it changes.
-class ExecuteParentTap : public JupyterFrameTap {
+// The shell user: `last` receives the header (JSON text) of each complete
+// execute_request a client sends. Unverified (the relay does not check
+// signatures): see docs/security.md, "What is not covered yet".
+class ExecuteRequestTap : public JupyterFrameTap {
  public:
-  explicit ExecuteParentTap(std::string* last);
+  explicit ExecuteRequestTap(std::string* last);
 };
 
 }  // namespace ik::relay

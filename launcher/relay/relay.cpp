@@ -142,7 +142,7 @@ struct Conn {
   bool queued = false;    // in the ready queue
   bool held = false;      // iopub: kernel side gone, client kept for the launcher's last notice
   std::chrono::steady_clock::time_point held_since;
-  std::unique_ptr<JupyterFrameTap> tap;  // iopub: execute_request parents; control: shutdown_reply
+  std::unique_ptr<JupyterFrameTap> tap;  // shell: execute_request headers; control: shutdown_reply
   Watch client_watch{Watch::kClient, 0, this};
   Watch kernel_watch{Watch::kKernel, 0, this};
 };
@@ -269,9 +269,9 @@ void Relay::Impl::accept_clients(Channel ch) {
     }
     Conn& c = conns_.emplace_back(ch, options_.buffer_bytes, options_.max_message_bytes);
     c.client.fd = std::move(fd);
-    if (ch == Channel::kIopub) {
-      c.tap = std::make_unique<ExecuteParentTap>(&last_execute_header_);
-      c.down_scan.set_observer(c.tap.get());
+    if (ch == Channel::kShell) {
+      c.tap = std::make_unique<ExecuteRequestTap>(&last_execute_header_);
+      c.up_scan.set_observer(c.tap.get());
     } else if (ch == Channel::kControl && options_.on_shutdown_reply) {
       c.tap = std::make_unique<JupyterFrameTap>(JupyterFrameTap::Part::kHeader, [this](std::string_view header, bool) {
         if (header_msg_type_is(header, "shutdown_reply")) options_.on_shutdown_reply();

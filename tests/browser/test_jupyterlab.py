@@ -108,13 +108,20 @@ class Lab:
         from selenium.webdriver.common.action_chains import ActionChains
 
         top = wait_until(lambda: next(e for e in self.all_css(".lm-MenuBar-item") if e.text.strip() == labels[0]),
-                         10, f"menu {labels[0]}")
+                         30, f"menu {labels[0]}")
         top.click()
         for label in labels[1:]:
-            item = wait_until(lambda: next(e for e in self.all_css(".lm-Menu:last-of-type .lm-Menu-item")
-                                           if e.is_displayed() and
-                                           e.find_element("css selector", ".lm-Menu-itemLabel").text.strip() == label),
-                              10, f"menu item {label}")
+            # Any open menu, the newest (last in the document) first: a
+            # submenu is appended to <body>, but not always as its last
+            # element (":last-of-type" then matched nothing), and it opens
+            # only once the app has handled the click, which on a busy
+            # machine takes more than a few seconds.
+            def find(label=label):
+                items = [e for e in self.all_css(".lm-Menu .lm-Menu-item")
+                         if e.is_displayed() and
+                         e.find_element("css selector", ".lm-Menu-itemLabel").text.strip() == label]
+                return items[-1] if items else None
+            item = wait_until(find, 30, f"menu item {label}")
             ActionChains(self.driver).move_to_element(item).click().perform()
 
     # -- the current notebook -------------------------------------------------

@@ -19,7 +19,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   size -= 2;
   ik::relay::ZmtpScanner whole(cap), pieces(cap);
   std::string whole_last, pieces_last;
-  ik::relay::ExecuteParentTap whole_tap(&whole_last), pieces_tap(&pieces_last);
+  ik::relay::ExecuteRequestTap whole_tap(&whole_last), pieces_tap(&pieces_last);
   whole.set_observer(&whole_tap);
   pieces.set_observer(&pieces_tap);
   whole.feed(data, size);

@@ -1,5 +1,5 @@
 // The launcher's exit notice and client watch, pure parts: HMAC signing
-// (RFC 4231 vectors), wire frames, the iopub tap that finds the running
+// (RFC 4231 vectors), wire frames, the shell tap that finds the running
 // cell's execute_request, the reason text, and which pid is the client.
 #include <doctest/doctest.h>
 #include <signal.h>
@@ -146,34 +146,31 @@ TEST_CASE("exit notice: no message boundary before the handshake or mid-message"
   CHECK(scan.at_message_boundary());
 }
 
-TEST_CASE("iopub tap: keeps the last execute_request the kernel answers (the parent of its output)") {
+TEST_CASE("shell tap: keeps the header of the last execute_request only") {
   std::string last;
-  ExecuteParentTap tap(&last);
+  ExecuteRequestTap tap(&last);
   ZmtpScanner scan(SIZE_MAX);
   scan.set_observer(&tap);
   feed(scan, greeting() + ready_command());
   const std::string exec1 = R"({"msg_id":"e1","msg_type":"execute_request"})";
   const std::string info = R"({"msg_id":"k1","msg_type":"kernel_info_request"})";
-  const std::string status = R"({"msg_id":"s1","msg_type":"status"})";
-  // iopub: a topic frame, the delimiter, signature, header, parent_header, ...
-  feed(scan, zmtp_encode_message({"kernel.x.status", "<IDS|MSG>", "sig", status, exec1, "{}", R"({"execution_state":"busy"})"}));
+  // A DEALER client: no identity frames before the delimiter.
+  feed(scan, zmtp_encode_message({"<IDS|MSG>", "sig", exec1, "{}", "{}", R"({"code":"execute_request"})"}));
   CHECK(last == exec1);
-  feed(scan, zmtp_encode_message({"kernel.x.status", "<IDS|MSG>", "sig", status, info, "{}", "{}"}));
+  feed(scan, zmtp_encode_message({"<IDS|MSG>", "sig", info, "{}", "{}", "{}"}));
   CHECK(last == exec1);
-  // The header naming execute_request does not count, only the parent.
-  feed(scan, zmtp_encode_message({"t", "<IDS|MSG>", "sig", R"({"msg_type":"execute_request"})", "{}", "{}", "{}"}));
-  CHECK(last == exec1);
+  // Identities first; the content naming execute_request does not count.
   const std::string exec2 = R"({"msg_id":"e2","msg_type":"execute_request"})";
-  const std::string msg = zmtp_encode_message({"kernel.x.stream", "<IDS|MSG>", "sig", status, exec2, "{}", "{}"});
+  const std::string msg = zmtp_encode_message({"id1", "id2", "<IDS|MSG>", "sig", exec2, "{}", "{}", "{}"});
   feed(scan, msg.substr(0, 7));  // split anywhere: the tap follows the stream
   feed(scan, msg.substr(7));
   CHECK(last == exec2);
-  // A parent over the bound is not taken.
+  // A header over the bound is not copied.
   std::string huge = R"({"msg_type":"execute_request","pad":")" + std::string(JupyterFrameTap::kMaxFrame, 'p') + "\"}";
-  feed(scan, zmtp_encode_message({"t", "<IDS|MSG>", "sig", status, huge, "{}", "{}"}));
+  feed(scan, zmtp_encode_message({"<IDS|MSG>", "sig", huge, "{}", "{}", "{}"}));
   CHECK(last == exec2);
   // A msg_type that is not a string is ignored, not thrown on.
-  feed(scan, zmtp_encode_message({"t", "<IDS|MSG>", "sig", status, R"({"msg_type":["execute_request"]})", "{}", "{}"}));
+  feed(scan, zmtp_encode_message({"<IDS|MSG>", "sig", R"({"msg_type":["execute_request"]})", "{}", "{}", "{}"}));
   CHECK(last == exec2);
   CHECK(scan.verdict() == ZmtpScanner::Verdict::kOk);
 }
