@@ -276,7 +276,10 @@ nbformat.write(nb, sys.argv[3])
 """
 
 SLEEP = "import time\nprint('started', flush=True)\ntime.sleep(300)"
-FORK_BOMB = "import os\nwhile True:\n    os.fork()"
+# It keeps trying when --nproc refuses a fork: a bomb that stopped at the
+# first refused fork would end the cell with an error (BlockingIOError)
+# before the wall time, whichever process hit the limit first.
+FORK_BOMB = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"
 
 
 def test_wall_time_kill_reaches_jupyter_client(khost):
