@@ -14,19 +14,11 @@
 #include "relay/hmac.hpp"
 #include "relay/frame_tap.hpp"
 #include "relay/zmtp.hpp"
+#include "zmtp_wire.hpp"
 
 using namespace ik::relay;
 
 namespace {
-
-std::string greeting() {
-  std::string g(64, '\0');
-  g[0] = '\xff';
-  g[9] = '\x7f';
-  g[10] = 3;
-  g.replace(12, 4, "NULL");
-  return g;
-}
 
 std::string ready_command() {
   const std::string body = std::string("\x05READY") + std::string("\x0bSocket-Type\x00\x00\x00\x03SUB", 19);

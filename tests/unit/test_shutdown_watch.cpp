@@ -14,20 +14,12 @@
 #include "relay/frame_tap.hpp"
 #include "relay/jupyter_header.hpp"
 #include "relay/zmtp.hpp"
+#include "zmtp_wire.hpp"
 
 using ik::relay::header_msg_type_is;
 using ik::relay::ZmtpScanner;
 
 namespace {
-
-std::string greeting() {
-  std::string g(64, '\0');
-  g[0] = '\xff';
-  g[9] = '\x7f';
-  g[10] = 3;
-  g.replace(12, 4, "NULL");
-  return g;
-}
 
 std::string frame(const std::string& body, bool more) {
   std::string f(1, static_cast<char>((more ? 1 : 0) | (body.size() > 255 ? 2 : 0)));
