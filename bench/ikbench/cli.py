@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import signal
 import sys
 import time
 from pathlib import Path
 
 from .bench import Bench
-from .common import REPO
+from .common import REPO, default_build_dir
 from .env import Env
 from .machine import machine_info
 from .procfs import loadavg
@@ -30,7 +29,7 @@ def parser(doc, sections):
     ap.add_argument("--json", help="where to write the raw results (default <build>/bench-results.json)")
     ap.add_argument("--docs", help="markdown file to regenerate (default docs/performance.md for full runs)")
     ap.add_argument("--no-docs", action="store_true", help="do not write the markdown file")
-    ap.add_argument("--build-dir", default=os.environ.get("IK_BUILD_DIR", str(REPO / "build")))
+    ap.add_argument("--build-dir", default=str(default_build_dir()))
     ap.add_argument("--seed", type=int, default=12345, help="seed of the interleaving order")
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temporary directory (kernelspecs, binaries)")
     ap.add_argument("--render", metavar="JSON", help="measure nothing: regenerate the report (and --docs, default "
