@@ -47,7 +47,8 @@ constexpr const char* kDescription =
     "-f {connection_file}. Takes every sandbox option of `isolate`. Exits with the kernel's status.\n"
     "Stops the kernel when the client that started it (JPY_PARENT_PID, else the parent) is gone, and tells\n"
     "the clients on iopub why a kernel died of a limit or a signal (\"Kernel stopped: ...\"); a kernel that\n"
-    "answered shutdown_request but then idles 0.5 s instead of exiting is killed (exit 0).";
+    "answered shutdown_request but then idles 0.5 s instead of exiting is killed (exit 0); one that\n"
+    "aborts or segfaults in its teardown after that reply (ipykernel's thread race) also exits 0, noted on stderr.";
 
 struct LauncherArgs {
   std::string connection_file;
@@ -154,9 +155,9 @@ int run_with_relay(ik::SandboxProcess& sandbox, ik::StdioPump& pump, const ik::r
   }
   pump.finish();  // the kernel's last words before our own
   if (ik::log::verbose()) ik::log::step("relay totals:\n%s", (*relay)->describe_counters().c_str());
-  // Killed by the watch after a completed shutdown: report the status the
-  // deadlocked kernel would have exited with after its flush timeout.
-  if (shutdown_watch->ended_kernel() && monitor->exit_status() == 128 + SIGKILL) return 0;
+  // After a completed shutdown (the kernel's reply seen): killed by the
+  // watch, or aborted in ipykernel's teardown race, counts as that shutdown.
+  if (const int st = shutdown_watch->reported_status(monitor->exit_status()); st != monitor->exit_status()) return st;
   report_end(*monitor, sandbox, plan);
   if (!client.stopping()) tell_clients_why(**relay, host_conn, *monitor, sandbox, plan);
   return monitor->exit_status();

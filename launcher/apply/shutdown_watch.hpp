@@ -19,6 +19,18 @@
 // kIdleLimit after its reply is in that deadlock (or another one), and the
 // sandbox is killed. Its exit status is then reported as 0, the status the
 // deadlocked kernel would have exited with once the flush timed out.
+//
+// The same race has a second outcome: when the control thread is not
+// waiting for a flush but sending its last "idle" status on the IOPub
+// socket itself (the IOPub thread is already joined) while the main thread
+// closes that socket, libzmq's socket is used by two threads at once, and
+// the kernel aborts ("Bad file descriptor (src/signaler.cpp)", "Assertion
+// failed: pfd.revents & POLLIN", status 134) or segfaults (139), or sees
+// ENOTSOCK (a harmless traceback; ipykernel PR 1518). A plain kernel does
+// the same. The shutdown the client asked for was complete (the reply was
+// sent; the user's atexit handlers run before ipykernel's close()), so the
+// launcher reports 0 for such an end too and says on stderr what happened
+// (bench/soak.md: "The abort at shutdown").
 #pragma once
 #include <sys/types.h>
 
@@ -44,6 +56,11 @@ class ShutdownWatch {
   // Handles the timer fd: kills the sandbox once the kernel idles too long.
   void on_ready(const SandboxProcess& sandbox);
   bool ended_kernel() const { return ended_; }
+  // The kernel's shutdown_reply has passed through the relay.
+  bool reply_seen() const { return reply_seen_; }
+  // The status to exit with for a sandbox that ended with STATUS (128+N for
+  // signal N); notes on stderr when it is not STATUS.
+  int reported_status(int status) const;
 
  private:
   UniqueFd timer_;
@@ -52,7 +69,14 @@ class ShutdownWatch {
   std::optional<std::uint64_t> last_cpu_;
   int idle_ticks_ = 0;
   bool ended_ = false;
+  bool reply_seen_ = false;
 };
+
+// Pure: the launcher's exit status for a sandbox that ended with STATUS.
+// After the kernel's shutdown_reply, a kill by the watch and an abort or
+// segfault in the kernel's own teardown (ipykernel's IOPub/control thread
+// race) count as the completed shutdown they follow: 0. Otherwise STATUS.
+int status_after_shutdown(bool reply_seen, bool ended_by_watch, int status);
 
 // utime + stime of PID (all its threads, in clock ticks) from /proc/PID/stat;
 // nothing if it is gone or a zombie.

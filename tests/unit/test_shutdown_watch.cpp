@@ -2,6 +2,7 @@
 // kernel's shutdown_reply in a ZMTP stream (any chunking, only in the header
 // frame), and reading a process's CPU time.
 #include <doctest/doctest.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -116,4 +117,22 @@ TEST_CASE("process_cpu_ticks: grows for a busy child, nothing once it is a zombi
   int status = 0;
   waitpid(child, &status, 0);
   CHECK_FALSE(ik::process_cpu_ticks(child).has_value());
+}
+
+TEST_CASE("status_after_shutdown: after the kernel's reply, the watch's kill and a teardown abort count as the shutdown") {
+  using ik::status_after_shutdown;
+  // no shutdown_reply seen: every status is the kernel's own
+  for (int st : {0, 1, 128 + SIGABRT, 128 + SIGSEGV, 128 + SIGKILL, 128 + SIGTERM})
+    CHECK(status_after_shutdown(false, false, st) == st);
+  // reply seen: ipykernel's IOPub/control thread race ends in SIGABRT or SIGSEGV
+  CHECK(status_after_shutdown(true, false, 128 + SIGABRT) == 0);
+  CHECK(status_after_shutdown(true, false, 128 + SIGSEGV) == 0);
+  CHECK(status_after_shutdown(true, false, 0) == 0);
+  // killed by the watch (deadlock) vs. killed by someone else
+  CHECK(status_after_shutdown(true, true, 128 + SIGKILL) == 0);
+  CHECK(status_after_shutdown(true, false, 128 + SIGKILL) == 128 + SIGKILL);
+  // other ends after the reply stay what they are
+  CHECK(status_after_shutdown(true, false, 3) == 3);
+  CHECK(status_after_shutdown(true, false, 128 + SIGTERM) == 128 + SIGTERM);
+  CHECK(status_after_shutdown(true, false, 128 + SIGXCPU) == 128 + SIGXCPU);
 }
