@@ -61,6 +61,12 @@ void ShutdownWatch::on_ready(const SandboxProcess& sandbox) {
   sandbox.signal(SIGKILL);
 }
 
+bool ShutdownWatch::on_ready(int fd, const SandboxProcess& sandbox) {
+  if (fd != this->fd()) return false;
+  on_ready(sandbox);
+  return true;
+}
+
 std::optional<std::uint64_t> process_cpu_ticks(pid_t pid) {
   const std::string path = "/proc/" + std::to_string(pid) + "/stat";
   UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));

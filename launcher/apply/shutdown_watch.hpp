@@ -25,14 +25,16 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <vector>
 
+#include "apply/event_source.hpp"
 #include "apply/sandbox.hpp"
 #include "common/error.hpp"
 #include "common/fd.hpp"
 
 namespace ik {
 
-class ShutdownWatch {
+class ShutdownWatch : public EventSource {
  public:
   static constexpr auto kTick = std::chrono::milliseconds(100);
   static constexpr int kIdleLimitTicks = 5;  // 0.5 s without CPU time after the reply
@@ -44,6 +46,9 @@ class ShutdownWatch {
   // Handles the timer fd: kills the sandbox once the kernel idles too long.
   void on_ready(const SandboxProcess& sandbox);
   bool ended_kernel() const { return ended_; }
+  // As an event source: the timer fd.
+  std::vector<int> fds() const override { return {fd()}; }
+  bool on_ready(int fd, const SandboxProcess& sandbox) override;
 
  private:
   UniqueFd timer_;
