@@ -109,6 +109,10 @@ Ending KernelHooks::run_relay(Running& r) {
 void KernelHooks::after_end(Running& r, const Ending& end) {
   if (end.explain && relay_ && !client_->stopping()) tell_clients_why(r);
   if (pump_ && log::verbose()) log::step("kernel stdio totals:\n%s", pump_->describe().c_str());
+  // Closed before the sandbox is released (reaped, its cgroup removed):
+  // the host ports and ipc socket files go first, as the kernel did.
+  relay_.reset();
+  pump_.reset();
 }
 
 // Tells the kernel's iopub clients why it died (a limit, a signal), so the
