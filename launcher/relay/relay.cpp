@@ -1,7 +1,6 @@
 #include "relay/relay.hpp"
 
 #include <sys/epoll.h>
-#include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
 
@@ -10,10 +9,6 @@
 #include <chrono>
 #include <cinttypes>
 #include <cstring>
-#include <deque>
-#include <list>
-#include <optional>
-#include <poll.h>
 
 #include "common/fd.hpp"
 #include "common/log.hpp"
@@ -29,9 +24,6 @@ bool rate_limited_turn(uint64_t count) { return count % kWarnEvery == 1; }
 void bump(std::atomic<uint64_t>& a, uint64_t by = 1) { a.fetch_add(by, std::memory_order_relaxed); }
 uint64_t load(const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); }
 
-}  // namespace
-
-namespace {
 // A kernel-side error ends that side as EOF does; returns false (done).
 bool kernel_failed(Conn& c) {
   c.kernel.eof = true;

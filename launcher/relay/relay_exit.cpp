@@ -129,7 +129,8 @@ size_t Relay::Impl::publish_to_iopub(const std::string& message, std::chrono::mi
       fds.push_back({it->c->client.fd.get(), POLLOUT, 0});
       ++it;
     }
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (targets.empty() || left.count() <= 0) break;
     if (::poll(fds.data(), fds.size(), static_cast<int>(left.count()) + 1) < 0 && errno != EINTR) break;
   }
