@@ -3,18 +3,14 @@
 #include <unistd.h>
 
 #include <cstdio>
-#include <iostream>
-#include <optional>
+#include <cstdlib>
 
-#include "apply/exec.hpp"
-#include "apply/limits.hpp"
-#include "apply/monitor.hpp"
-#include "apply/sandbox.hpp"
+#include "apply/host_events.hpp"
+#include "apply/lifecycle.hpp"
 #include "common/log.hpp"
 #include "common/report_error.hpp"
 #include "parse/cli.hpp"
 #include "parse/terminal_cli.hpp"
-#include "parse/json_text.hpp"
 #include "parse/usage_formatter.hpp"
 #include "plan/host.hpp"
 #include "plan/planner.hpp"
@@ -42,19 +38,37 @@ constexpr const char* kFooter =
     "  MNTDIRS='. /opt/conda' isolate --print-plan   # show what would be mounted\n"
     "Docs: man isolate; " IK_DOCDIR "/config.md (every setting), " IK_DOCDIR "/security.md";
 
-// --stdio=pipe: PROG gets /dev/null and pipes instead of our stdio, and we
-// copy its output (see apply/stdio.hpp, docs/security.md).
-int wait_for(ik::Monitor& monitor, ik::ChildStdio* stdio) {
-  if (!stdio) return monitor.run();
-  auto pump = ik::StdioPump::create(*stdio);
-  if (!pump) {
-    ik::print_error(pump.error());
-    return monitor.run();
+// isolate's running step: the program's pty, or its output pipes
+// (--stdio=pipe: /dev/null and pipes instead of our stdio, copied here; see
+// apply/stdio.hpp, docs/security.md), or just the monitor.
+class IsolateHooks : public ik::LifecycleHooks {
+ public:
+  explicit IsolateHooks(bool pipe_stdio) : pipe_stdio_(pipe_stdio) {}
+  bool pipe_stdio() const override { return pipe_stdio_; }
+
+  ik::Ending run(ik::Running& r) override {
+    if (r.plan.terminal.pty) {
+      auto relayed = ik::run_terminal(r.monitor, r.sandbox, r.sandbox.take_pty_master());
+      if (!relayed) return {ik::print_error(relayed.error()), false};
+      return {*relayed};
+    }
+    if (!r.stdio) return {r.monitor.run()};
+    auto pump = ik::StdioPump::create(*r.stdio);
+    if (!pump) {
+      ik::print_error(pump.error());
+      return {r.monitor.run()};
+    }
+    ik::HostEvents events(r.monitor, r.sandbox);
+    events.add(**pump);
+    const int status = events.poll_until_exit();
+    (*pump)->finish();
+    if (ik::log::verbose()) ik::log::step("stdio totals:\n%s", (*pump)->describe().c_str());
+    return {status};
   }
-  int status = ik::run_monitor_with_pump(monitor, **pump);
-  if (ik::log::verbose()) ik::log::step("stdio totals:\n%s", (*pump)->describe().c_str());
-  return status;
-}
+
+ private:
+  bool pipe_stdio_;
+};
 
 int run(const ik::Options& opts, bool pipe_stdio) {
   auto host = ik::read_host_info(environ, ik::cgroup_probe_needed(opts.limits, opts.limits_via));
@@ -62,39 +76,8 @@ int run(const ik::Options& opts, bool pipe_stdio) {
   auto plan = ik::build_plan(opts, *host);
   if (!plan) return ik::print_error(plan.error());
   plan->terminal = ik::choose_terminal(opts.pty, isatty(0), isatty(1), isatty(2), tcgetpgrp(0) == getpgrp());
-  if (opts.print_plan) {
-    std::cout << ik::display_json(ik::plan_to_json(*plan)) << std::endl;
-    return 0;
-  }
-  if (auto s = ik::block_sandbox_signals(); !s) return ik::print_error(s.error());
-  std::optional<ik::ChildStdio> stdio;
-  if (pipe_stdio) {
-    auto created = ik::ChildStdio::create();
-    if (!created) return ik::print_error(created.error());
-    stdio.emplace(std::move(*created));
-  }
-  auto sandbox = ik::spawn_sandbox(*plan, stdio ? &*stdio : nullptr);
-  if (!sandbox) {
-    ik::Error e = ik::with_not_found_hint(sandbox.error(), host->env);
-    return ik::print_error(e);
-  }
-  auto monitor = ik::Monitor::create(*sandbox, opts.limits.wall_seconds);
-  if (!monitor) return ik::print_error(monitor.error());
-  int status;
-  if (plan->terminal.pty) {
-    auto relayed = ik::run_terminal(*monitor, *sandbox, sandbox->take_pty_master());
-    if (!relayed) return ik::print_error(relayed.error());
-    status = *relayed;
-  } else {
-    status = wait_for(*monitor, stdio ? &*stdio : nullptr);
-  }
-  if (monitor->timed_out()) {
-    std::fprintf(stderr, "isolate: killed after the wall-time limit of %llus (--wall-time)\n",
-                 static_cast<unsigned long long>(*opts.limits.wall_seconds));
-  }
-  if (auto why = ik::explain_limit_exit(*plan, status, sandbox->limit_events(), monitor->timed_out()); !why.empty())
-    std::fprintf(stderr, "isolate: %s\n", why.c_str());
-  return status;
+  IsolateHooks hooks(pipe_stdio);
+  return ik::run_plan(*plan, *host, opts.print_plan, hooks);
 }
 
 }  // namespace

@@ -2,38 +2,22 @@
 // the real kernel in the sandbox with a private connection file using ipc
 // sockets, and relays the five Jupyter channels between the host's ports
 // and the kernel, so the kernel needs no network at all.
-#include <fcntl.h>
-#include <signal.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
-#include <algorithm>
-#include <cstdio>
-#include <filesystem>
-#include <iostream>
+#include <cstdlib>
 
-#include "apply/client_watch.hpp"
-#include "apply/exec.hpp"
-#include "apply/exit_reason.hpp"
-#include "apply/limits.hpp"
-#include "apply/monitor.hpp"
-#include "apply/sandbox.hpp"
-#include "apply/shutdown_watch.hpp"
+#include "apply/lifecycle.hpp"
 #include "common/log.hpp"
 #include "common/report_error.hpp"
 #include "kernelspec/launch.hpp"
 #include "parse/cli.hpp"
-#include "parse/json_text.hpp"
 #include "parse/usage_formatter.hpp"
 #include "parse/units.hpp"
 #include "plan/host.hpp"
 #include "plan/paths.hpp"
 #include "plan/planner.hpp"
 #include "relay/connection_file.hpp"
-#include "relay/exit_notice.hpp"
-#include "relay/kernel_sockets.hpp"
-#include "relay/relay.hpp"
-#include "relay/stdio_pump.hpp"
+#include "relay/kernel_run.hpp"
 
 extern char** environ;
 
@@ -57,111 +41,6 @@ struct LauncherArgs {
 };
 
 int fail(const ik::Error& e) { return ik::print_error(e); }
-
-void report_end(const ik::Monitor& m, const ik::SandboxProcess& sandbox, const ik::Plan& plan) {
-  if (m.timed_out())
-    std::fprintf(stderr, "isolated-kernel-launcher: kernel killed after the wall-time limit of %llus (--wall-time)\n",
-                 static_cast<unsigned long long>(*plan.limits.wall_seconds));
-  if (auto why = ik::explain_limit_exit(plan, m.exit_status(), sandbox.limit_events(), m.timed_out()); !why.empty())
-    std::fprintf(stderr, "isolated-kernel-launcher: kernel: %s\n", why.c_str());
-}
-
-// Tells the kernel's iopub clients why it died (a limit, a signal), so the
-// running cell shows it instead of a bare "kernel died". Not after a normal
-// end, nor when the kernel was stopped because its client is gone.
-void tell_clients_why(ik::relay::Relay& relay, const ik::relay::ConnectionInfo& conn, const ik::Monitor& m,
-                      const ik::SandboxProcess& sandbox, const ik::Plan& plan) {
-  const std::string why = ik::kernel_exit_reason(plan, m.exit_status(), sandbox.limit_events(), m.timed_out());
-  if (why.empty()) return;
-  auto wire = ik::relay::exit_notice_wire(conn, relay.last_execute_header(), why);
-  if (!wire) {
-    ik::log::warn("could not tell the clients why the kernel stopped: %s", wire.error().describe().c_str());
-    return;
-  }
-  const size_t n = relay.publish_to_iopub(*wire, std::chrono::milliseconds(250));
-  ik::log::step("told %zu iopub client(s): Kernel stopped: %s", n, why.c_str());
-}
-
-// The sandbox's directory that holds the kernel's ipc sockets, opened once
-// through the sandbox's root: socket files work across network namespaces,
-// and nothing lands on the host.
-ik::Result<ik::UniqueFd> open_kernel_socket_dir(const ik::SandboxProcess& sandbox) {
-  // Our fd of the sandbox's root, handed over by its init before it made
-  // itself non-dumpable (/proc/<init>/root is closed to us).
-  const std::string dir = std::filesystem::path(ik::kKernelIpcBase).parent_path().relative_path();
-  return ik::relay::open_sandbox_dir(sandbox.root_fd(), dir);
-}
-
-// Each client connection holds two fds; the usual soft limit of 1024 would
-// cap the relay well below its connection limit. Raised after the sandbox
-// is cloned, so the kernel keeps the caller's (or --nofile's) limit.
-void raise_fd_limit() {
-  rlimit lim{};
-  if (getrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur >= lim.rlim_max) return;
-  const rlim_t want = std::min<rlim_t>(lim.rlim_max, 16384);
-  if (want <= lim.rlim_cur) return;
-  lim.rlim_cur = want;
-  if (setrlimit(RLIMIT_NOFILE, &lim) == 0) ik::log::step("relay: fd limit raised to %llu", static_cast<unsigned long long>(want));
-}
-
-// Relays until the sandbox exits; returns its exit status.
-int run_with_relay(ik::SandboxProcess& sandbox, ik::StdioPump& pump, const ik::relay::ConnectionInfo& host_conn,
-                   ik::relay::RelayOptions relay_options, const ik::Options& opts, const ik::Plan& plan,
-                   ik::ClientWatch& client) {
-  auto monitor = ik::Monitor::create(sandbox, opts.limits.wall_seconds);
-  if (!monitor) return fail(monitor.error());
-  // A kernel that answered shutdown_request but does not exit is ended
-  // (ipykernel's shutdown deadlock: see apply/shutdown_watch.hpp).
-  auto shutdown_watch = ik::ShutdownWatch::create();
-  if (!shutdown_watch) return fail(shutdown_watch.error());
-  relay_options.on_shutdown_reply = [&] { shutdown_watch->arm(sandbox.program_pid()); };
-  auto dir = open_kernel_socket_dir(sandbox);
-  if (!dir) {
-    ik::print_error(dir.error());
-    sandbox.signal(SIGKILL);
-    monitor->run();
-    return ik::kExitSetup;
-  }
-  raise_fd_limit();
-  const std::string prefix = std::filesystem::path(ik::kKernelIpcBase).filename();
-  auto relay = ik::relay::Relay::create(host_conn, {dir->get(), prefix}, relay_options);
-  if (!relay) {
-    ik::print_error(relay.error());
-    sandbox.signal(SIGKILL);
-    monitor->run();
-    return relay.error().exit_code;
-  }
-  // The kernel's stdout/stderr pipes, the client watch and the shutdown
-  // watch are served in the same loop.
-  std::vector<int> fds = monitor->fds();
-  fds.push_back(pump.fd());
-  fds.push_back(shutdown_watch->fd());
-  for (int fd : client.fds()) fds.push_back(fd);
-  auto status = (*relay)->run(fds, [&](int fd) {
-    if (fd == pump.fd()) {
-      pump.on_ready();
-      return true;
-    }
-    if (fd == shutdown_watch->fd()) {
-      shutdown_watch->on_ready(sandbox);
-      return true;
-    }
-    return client.on_ready(fd, sandbox) || monitor->on_ready(fd);
-  });
-  if (!status) {
-    ik::print_error(status.error());
-    sandbox.signal(SIGKILL);
-    return monitor->run();
-  }
-  pump.finish();  // the kernel's last words before our own
-  if (ik::log::verbose()) ik::log::step("relay totals:\n%s", (*relay)->describe_counters().c_str());
-  // After a completed shutdown (the kernel's reply seen): killed by the
-  // watch, or aborted in ipykernel's teardown race, counts as that shutdown.
-  if (const int st = shutdown_watch->reported_status(monitor->exit_status()); st != monitor->exit_status()) return st;
-  report_end(*monitor, sandbox, plan);
-  if (!client.stopping()) tell_clients_why(**relay, host_conn, *monitor, sandbox, plan);
-  return monitor->exit_status();
-}
 
 int run(ik::Options& opts, const LauncherArgs& args) {
   auto host = ik::read_host_info(environ, ik::cgroup_probe_needed(opts.limits, opts.limits_via));
@@ -188,51 +67,8 @@ int run(ik::Options& opts, const LauncherArgs& args) {
   ik::drop_connection_file_mounts(opts, conn_path, host->cwd, host->home);
   auto plan = ik::build_plan(opts, *host, ik::kernel_ops(conn_path, kernel_conn, use_relay, host->cwd));
   if (!plan) return fail(plan.error());
-  if (opts.print_plan) {
-    std::cout << ik::display_json(ik::plan_to_json(*plan)) << std::endl;
-    return 0;
-  }
-  // Before the sandbox exists: a client already gone gets no kernel.
-  auto client = ik::ClientWatch::open(std::getenv("JPY_PARENT_PID"), args.parent_at_start);
-  if (client.gone_at_start()) {
-    ik::log::warn("client process %d is gone: not starting the kernel", static_cast<int>(client.pid()));
-    return ik::kExitSetup;
-  }
-  if (auto s = ik::block_sandbox_signals(); !s) return fail(s.error());
-  // The kernel never gets our stdio (the Jupyter server's log, a terminal):
-  // reopened through /proc/self/fd it would be readable and writable from
-  // inside. It writes into pipes that we copy out (docs/security.md).
-  auto stdio = ik::ChildStdio::create();
-  if (!stdio) return fail(stdio.error());
-  auto sandbox = ik::spawn_sandbox(*plan, &*stdio);
-  if (!sandbox) {
-    ik::Error e = ik::with_not_found_hint(sandbox.error(), host->env);
-    return fail(e);
-  }
-  auto pump = ik::StdioPump::create(*stdio);
-  if (!pump) return fail(pump.error());
-  int status = 0;
-  if (!use_relay) {
-    auto monitor = ik::Monitor::create(*sandbox, opts.limits.wall_seconds);
-    if (!monitor) return fail(monitor.error());
-    status = ik::run_monitor_polling(
-        *monitor,
-        [&] {
-          std::vector<int> fds = client.fds();
-          fds.push_back((*pump)->fd());
-          return fds;
-        },
-        [&](int fd) {
-          if (fd == (*pump)->fd()) (*pump)->on_ready();
-          else client.on_ready(fd, *sandbox);
-        });
-    (*pump)->finish();
-    report_end(*monitor, *sandbox, *plan);
-  } else {
-    status = run_with_relay(*sandbox, **pump, *conn, relay_options, opts, *plan, client);
-  }
-  if (ik::log::verbose()) ik::log::step("kernel stdio totals:\n%s", (*pump)->describe().c_str());
-  return status;
+  ik::KernelHooks hooks({*conn, relay_options, use_relay, ik::kKernelIpcBase, args.parent_at_start});
+  return ik::run_plan(*plan, *host, opts.print_plan, hooks);
 }
 
 }  // namespace

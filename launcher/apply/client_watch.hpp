@@ -10,6 +10,7 @@
 
 #include <vector>
 
+#include "apply/event_source.hpp"
 #include "apply/sandbox.hpp"
 #include "common/fd.hpp"
 
@@ -20,7 +21,7 @@ namespace ik {
 // the unit tests. Returns <= 1 when there is nothing worth watching.
 pid_t client_pid(const char* jpy_parent_pid, pid_t parent_at_start);
 
-class ClientWatch {
+class ClientWatch : public EventSource {
  public:
   // Opens a pidfd of client_pid(). `parent_at_start` is getppid() read
   // early in main. Without pidfd_open (Linux < 5.3) or a pid to watch,
@@ -33,11 +34,11 @@ class ClientWatch {
   // True once the client is gone and the kernel is being stopped.
   bool stopping() const { return stopping_; }
   // The fds to poll with the monitor's (pidfd, grace timer).
-  std::vector<int> fds() const;
+  std::vector<int> fds() const override;
   // Handles a readable fd; false if it is not one of ours. The pidfd is
   // closed once it has fired (it stays readable: level-triggered pollers
   // would spin), which also removes it from an epoll set.
-  bool on_ready(int fd, const SandboxProcess& sandbox);
+  bool on_ready(int fd, const SandboxProcess& sandbox) override;
 
   // How long a kernel gets between SIGTERM and SIGKILL.
   static constexpr long kGraceMs = 1000;

@@ -6,7 +6,6 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
 
 #include "apply/init.hpp"
@@ -76,29 +75,6 @@ int Monitor::run() {
     if (n < 0 && errno == EINTR) continue;
     for (auto& p : pfds)
       if (p.revents && !on_ready(p.fd)) return exit_status_;
-  }
-}
-
-int run_monitor_polling(Monitor& monitor, const std::function<std::vector<int>()>& extra_fds,
-                        const std::function<void(int fd)>& on_extra) {
-  const std::vector<int> own = monitor.fds();
-  for (;;) {
-    std::vector<pollfd> pfds;
-    for (int fd : own) pfds.push_back(pollfd{fd, POLLIN, 0});
-    for (int fd : extra_fds()) pfds.push_back(pollfd{fd, POLLIN, 0});
-    if (poll(pfds.data(), pfds.size(), -1) < 0) {
-      if (errno == EINTR) continue;
-      return monitor.run();  // cannot happen with valid fds: the plain wait
-    }
-    for (const auto& p : pfds) {
-      if (!p.revents) continue;
-      const bool is_own = std::find(own.begin(), own.end(), p.fd) != own.end();
-      if (!is_own) {
-        on_extra(p.fd);
-      } else if (!monitor.on_ready(p.fd)) {
-        return monitor.exit_status();
-      }
-    }
   }
 }
 

@@ -2,7 +2,6 @@
 // enforces --wall-time, and notices when it exits. Exposes its fds so the
 // launcher can poll them in the relay loop; `isolate` just calls run().
 #pragma once
-#include <functional>
 #include <optional>
 #include <vector>
 
@@ -34,13 +33,5 @@ class Monitor {
   int exit_status_ = -1;
   bool timed_out_ = false;
 };
-
-// Polls the monitor's fds and extra ones until the sandbox exits; returns
-// its exit status. extra_fds() is asked again every turn (a source may close
-// its fd once it has fired); on_extra(fd) handles a readable extra fd. The
-// one loop of every host-side waiter that has no relay (isolate with
-// --stdio=pipe or a pty, the launcher without a relay).
-int run_monitor_polling(Monitor& monitor, const std::function<std::vector<int>()>& extra_fds,
-                        const std::function<void(int fd)>& on_extra);
 
 }  // namespace ik

@@ -80,6 +80,12 @@ int ShutdownWatch::reported_status(int status) const {
   return reported;
 }
 
+bool ShutdownWatch::on_ready(int fd, const SandboxProcess& sandbox) {
+  if (fd != this->fd()) return false;
+  on_ready(sandbox);
+  return true;
+}
+
 std::optional<std::uint64_t> process_cpu_ticks(pid_t pid) {
   const std::string path = "/proc/" + std::to_string(pid) + "/stat";
   UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));

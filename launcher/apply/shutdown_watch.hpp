@@ -37,14 +37,16 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <vector>
 
+#include "apply/event_source.hpp"
 #include "apply/sandbox.hpp"
 #include "common/error.hpp"
 #include "common/fd.hpp"
 
 namespace ik {
 
-class ShutdownWatch {
+class ShutdownWatch : public EventSource {
  public:
   static constexpr auto kTick = std::chrono::milliseconds(100);
   static constexpr int kIdleLimitTicks = 5;  // 0.5 s without CPU time after the reply
@@ -61,6 +63,9 @@ class ShutdownWatch {
   // The status to exit with for a sandbox that ended with STATUS (128+N for
   // signal N); notes on stderr when it is not STATUS.
   int reported_status(int status) const;
+  // As an event source: the timer fd.
+  std::vector<int> fds() const override { return {fd()}; }
+  bool on_ready(int fd, const SandboxProcess& sandbox) override;
 
  private:
   UniqueFd timer_;

@@ -1,7 +1,6 @@
 #include "relay/relay.hpp"
 
 #include <sys/epoll.h>
-#include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
 
@@ -9,65 +8,15 @@
 #include <cerrno>
 #include <chrono>
 #include <cinttypes>
-#include <cstdio>
 #include <cstring>
-#include <deque>
-#include <list>
-#include <optional>
-#include <poll.h>
 
 #include "common/fd.hpp"
 #include "common/log.hpp"
-#include "relay/host_listener.hpp"
 #include "relay/jupyter_header.hpp"
-#include "relay/kernel_sockets.hpp"
-#include "relay/frame_tap.hpp"
-#include "relay/zmtp.hpp"
+#include "relay/relay_impl.hpp"
 
 namespace ik::relay {
 namespace {
-
-constexpr std::array<const char*, kChannelCount> kNames{"shell", "iopub", "stdin", "control", "hb"};
-// Retry interval while a kernel socket file exists but nobody listens: short
-// for the gap between bind() and listen() (microseconds in practice), then
-// doubling up to libzmq's default reconnect interval, so a stale socket file
-// left by a kernel that closed its socket costs no busy polling.
-constexpr long kFirstRetryNs = 2'000'000;
-constexpr long kMaxRetryNs = 100'000'000;
-// Reads per connection per turn, so one busy connection cannot starve the
-// others; the rest waits one turn in the ready queue.
-constexpr int kTurnBudget = 16;
-// Repeated warnings are rate-limited to the 1st, (N+1)th, (2N+1)th, ...
-constexpr uint64_t kWarnEvery = 100;
-// How long the relay keeps passing on the kernel's last words at exit.
-constexpr auto kDrainTime = std::chrono::milliseconds(250);
-// How long an iopub client whose kernel side ended is held for the exit
-// notice while the relay still runs: the sandbox's exit follows its
-// kernel's within milliseconds; a kernel that lives on without that
-// connection must not keep the client from reconnecting.
-constexpr auto kHoldTime = std::chrono::milliseconds(1000);
-
-int host_port(const ConnectionInfo& host, Channel c) {
-  switch (c) {
-    case Channel::kShell: return host.shell_port;
-    case Channel::kIopub: return host.iopub_port;
-    case Channel::kStdin: return host.stdin_port;
-    case Channel::kControl: return host.control_port;
-    case Channel::kHb: return host.hb_port;
-  }
-  return 0;
-}
-
-int kernel_port(Channel c) {
-  switch (c) {
-    case Channel::kShell: return KernelIpcPort::kShell;
-    case Channel::kIopub: return KernelIpcPort::kIopub;
-    case Channel::kStdin: return KernelIpcPort::kStdin;
-    case Channel::kControl: return KernelIpcPort::kControl;
-    case Channel::kHb: return KernelIpcPort::kHb;
-  }
-  return 0;
-}
 
 constexpr uint32_t kReadEvents = EPOLLIN | EPOLLRDHUP | EPOLLET;
 
@@ -75,145 +24,12 @@ bool rate_limited_turn(uint64_t count) { return count % kWarnEvery == 1; }
 void bump(std::atomic<uint64_t>& a, uint64_t by = 1) { a.fetch_add(by, std::memory_order_relaxed); }
 uint64_t load(const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); }
 
-// Bytes read from one side and not yet written to the other. Allocated on
-// first use, so idle connections cost no buffer.
-class ByteQueue {
- public:
-  explicit ByteQueue(size_t capacity) : capacity_(capacity) {}
-  size_t pending() const { return tail_ - head_; }
-  bool full() const { return pending() == capacity_; }
-  // Contiguous free space at the end (compacting first if that helps).
-  unsigned char* write_area(size_t& n) {
-    if (!data_) data_ = std::make_unique<unsigned char[]>(capacity_);
-    if (head_ > 0 && tail_ == capacity_) {
-      std::memmove(data_.get(), data_.get() + head_, pending());
-      tail_ -= head_;
-      head_ = 0;
-    }
-    n = capacity_ - tail_;
-    return data_.get() + tail_;
-  }
-  void commit(size_t n) { tail_ += n; }
-  const unsigned char* read_area() const { return data_.get() + head_; }
-  void consume(size_t n) {
-    head_ += n;
-    if (head_ == tail_) head_ = tail_ = 0;
-  }
-  void clear() { head_ = tail_ = 0; }
-
- private:
-  size_t capacity_;
-  std::unique_ptr<unsigned char[]> data_;
-  size_t head_ = 0, tail_ = 0;
-};
-
-// One side of a connection as seen by edge-triggered epoll: what the last
-// edge said, until a short read/write or EAGAIN says otherwise.
-struct Side {
-  UniqueFd fd;
-  bool out_armed = false;  // EPOLLOUT in the epoll set (only while a write is pending)
-  bool readable = false;
-  bool writable = true;  // a fresh socket can take data
-  bool eof = false;      // the peer closed its end
-};
-
-enum class Io { kDone, kAgain, kEof, kError };
-
-}  // namespace
-
-// Epoll user data: what an fd is. Stored in stable places (listeners,
-// connections, the fixed list of service fds).
-struct Watch {
-  enum Kind { kListener, kClient, kKernel, kExtra, kKernelDir, kRetryTimer, kHoldTimer } kind;
-  int index = 0;          // channel of a listener; fd of an extra
-  struct Conn* conn = nullptr;
-};
-
-struct Conn {
-  Conn(Channel c, size_t buffer, size_t max_message)
-      : channel(c), up(buffer), down(buffer), up_scan(SIZE_MAX), down_scan(max_message) {}
-  Channel channel;
-  Side client, kernel;
-  ByteQueue up, down;           // client -> kernel, kernel -> client
-  ZmtpScanner up_scan, down_scan;
-  uint64_t up_counted_msgs = 0, up_counted_bytes = 0, down_counted_msgs = 0, down_counted_bytes = 0;
-  bool dialled = false;   // kernel side connected
-  bool dead = false;      // closed; freed after the current batch
-  bool queued = false;    // in the ready queue
-  bool held = false;      // iopub: kernel side gone, client kept for the launcher's last notice
-  std::chrono::steady_clock::time_point held_since;
-  std::unique_ptr<JupyterFrameTap> tap;  // shell: execute_request headers; control: shutdown_reply
-  Watch client_watch{Watch::kClient, 0, this};
-  Watch kernel_watch{Watch::kKernel, 0, this};
-};
-
-namespace {
 // A kernel-side error ends that side as EOF does; returns false (done).
 bool kernel_failed(Conn& c) {
   c.kernel.eof = true;
   return false;
 }
 }  // namespace
-
-class Relay::Impl {
- public:
-  Impl(RelayOptions o) : options_(o) {}
-
-  Status open(const ConnectionInfo& host, const KernelSocketDir& kernel);
-  Status run(const std::vector<int>& extra_fds, const std::function<bool(int)>& on_fd_ready);
-  RelayCounters counters() const;
-  size_t publish_to_iopub(const std::string& message, std::chrono::milliseconds timeout);
-  const std::string& last_execute_header() const { return last_execute_header_; }
-
- private:
-  struct AtomicDirection {
-    std::atomic<uint64_t> messages{0}, bytes{0};
-  };
-  struct ChannelState {
-    HostListener listener;
-    Watch watch{Watch::kListener, 0, nullptr};
-    size_t open = 0;
-    std::atomic<uint64_t> connections{0}, refused{0}, oversized{0}, protocol_errors{0}, rejected{0};
-    AtomicDirection to_kernel, to_host;
-  };
-
-  Status add(int fd, uint32_t events, Watch* w);
-  void accept_clients(Channel c);
-  void dial(Conn& c);
-  void redial_waiting();
-  void arm_retry();
-  void pump(Conn& c);
-  void watch_output(Side& s, Watch* w);
-  bool step(Conn& c, bool& progress);
-  Io read_into(Side& s, ByteQueue& q, size_t& got);
-  Io write_from(Side& s, ByteQueue& q);
-  bool scan_kernel_bytes(Conn& c, const unsigned char* p, size_t n);
-  void scan_client_bytes(Conn& c, const unsigned char* p, size_t n);
-  void close_conn(Conn& c, const char* why);
-  bool hold_for_notice(Conn& c);
-  void end_conn(Conn& c, const char* why);
-  void release_held();
-  void reap();
-  void drain_at_exit();
-  ChannelState& state(Channel c) { return channels_[static_cast<size_t>(c)]; }
-  void flush_counts(Conn& c);
-
-  RelayOptions options_;
-  std::array<ChannelState, kChannelCount> channels_;
-  std::optional<KernelSockets> kernel_;
-  UniqueFd epoll_, retry_timer_, hold_timer_;
-  std::string last_execute_header_;
-  bool retry_armed_ = false;
-  long retry_ns_ = kFirstRetryNs;
-  Watch dir_watch_{Watch::kKernelDir, 0, nullptr};
-  Watch timer_watch_{Watch::kRetryTimer, 0, nullptr};
-  Watch hold_watch_{Watch::kHoldTimer, 0, nullptr};
-  std::deque<Watch> extra_watches_;
-  std::list<Conn> conns_;
-  std::deque<Conn*> ready_;
-};
-
-const char* channel_name(Channel c) { return kNames[static_cast<size_t>(c)]; }
 
 Status Relay::Impl::add(int fd, uint32_t events, Watch* w) {
   epoll_event ev{};
@@ -336,44 +152,6 @@ void Relay::Impl::arm_retry() {
   retry_ns_ = std::min(2 * retry_ns_, kMaxRetryNs);
 }
 
-Io Relay::Impl::read_into(Side& s, ByteQueue& q, size_t& got) {
-  size_t room = 0;
-  unsigned char* p = q.write_area(room);
-  got = 0;
-  const ssize_t n = ::recv(s.fd.get(), p, room, MSG_DONTWAIT);
-  if (n > 0) {
-    got = static_cast<size_t>(n);
-    // A short read means the socket is empty now; the next edge says more.
-    if (got < room) s.readable = false;
-    return Io::kDone;
-  }
-  if (n == 0) {
-    s.eof = true;
-    s.readable = false;
-    return Io::kEof;
-  }
-  if (errno == EAGAIN || errno == EINTR) {
-    s.readable = errno == EINTR;
-    return Io::kAgain;
-  }
-  return Io::kError;
-}
-
-Io Relay::Impl::write_from(Side& s, ByteQueue& q) {
-  // MSG_NOSIGNAL: a vanished peer is an error to handle, not a SIGPIPE.
-  const ssize_t n = ::send(s.fd.get(), q.read_area(), q.pending(), MSG_DONTWAIT | MSG_NOSIGNAL);
-  if (n >= 0) {
-    if (static_cast<size_t>(n) < q.pending()) s.writable = false;
-    q.consume(static_cast<size_t>(n));
-    return Io::kDone;
-  }
-  if (errno == EAGAIN || errno == EINTR) {
-    s.writable = errno == EINTR;
-    return Io::kAgain;
-  }
-  return Io::kError;
-}
-
 // Checks the kernel's bytes before they go anywhere; false = cut.
 bool Relay::Impl::scan_kernel_bytes(Conn& c, const unsigned char* p, size_t n) {
   const auto v = c.down_scan.feed(p, n);
@@ -467,14 +245,16 @@ void Relay::Impl::watch_output(Side& s, Watch* w) {
   if (::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, s.fd.get(), &ev) == 0) s.out_armed = want;
 }
 
-void Relay::Impl::pump(Conn& c) {
+// Moves bytes both ways for at most `budget` rounds. A connection that
+// ends is closed (or held) with `end_why`, by default the side that closed.
+void Relay::Impl::pump(Conn& c, int budget, const char* end_why) {
   if (c.dead || c.held) return;
-  for (int turn = 0; turn < kTurnBudget; ++turn) {
+  for (int turn = 0; turn < budget; ++turn) {
     bool progress = false;
     const bool alive = step(c, progress);
     flush_counts(c);
     if (!alive) {
-      end_conn(c, c.kernel.eof ? "kernel side closed" : "client side closed");
+      end_conn(c, end_why ? end_why : c.kernel.eof ? "kernel side closed" : "client side closed");
       return;
     }
     if (!progress) {
@@ -504,56 +284,6 @@ void Relay::Impl::close_conn(Conn& c, const char* why) {
   c.kernel.fd.reset();
   c.up.clear();
   c.down.clear();
-}
-
-// An iopub client whose kernel side ended cleanly between two messages is
-// kept (out of the epoll set, its input unread) so the launcher can tell it
-// why the kernel died; the others are closed.
-bool Relay::Impl::hold_for_notice(Conn& c) {
-  if (c.channel != Channel::kIopub || !c.dialled || c.client.eof || !c.client.fd.valid() || c.down.pending() ||
-      !c.down_scan.at_message_boundary())
-    return false;
-  ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, c.client.fd.get(), nullptr);
-  c.kernel.fd.reset();
-  c.up.clear();
-  c.held = true;
-  c.held_since = std::chrono::steady_clock::now();
-  // Armed only when idle: re-arming at every hold would let a kernel that
-  // drops a connection more often than kHoldTime keep older holds forever.
-  // A running timer ends at or before this hold's time; release_held()
-  // re-arms it for the holds still waiting.
-  itimerspec cur{};
-  if (::timerfd_gettime(hold_timer_.get(), &cur) == 0 && cur.it_value.tv_sec == 0 && cur.it_value.tv_nsec == 0) {
-    itimerspec t{};
-    t.it_value.tv_nsec = std::chrono::duration_cast<std::chrono::nanoseconds>(kHoldTime).count() % 1'000'000'000;
-    t.it_value.tv_sec = std::chrono::duration_cast<std::chrono::seconds>(kHoldTime).count();
-    ::timerfd_settime(hold_timer_.get(), 0, &t, nullptr);
-  }
-  log::step("relay: iopub: kernel side closed, client kept for the exit notice");
-  return true;
-}
-
-// The relay still runs kHoldTime after a hold: the kernel lives on, so the
-// held clients are closed (their libzmq reconnects as after any cut).
-void Relay::Impl::release_held() {
-  uint64_t expirations;
-  while (::read(hold_timer_.get(), &expirations, sizeof expirations) > 0) {
-  }
-  const auto now = std::chrono::steady_clock::now();
-  bool more = false;
-  for (Conn& c : conns_) {
-    if (!c.held || c.dead) continue;
-    if (now - c.held_since < kHoldTime) {
-      more = true;
-      continue;
-    }
-    c.held = false;
-    close_conn(c, "kernel side closed, the kernel lives on");
-  }
-  if (!more) return;
-  itimerspec t{};
-  t.it_value.tv_nsec = 100'000'000;  // the newer holds: checked again soon
-  ::timerfd_settime(hold_timer_.get(), 0, &t, nullptr);
 }
 
 void Relay::Impl::end_conn(Conn& c, const char* why) {
@@ -633,81 +363,6 @@ Status Relay::Impl::run(const std::vector<int>& extra_fds, const std::function<b
   }
 }
 
-// The kernel has exited: pass on what it wrote before (a shutdown_reply, the
-// last iopub status) to clients that can take it, within kDrainTime.
-void Relay::Impl::drain_at_exit() {
-  const auto deadline = std::chrono::steady_clock::now() + kDrainTime;
-  for (Conn& c : conns_) {
-    if (c.dead || c.held || !c.dialled) continue;
-    c.kernel.readable = true;
-    c.up.clear();  // nothing more goes to a kernel that is gone
-  }
-  for (;;) {
-    bool waiting = false;
-    for (Conn& c : conns_) {
-      if (c.dead || c.held || !c.dialled) continue;
-      bool progress = true;
-      for (int k = 0; k < 64 && progress && !c.dead && !c.held; ++k) {
-        progress = false;
-        if (!step(c, progress)) end_conn(c, "kernel exited");
-      }
-      flush_counts(c);
-      if (!c.dead && !c.held && c.down.pending()) waiting = true;
-    }
-    const auto now = std::chrono::steady_clock::now();
-    if (!waiting || now >= deadline) return;
-    // Wait only for clients that have data pending (not the epoll set:
-    // the exited sandbox's pidfd would stay readable and spin).
-    std::vector<pollfd> fds;
-    std::vector<Conn*> owners;
-    for (Conn& c : conns_) {
-      if (c.dead || c.held || !c.down.pending()) continue;
-      fds.push_back({c.client.fd.get(), POLLOUT, 0});
-      owners.push_back(&c);
-    }
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count();
-    if (::poll(fds.data(), fds.size(), static_cast<int>(left) + 1) <= 0) return;
-    for (size_t i = 0; i < fds.size(); ++i)
-      if (fds[i].revents) owners[i]->client.writable = true;
-  }
-}
-
-size_t Relay::Impl::publish_to_iopub(const std::string& message, std::chrono::milliseconds timeout) {
-  struct Target {
-    Conn* c;
-    size_t sent = 0;
-  };
-  std::vector<Target> targets;
-  for (Conn& c : conns_) {
-    if (c.channel != Channel::kIopub || c.dead || !c.client.fd.valid()) continue;
-    if (c.held || (c.dialled && c.down.pending() == 0 && c.down_scan.at_message_boundary())) targets.push_back({&c});
-  }
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  size_t done = 0;
-  while (!targets.empty()) {
-    std::vector<pollfd> fds;
-    for (auto it = targets.begin(); it != targets.end();) {
-      const ssize_t n = ::send(it->c->client.fd.get(), message.data() + it->sent, message.size() - it->sent,
-                               MSG_DONTWAIT | MSG_NOSIGNAL);
-      if (n > 0) it->sent += static_cast<size_t>(n);
-      if (it->sent == message.size()) ++done;
-      if (it->sent == message.size() || (n < 0 && errno != EAGAIN && errno != EINTR)) {
-        it = targets.erase(it);
-        continue;
-      }
-      fds.push_back({it->c->client.fd.get(), POLLOUT, 0});
-      ++it;
-    }
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    if (targets.empty() || left.count() <= 0) break;
-    if (::poll(fds.data(), fds.size(), static_cast<int>(left.count()) + 1) < 0 && errno != EINTR) break;
-  }
-  // A client that took part of it would see a broken message: cut it.
-  for (Target& t : targets)
-    if (t.sent) close_conn(*t.c, "exit notice not taken in time");
-  return done;
-}
-
 RelayCounters Relay::Impl::counters() const {
   RelayCounters out;
   for (size_t i = 0; i < kChannelCount; ++i) {
@@ -752,23 +407,6 @@ size_t Relay::publish_to_iopub(const std::string& message, std::chrono::millisec
   return impl_->publish_to_iopub(message, timeout);
 }
 
-std::string Relay::describe_counters() const {
-  const RelayCounters all = counters();
-  std::string out;
-  char buf[400];
-  for (size_t i = 0; i < kChannelCount; ++i) {
-    const ChannelCounters& c = all.channels[i];
-    if (!c.connections && !c.refused_connections && !c.rejected_sockets) continue;
-    std::snprintf(buf, sizeof buf,
-                  "%s%s: %" PRIu64 " connections (%" PRIu64 " refused), to kernel %" PRIu64 " msg %" PRIu64
-                  " B, to host %" PRIu64 " msg %" PRIu64 " B, cut %" PRIu64 " oversized + %" PRIu64
-                  " malformed, %" PRIu64 " kernel sockets rejected",
-                  out.empty() ? "" : "\n", kNames[i], c.connections, c.refused_connections, c.to_kernel.messages,
-                  c.to_kernel.bytes, c.to_host.messages, c.to_host.bytes, c.oversized, c.protocol_errors,
-                  c.rejected_sockets);
-    out += buf;
-  }
-  return out.empty() ? "no traffic" : out;
-}
+std::string Relay::describe_counters() const { return ik::relay::describe_counters(counters()); }
 
 }  // namespace ik::relay

@@ -11,7 +11,6 @@
 // One thread, one edge-triggered epoll set, a fixed buffer per direction:
 // host memory is bounded in bytes whatever the kernel does.
 #pragma once
-#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -22,13 +21,11 @@
 #include <vector>
 
 #include "common/error.hpp"
+#include "relay/channel.hpp"
 #include "relay/connection_file.hpp"
+#include "relay/counters.hpp"
 
 namespace ik::relay {
-
-enum class Channel : int { kShell = 0, kIopub, kStdin, kControl, kHb };
-inline constexpr size_t kChannelCount = 5;
-const char* channel_name(Channel c);
 
 struct RelayOptions {
   // Cap on one message from the kernel: the sum of its frame sizes plus
@@ -48,26 +45,6 @@ struct RelayOptions {
   // Called (from run()) when the kernel sends a shutdown_reply on control,
   // before it is passed on: see apply/shutdown_watch.hpp.
   std::function<void()> on_shutdown_reply;
-};
-
-struct DirectionCounters {
-  uint64_t messages = 0;  // complete messages (ZMTP commands not counted)
-  uint64_t bytes = 0;     // message payload bytes
-};
-
-struct ChannelCounters {
-  uint64_t connections = 0;         // client connections accepted
-  uint64_t refused_connections = 0; // over max_connections_per_channel
-  DirectionCounters to_kernel;      // host clients -> kernel
-  DirectionCounters to_host;        // kernel -> host clients
-  uint64_t oversized = 0;           // connections cut: kernel message over the cap
-  uint64_t protocol_errors = 0;     // connections cut: kernel broke ZMTP framing
-  uint64_t rejected_sockets = 0;    // kernel socket path not a plain socket file
-};
-
-struct RelayCounters {
-  std::array<ChannelCounters, kChannelCount> channels{};
-  const ChannelCounters& operator[](Channel c) const { return channels[static_cast<size_t>(c)]; }
 };
 
 // Where the kernel's sockets are: an O_PATH fd of the sandbox directory

@@ -16,7 +16,6 @@
 #include <cstdio>
 #include <cstring>
 
-#include "apply/monitor.hpp"
 #include "common/log.hpp"
 #include "relay/terminal_filter.hpp"
 
@@ -315,12 +314,6 @@ std::string StdioPump::describe() const {
   }
   if (!out.empty()) out.pop_back();
   return out;
-}
-
-int run_monitor_with_pump(Monitor& monitor, StdioPump& pump) {
-  int status = run_monitor_polling(monitor, [&] { return std::vector<int>{pump.fd()}; }, [&](int) { pump.on_ready(); });
-  pump.finish();
-  return status;
 }
 
 }  // namespace ik

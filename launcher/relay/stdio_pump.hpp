@@ -22,13 +22,12 @@
 #include <string>
 #include <vector>
 
+#include "apply/event_source.hpp"
 #include "apply/stdio.hpp"
 #include "common/error.hpp"
 #include "common/fd.hpp"
 
 namespace ik {
-
-class Monitor;
 
 struct StdioCounters {
   uint64_t bytes_in = 0;   // read from the program
@@ -38,7 +37,7 @@ struct StdioCounters {
   uint64_t stalls = 0;     // times the destination was full and the program had to wait
 };
 
-class StdioPump {
+class StdioPump : public EventSource {
  public:
   struct Stream {
     const char* name;  // "stdout", "stderr"
@@ -58,6 +57,13 @@ class StdioPump {
   int fd() const;
   // Does a bounded amount of work (about 1 MiB per stream) and returns.
   void on_ready();
+  // As an event source (in the relay's or HostEvents' loop): fd().
+  std::vector<int> fds() const override { return {fd()}; }
+  bool on_ready(int fd, const SandboxProcess&) override {
+    if (fd != this->fd()) return false;
+    on_ready();
+    return true;
+  }
   // Every stream at EOF and written out (or dropped).
   bool done() const;
   // After the program exited: copies what is still in the pipes, for at
@@ -73,9 +79,5 @@ class StdioPump {
   explicit StdioPump(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
-
-// The monitor's loop with the pump in it (isolate --stdio=pipe, and the
-// launcher when it needs no relay). Returns the sandbox's exit status.
-int run_monitor_with_pump(Monitor& monitor, StdioPump& pump);
 
 }  // namespace ik
