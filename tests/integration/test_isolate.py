@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from isolate_helpers import pids_with_marker, wait_until
+from kit.common import pids_with_marker, wait_until
 
 
 # ------------------------------------------------ ported from test_isolate.sh

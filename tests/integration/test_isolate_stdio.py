@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from isolate_helpers import wait_until
+from kit.common import wait_until
 
 # The program tries every fd of itself and of a child it starts: reopen for
 # reading and writing through /proc, and compare with the caller's

@@ -8,7 +8,7 @@ kernel try every descriptor it (its subprocess, its init) can see: reopen
 for reading and writing, readlink, match against the client's destination.
 Escape sequences written by the kernel must not reach a terminal; a flood
 must not grow the launcher's memory nor stall the relay. As root and as the
-test user. This file is also the client script (see kernelfixtures.py).
+test user. This file is also the client script (see tests/kit/kernel.py).
 """
 
 from __future__ import annotations
@@ -25,13 +25,8 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kernelfixtures import (  # noqa: E402
-    KERNEL, START_TIMEOUT, eval_json, ik_session, khost, new_connection_file, run_cell, scenario,
-    scenario_main, step, stop_kernel,
-)
-
-__all__ = ["ik_session", "khost"]
+from kit.kernel import (KERNEL, START_TIMEOUT, eval_json, new_connection_file, run_cell, scenario, scenario_main,
+                        step, stop_kernel)
 
 
 # =========================================================== kernel-side probe

@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from isolate_helpers import kill_quietly, pids_with_marker, wait_until
+from kit.common import kill_quietly, pids_with_marker, wait_until
 
 
 # ------------------------------------------------ exit statuses

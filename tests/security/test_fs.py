@@ -2,7 +2,7 @@
 root escapes, devices, /sys and tmpfs size caps.
 
 Every test runs under isolate and inside an isolated kernel, as root and as
-the unprivileged user (see conftest.py).
+the unprivileged user (see tests/kit/security.py).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from secharness import assert_errno
+from kit.security import assert_errno
 
 # The caller's rodir read-only plus the cwd; every tmpfs capped at 8M.
 SANDBOX_OPTS = ["-m", "ro:{rodir} .", "--tmpfs-size", "8M"]

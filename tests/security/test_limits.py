@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from secharness import processes_matching, wait_until
+from kit.common import processes_matching, wait_until
 
 SANDBOX_OPTS: list[str] = []
 KERNEL_LIMITS = ["--nofile", "64", "--fsize", "1M", "--memory", "1G"]

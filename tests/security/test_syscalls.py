@@ -259,7 +259,8 @@ def test_control_tiocsti_detected_without_sandbox(runner):
     import os
     import subprocess
     from pathlib import Path
-    from secharness import PYTHON, parse_verdict, pty_pending, wrap_probe
+    from kit.common import PYTHON
+    from kit.security import parse_verdict, pty_pending, wrap_probe
     if runner.kind == "kernel":
         pytest.skip("host-side control, independent of the runner")
     legacy = Path("/proc/sys/dev/tty/legacy_tiocsti")
