@@ -395,14 +395,6 @@ def test_symlink_to_host_path_resolves_inside(sb):
     assert r.out == "end", r
 
 
-def test_nested_userns_denied_by_default(sb):
-    r = sb.run("--", "unshare", "-U", "true")
-    assert r.returncode != 0, r
-    r = sb.run("--allow-userns", "--", "unshare", "-U", "id", "-u")
-    assert r.returncode == 0, r
-    assert r.out == "65534", r
-
-
 def test_hostname_option(sb):
     r = sb.run("--hostname", "kernel-7", "--", "hostname")
     assert r.returncode == 0, r

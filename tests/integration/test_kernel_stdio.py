@@ -169,16 +169,23 @@ def _verbose_kernelspec(private: Path) -> str:
     return "ik-stdio-v"
 
 
-@scenario
-def flood(out, total, stall_seconds):
-    """The kernel floods its stdout into a pipe nobody reads for a while
-    (back-pressure), then into a reader; the launcher's -v log goes to a file."""
+def _start_verbose_kernel_on_a_pipe():
+    """A -v kernel whose stdout is a pipe the caller reads (or not) and whose stderr, with the
+    launcher's counters, goes to a log file. Returns (km, kc, read end, log path)."""
     private = Path(os.environ["TMPDIR"])
     log = private / "launcher.log"
     log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     r, w = os.pipe()
     km, kc = start_kernel_with(log_fd, kernel_name=_verbose_kernelspec(private), stdout_fd=w)
     os.close(w)
+    return km, kc, r, log
+
+
+@scenario
+def flood(out, total, stall_seconds):
+    """The kernel floods its stdout into a pipe nobody reads for a while
+    (back-pressure), then into a reader; the launcher's -v log goes to a file."""
+    km, kc, r, log = _start_verbose_kernel_on_a_pipe()
     launcher = km.provisioner.process.pid
     got = [0]
     try:
@@ -245,12 +252,7 @@ def test_flood_keeps_launcher_memory_bounded_and_relay_responsive(khost):
 def blocked_shutdown(out):
     """The kernel's stderr goes to a pipe nobody ever reads; a thread floods it
     until the kernel blocks. A plain shutdown must still end everything."""
-    private = Path(os.environ["TMPDIR"])
-    log = private / "launcher.log"
-    log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    r, w = os.pipe()
-    km, kc = start_kernel_with(log_fd, kernel_name=_verbose_kernelspec(private), stdout_fd=w)
-    os.close(w)
+    km, kc, r, log = _start_verbose_kernel_on_a_pipe()
     launcher = km.provisioner.process
     run_cell(kc, FLOOD % (1 << 30))
     time.sleep(2)

@@ -362,20 +362,31 @@ import subprocess
 def run(*cmd):
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return [p.returncode, p.stdout[-300:]]
+def overwrite(path):
+    with open(path, "w") as f:
+        f.write("x\n")
 emit({"usr": run("mount", "-o", "remount,rw", "/usr"),
       "usr_bind": run("mount", "-o", "remount,bind,rw", "/usr"),
       "rodir": run("mount", "-o", "remount,bind,rw", P["rodir"]),
+      "rodir_plain": run("mount", "-o", "remount,rw", P["rodir"]),
       "after_write_usr": attempt(lambda: open("/usr/ik-probe-" + P["token"], "w").close()),
-      "after_write_rodir": attempt(lambda: open(os.path.join(P["rodir"], "new.txt"), "w").close())})
+      "after_write_rodir": attempt(lambda: open(os.path.join(P["rodir"], "new.txt"), "w").close()),
+      "after_overwrite": attempt(overwrite, os.path.join(P["rodir"], "existing.txt"))})
 '''
 
 
 def test_remount_rw_by_mount_command_denied(runner):
-    """`mount -o remount,rw` fails and the mounts stay read-only."""
-    r = runner.probe(REMOUNT_CMD)
-    for key in ("usr", "usr_bind", "rodir"):
-        assert r[key][0] != 0, (key, r)
-    assert r["after_write_usr"][0] == "err" and r["after_write_rodir"][0] == "err", r
+    """`mount -o remount,rw` (plain and bind) of /usr and of a read-only bind fails, also as uid 0 inside
+    (--root), and the mounts stay read-only: the host's files are untouched."""
+    rodir = runner.ctx.files.rodir
+    for extra in ([], ["--root"]):
+        r = runner.probe(REMOUNT_CMD, opts=[*SANDBOX_OPTS, *extra])
+        for key in ("usr", "usr_bind", "rodir", "rodir_plain"):
+            assert r[key][0] != 0, (key, extra, r)
+        assert r["after_write_usr"][0] == "err" and r["after_write_rodir"][0] == "err", (extra, r)
+        assert r["after_overwrite"][0] == "err", (extra, r)
+        assert sorted(os.listdir(rodir)) == ["existing.txt"], extra
+        assert (rodir / "existing.txt").read_text() == "original\n", extra
 
 
 NEW_MOUNTS = r'''

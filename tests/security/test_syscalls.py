@@ -331,7 +331,9 @@ if r == 0:
 """
 p = subprocess.run([sys.executable, "-c", child], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 u = subprocess.run(["unshare", "-U", "true"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-emit({"child": p.stdout.split("\n"), "unshare_cmd": [u.returncode, u.stdout[-200:]]})
+i = subprocess.run(["unshare", "-U", "id", "-u"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+emit({"child": p.stdout.split("\n"), "unshare_cmd": [u.returncode, u.stdout[-200:]],
+      "unshare_id": [i.returncode, i.stdout.strip()[-200:]]})
 '''
 
 
@@ -342,7 +344,9 @@ def test_nested_userns_denied_by_default(runner):
 
 
 def test_allow_userns_permits_unshare(runner):
-    """Control: --allow-userns lets a process create a nested user namespace (unshare -U works)."""
+    """Control: --allow-userns lets a process create a nested user namespace (unshare -U works), in which
+    the program is the overflow uid (nothing is mapped)."""
     r = runner.probe(USERNS, opts=["--allow-userns"])
     assert r["child"][0] == "0 0", r
     assert r["unshare_cmd"][0] == 0, r
+    assert r["unshare_id"] == [0, "65534"], r
