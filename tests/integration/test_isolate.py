@@ -172,18 +172,6 @@ def test_root_flag_shows_uid0_but_files_owned_by_caller(sb):
     assert (d / "made-by-root").stat().st_uid == sb.uid
 
 
-def test_caps_dropped_and_no_new_privs(sb):
-    for opts in ([], ["--root"]):
-        r = sb.sh("grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' "
-                  "/proc/self/status", *opts)
-        assert r.returncode == 0, r
-        st = dict(line.split(":\t") for line in r.stdout.splitlines())
-        for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
-            assert int(st[cap], 16) == 0, (opts, r)
-        assert st["NoNewPrivs"] == "1", r
-        assert st["Seccomp"] == "2", r
-
-
 def test_hostname_is_isolated(sb):
     r = sb.sh("hostname; cat /proc/sys/kernel/hostname; cat /etc/hostname")
     assert r.returncode == 0, r
@@ -299,18 +287,6 @@ def test_tmp_private(sb):
     assert not os.path.exists(f"/tmp/{marker}")
 
 
-def test_tmpfs_size_cap(sb):
-    code = ("import errno\n"
-            "f = open('/tmp/small', 'wb'); f.write(b'x' * (1 << 20)); f.close(); print('small ok')\n"
-            "try:\n"
-            "    f = open('/tmp/big', 'wb'); f.write(b'x' * (8 << 20)); f.close(); print('big ok')\n"
-            "except OSError as e:\n"
-            "    print('big', errno.errorcode[e.errno])\n")
-    r = sb.py(code, "--tmpfs-size", "4M")
-    assert r.returncode == 0, r
-    assert r.stdout.splitlines() == ["small ok", "big ENOSPC"], r
-
-
 def test_own_process_group(sb):
     # Its own process group (the launcher signals it); not a new session:
     # the terminal is dropped with TIOCNOTTY (apply/session.cpp), and the
@@ -384,15 +360,6 @@ def test_inherited_fds_closed(sb):
     # 0-2 plus the descriptor listdir itself holds
     assert fds == "[0, 1, 2, 3]", (fd, out, err)
     assert leaked == "False", (fd, out, err)
-
-
-def test_symlink_to_host_path_resolves_inside(sb):
-    target = sb.write("outside/secret", "leak")
-    cwd = sb.mkdir("cwd")
-    sb.symlink("cwd/to-secret", str(target))
-    sb.symlink("cwd/to-shadow", "/etc/shadow")
-    r = sb.sh("cat to-secret; cat to-shadow; echo end", cwd=cwd)
-    assert r.out == "end", r
 
 
 def test_hostname_option(sb):

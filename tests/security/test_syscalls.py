@@ -127,17 +127,19 @@ emit({"self": fields("/proc/self/status"), "init": attempt(fields, "/proc/1/stat
 
 
 def test_capabilities_empty_nnp_seccomp(runner):
-    """CapEff/CapPrm/CapBnd/CapAmb/CapInh are all 0, NoNewPrivs 1, Seccomp 2 -- for the program and for init."""
-    r = runner.probe(CAPS)
-    for who in ("self", "init"):
-        f = r[who] if who == "self" else r["init"][1]
-        if who == "init" and r["init"][0] != "ok":
-            continue
-        for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
-            assert int(f[k], 16) == 0, (who, k, r)
-        assert f["NoNewPrivs"] == "1" and f["Seccomp"] == "2", (who, r)
-    assert r["nnp"] == 1 and r["bnd_sys_admin"] == 0, r
-    assert r["raise_ambient"][0] == -1, r
+    """CapEff/CapPrm/CapBnd/CapAmb/CapInh are all 0, NoNewPrivs 1, Seccomp 2 -- for the program and for init,
+    also as uid 0 inside (--root)."""
+    for extra in ([], ["--root"]):
+        r = runner.probe(CAPS, opts=[*SANDBOX_OPTS, *extra])
+        for who in ("self", "init"):
+            f = r[who] if who == "self" else r["init"][1]
+            if who == "init" and r["init"][0] != "ok":
+                continue
+            for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+                assert int(f[k], 16) == 0, (who, k, extra, r)
+            assert f["NoNewPrivs"] == "1" and f["Seccomp"] == "2", (who, extra, r)
+        assert r["nnp"] == 1 and r["bnd_sys_admin"] == 0, (extra, r)
+        assert r["raise_ambient"][0] == -1, (extra, r)
 
 
 NOSUID = r'''
