@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import socket
 import subprocess
 import uuid
 
@@ -203,51 +202,6 @@ def test_program_pid_is_small(sb):
     r = sb.py("import os; print(os.getpid())")
     assert r.returncode == 0, r
     assert int(r.out) <= 3, r
-
-
-def _listener():
-    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(8)
-    return srv
-
-
-CONNECT = """
-import socket, sys, errno
-s = socket.socket(); s.settimeout(5)
-try:
-    s.connect(("127.0.0.1", int(sys.argv[1]))); print("CONNECTED")
-except OSError as e:
-    print("FAILED", errno.errorcode.get(e.errno, e.errno))
-"""
-
-
-def test_host_loopback_unreachable(sb):
-    srv = _listener()
-    try:
-        port = srv.getsockname()[1]
-        r = sb.run("--", "/usr/bin/python3", "-c", CONNECT, port)
-        assert r.returncode == 0, r
-        assert r.out == "FAILED ECONNREFUSED", r
-    finally:
-        srv.close()
-
-
-def test_host_loopback_reachable_with_share_net(sb):
-    srv = _listener()
-    try:
-        port = srv.getsockname()[1]
-        r = sb.run("--share-net", "--", "/usr/bin/python3", "-c", CONNECT, port)
-        assert r.returncode == 0, r
-        assert r.out == "CONNECTED", r
-    finally:
-        srv.close()
-
-
-def test_only_lo_interface(sb):
-    r = sb.py("import socket; print(' '.join(sorted(n for _, n in socket.if_nameindex())))")
-    assert r.returncode == 0, r
-    assert r.out == "lo", r
 
 
 def test_env_filtered(sb):
