@@ -422,7 +422,8 @@ class Cell:
                     self.outputs.append({"msg_type": m["msg_type"], "content": m["content"]})
 
     def summary(self) -> dict:
-        return {"code": self.code, "msg_id": self.msg_id, "reply": self.reply, "idle": self.idle, "outputs": self.outputs,
+        return {"code": self.code, "msg_id": self.msg_id, "reply": self.reply, "idle": self.idle,
+                "outputs": self.outputs,
                 "stdout": self.text("stdout"), "stderr": self.text("stderr"),
                 "input_requests": self.input_requests}
 

@@ -65,8 +65,8 @@ def probe(pid):
                 os.close(fd)
     return {"fds": fds}
 child = subprocess.Popen(["sleep", "30"])
-sh = subprocess.run(["sh", "-c", "ls -l /proc/self/fd/ 2>&1; cat /proc/self/fd/2 </dev/null >/dev/null 2>&1 & sleep 0.2; kill $! 2>/dev/null; true"],
-                    capture_output=True, text=True)
+SH = "ls -l /proc/self/fd/ 2>&1; cat /proc/self/fd/2 </dev/null >/dev/null 2>&1 & sleep 0.2; kill $! 2>/dev/null; true"
+sh = subprocess.run(["sh", "-c", SH], capture_output=True, text=True)
 res = {"self": probe(os.getpid()), "child": probe(child.pid), "init": probe(1), "sh_ls": sh.stdout}
 child.kill()
 child.wait()
