@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from labhelpers import (ARTIFACTS, CHROMEDRIVER, CHROMIUM, DISPLAY, NAME, PYTHON, Server, app_for,  # noqa: F401
-                        install_kernelspec, jupyter_for, lab_app, launchers, missing_browser, missing_server,
-                        setpriv_prefix, tools, wait_until)
-from ikcli import PNG_MAGIC, TEMPLATE, processes_matching
+from kit.browser import (ARTIFACTS, CHROMEDRIVER, DISPLAY, NAME, Server, app_for, install_kernelspec, jupyter_for,
+                         launchers, make_driver, missing_browser, missing_server)
+from kit.cli import PNG_MAGIC, TEMPLATE
+from kit.common import PYTHON, processes_matching, setpriv_prefix, wait_for
 
 pytestmark = pytest.mark.skipif(bool(missing_server() or missing_browser()),
                                 reason=missing_server() or missing_browser() or "")
@@ -35,9 +35,6 @@ class Lab:
     """One JupyterLab server and one Chromium, both as the mode's user."""
 
     def __init__(self, j, tools, app: Path):
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-
         self.j, self.tools = j, tools
         self.suffix = "" if j.mode == "root" else f"-{j.mode}"
         jupyter_path = install_kernelspec(j)
@@ -56,14 +53,8 @@ class Lab:
                 driver_bin = str(j.base / "chromedriver-as-user")
                 j.write(Path(driver_bin), "#!/bin/sh\nexec " + " ".join(setpriv_prefix(j.user)) +
                         f" env HOME={chrome_home} {CHROMEDRIVER} \"$@\"\n", 0o755)
-            opts = webdriver.ChromeOptions()
-            opts.binary_location = CHROMIUM
-            for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                         "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1280,800"):
-                opts.add_argument(flag)
-            service = Service(executable_path=driver_bin, env={"HOME": str(chrome_home), "PATH": "/usr/bin:/bin"})
-            self.driver = webdriver.Chrome(service=service, options=opts)
+            self.driver = make_driver(profile, "1280,800", driver_bin,
+                                      {"HOME": str(chrome_home), "PATH": "/usr/bin:/bin"})
             self.driver.set_page_load_timeout(60)
             # chromedriver and the Chromium it started run as the server's user.
             pid = self.driver.service.process.pid
@@ -82,7 +73,7 @@ class Lab:
     def open(self):
         """A fresh page with the default layout (?reset: no restored notebooks)."""
         self.driver.get(self.server.url("lab?reset"))
-        wait_until(lambda: self.js("return document.body.dataset.ikLabReady"), 60, "JupyterLab to start")
+        wait_for(lambda: self.js("return document.body.dataset.ikLabReady"), 60, "JupyterLab to start")
 
     def css(self, selector: str):
         from selenium.webdriver.common.by import By
@@ -93,7 +84,7 @@ class Lab:
         return self.driver.find_elements(By.CSS_SELECTOR, selector)
 
     def visible(self, selector: str, timeout: float = 20, what: str | None = None):
-        return wait_until(lambda: next((e for e in self.all_css(selector) if e.is_displayed()), None),
+        return wait_for(lambda: next((e for e in self.all_css(selector) if e.is_displayed()), None),
                           timeout, what or selector)
 
     def shot(self, name: str) -> Path:
@@ -107,7 +98,7 @@ class Lab:
         """Clicks through the menu bar: menu("File", "New", "Notebook")."""
         from selenium.webdriver.common.action_chains import ActionChains
 
-        top = wait_until(lambda: next(e for e in self.all_css(".lm-MenuBar-item") if e.text.strip() == labels[0]),
+        top = wait_for(lambda: next(e for e in self.all_css(".lm-MenuBar-item") if e.text.strip() == labels[0]),
                          30, f"menu {labels[0]}")
         top.click()
         for label in labels[1:]:
@@ -121,7 +112,7 @@ class Lab:
                          if e.is_displayed() and
                          e.find_element("css selector", ".lm-Menu-itemLabel").text.strip() == label]
                 return items[-1] if items else None
-            item = wait_until(find, 30, f"menu item {label}")
+            item = wait_for(find, 30, f"menu item {label}")
             ActionChains(self.driver).move_to_element(item).click().perform()
 
     # -- the current notebook -------------------------------------------------
@@ -134,12 +125,12 @@ class Lab:
                     status: sc.kernelDisplayStatus, display: sc.kernelDisplayName};""")
 
     def wait_idle(self, timeout: float = 90) -> dict:
-        state = wait_until(lambda: (lambda s: s if s and s["status"] == "idle" else None)(self.notebook_state()),
+        state = wait_for(lambda: (lambda s: s if s and s["status"] == "idle" else None)(self.notebook_state()),
                            timeout, f"the kernel to be idle\n{self.server.text_log()}")
         # What the user sees: the toolbar's status circle and the status bar.
-        wait_until(lambda: self.visible(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook-ExecutionIndicator",
+        wait_for(lambda: self.visible(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook-ExecutionIndicator",
                                         10).get_attribute("data-status") == "idle", 10, "the idle status circle")
-        wait_until(lambda: f"{DISPLAY} | Idle" in self.css("#jp-main-statusbar").text, 10, "Idle in the status bar")
+        wait_for(lambda: f"{DISPLAY} | Idle" in self.css("#jp-main-statusbar").text, 10, "Idle in the status bar")
         return state
 
     def toolbar(self, command: str):
@@ -172,15 +163,15 @@ class Lab:
                            c.node.querySelector('.jp-OutputArea').innerText : ''};""", index)
 
     def wait_cell_done(self, index: int, timeout: float = 60) -> dict:
-        return wait_until(lambda: (lambda m: m if m["count"] else None)(self.cell_model(index)), timeout,
+        return wait_for(lambda: (lambda m: m if m["count"] else None)(self.cell_model(index)), timeout,
                           f"cell {index} to finish\n{self.server.text_log()}")
 
     def dialog_button(self, label: str, timeout: float = 10):
-        return wait_until(lambda: next(b for b in self.all_css(".jp-Dialog .jp-Dialog-button")
+        return wait_for(lambda: next(b for b in self.all_css(".jp-Dialog .jp-Dialog-button")
                                        if b.text.strip() == label), timeout, f"dialog button {label}")
 
     def launcher_card(self, section: str = "Notebook"):
-        return wait_until(lambda: next(
+        return wait_for(lambda: next(
             c for c in self.all_css(f".jp-LauncherCard[data-category='{section}']")
             if c.get_attribute("title") == DISPLAY), 30, f"the {DISPLAY} card in the launcher's {section} section")
 
@@ -203,7 +194,7 @@ def lab(request, tools, lab_app):
     rc = lab.close()
     try:
         assert rc is not None, "the server did not stop"
-        wait_until(lambda: not launchers(tools, j), 10, "no launcher left after the server stopped")
+        wait_for(lambda: not launchers(tools, j), 10, "no launcher left after the server stopped")
         assert os.listdir(lab.server.tmpdir) == [], "files left in the server's TMPDIR"
     finally:
         j.close()
@@ -231,7 +222,7 @@ def test_launcher_shows_isolated_card_with_logo(lab):
     # JupyterLab picks the SVG logo when the kernelspec has one (ours has SVG and PNGs).
     logo_url = next((u for u in spec["resources"].values() if src.split("?")[0].endswith(u.split("?")[0])), None)
     assert logo_url, (src, spec["resources"])
-    wait_until(lambda: lab.js("return arguments[0].complete && arguments[0].naturalWidth > 0", img), 10,
+    wait_for(lambda: lab.js("return arguments[0].complete && arguments[0].naturalWidth > 0", img), 10,
                "the logo image to load")
     # The bytes the page shows are the isolated kernelspec's own logo.
     status, logo = lab.server.get(logo_url)
@@ -300,7 +291,7 @@ def test_notebook_output_input_interrupt_restart_cut_off(lab):
 
     # interrupt: the stop button stops a busy loop
     i = lab.run_cell("while True: pass", wait=False)
-    wait_until(lambda: lab.notebook_state()["status"] == "busy", 20, "the kernel to be busy")
+    wait_for(lambda: lab.notebook_state()["status"] == "busy", 20, "the kernel to be busy")
     time.sleep(0.5)
     lab.toolbar("kernelmenu:interrupt").click()
     m = lab.wait_cell_done(i, 30)
@@ -317,7 +308,7 @@ def test_notebook_output_input_interrupt_restart_cut_off(lab):
     assert old, f"no launcher running for kernel {state['id']}: {launchers(lab.tools, lab.j)}"
     lab.toolbar("kernelmenu:restart").click()
     lab.dialog_button("Restart").click()
-    wait_until(lambda: not (old & {pid for pid, _ in launchers(lab.tools, lab.j)}), 30,
+    wait_for(lambda: not (old & {pid for pid, _ in launchers(lab.tools, lab.j)}), 30,
                "the old launcher to exit after the restart")
     assert lab.wait_idle()["id"] == state["id"]
     assert [pid for pid, cmd in launchers(lab.tools, lab.j) if f"kernel-{state['id']}.json" in cmd], \
@@ -361,30 +352,30 @@ def test_running_panel_shutdown_leaves_nothing(lab):
     # Close the notebook (File > Close Tab; JupyterLab asks about the unsaved cell).
     lab.menu("File", "Close Tab")
     lab.dialog_button("Discard").click()
-    wait_until(lambda: not lab.all_css(".jp-NotebookPanel"), 10, "the notebook to close")
+    wait_for(lambda: not lab.all_css(".jp-NotebookPanel"), 10, "the notebook to close")
     assert len(lab.server.api("api/kernels")) == len(kernels), "closing the tab stopped the kernel"
 
     # The Running panel lists them; shut each down with its own button.
     lab.css(".jp-SideBar [data-id='jp-running-sessions']").click()
     panel = lab.visible("#jp-running-sessions", 10)
-    items = wait_until(lambda: [e for e in panel.find_elements("css selector", ".jp-RunningSessions-item")
+    items = wait_for(lambda: [e for e in panel.find_elements("css selector", ".jp-RunningSessions-item")
                                 if e.is_displayed() and ".ipynb" in e.text], 20, "notebooks in the Running panel")
     assert len(items) == len(kernels), [e.text for e in items]
     lab.shot("running")
     for _ in range(len(items)):
-        item = wait_until(lambda: next(e for e in panel.find_elements("css selector", ".jp-RunningSessions-item")
+        item = wait_for(lambda: next(e for e in panel.find_elements("css selector", ".jp-RunningSessions-item")
                                        if e.is_displayed() and ".ipynb" in e.text), 10, "a session")
         # its shut-down button shows when the pointer is over the item
         from selenium.webdriver.common.action_chains import ActionChains
         button = item.find_element("css selector", ".jp-RunningSessions-itemShutdown")
         ActionChains(lab.driver).move_to_element(item).move_to_element(button).click().perform()
-        wait_until(lambda: len(lab.server.api("api/sessions")) < len(items) - _, 30, "the session to end")
-    wait_until(lambda: lab.server.api("api/kernels") == [], 30, "no kernels on the server")
-    wait_until(lambda: not [e for e in panel.find_elements("css selector", ".jp-RunningSessions-item")
+        wait_for(lambda: len(lab.server.api("api/sessions")) < len(items) - _, 30, "the session to end")
+    wait_for(lambda: lab.server.api("api/kernels") == [], 30, "no kernels on the server")
+    wait_for(lambda: not [e for e in panel.find_elements("css selector", ".jp-RunningSessions-item")
                             if e.is_displayed() and ".ipynb" in e.text], 20, "an empty Running panel")
 
     # Nothing left: launcher and kernel processes, connection files, mounts.
-    wait_until(lambda: not launchers(lab.tools, lab.j), 10, f"no launcher left: {launchers(lab.tools, lab.j)}")
+    wait_for(lambda: not launchers(lab.tools, lab.j), 10, f"no launcher left: {launchers(lab.tools, lab.j)}")
     left = kernel_processes(lab)
     assert not left, f"processes of the kernels left: {left}"
     assert set(os.listdir(lab.j.runtime_dir)) <= runtime_before, "kernel files left in the runtime dir"

@@ -21,9 +21,8 @@ import subprocess
 
 import pytest
 
-from labhelpers import (DISPLAY, NAME, PYTHON, Server, app_for, install_kernelspec, jupyter_for,  # noqa: F401
-                        lab_app, launchers, missing_server, processes_matching, tools, wait_until)
-from ikcli import SAFE_PATH
+from kit.browser import DISPLAY, NAME, Server, app_for, install_kernelspec, jupyter_for, launchers, missing_server
+from kit.common import PYTHON, SAFE_PATH, processes_matching, wait_for
 
 NODE = "/usr/bin/node" if os.access("/usr/bin/node", os.X_OK) else "node"
 
@@ -62,7 +61,7 @@ def test_services_client(mode, spec, tools, lab_app):
         assert r.returncode == 0, f"{r}\n--- server log\n{server.text_log()}"
         assert set(steps) >= {"start", "execute", "interrupt", "restart", "shutdown"}, r.stdout
         # Nothing left once the session is shut down, while the server still runs.
-        wait_until(lambda: not launchers(tools, j), 10, f"no launcher left: {launchers(tools, j)}")
+        wait_for(lambda: not launchers(tools, j), 10, f"no launcher left: {launchers(tools, j)}")
         left = [p for p in processes_matching([str(j.runtime_dir)]) if "ipykernel" in p[1]]
         assert not left, f"kernel processes left: {left}"
         assert not [f for f in os.listdir(j.runtime_dir) if f.startswith("kernel-")] and \

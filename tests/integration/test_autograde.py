@@ -82,9 +82,9 @@ if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "--grade":
 
 # --------------------------------------------------------------- the course
 
-import pytest  # noqa: E402  (the client above needs neither pytest nor ikcli)
+import pytest  # noqa: E402,F401  (the client above needs neither pytest nor the kits)
 
-from ikcli import PYTHON, get_tools, jup, make_jupyter, tools  # noqa: E402,F401  (fixtures)
+from kit.common import PYTHON  # noqa: E402
 
 
 def nb_json(cells: list[tuple[str, str]]) -> str:

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import fcntl
 import os
-import socket
 import subprocess
 import uuid
 
 import pytest
 
-from isolate_helpers import pids_with_marker, wait_until
+from kit.common import pids_with_marker, wait_until
 
 
 # ------------------------------------------------ ported from test_isolate.sh
@@ -172,18 +171,6 @@ def test_root_flag_shows_uid0_but_files_owned_by_caller(sb):
     assert (d / "made-by-root").stat().st_uid == sb.uid
 
 
-def test_caps_dropped_and_no_new_privs(sb):
-    for opts in ([], ["--root"]):
-        r = sb.sh("grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' "
-                  "/proc/self/status", *opts)
-        assert r.returncode == 0, r
-        st = dict(line.split(":\t") for line in r.stdout.splitlines())
-        for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
-            assert int(st[cap], 16) == 0, (opts, r)
-        assert st["NoNewPrivs"] == "1", r
-        assert st["Seccomp"] == "2", r
-
-
 def test_hostname_is_isolated(sb):
     r = sb.sh("hostname; cat /proc/sys/kernel/hostname; cat /etc/hostname")
     assert r.returncode == 0, r
@@ -215,51 +202,6 @@ def test_program_pid_is_small(sb):
     r = sb.py("import os; print(os.getpid())")
     assert r.returncode == 0, r
     assert int(r.out) <= 3, r
-
-
-def _listener():
-    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(8)
-    return srv
-
-
-CONNECT = """
-import socket, sys, errno
-s = socket.socket(); s.settimeout(5)
-try:
-    s.connect(("127.0.0.1", int(sys.argv[1]))); print("CONNECTED")
-except OSError as e:
-    print("FAILED", errno.errorcode.get(e.errno, e.errno))
-"""
-
-
-def test_host_loopback_unreachable(sb):
-    srv = _listener()
-    try:
-        port = srv.getsockname()[1]
-        r = sb.run("--", "/usr/bin/python3", "-c", CONNECT, port)
-        assert r.returncode == 0, r
-        assert r.out == "FAILED ECONNREFUSED", r
-    finally:
-        srv.close()
-
-
-def test_host_loopback_reachable_with_share_net(sb):
-    srv = _listener()
-    try:
-        port = srv.getsockname()[1]
-        r = sb.run("--share-net", "--", "/usr/bin/python3", "-c", CONNECT, port)
-        assert r.returncode == 0, r
-        assert r.out == "CONNECTED", r
-    finally:
-        srv.close()
-
-
-def test_only_lo_interface(sb):
-    r = sb.py("import socket; print(' '.join(sorted(n for _, n in socket.if_nameindex())))")
-    assert r.returncode == 0, r
-    assert r.out == "lo", r
 
 
 def test_env_filtered(sb):
@@ -297,18 +239,6 @@ def test_tmp_private(sb):
     # only the path components leading to the work dir mount, nothing of the host
     assert r.stdout.split() == [sb.workdir.parent.name], r
     assert not os.path.exists(f"/tmp/{marker}")
-
-
-def test_tmpfs_size_cap(sb):
-    code = ("import errno\n"
-            "f = open('/tmp/small', 'wb'); f.write(b'x' * (1 << 20)); f.close(); print('small ok')\n"
-            "try:\n"
-            "    f = open('/tmp/big', 'wb'); f.write(b'x' * (8 << 20)); f.close(); print('big ok')\n"
-            "except OSError as e:\n"
-            "    print('big', errno.errorcode[e.errno])\n")
-    r = sb.py(code, "--tmpfs-size", "4M")
-    assert r.returncode == 0, r
-    assert r.stdout.splitlines() == ["small ok", "big ENOSPC"], r
 
 
 def test_own_process_group(sb):
@@ -384,23 +314,6 @@ def test_inherited_fds_closed(sb):
     # 0-2 plus the descriptor listdir itself holds
     assert fds == "[0, 1, 2, 3]", (fd, out, err)
     assert leaked == "False", (fd, out, err)
-
-
-def test_symlink_to_host_path_resolves_inside(sb):
-    target = sb.write("outside/secret", "leak")
-    cwd = sb.mkdir("cwd")
-    sb.symlink("cwd/to-secret", str(target))
-    sb.symlink("cwd/to-shadow", "/etc/shadow")
-    r = sb.sh("cat to-secret; cat to-shadow; echo end", cwd=cwd)
-    assert r.out == "end", r
-
-
-def test_nested_userns_denied_by_default(sb):
-    r = sb.run("--", "unshare", "-U", "true")
-    assert r.returncode != 0, r
-    r = sb.run("--allow-userns", "--", "unshare", "-U", "id", "-u")
-    assert r.returncode == 0, r
-    assert r.out == "65534", r
 
 
 def test_hostname_option(sb):

@@ -11,52 +11,12 @@ import hashlib
 import json
 import os
 import subprocess
-import threading
 import time
 
 import pytest
 
-from isolate_helpers import wait_until
-
-# The program tries every fd of itself and of a child it starts: reopen for
-# reading and writing through /proc, and compare with the caller's
-# destination (device and inode, or the terminal's device number).
-PROBE = r'''
-import json, os, stat, subprocess, sys
-T = json.loads(sys.argv[1])
-def same(st):
-    if stat.S_ISCHR(st.st_mode) and T["rdev"]:
-        return st.st_rdev == T["rdev"]
-    return (st.st_dev, st.st_ino) == (T["dev"], T["ino"])
-def probe(pid):
-    res = {}
-    for n in sorted(os.listdir(f"/proc/{pid}/fd"), key=int):
-        p = f"/proc/{pid}/fd/{n}"
-        try:
-            r = res[n] = {"link": os.readlink(p)}
-        except FileNotFoundError:  # the fd listdir itself used
-            continue
-        for mode, flags in (("read", os.O_RDONLY), ("write", os.O_WRONLY | os.O_APPEND)):
-            try:
-                fd = os.open(p, flags | os.O_NONBLOCK | os.O_NOCTTY)
-            except OSError as e:
-                r[mode] = e.errno
-                continue
-            if same(os.fstat(fd)):
-                r["reached"] = mode
-                if mode == "read":
-                    try:
-                        r["content"] = os.read(fd, 4096).decode(errors="replace")
-                    except OSError as e:
-                        r["content"] = e.errno
-            os.close(fd)
-    return res
-child = subprocess.Popen(["sleep", "20"])
-out = {"self": probe(os.getpid()), "child": probe(child.pid)}
-child.kill()
-print(json.dumps(out), flush=True)
-'''
-
+from kit.common import wait_until
+from kit.stdio import FD_PROBE, Drain, reached
 
 def _destination(kind, sb):
     """(fd for isolate's stdout+stderr, target description, function returning what arrived)"""
@@ -65,36 +25,14 @@ def _destination(kind, sb):
         fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         st = os.fstat(fd)
         return fd, {"dev": st.st_dev, "ino": st.st_ino, "rdev": 0}, path.read_bytes
-    if kind == "pipe":
-        r, w = os.pipe()
-    else:
-        r, w = os.openpty()
-        import tty
-        tty.setraw(w)
-    got = bytearray()
-
-    def reader():
-        while True:
-            try:
-                b = os.read(r, 65536)
-            except OSError:
-                return
-            if not b:
-                return
-            got.extend(b)
-    t = threading.Thread(target=reader, daemon=True)
-    t.start()
-    st = os.fstat(w)
-
-    def captured():
-        t.join(5)
-        return bytes(got)
-    return w, {"dev": st.st_dev, "ino": st.st_ino, "rdev": st.st_rdev if kind == "pty" else 0}, captured
+    d = Drain(kind)
+    return d.fd, d.target, lambda: d.data(join=5)
 
 
 def _run_probe(sb, kind, *opts):
+    """FD_PROBE (no attack: only reads) with isolate's stdout+stderr on KIND."""
     fd, target, captured = _destination(kind, sb)
-    p = sb.popen(*opts, "--", "/usr/bin/python3", "-c", PROBE, json.dumps(target),
+    p = sb.popen(*opts, "--", "/usr/bin/python3", "-c", FD_PROBE % json.dumps(target),
                  stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, text=False)
     os.close(fd)
     rc = p.wait(timeout=60)
@@ -105,7 +43,7 @@ def _run_probe(sb, kind, *opts):
 
 
 def _reached(res):
-    return [(who, fd, i) for who in ("self", "child") for fd, i in res[who].items() if "reached" in i]
+    return reached(res, who=("self", "child"))
 
 
 @pytest.mark.parametrize("kind", ["file", "pipe", "pty"])
@@ -114,7 +52,7 @@ def test_stdio_pipe_hides_the_callers_descriptors(sb, kind):
     assert _reached(res) == [], _reached(res)
     assert "CALLER-LOG-SECRET" not in json.dumps(res)
     for who in ("self", "child"):
-        links = {fd: i["link"] for fd, i in res[who].items()}
+        links = {fd: i.get("link", "") for fd, i in res[who]["fds"].items()}
         assert links["0"] == "/dev/null", links
         assert links["1"].startswith("pipe:[") and links["2"].startswith("pipe:["), links
 
@@ -127,7 +65,7 @@ def test_stdio_inherit_keeps_them_reachable(sb, kind):
     reopened = any(fd in ("1", "2") for _, fd, _ in _reached(res))
     # A terminal another user (root, here) owns cannot be reopened, but the
     # program still holds it as fds 1/2 and writes to it directly.
-    held = kind == "pty" and res["self"]["2"]["link"].startswith("/dev/pts/")
+    held = kind == "pty" and res["self"]["fds"]["2"]["link"].startswith("/dev/pts/")
     assert reopened or (held and sb.mode == "user"), res["self"]
 
 

@@ -1,7 +1,7 @@
 """isolated-kernel-launcher with a real jupyter_client (KernelManager +
 BlockingKernelClient), as root and as the unprivileged test user.
 
-The client side of each test runs in its own process (see kernelfixtures.py):
+The client side of each test runs in its own process (see tests/kit/kernel.py):
 this file is also the client script, `python3 test_kernel.py --ik-scenario
 NAME ARGS RESULT`. Scenarios record what the client saw; the tests assert.
 """
@@ -15,22 +15,15 @@ import queue
 import re
 import signal
 import socket
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kernelfixtures import (  # noqa: E402
-    KERNEL, PYTHON, START_TIMEOUT, Cell, _make_host, eval_json, fd_count, ik_session, khost, mount_table,
-    new_connection_file,
-    pid_alive, processes_matching, run_cell, scenario, scenario_main, start_kernel, step,
-    stop_kernel, wait_until,
-)
-
-__all__ = ["ik_session", "khost"]  # fixtures used by the tests below
+from kit.common import PYTHON, fd_count, mount_table, pid_alive, processes_matching, wait_until
+from kit.kernel import (Cell, KERNEL, START_TIMEOUT, _make_host, eval_json, new_connection_file, run_cell, scenario,
+                        scenario_main, start_kernel, step, stop_kernel)
 
 
 INTERRUPT_ROUNDS = 12

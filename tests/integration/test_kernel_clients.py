@@ -1,7 +1,7 @@
 """isolated-kernel-launcher with the other real Jupyter clients: nbconvert
 (nbclient) on the shipped example notebooks, the jupyter_kernel_test protocol
 suite, a second BlockingKernelClient and `jupyter console --existing` attached
-to the same kernel. Root and unprivileged user (see kernelfixtures.py).
+to the same kernel. Root and unprivileged user (see tests/kit/kernel.py).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import queue
 import re
 import shutil
 import socket
-import sys
 import tempfile
 import time
 import unittest
@@ -21,14 +20,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kernelfixtures import (  # noqa: E402
-    KERNEL, KERNEL_PROBE, PYTHON, REPO, START_TIMEOUT, _make_host, default_launcher, drain_iopub,
-    ik_session, khost, pid_alive, run_cell, scenario, scenario_main, start_kernel, step,
-    write_kernelspecs,
-)
-
-__all__ = ["ik_session", "khost"]
+from kit.common import PYTHON, REPO, pid_alive
+from kit.kernel import (KERNEL, KERNEL_PROBE, START_TIMEOUT, _make_host, default_launcher, drain_iopub, run_cell,
+                        scenario, scenario_main, start_kernel, step, write_kernelspecs)
 
 EXAMPLES = REPO / "share" / "examples"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")

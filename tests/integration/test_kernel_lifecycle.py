@@ -6,7 +6,7 @@ launcher, sandbox init or kernel behind after 2 s; a restart from the same
 client and `--existing` clients coming and going never stop the kernel.
 Kernel killed: the client gets "Kernel stopped: <why>" as iopub stderr of the
 running cell (jupyter_client, nbclient/nbconvert's ExecutePreprocessor).
-Root and unprivileged user (see kernelfixtures.py).
+Root and unprivileged user (see tests/kit/kernel.py).
 """
 
 from __future__ import annotations
@@ -16,20 +16,14 @@ import os
 import select
 import signal
 import subprocess
-import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kernelfixtures import (  # noqa: E402
-    KERNEL, PYTHON, START_TIMEOUT, Cell, ik_session, kernel_argv, khost, processes_matching, run_cell,
-    scenario, scenario_main, start_kernel, step, stop_kernel,
-)
-
-__all__ = ["ik_session", "khost"]
+from kit.common import PYTHON, processes_matching
+from kit.kernel import (Cell, KERNEL, START_TIMEOUT, kernel_argv, run_cell, scenario, scenario_main, start_kernel,
+                        step, stop_kernel)
 
 GONE_WITHIN = 2.0  # the issue's bound: client gone -> launcher, init and kernel gone
 SLACK = 1.0        # scheduling on a loaded 2-core machine, on top of the bound when waiting
@@ -147,10 +141,10 @@ def test_sigkill_of_jupyter_console(khost, busy):
         child.close(force=True)
 
 
+# Written next to the session's copy of kit/ (h.session.scripts), so its import needs no path set-up.
 HOLDER = """
-import sys, time
-sys.path.insert(0, {scripts!r})
-from kernelfixtures import start_kernel
+import time
+from kit.kernel import start_kernel
 km, kc = start_kernel({kernel!r})
 if {busy!r}:
     kc.execute("while True: pass")
@@ -166,8 +160,10 @@ def test_sigkill_of_a_kernel_manager_holder(khost, busy, net):
     h = khost
     env = extra_kernelspecs(h, sharenet=["--share-net"])
     kernel = KERNEL if net == "relay" else "sharenet"
-    code = HOLDER.format(scripts=str(h.session.scripts), busy=busy, kernel=kernel)
-    p = subprocess.Popen(h.prefix() + [PYTHON, "-c", code], cwd=h.workdir, env=h.env(env), text=True,
+    holder = h.session.scripts / f"holder-{h.token}.py"
+    holder.write_text(HOLDER.format(busy=busy, kernel=kernel))
+    holder.chmod(0o644)
+    p = subprocess.Popen(h.prefix() + [PYTHON, holder], cwd=h.workdir, env=h.env(env), text=True,
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         ready = select.select([p.stdout], [], [], START_TIMEOUT + 30)[0] and p.stdout.readline()

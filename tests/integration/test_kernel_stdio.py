@@ -8,14 +8,13 @@ kernel try every descriptor it (its subprocess, its init) can see: reopen
 for reading and writing, readlink, match against the client's destination.
 Escape sequences written by the kernel must not reach a terminal; a flood
 must not grow the launcher's memory nor stall the relay. As root and as the
-test user. This file is also the client script (see kernelfixtures.py).
+test user. This file is also the client script (see tests/kit/kernel.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import pty
 import re
 import subprocess
 import sys
@@ -25,77 +24,9 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kernelfixtures import (  # noqa: E402
-    KERNEL, START_TIMEOUT, eval_json, ik_session, khost, new_connection_file, run_cell, scenario,
-    scenario_main, step, stop_kernel,
-)
-
-__all__ = ["ik_session", "khost"]
-
-
-# =========================================================== kernel-side probe
-
-# Runs in the kernel. For the kernel's own process, a subprocess it starts
-# (as `!cmd` in a notebook would) and the sandbox's init: every fd, its
-# link, whether it can be reopened for reading / writing, and whether the
-# opened file is the client's destination (same device and inode, or same
-# terminal). On a match it tries the attack itself: read the content,
-# truncate it, write an escape sequence.
-PROBE = r'''
-import os, json, stat, subprocess
-TARGET = json.loads(%r)
-def same(st):
-    if stat.S_ISCHR(st.st_mode) and TARGET.get("rdev"):
-        return st.st_rdev == TARGET["rdev"]
-    return (st.st_dev, st.st_ino) == (TARGET["dev"], TARGET["ino"])
-def probe(pid):
-    d = f"/proc/{pid}/fd"
-    try:
-        names = sorted(os.listdir(d), key=int)
-    except OSError as e:
-        return {"error": e.errno}
-    fds = {}
-    for n in names:
-        p = f"{d}/{n}"
-        r = fds[n] = {}
-        try:
-            r["link"] = os.readlink(p)
-        except OSError as e:
-            r["link_errno"] = e.errno
-        for mode, flags in (("read", os.O_RDONLY), ("write", os.O_WRONLY | os.O_APPEND)):
-            try:
-                fd = os.open(p, flags | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-            except OSError as e:
-                r[mode] = e.errno
-                continue
-            try:
-                st = os.fstat(fd)
-                r[mode] = "ok"
-                if same(st):
-                    r["reached"] = True
-                    if mode == "read":
-                        try:
-                            r["content"] = os.read(fd, 65536).decode(errors="replace")
-                        except OSError as e:
-                            r["content_errno"] = e.errno
-                    else:
-                        os.write(fd, b"INJECTED\x1b]0;pwned\x07\x1b[2J\n")
-                        if stat.S_ISREG(st.st_mode):
-                            os.ftruncate(fd, 0)
-            except OSError as e:
-                r[mode + "_op_errno"] = e.errno
-            finally:
-                os.close(fd)
-    return {"fds": fds}
-child = subprocess.Popen(["sleep", "30"])
-sh = subprocess.run(["sh", "-c", "ls -l /proc/self/fd/ 2>&1; cat /proc/self/fd/2 </dev/null >/dev/null 2>&1 & sleep 0.2; kill $! 2>/dev/null; true"],
-                    capture_output=True, text=True)
-res = {"self": probe(os.getpid()), "child": probe(child.pid), "init": probe(1), "sh_ls": sh.stdout}
-child.kill()
-child.wait()
-print(json.dumps(res))
-'''
+from kit.kernel import (KERNEL, START_TIMEOUT, eval_json, new_connection_file, run_cell, scenario, scenario_main,
+                        step, stop_kernel)
+from kit.stdio import Drain, FD_PROBE, reached
 
 
 # =========================================================== client side
@@ -109,27 +40,8 @@ def open_destination(kind: str, private: Path, secret: str):
         fd = os.open(log, os.O_WRONLY | os.O_APPEND)
         st = os.fstat(fd)
         return fd, {"dev": st.st_dev, "ino": st.st_ino}, lambda: log.read_bytes()
-    if kind == "pipe":
-        r, w = os.pipe()
-    else:
-        r, w = pty.openpty()
-        import tty
-        tty.setraw(w)  # no \n -> \r\n, so the bytes compare exactly
-    st = os.fstat(w)
-    got = bytearray()
-
-    def reader():
-        while True:
-            try:
-                b = os.read(r, 65536)
-            except OSError:  # EIO: the pty's last writer closed
-                return
-            if not b:
-                return
-            got.extend(b)
-    threading.Thread(target=reader, daemon=True).start()
-    desc = {"dev": st.st_dev, "ino": st.st_ino, "rdev": st.st_rdev if kind == "pty" else 0}
-    return w, desc, lambda: bytes(got)
+    d = Drain(kind)
+    return d.fd, d.target, d.data
 
 
 def start_kernel_with(stdio_fd: int, kernel_name: str = KERNEL, stdout_fd: int | None = None):
@@ -152,7 +64,8 @@ def reopen_attack(out, kind):
     km, kc = start_kernel_with(fd)
     try:
         with step(out, "probe") as s:
-            s["result"] = eval_json(kc, PROBE % json.dumps(target), timeout=60)
+            # The kernel-side probe (kit/stdio.py), which on a match also tries the attack.
+            s["result"] = eval_json(kc, FD_PROBE % json.dumps({**target, "attack": True}), timeout=60)
         with step(out, "inject") as s:
             # Escape sequences on the kernel's real stderr (ipykernel copies
             # fd-level output to it) and straight to its original fd.
@@ -176,21 +89,12 @@ def _scenario(khost, name, **args):
     return r
 
 
-def _reached(result: dict) -> list:
-    hits = []
-    for who in ("self", "child", "init"):
-        for fd, info in result[who].get("fds", {}).items():
-            if info.get("reached"):
-                hits.append((who, fd, info))
-    return hits
-
-
 @pytest.mark.parametrize("kind", ["file", "pipe", "pty"])
 def test_kernel_cannot_reopen_the_launchers_stdio(khost, kind):
     r = _scenario(khost, "reopen_attack", kind=kind)
     res = r["probe"]["result"]
     token = khost.token
-    assert _reached(res) == [], f"the kernel reached the client's {kind}: {_reached(res)}"
+    assert reached(res) == [], f"the kernel reached the client's {kind}: {reached(res)}"
     captured = r.data["captured"]
     assert "INJECTED" not in captured
     if kind == "file":
@@ -265,16 +169,23 @@ def _verbose_kernelspec(private: Path) -> str:
     return "ik-stdio-v"
 
 
-@scenario
-def flood(out, total, stall_seconds):
-    """The kernel floods its stdout into a pipe nobody reads for a while
-    (back-pressure), then into a reader; the launcher's -v log goes to a file."""
+def _start_verbose_kernel_on_a_pipe():
+    """A -v kernel whose stdout is a pipe the caller reads (or not) and whose stderr, with the
+    launcher's counters, goes to a log file. Returns (km, kc, read end, log path)."""
     private = Path(os.environ["TMPDIR"])
     log = private / "launcher.log"
     log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     r, w = os.pipe()
     km, kc = start_kernel_with(log_fd, kernel_name=_verbose_kernelspec(private), stdout_fd=w)
     os.close(w)
+    return km, kc, r, log
+
+
+@scenario
+def flood(out, total, stall_seconds):
+    """The kernel floods its stdout into a pipe nobody reads for a while
+    (back-pressure), then into a reader; the launcher's -v log goes to a file."""
+    km, kc, r, log = _start_verbose_kernel_on_a_pipe()
     launcher = km.provisioner.process.pid
     got = [0]
     try:
@@ -341,12 +252,7 @@ def test_flood_keeps_launcher_memory_bounded_and_relay_responsive(khost):
 def blocked_shutdown(out):
     """The kernel's stderr goes to a pipe nobody ever reads; a thread floods it
     until the kernel blocks. A plain shutdown must still end everything."""
-    private = Path(os.environ["TMPDIR"])
-    log = private / "launcher.log"
-    log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    r, w = os.pipe()
-    km, kc = start_kernel_with(log_fd, kernel_name=_verbose_kernelspec(private), stdout_fd=w)
-    os.close(w)
+    km, kc, r, log = _start_verbose_kernel_on_a_pipe()
     launcher = km.provisioner.process
     run_cell(kc, FLOOD % (1 << 30))
     time.sleep(2)

@@ -7,17 +7,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kernelfixtures import (  # noqa: E402
-    PYTHON, START_TIMEOUT, ik_session, khost, kernel_argv, run_cell, scenario, scenario_main, step,
-)
-
-__all__ = ["ik_session", "khost"]
+from kit.kernel import START_TIMEOUT, kernel_argv, run_cell, scenario, scenario_main, step
 
 PROBE = ("import os, socket\n"
          "ifs = sorted(n for _, n in socket.if_nameindex())\n"

@@ -1,7 +1,7 @@
 """`isolated-kernel` install / list / show / remove / doctor, end to end.
 
 Each test runs twice: as root and as the unprivileged test user (setpriv),
-with private Jupyter directories (see ikcli.py: the system-wide kernelspec
+with private Jupyter directories (see tests/kit/cli.py: the system-wide kernelspec
 directory the commands see is a scratch directory in a private mount
 namespace, so nothing here touches the real /usr/local/share/jupyter).
 """
@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from ikcli import (IPYKERNEL_SPEC, PNG_MAGIC, PYTHON, TEMPLATE, after_dashdash, get_tools, jup, make_jupyter, make_png, tools,
-                   make_venv, read_spec, settings, tree_snapshot)
+from kit.cli import (IPYKERNEL_SPEC, PNG_MAGIC, TEMPLATE, after_dashdash, make_png,
+                     make_venv, read_spec, settings, tree_snapshot)
+from kit.common import PYTHON
 
 LOGOS = ("logo-32x32.png", "logo-64x64.png")
 IPYKERNEL_ARGV = [PYTHON, "-m", "ipykernel_launcher", "-f", "{connection_file}"]

@@ -209,17 +209,6 @@ def _ro_setup(sb):
     return d
 
 
-def test_ro_bind_cannot_be_remounted_rw(sb):
-    d = _ro_setup(sb)
-    for opts in ([], ["--root"]):
-        r = sb.sh(f"mount -o remount,rw {d}; mount -o remount,bind,rw {d}; "
-                  f"echo x > {d}/existing; touch {d}/new; echo end",
-                  *opts, "-m", f". ro:{d}")
-        assert r.out == "end", r
-        assert (d / "existing").read_text() == "orig", r
-        assert not (d / "new").exists(), r
-
-
 def test_ro_bind_cannot_be_unmounted(sb):
     d = _ro_setup(sb)
     for opts in ([], ["--root"]):

@@ -25,7 +25,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from isolate_helpers import wait_until
+from kit.common import wait_until
 
 PROMPT = r"PROMPT> "
 WRAPPER = r"""

@@ -12,7 +12,8 @@ import re
 
 import pytest
 
-from ikcli import IPYKERNEL_SPEC, PYTHON, after_dashdash, jup, read_spec, tools  # noqa: F401 (fixtures)
+from kit.cli import read_spec
+from kit.common import PYTHON
 
 IPYKERNEL_ARGV = [PYTHON, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
 

@@ -28,9 +28,9 @@ import time
 
 import pytest
 
-from cgroup_takeover import controllers, own_cgroup, subtree_control, v1_holder, v2_root, wait_for
-from secharness import (PYTHON, SAFE_PATH, TEST_USER, Ctx, KernelRunner, processes_matching,
-                         setpriv_prefix)
+from kit.cgroup import controllers, own_cgroup, subtree_control, v1_holder, v2_root
+from kit.common import PYTHON, SAFE_PATH, TEST_USER, processes_matching, setpriv_prefix, wait_until
+from kit.security import Ctx, KernelRunner
 
 ROOT = v2_root()
 pytestmark = pytest.mark.skipif(ROOT is None, reason="no cgroup v2 mounted")
@@ -196,8 +196,8 @@ def test_cgroup_left_by_a_killed_launcher_is_removed_at_next_start(sec, mode, de
         assert cg.is_dir()
         os.kill(p.pid, signal.SIGKILL)
         p.wait(10)
-        assert wait_for(lambda: not processes_matching([marker]), 5), processes_matching([marker])
-        assert wait_for(lambda: (cg / "cgroup.procs").read_text().strip() == "", 5)
+        assert wait_until(lambda: not processes_matching([marker]), 5), processes_matching([marker])
+        assert wait_until(lambda: (cg / "cgroup.procs").read_text().strip() == "", 5)
         assert cg.is_dir(), "the killed launcher could not remove it: the next start must"
     finally:
         if p.poll() is None:
@@ -283,7 +283,7 @@ def test_fork_bomb_is_contained_and_the_host_keeps_forking(sec, mode, cgroup_tak
     try:
         # `nice` execs isolate: p.pid is isolate's pid and names the cgroup.
         cg = parent / f"isolated-kernel-{p.pid}"
-        assert wait_for(cg.is_dir, 10), "no sandbox cgroup"
+        assert wait_until(cg.is_dir, 10), "no sandbox cgroup"
         peak, host_ok = 0, True
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline:
@@ -305,7 +305,7 @@ def test_fork_bomb_is_contained_and_the_host_keeps_forking(sec, mode, cgroup_tak
     assert p.returncode == 128 + signal.SIGKILL, (p.returncode, err)
     assert "killed after the wall-time limit of 4s" in err, err
     assert re.search(r"isolate: \d+ forks refused at the process limit of 50 \(cgroup pids\.max, --nproc\)", err), err
-    assert wait_for(lambda: not processes_matching([marker]), 5), processes_matching([marker])
+    assert wait_until(lambda: not processes_matching([marker]), 5), processes_matching([marker])
     assert not cg.exists()
 
 
@@ -354,4 +354,4 @@ def test_kernel_runs_in_its_own_cgroup(sec, kernel_pool):
     members = [int(x) for x in (cg / "cgroup.procs").read_text().split()]
     assert len(members) >= 2 and launcher[0] not in members, members
     k.close()
-    assert wait_for(lambda: not cg.exists(), 10), f"{cg} left behind"
+    assert wait_until(lambda: not cg.exists(), 10), f"{cg} left behind"

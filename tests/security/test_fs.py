@@ -2,7 +2,7 @@
 root escapes, devices, /sys and tmpfs size caps.
 
 Every test runs under isolate and inside an isolated kernel, as root and as
-the unprivileged user (see conftest.py).
+the unprivileged user (see tests/kit/security.py).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from secharness import assert_errno
+from kit.security import assert_errno
 
 # The caller's rodir read-only plus the cwd; every tmpfs capped at 8M.
 SANDBOX_OPTS = ["-m", "ro:{rodir} .", "--tmpfs-size", "8M"]
@@ -151,20 +151,23 @@ def test_host_tmp_entries_invisible(runner):
 SYMLINK_OUT = r'''
 link = os.path.join(P["work"], "escape-link")
 emit({"link": attempt(os.readlink, link), "read": attempt(read_text, link),
-      "tmp_link": attempt(read_text, os.path.join(P["work"], "escape-tmp"))})
+      "tmp_link": attempt(read_text, os.path.join(P["work"], "escape-tmp")),
+      "shadow_link": attempt(read_text, os.path.join(P["work"], "escape-shadow"))})
 '''
 
 
 def test_symlink_to_host_path_does_not_escape(runner):
-    """A symlink in a mounted dir pointing at host files resolves inside the sandbox view."""
+    """A symlink in a mounted dir pointing at host files (a hidden dir, the host's /tmp, /etc/shadow) resolves
+    inside the sandbox view."""
     work = runner.ctx.files.work
-    for name, target in (("escape-link", runner.ctx.sec.hidden_secret), ("escape-tmp", runner.ctx.sec.tmp_marker)):
+    for name, target in (("escape-link", runner.ctx.sec.hidden_secret), ("escape-tmp", runner.ctx.sec.tmp_marker),
+                         ("escape-shadow", "/etc/shadow")):
         p = work / name
         if not p.is_symlink():
             p.symlink_to(target)
     r = runner.probe(SYMLINK_OUT)
     assert r["link"][0] == "ok", r
-    assert r["read"][0] == "err" and r["tmp_link"][0] == "err", r
+    assert r["read"][0] == "err" and r["tmp_link"][0] == "err" and r["shadow_link"][0] == "err", r
 
 
 RUNTIME = r'''
@@ -362,20 +365,31 @@ import subprocess
 def run(*cmd):
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return [p.returncode, p.stdout[-300:]]
+def overwrite(path):
+    with open(path, "w") as f:
+        f.write("x\n")
 emit({"usr": run("mount", "-o", "remount,rw", "/usr"),
       "usr_bind": run("mount", "-o", "remount,bind,rw", "/usr"),
       "rodir": run("mount", "-o", "remount,bind,rw", P["rodir"]),
+      "rodir_plain": run("mount", "-o", "remount,rw", P["rodir"]),
       "after_write_usr": attempt(lambda: open("/usr/ik-probe-" + P["token"], "w").close()),
-      "after_write_rodir": attempt(lambda: open(os.path.join(P["rodir"], "new.txt"), "w").close())})
+      "after_write_rodir": attempt(lambda: open(os.path.join(P["rodir"], "new.txt"), "w").close()),
+      "after_overwrite": attempt(overwrite, os.path.join(P["rodir"], "existing.txt"))})
 '''
 
 
 def test_remount_rw_by_mount_command_denied(runner):
-    """`mount -o remount,rw` fails and the mounts stay read-only."""
-    r = runner.probe(REMOUNT_CMD)
-    for key in ("usr", "usr_bind", "rodir"):
-        assert r[key][0] != 0, (key, r)
-    assert r["after_write_usr"][0] == "err" and r["after_write_rodir"][0] == "err", r
+    """`mount -o remount,rw` (plain and bind) of /usr and of a read-only bind fails, also as uid 0 inside
+    (--root), and the mounts stay read-only: the host's files are untouched."""
+    rodir = runner.ctx.files.rodir
+    for extra in ([], ["--root"]):
+        r = runner.probe(REMOUNT_CMD, opts=[*SANDBOX_OPTS, *extra])
+        for key in ("usr", "usr_bind", "rodir", "rodir_plain"):
+            assert r[key][0] != 0, (key, extra, r)
+        assert r["after_write_usr"][0] == "err" and r["after_write_rodir"][0] == "err", (extra, r)
+        assert r["after_overwrite"][0] == "err", (extra, r)
+        assert sorted(os.listdir(rodir)) == ["existing.txt"], extra
+        assert (rodir / "existing.txt").read_text() == "original\n", extra
 
 
 NEW_MOUNTS = r'''
@@ -579,10 +593,10 @@ emit(res)
 
 
 def test_tmpfs_size_caps(runner):
-    """--tmpfs-size 8M caps /tmp, HOME and /dev/shm: writing 16M fails with ENOSPC."""
+    """--tmpfs-size 8M caps /tmp, HOME and /dev/shm: writing 16M fails with ENOSPC, after the first MiBs went in."""
     r = runner.probe(TMPFS_CAP)
     for d in ("/tmp", str(runner.ctx.ident.home), "/dev/shm"):
         v = r[d]
-        assert v["err"] == "ENOSPC" and v["written"] <= 8 << 20, (d, r)
+        assert v["err"] == "ENOSPC" and 1 << 20 <= v["written"] <= 8 << 20, (d, r)
         assert v["size"] <= 8 << 20, (d, r)
     assert r["root_write"][0] == "err", r

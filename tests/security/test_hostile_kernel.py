@@ -29,7 +29,8 @@ from pathlib import Path
 import pytest
 import zmq
 
-from secharness import PYTHON, Ctx, processes_matching, wait_until
+from kit.common import PYTHON, processes_matching, wait_until
+from kit.security import Ctx
 
 HERE = Path(__file__).resolve().parent
 MAX_MESSAGE = 1 << 20

@@ -10,12 +10,13 @@ kill it (cpu time, wall time).
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import time
 
 import pytest
 
-from secharness import processes_matching, wait_until
+from kit.common import processes_matching, wait_until
 
 SANDBOX_OPTS: list[str] = []
 KERNEL_LIMITS = ["--nofile", "64", "--fsize", "1M", "--memory", "1G"]
@@ -145,7 +146,8 @@ SLEEPER = "import time; time.sleep(120)"
 
 
 def test_wall_time_kills_sleeping_program(runner):
-    """--wall-time: a sleeping program (which uses no CPU) is killed, with everything in the sandbox."""
+    """--wall-time: a sleeping program (which uses no CPU) is killed, with everything in the sandbox; isolate
+    exits 137 and says why in one message."""
     marker = f"ik-wall-{runner.ctx.sec.token}-{runner.mode}"
     if runner.kind == "isolate":
         t0 = time.monotonic()
@@ -153,7 +155,10 @@ def test_wall_time_kills_sleeping_program(runner):
                          program=["/usr/bin/python3", "-c", f"import time; time.sleep(120)  # {marker}"],
                          expect_verdict=False, timeout=30)
         elapsed = time.monotonic() - t0
-        assert r.returncode != 0 and 1.5 < elapsed < 10, r
+        assert r.returncode == 128 + signal.SIGKILL and 1.5 < elapsed < 10, r
+        lines = r.stderr.splitlines()
+        assert any("wall-time" in line for line in lines), r
+        assert len(lines) <= 2, f"{len(lines)} stderr lines, first: {lines[:3]}"
         assert wait_until(lambda: not processes_matching([marker]), 3) is True
         return
     opts = ["--wall-time", "6"]

@@ -1,7 +1,7 @@
 """Network containment: host loopback services (TCP, UDP, abstract and path
 unix sockets), the outside world (DNS, public addresses).
 
-The host side runs listeners (see HostServices in secharness.py) that count
+The host side runs listeners (see HostServices in tests/kit/security.py) that count
 every contact; each test asserts on the sandbox's errors AND on the host's
 counters.
 """

@@ -2,7 +2,7 @@
 sandbox's init, environment leaks.
 
 Every test runs under isolate and inside an isolated kernel, as root and as
-the unprivileged user (see conftest.py). The caller's environment carries
+the unprivileged user (see tests/kit/security.py). The caller's environment carries
 JUPYTER_TOKEN, AWS_SECRET_ACCESS_KEY and IK_SEC_CANARY secrets.
 """
 
@@ -15,7 +15,8 @@ import fcntl
 import json
 import socket
 
-from secharness import assert_errno, pid_alive
+from kit.common import pid_alive
+from kit.security import assert_errno
 
 SANDBOX_OPTS: list[str] = []
 

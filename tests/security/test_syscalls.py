@@ -127,17 +127,19 @@ emit({"self": fields("/proc/self/status"), "init": attempt(fields, "/proc/1/stat
 
 
 def test_capabilities_empty_nnp_seccomp(runner):
-    """CapEff/CapPrm/CapBnd/CapAmb/CapInh are all 0, NoNewPrivs 1, Seccomp 2 -- for the program and for init."""
-    r = runner.probe(CAPS)
-    for who in ("self", "init"):
-        f = r[who] if who == "self" else r["init"][1]
-        if who == "init" and r["init"][0] != "ok":
-            continue
-        for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
-            assert int(f[k], 16) == 0, (who, k, r)
-        assert f["NoNewPrivs"] == "1" and f["Seccomp"] == "2", (who, r)
-    assert r["nnp"] == 1 and r["bnd_sys_admin"] == 0, r
-    assert r["raise_ambient"][0] == -1, r
+    """CapEff/CapPrm/CapBnd/CapAmb/CapInh are all 0, NoNewPrivs 1, Seccomp 2 -- for the program and for init,
+    also as uid 0 inside (--root)."""
+    for extra in ([], ["--root"]):
+        r = runner.probe(CAPS, opts=[*SANDBOX_OPTS, *extra])
+        for who in ("self", "init"):
+            f = r[who] if who == "self" else r["init"][1]
+            if who == "init" and r["init"][0] != "ok":
+                continue
+            for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+                assert int(f[k], 16) == 0, (who, k, extra, r)
+            assert f["NoNewPrivs"] == "1" and f["Seccomp"] == "2", (who, extra, r)
+        assert r["nnp"] == 1 and r["bnd_sys_admin"] == 0, (extra, r)
+        assert r["raise_ambient"][0] == -1, (extra, r)
 
 
 NOSUID = r'''
@@ -259,7 +261,8 @@ def test_control_tiocsti_detected_without_sandbox(runner):
     import os
     import subprocess
     from pathlib import Path
-    from secharness import PYTHON, parse_verdict, pty_pending, wrap_probe
+    from kit.common import PYTHON
+    from kit.security import parse_verdict, pty_pending, wrap_probe
     if runner.kind == "kernel":
         pytest.skip("host-side control, independent of the runner")
     legacy = Path("/proc/sys/dev/tty/legacy_tiocsti")
@@ -330,7 +333,9 @@ if r == 0:
 """
 p = subprocess.run([sys.executable, "-c", child], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 u = subprocess.run(["unshare", "-U", "true"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-emit({"child": p.stdout.split("\n"), "unshare_cmd": [u.returncode, u.stdout[-200:]]})
+i = subprocess.run(["unshare", "-U", "id", "-u"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+emit({"child": p.stdout.split("\n"), "unshare_cmd": [u.returncode, u.stdout[-200:]],
+      "unshare_id": [i.returncode, i.stdout.strip()[-200:]]})
 '''
 
 
@@ -341,7 +346,9 @@ def test_nested_userns_denied_by_default(runner):
 
 
 def test_allow_userns_permits_unshare(runner):
-    """Control: --allow-userns lets a process create a nested user namespace (unshare -U works)."""
+    """Control: --allow-userns lets a process create a nested user namespace (unshare -U works), in which
+    the program is the overflow uid (nothing is mapped)."""
     r = runner.probe(USERNS, opts=["--allow-userns"])
     assert r["child"][0] == "0 0", r
     assert r["unshare_cmd"][0] == 0, r
+    assert r["unshare_id"] == [0, "65534"], r

@@ -1,13 +1,17 @@
-"""Shared fixtures and client helpers for the isolated-kernel-launcher tests
-that use real Jupyter clients (test_kernel.py, test_kernel_clients.py).
+"""The launcher kit (isolated-kernel-launcher driven by real Jupyter clients): the
+`ik_session` and `khost` fixtures and the client-side scenario helpers
+(test_kernel*.py, and kit/security.py's kernels).
 
 Every client-side check runs in a separate client process ("scenario"), as
-root or as the unprivileged test user (through setpriv, like conftest.py's
+root or as the unprivileged test user (through setpriv, like kit/isolate.py's
 `sb` fixture), so that the launcher jupyter_client starts runs with the
 caller's privileges. A scenario is a function in a test module registered
 with @scenario; the test module doubles as the client script:
 
     /usr/bin/python3 test_kernel.py --ik-scenario NAME ARGS_JSON RESULT_FILE
+
+(run from a session copy of the module next to a copy of kit/, readable by
+the test user; see copy_scripts).
 
 The client writes what it observed to RESULT_FILE as JSON; pytest asserts on
 it, and checks the host afterwards (leftover processes, files, mounts).
@@ -37,27 +41,22 @@ from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-PYTHON = "/usr/bin/python3"
-TEST_USER = os.environ.get("IK_TEST_USER", "iktest")
-SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-SETPRIV = shutil.which("setpriv") or "/usr/bin/setpriv"
+from kit.common import (KIT, PYTHON, REPO, base_env, ensure_test_user, kill_quietly, merge_env, processes_matching,
+                        resolve_mode, setpriv_prefix, wait_until)
 
 KERNEL = "isolated-test"              # what a user would write: launcher -- python -m ipykernel_launcher
 KERNEL_PROBE = "isolated-test-probe"  # the same plus --keep-env IK_PROBE_PORT (for the notebooks)
 START_TIMEOUT = 60                    # kernel start, generous: 2 slow cores
 CLIENT_TIMEOUT = 240                  # a whole client process
-SCRIPTS = ("kernelfixtures.py", "test_kernel.py", "test_kernel_clients.py", "test_kernel_stdio.py",
-           "test_kernel_lifecycle.py", "isolate_helpers.py")
+TESTS_DIR = KIT.parent / "integration"
+# The test modules that double as client scripts; they run from a session copy
+# next to a copy of kit/, so `from kit.kernel import ...` works there as here.
+SCRIPTS = ("test_kernel.py", "test_kernel_clients.py", "test_kernel_stdio.py", "test_kernel_lifecycle.py",
+           "test_kernel_transports.py")
 
 
 def default_launcher() -> Path:
     return Path(os.environ.get("IK_LAUNCHER", REPO / "build" / "isolated-kernel-launcher")).absolute()
-
-
-def setpriv_prefix(user: str) -> list[str]:
-    return [SETPRIV, f"--reuid={user}", f"--regid={user}", "--clear-groups", "--"]
 
 
 def kernel_argv(launcher: Path | str, *opts: str) -> list[str]:
@@ -81,50 +80,6 @@ def write_kernelspecs(jupyter_dir: Path, launcher: Path | str) -> Path:
     return jupyter_dir
 
 
-# --------------------------------------------------------------- host probes
-
-
-def processes_matching(markers, exclude=()) -> list[tuple[int, str]]:
-    """(pid, cmdline) of live host processes whose command line contains any marker."""
-    found = []
-    skip = {os.getpid(), *exclude}
-    enc = [m.encode() for m in markers if m]
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) in skip:
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmd = f.read()
-        except OSError:
-            continue
-        cmd = cmd.replace(b"\0", b" ")
-        if any(m in cmd for m in enc):  # zombies have an empty cmdline
-            found.append((int(entry), cmd.decode(errors="replace").strip()))
-    return found
-
-
-def pid_alive(pid: int) -> bool:
-    """True while PID exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-# Shared with the isolate tests (same directory on sys.path).
-from isolate_helpers import kill_quietly, wait_until  # noqa: E402,F401
-
-
-def mount_table() -> set[str]:
-    with open("/proc/self/mountinfo") as f:
-        return set(f.read().splitlines())
-
-
-def fd_count() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
 # --------------------------------------------------------------- session
 
 
@@ -137,9 +92,16 @@ class IkSession:
     test_user: pwd.struct_passwd | None
 
 
-def _user_can(user: str, test: str, path: Path) -> bool:
-    return subprocess.run(setpriv_prefix(user) + ["test", test, str(path)],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+def copy_scripts(root: Path) -> Path:
+    """ROOT/scripts: the client scripts and kit/, readable by the test user (a 0700 work tree is not)."""
+    scripts = root / "scripts"
+    shutil.copytree(KIT, scripts / "kit", ignore=shutil.ignore_patterns("__pycache__"))
+    for s in SCRIPTS:
+        if (TESTS_DIR / s).exists():
+            shutil.copy2(TESTS_DIR / s, scripts / s)
+    for p in [scripts, *scripts.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return scripts
 
 
 @pytest.fixture(scope="session")
@@ -148,10 +110,7 @@ def ik_session():
     if not (src.is_file() and os.access(src, os.X_OK)):
         pytest.fail(f"launcher not found at {src}: build it with `cmake -S . -B build -DIK_BUILD_TESTS=OFF && "
                     "cmake --build build --target isolated-kernel-launcher` or set IK_LAUNCHER")
-    try:
-        test_user = pwd.getpwnam(TEST_USER)
-    except KeyError:
-        test_user = None
+    test_user = ensure_test_user()
     root = Path(tempfile.mkdtemp(prefix="ik-kt-", dir="/tmp"))
     root.chmod(0o755)
     bindir = root / "bin"
@@ -160,31 +119,11 @@ def ik_session():
     shutil.copy2(src, launcher)
     launcher.chmod(0o755)
     jupyter_path = write_kernelspecs(root / "jupyter", launcher)
-    scripts = HERE
-    if test_user is not None and os.geteuid() == 0 and not all(
-            _user_can(TEST_USER, "-r", HERE / s) for s in SCRIPTS):
-        scripts = root / "scripts"
-        scripts.mkdir(mode=0o755)
-        for s in SCRIPTS:
-            if (HERE / s).exists():
-                shutil.copy2(HERE / s, scripts / s)
-                (scripts / s).chmod(0o644)
+    scripts = copy_scripts(root)
     yield IkSession(root, launcher, jupyter_path, scripts, test_user)
     leftovers = processes_matching([str(root)])
     kill_quietly(p for p, _ in leftovers)
     shutil.rmtree(root, ignore_errors=True)
-
-
-def resolve_mode(mode: str, session: IkSession) -> tuple[str, pwd.struct_passwd]:
-    if mode == "root":
-        if os.geteuid() != 0:
-            pytest.skip("root mode needs the tests to run as root")
-        return "root", pwd.getpwuid(0)
-    if os.geteuid() != 0:
-        return "self", pwd.getpwuid(os.geteuid())
-    if session.test_user is None:
-        pytest.skip(f"user {TEST_USER} missing")
-    return "user", session.test_user
 
 
 # --------------------------------------------------------------- per test
@@ -277,14 +216,7 @@ class KernelHost:
         return setpriv_prefix(self.user) if self.mode == "user" else []
 
     def env(self, extra: dict | None = None) -> dict:
-        e = {
-            "PATH": SAFE_PATH,
-            "HOME": str(self.home),
-            "USER": self.user,
-            "LOGNAME": self.user,
-            "SHELL": "/bin/sh",
-            "LANG": "C.UTF-8",
-            "TERM": "dumb",
+        e = base_env(self.user, self.home, {
             "JUPYTER_PATH": str(self.session.jupyter_path),
             "JUPYTER_RUNTIME_DIR": str(self.runtime),
             "JUPYTER_CONFIG_DIR": str(self.private / "config"),
@@ -295,13 +227,8 @@ class KernelHost:
             "PYDEVD_DISABLE_FILE_VALIDATION": "1",
             "IK_LAUNCHER": str(self.launcher),
             "IK_TEST_TOKEN": self.token,
-        }
-        for k, v in (extra or {}).items():
-            if v is None:
-                e.pop(k, None)
-            else:
-                e[k] = str(v)
-        return e
+        })
+        return merge_env(e, extra)
 
     def run(self, args, cwd=None, env=None, input=None, timeout=CLIENT_TIMEOUT) -> Completed:
         cmd = self.prefix() + [str(a) for a in args]
@@ -354,7 +281,10 @@ class KernelHost:
 
 
 def _make_host(request, session: IkSession, mode: str) -> KernelHost:
-    real_mode, pw = resolve_mode(mode, session)
+    try:
+        real_mode, pw = resolve_mode(mode, session.test_user)
+    except LookupError as e:
+        pytest.skip(str(e))
     safe = "".join(c if c.isalnum() else "-" for c in request.node.name)[:60]
     base = Path(tempfile.mkdtemp(prefix=f"{real_mode}-{safe}-", dir=session.root))
     base.chmod(0o755)
@@ -492,7 +422,8 @@ class Cell:
                     self.outputs.append({"msg_type": m["msg_type"], "content": m["content"]})
 
     def summary(self) -> dict:
-        return {"code": self.code, "msg_id": self.msg_id, "reply": self.reply, "idle": self.idle, "outputs": self.outputs,
+        return {"code": self.code, "msg_id": self.msg_id, "reply": self.reply, "idle": self.idle,
+                "outputs": self.outputs,
                 "stdout": self.text("stdout"), "stderr": self.text("stderr"),
                 "input_requests": self.input_requests}
 

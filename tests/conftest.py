@@ -1,12 +1,18 @@
-"""Fixtures of the adversarial security suite; the machinery is in secharness.py."""
+"""The one top-level conftest: registers the test kits (tests/kit/), whose
+fixtures every suite (integration, security, browser) can use, and the
+KNOWN_BUGS convention. pytest.ini (repo root) makes this the top-level conftest
+and puts tests/ on the import path."""
 
-import sys
-from pathlib import Path
+import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from secharness import kernel_pool, runner, sec  # noqa: E402,F401  (fixtures)
-from cgroup_takeover import cgroup_takeover, delegated_cgroup  # noqa: E402,F401  (fixtures)
+pytest_plugins = [
+    "kit.isolate",   # sb, test_user, session_dir, isolate_bin
+    "kit.kernel",    # ik_session, khost
+    "kit.cli",       # tools, jup
+    "kit.browser",   # lab_app
+    "kit.security",  # sec, runner, kernel_pool
+    "kit.cgroup",    # cgroup_takeover, delegated_cgroup
+]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -14,7 +20,6 @@ def pytest_collection_modifyitems(config, items):
     {test function name: (runner ids or "*", "BUG: ...")}; those runs are
     strict xfails, so the suite turns red as soon as a fix lands (and the
     entry must then be removed) or the failure changes into a pass."""
-    import pytest
     for item in items:
         bugs = getattr(item.module, "KNOWN_BUGS", {})
         spec = bugs.get(item.originalname) if hasattr(item, "originalname") else None

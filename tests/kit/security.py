@@ -1,4 +1,5 @@
-"""Adversarial security suite: shared machinery (fixtures are re-exported by conftest.py).
+"""The security kit: the adversarial suite's machinery (tests/security/): the `sec`, `runner`
+and `kernel_pool` fixtures.
 
 Every probe is a Python snippet that runs INSIDE the sandbox and reports what
 it observed as one JSON "verdict" line; the test then asserts on the verdict
@@ -57,12 +58,8 @@ from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-sys.path.insert(0, str(REPO / "tests" / "integration"))
-from kernelfixtures import (  # noqa: E402
-    PYTHON, SAFE_PATH, TEST_USER, kill_quietly, pid_alive, processes_matching, setpriv_prefix, wait_until,
-)
+from kit.common import (KIT, PYTHON, REPO, TEST_USER, base_env, ensure_test_user, kill_quietly, processes_matching,
+                        resolve_mode, setpriv_prefix)
 
 VERDICT = "@@VERDICT@@ "
 DRIVER_PREFIX = "@@IKSEC@@ "
@@ -234,7 +231,7 @@ class SecSession:
         self.launcher = self._copy_bin(Path(os.environ.get("IK_LAUNCHER",
                                                            REPO / "build" / "isolated-kernel-launcher")))
         self.driver = self.bindir / "kdriver.py"
-        shutil.copy2(HERE / "kdriver.py", self.driver)
+        shutil.copy2(KIT / "kdriver.py", self.driver)
         self.driver.chmod(0o644)
         self.jupyter_path = self.root / "jupyter"
         (self.jupyter_path / "kernels").mkdir(parents=True)
@@ -320,16 +317,10 @@ class SecSession:
         return {name: p.pid for name, p in self.sleepers.items()}
 
     def identity(self, mode: str) -> Identity:
-        if mode == "root":
-            if os.geteuid() != 0:
-                pytest.skip("root mode needs the suite to run as root")
-            return Identity("root", pwd.getpwuid(0))
-        if os.geteuid() != 0:
-            return Identity("self", pwd.getpwuid(os.geteuid()))
         try:
-            return Identity("user", pwd.getpwnam(TEST_USER))
-        except KeyError:
-            pytest.skip(f"user {TEST_USER} missing (useradd -m {TEST_USER})")
+            return Identity(*resolve_mode(mode, ensure_test_user(create=False)))
+        except LookupError as e:
+            pytest.skip(str(e))
 
     def files(self, mode: str) -> ModeFiles:
         if mode in self.modes:
@@ -454,11 +445,7 @@ class Ctx:
         }
 
     def env(self) -> dict:
-        i = self.ident
-        e = {"PATH": SAFE_PATH, "HOME": str(i.home), "USER": i.pw.pw_name, "LOGNAME": i.pw.pw_name,
-             "SHELL": "/bin/sh", "LANG": "C.UTF-8", "TERM": "dumb"}
-        e.update(self.sec.secret_env)
-        return e
+        return base_env(self.ident.pw.pw_name, self.ident.home, self.sec.secret_env)
 
 
 class IsolateRunner:

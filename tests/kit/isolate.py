@@ -1,4 +1,5 @@
-"""Fixtures for the `isolate` integration tests.
+"""The `isolate` kit: the `sb` fixture and its Sandbox (tests/integration/test_isolate*.py,
+test_mounts*.py, test_process.py, test_pty.py, ...).
 
 Every test that takes the `sb` fixture runs twice: once as root ("root") and
 once as the unprivileged user `iktest` ("user", started through setpriv).
@@ -28,42 +29,17 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-TEST_USER = os.environ.get("IK_TEST_USER", "iktest")
-SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-SETPRIV = shutil.which("setpriv") or "/usr/bin/setpriv"
+from kit.common import REPO, base_env, merge_env, ensure_test_user, resolve_mode, setpriv_prefix, user_can
+
 DEFAULT_TIMEOUT = 30
-
-
-def _setpriv_prefix(user: str) -> list[str]:
-    return [SETPRIV, f"--reuid={user}", f"--regid={user}", "--clear-groups", "--"]
 
 
 # --------------------------------------------------------------- session setup
 
 
-def _ensure_test_user() -> pwd.struct_passwd | None:
-    """Return the passwd entry of the test user, creating it when root."""
-    try:
-        return pwd.getpwnam(TEST_USER)
-    except KeyError:
-        pass
-    if os.geteuid() != 0:
-        return None
-    subprocess.run(["useradd", "-m", TEST_USER], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    return pwd.getpwnam(TEST_USER)
-
-
 @pytest.fixture(scope="session")
 def test_user() -> pwd.struct_passwd | None:
-    pw = _ensure_test_user()
-    if pw is not None and os.geteuid() == 0:
-        home = Path(pw.pw_dir)
-        if not home.is_dir():
-            home.mkdir(parents=True, mode=0o755)
-            os.chown(home, pw.pw_uid, pw.pw_gid)
-    return pw
+    return ensure_test_user()
 
 
 @pytest.fixture(scope="session")
@@ -75,12 +51,6 @@ def session_dir():
     shutil.rmtree(d, ignore_errors=True)
 
 
-def _user_can_exec(path: Path, user: str) -> bool:
-    r = subprocess.run(_setpriv_prefix(user) + ["test", "-x", str(path)],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return r.returncode == 0
-
-
 @pytest.fixture(scope="session")
 def isolate_bin(test_user, session_dir) -> Path:
     path = Path(os.environ.get("ISOLATE_BIN", REPO / "build" / "isolate")).absolute()
@@ -88,7 +58,7 @@ def isolate_bin(test_user, session_dir) -> Path:
         pytest.fail(f"isolate binary not found at {path}: build it with "
                     "`cmake -S . -B build -DIK_BUILD_TESTS=OFF && "
                     "cmake --build build --target isolate` or set ISOLATE_BIN")
-    if test_user is not None and os.geteuid() == 0 and not _user_can_exec(path, TEST_USER):
+    if test_user is not None and os.geteuid() == 0 and not user_can(test_user.pw_name, "-x", path):
         bindir = session_dir / "bin"
         bindir.mkdir(mode=0o755)
         bindir.chmod(0o755)
@@ -164,29 +134,14 @@ class Sandbox:
 
     # -- running -----------------------------------------------------------
     def env(self, extra: dict | None = None, cwd: Path | str | None = None) -> dict:
-        e = {
-            "PATH": SAFE_PATH,
-            "HOME": str(self.home),
-            "USER": self.user,
-            "LOGNAME": self.user,
-            "SHELL": "/bin/sh",
-            "LANG": "C.UTF-8",
-            "TERM": "dumb",
-            "PWD": str(cwd if cwd is not None else self.workdir),
-        }
-        if extra:
-            for k, v in extra.items():
-                if v is None:
-                    e.pop(k, None)
-                else:
-                    e[k] = v
-        return e
+        e = base_env(self.user, self.home, {"PWD": str(cwd if cwd is not None else self.workdir)})
+        return merge_env(e, extra)
 
     def argv(self, args, wrap=()) -> list[str]:
         """The command line: [WRAP...] [setpriv ... --] isolate ARGS."""
         cmd = [str(self.binary), *map(str, args)]
         if self.mode == "user":
-            cmd = _setpriv_prefix(self.user) + cmd
+            cmd = setpriv_prefix(self.user) + cmd
         return [*wrap, *cmd]
 
     def run(self, *args, cwd=None, env=None, input=None, timeout=DEFAULT_TIMEOUT) -> Result:
@@ -219,20 +174,10 @@ class Sandbox:
 
 @pytest.fixture(params=["root", "user"])
 def sb(request, isolate_bin, test_user, session_dir):
-    mode = request.param
-    if mode == "root":
-        if os.geteuid() != 0:
-            pytest.skip("root mode needs the tests to run as root")
-        pw = pwd.getpwuid(0)
-    else:
-        if os.geteuid() != 0:
-            # Not root: run as ourselves, unprivileged.
-            pw = pwd.getpwuid(os.geteuid())
-            mode = "self"
-        elif test_user is None:
-            pytest.skip(f"user {TEST_USER} missing and cannot be created")
-        else:
-            pw = test_user
+    try:
+        mode, pw = resolve_mode(request.param, test_user)
+    except LookupError as e:
+        pytest.skip(str(e))
     # HOME is the user's own: /root for root, /home/iktest for the test user.
     workdir = Path(tempfile.mkdtemp(prefix=f"{mode}-", dir=session_dir))
     workdir.chmod(0o755)

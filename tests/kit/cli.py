@@ -1,8 +1,9 @@
-"""Helpers for the `isolated-kernel` (management program) integration tests:
-test_kernelspec_cli.py, test_autograde.py, test_notebook_browser.py.
+"""The `isolated-kernel` kit (the management program): the `tools` and `jup`
+fixtures (test_kernelspec_cli.py, test_autograde.py, test_user_messages.py,
+test_notebook_browser.py, and the browser kit).
 
 Every command runs as root or as the unprivileged test user (through
-setpriv, like conftest.py's `sb` fixture) with its own Jupyter directories:
+setpriv, like kit/isolate.py's `sb` fixture) with its own Jupyter directories:
 JUPYTER_PATH, JUPYTER_DATA_DIR, JUPYTER_CONFIG_DIR and JUPYTER_RUNTIME_DIR
 under a per-test scratch directory. When the tests run as root, each command
 also runs in a private mount namespace (unshare -m) in which a scratch
@@ -12,11 +13,8 @@ directory, and kernelspecs a real installation put there stay out of sight.
 
 The binaries are copied into a session directory laid out like an
 installation (bin/ and share/isolated-kernel/kernelspecs/ from the source
-tree), readable by the test user, and their paths mark our processes.
-
-This file doubles as a small Jupyter client run in those conditions:
-    /usr/bin/python3 ikcli.py exec KERNEL_NAME CWD CODE
-prints one JSON document: the kernel_info and what CODE printed.
+tree), readable by the test user, and their paths mark our processes. The
+client scripts (kit/exec_client.py, test_autograde.py) are copied there too.
 
 Environment:
   IK_BUILD_DIR  where the built programs are (default: <repo>/build)
@@ -25,8 +23,6 @@ Environment:
 
 from __future__ import annotations
 
-import pytest
-
 import contextlib
 import json
 import os
@@ -34,30 +30,24 @@ import pwd
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-PYTHON = "/usr/bin/python3"
-TEST_USER = os.environ.get("IK_TEST_USER", "iktest")
-SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-SETPRIV = shutil.which("setpriv") or "/usr/bin/setpriv"
-UNSHARE = shutil.which("unshare") or "/usr/bin/unshare"
+import pytest
+
+from kit.common import (KIT, PYTHON, REPO, SAFE_PATH, TESTS, UNSHARE, base_env, ensure_test_user, kill_matching,
+                        merge_env, resolve_mode, setpriv_prefix)
+
 PROGRAMS = ("isolated-kernel", "isolated-kernel-launcher", "isolate")
 TEMPLATE = REPO / "kernelspecs" / "python3-isolated"
 IPYKERNEL_SPEC = Path("/usr/share/jupyter/kernels/python3")
 SYSTEM_JUPYTER = Path("/usr/local/share/jupyter")
-CLIENT_SCRIPTS = ("ikcli.py", "test_autograde.py")
+# The client scripts the commands run, copied where the test user can read them.
+CLIENT_SCRIPTS = (KIT / "exec_client.py", TESTS / "integration" / "test_autograde.py")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def setpriv_prefix(user: str) -> list[str]:
-    return [SETPRIV, f"--reuid={user}", f"--regid={user}", "--clear-groups", "--"]
 
 
 def build_dir() -> Path:
@@ -107,13 +97,7 @@ def make_tools() -> Tools:
     missing = [p for p in PROGRAMS if not os.access(src / p, os.X_OK)]
     if missing:
         raise FileNotFoundError(f"not built in {src}: {', '.join(missing)} (cmake --build build, or set IK_BUILD_DIR)")
-    try:
-        test_user = pwd.getpwnam(TEST_USER)
-    except KeyError:
-        test_user = None
-    if test_user is None and os.geteuid() == 0:
-        subprocess.run(["useradd", "-m", TEST_USER], check=True, stdout=subprocess.DEVNULL)
-        test_user = pwd.getpwnam(TEST_USER)
+    test_user = ensure_test_user()
     root = Path(tempfile.mkdtemp(prefix="ik-cli-", dir="/tmp"))
     root.chmod(0o755)
     b = root / "bin"
@@ -129,8 +113,7 @@ def make_tools() -> Tools:
     scripts = root / "scripts"
     scripts.mkdir()
     for s in CLIENT_SCRIPTS:
-        if (HERE / s).exists():
-            shutil.copy2(HERE / s, scripts / s)
+        shutil.copy2(s, scripts / s.name)
     for p in [root, *root.rglob("*")]:
         if not p.is_symlink():
             p.chmod(0o755 if p.is_dir() or os.access(p, os.X_OK) else 0o644)
@@ -169,30 +152,6 @@ def make_venv(tools: Tools, j: "Jupyter", name: str, system_site_packages: bool)
         subprocess.run(cmd, check=True, env={"PATH": SAFE_PATH, "HOME": str(j.home), "LANG": "C.UTF-8"},
                        cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
     return d
-
-
-def processes_matching(markers) -> list[tuple[int, str]]:
-    found = []
-    enc = [m.encode() for m in markers if m]
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ")
-        except OSError:
-            continue
-        if any(m in cmd for m in enc):
-            found.append((int(entry), cmd.decode(errors="replace")))
-    return found
-
-
-def kill_matching(markers) -> list[tuple[int, str]]:
-    found = processes_matching(markers)
-    for pid, _ in found:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
-    return found
 
 
 # --------------------------------------------------------------- per test
@@ -293,27 +252,15 @@ class Jupyter:
 
     # -- running ---------------------------------------------------------------
     def env(self, extra: dict | None = None) -> dict:
-        e = {
-            "PATH": SAFE_PATH,
-            "HOME": str(self.home),
-            "USER": self.user,
-            "LOGNAME": self.user,
-            "SHELL": "/bin/sh",
-            "LANG": "C.UTF-8",
-            "TERM": "dumb",
+        e = base_env(self.user, self.home, {
             "JUPYTER_PATH": str(self.jupyter_path),
             "JUPYTER_DATA_DIR": str(self.data_dir),
             "JUPYTER_CONFIG_DIR": str(self.config_dir),
             "JUPYTER_RUNTIME_DIR": str(self.runtime_dir),
             "PYTHONDONTWRITEBYTECODE": "1",
             "PYDEVD_DISABLE_FILE_VALIDATION": "1",
-        }
-        for k, v in (extra or {}).items():
-            if v is None:
-                e.pop(k, None)
-            else:
-                e[k] = str(v)
-        return e
+        })
+        return merge_env(e, extra)
 
     def argv(self, args) -> list[str]:
         cmd = [str(a) for a in args]
@@ -357,7 +304,7 @@ class Jupyter:
 
     def kernel_exec(self, kernel: str, code: str, cwd: Path | None = None, env=None) -> dict:
         """Starts KERNEL in CWD, runs CODE, returns {"stdout", "reply", "kernel_info", ...}."""
-        r = self.run([PYTHON, self.tools.scripts / "ikcli.py", "exec", kernel, cwd or self.work, code],
+        r = self.run([PYTHON, self.tools.scripts / "exec_client.py", "exec", kernel, cwd or self.work, code],
                      env=env, timeout=120)
         try:
             data = json.loads(r.stdout.strip().splitlines()[-1])
@@ -375,20 +322,7 @@ class Jupyter:
 
 def make_jupyter(mode: str, tools: Tools, name: str) -> Jupyter:
     """A Jupyter for MODE "root" or "user"; raises LookupError (the skip reason) when impossible."""
-    if mode == "root":
-        if os.geteuid() != 0:
-            raise LookupError("root mode needs the tests to run as root")
-        pw = pwd.getpwuid(0)
-    elif os.geteuid() != 0:
-        mode, pw = "self", pwd.getpwuid(os.geteuid())
-    elif tools.test_user is None:
-        raise LookupError(f"user {TEST_USER} missing")
-    else:
-        pw = tools.test_user
-        home = Path(pw.pw_dir)
-        if not home.is_dir():
-            home.mkdir(parents=True, mode=0o755)
-            os.chown(home, pw.pw_uid, pw.pw_gid)
+    mode, pw = resolve_mode(mode, tools.test_user)
     safe = "".join(c if c.isalnum() else "-" for c in name)[:50]
     base = Path(tempfile.mkdtemp(prefix=f"{mode}-{safe}-", dir=tools.root))
     base.chmod(0o755)
@@ -413,56 +347,7 @@ def tree_snapshot(d: Path) -> dict:
             for p in sorted(d.rglob("*")) if p.is_file()}
 
 
-# --------------------------------------------------------------- client side
-
-
-def _client_exec(kernel: str, cwd: str, code: str) -> dict:
-    from jupyter_client.manager import KernelManager
-    out: dict = {"kernel": kernel}
-    km = KernelManager(kernel_name=kernel)
-    km.start_kernel(cwd=cwd)
-    kc = km.client()
-    kc.start_channels()
-    try:
-        kc.wait_for_ready(timeout=60)
-        out["kernel_info"] = kc.kernel_info(reply=True, timeout=30)["content"]
-        stdout, stderr, errors = [], [], []
-
-        def hook(msg):
-            t, c = msg["msg_type"], msg["content"]
-            if t == "stream":
-                (stdout if c["name"] == "stdout" else stderr).append(c["text"])
-            elif t == "error":
-                errors.append({"ename": c["ename"], "evalue": c["evalue"]})
-
-        reply = kc.execute_interactive(code, timeout=60, output_hook=hook)
-        out.update(reply=reply["content"], stdout="".join(stdout), stderr="".join(stderr), errors=errors)
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=False)
-    return out
-
-
-def main(argv: list[str]) -> int:
-    if len(argv) == 4 and argv[0] == "exec":
-        try:
-            result = _client_exec(*argv[1:])
-        except Exception as e:  # reported as data: the test decides
-            import traceback
-            result = {"exception": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
-        print(json.dumps(result, default=str))
-        sys.stdout.flush()
-        os._exit(0)
-    print(__doc__, file=sys.stderr)
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
-
-
 # ---------------------------------------------------------------- fixtures
-# Shared by the test modules that import them.
 
 @pytest.fixture(scope="session")
 def tools():

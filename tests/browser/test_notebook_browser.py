@@ -13,37 +13,26 @@ and shuts the server down. The server runs as root, and as the test user.
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from ikcli import PNG_MAGIC, PYTHON, REPO, TEMPLATE, get_tools, jup, make_jupyter, processes_matching, tools  # noqa: F401
+from kit.browser import ARTIFACTS, DISPLAY, NAME, Server, install_kernelspec, make_driver, missing_browser
+from kit.cli import PNG_MAGIC, TEMPLATE
+from kit.common import PYTHON, processes_matching, wait_for, wait_until
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-ARTIFACTS = REPO / "test-artifacts"
-DISPLAY = "Python 3 (isolated)"
-NAME = "python3-isolated"
 CELL = "import os; print(sorted(os.listdir(os.path.expanduser('~'))))"
 IPYTHON_OWN = {".ipython", ".local", ".cache", ".config"}
 
 
 def _missing_browser() -> str | None:
-    if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
-        return "chromium / chromium-driver not installed (scripts/install-deps installs them)"
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return "python3-selenium not installed (scripts/install-deps installs it)"
+    missing = missing_browser()
+    if missing:
+        return missing
     r = subprocess.run([PYTHON, "-c", "import notebook.notebookapp"], capture_output=True)
     if r.returncode != 0:
         return "jupyter-notebook (classic Notebook 6) not installed (scripts/install-deps installs it)"
@@ -53,114 +42,12 @@ def _missing_browser() -> str | None:
 pytestmark = pytest.mark.skipif(_missing_browser() is not None, reason=_missing_browser() or "")
 
 
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def http_get(url: str, timeout: float = 5) -> tuple[int, str, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.status, resp.headers.get("Content-Type", ""), resp.read()
-    except urllib.error.HTTPError as e:
-        return e.code, "", b""
-
-
-class Server:
-    def __init__(self, jup, nbdir: Path, jupyter_path: Path):
-        self.port = free_port()
-        self.token = secrets.token_hex(16)
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log = jup.base / "server.log"
-        args = [PYTHON, "-m", "notebook", "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
-                "--port-retries=0", f"--NotebookApp.token={self.token}", f"--notebook-dir={nbdir}",
-                "--NotebookApp.open_browser=False"]
-        if jup.mode == "root":
-            args.append("--allow-root")
-        self.logf = open(self.log, "w")
-        self.proc = subprocess.Popen(jup.argv(args), cwd=nbdir, env=jup.env({"JUPYTER_PATH": jupyter_path}),
-                                     stdin=subprocess.DEVNULL, stdout=self.logf, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-
-    def url(self, path: str) -> str:
-        sep = "&" if "?" in path else "?"
-        return f"{self.base}/{path.lstrip('/')}{sep}token={self.token}"
-
-    def wait_ready(self, timeout: float = 60):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"notebook server exited {self.proc.returncode}\n{self.text_log()}")
-            with_ok = False
-            try:
-                with_ok = http_get(self.url("api/kernelspecs"), 2)[0] == 200
-            except OSError:
-                pass
-            if with_ok:
-                return
-            time.sleep(0.3)
-        raise AssertionError(f"notebook server not ready after {timeout}s\n{self.text_log()}")
-
-    def text_log(self) -> str:
-        self.logf.flush()
-        return self.log.read_text()[-6000:]
-
-    def stop(self) -> int | None:
-        if self.proc.poll() is None:
-            req = urllib.request.Request(self.url("api/shutdown"), method="POST", data=b"")
-            try:
-                urllib.request.urlopen(req, timeout=5).read()
-            except OSError:
-                pass
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.logf.close()
-        return self.proc.returncode
-
-
-def make_driver(profile: Path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1280,900"):
-        opts.add_argument(flag)
-    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
-
-
-def wait_for(pred, timeout: float, what: str, step: float = 0.2):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            v = pred()
-            if v:
-                return v
-        except Exception as e:  # element not there yet, page loading...
-            last = e
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last!r})")
-
-
 def test_notebook_new_menu_runs_isolated_kernel(jup, tools):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
     # The kernelspec, installed where only this server looks.
-    prefix = jup.mkdir(jup.base / "kprefix")
-    r = jup.ik("install", "--prefix", prefix)
-    assert r.returncode == 0, str(r)
-    jupyter_path = prefix / "share" / "jupyter"
-    assert (jupyter_path / "kernels" / NAME / "kernel.json").is_file(), str(r)
+    jupyter_path = install_kernelspec(jup)
     nbdir = jup.mkdir(jup.base / "notebooks")
     secret = jup.home / f".ik-browser-{jup.token}"
     jup.write(secret, "secret\n", 0o600)
@@ -168,20 +55,20 @@ def test_notebook_new_menu_runs_isolated_kernel(jup, tools):
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / ("notebook-isolated.png" if jup.mode == "root" else f"notebook-isolated-{jup.mode}.png")
     profile = Path(tempfile.mkdtemp(prefix="ik-chromium-"))
-    server = Server(jup, nbdir, jupyter_path)
+    server = Server(jup, [PYTHON, "-m", "notebook"], nbdir, jupyter_path, app="notebook")
     driver = None
     try:
         server.wait_ready()
         # The server lists the kernelspec and serves its logo.
-        status, _, body = http_get(server.url("api/kernelspecs"))
+        status, _, body = server.http_get("api/kernelspecs")
         specs = json.loads(body)["kernelspecs"]
         assert specs[NAME]["spec"]["display_name"] == DISPLAY, specs.keys()
         logo_path = specs[NAME]["resources"].get("logo-64x64")
         assert logo_path, specs[NAME]["resources"]
-        status, ctype, logo = http_get(server.url(logo_path))
+        status, ctype, logo = server.http_get(logo_path)
         assert status == 200 and logo.startswith(PNG_MAGIC), (status, ctype, logo[:16])
         assert logo == (TEMPLATE / "logo-64x64.png").read_bytes(), "not the isolated kernel's logo"
-        status, _, logo = http_get(server.url(f"kernelspecs/{NAME}/logo-64x64.png"))
+        status, _, logo = server.http_get(f"kernelspecs/{NAME}/logo-64x64.png")
         assert status == 200 and logo.startswith(PNG_MAGIC)
 
         driver = make_driver(profile)
@@ -254,9 +141,6 @@ def test_notebook_new_menu_runs_isolated_kernel(jup, tools):
         shutil.rmtree(profile, ignore_errors=True)
     assert rc is not None, "the server did not stop"
     # No kernel left behind by the server's shutdown.
+    wait_until(lambda: not processes_matching([str(tools.launcher), str(nbdir)]), 10, 0.3)
     left = processes_matching([str(tools.launcher), str(nbdir)])
-    deadline = time.monotonic() + 10
-    while left and time.monotonic() < deadline:
-        time.sleep(0.3)
-        left = processes_matching([str(tools.launcher), str(nbdir)])
     assert not left, f"processes left after the server shut down: {left}"

@@ -1,17 +1,18 @@
-"""Shared parts of the JupyterLab tests (test_jupyterlab.py in a browser,
-test_services_client.py with @jupyterlab/services in Node).
+"""The browser kit: Jupyter web servers (JupyterLab's LabServerApp, plain
+jupyter_server, the classic Notebook 6) and headless Chromium, driven as root
+or as the test user (tests/browser/: test_jupyterlab.py in a browser,
+test_services_client.py with @jupyterlab/services in Node,
+test_notebook_browser.py with the classic Notebook).
 
 - the JupyterLab test application (tests/browser/jupyterlab/) is built once
   per session by its build.sh, which does nothing when build/.stamp is current;
-- a jupyter_server (the app's LabServerApp, or plain jupyter_server for the
-  Node client) runs as root or as the unprivileged test user, with an isolated
+- a server runs as root or as the unprivileged test user, with an isolated
   kernelspec installed by `isolated-kernel install --prefix` where only this
   server looks;
 - Chromium and chromedriver run as the same user as the server.
 
 The per-user Jupyter world (HOME, JUPYTER_* dirs, setpriv, private mount
-namespace for root) comes from tests/integration/ikcli.py, like the classic
-Notebook test (tests/integration/test_notebook_browser.py).
+namespace for root) is the `isolated-kernel` kit's (kit/cli.py).
 """
 
 from __future__ import annotations
@@ -22,9 +23,7 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -32,12 +31,10 @@ from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "integration"))
+from kit.cli import Jupyter, Tools, make_jupyter
+from kit.common import PYTHON, REPO, TESTS, free_port, processes_matching, user_can
 
-from ikcli import (PYTHON, REPO, Jupyter, Tools, get_tools, make_jupyter,  # noqa: E402
-                   processes_matching, setpriv_prefix)
-
+HERE = TESTS / "browser"
 APP = HERE / "jupyterlab"
 ARTIFACTS = REPO / "test-artifacts"
 NAME = "python3-isolated"
@@ -79,19 +76,12 @@ def lab_app() -> Path:
     return APP
 
 
-def user_can_read(user: str, *paths: Path) -> bool:
-    script = 'for p; do test -r "$p" || exit 1; done'
-    r = subprocess.run(setpriv_prefix(user) + ["/bin/sh", "-c", script, "sh", *map(str, paths)],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return r.returncode == 0
-
-
 def app_for(j: Jupyter, tools: Tools, app: Path, with_node_modules: bool = False) -> Path:
     """APP, or a copy readable by J's user when the work tree is not (a 0700 home)."""
     probe = [app / "labapp.py", app / "build" / "bundle.js", app / "templates" / "index.html"]
     if with_node_modules:
         probe.append(app / "node_modules" / "@jupyterlab" / "services" / "package.json")
-    if j.mode != "user" or user_can_read(j.user, *probe):
+    if j.mode != "user" or user_can(j.user, "-r", *probe):
         return app
     copy = tools.root / "jupyterlab-app"
     if not (copy / ".complete").exists() or (with_node_modules and not (copy / "node_modules").exists()):
@@ -108,32 +98,35 @@ def app_for(j: Jupyter, tools: Tools, app: Path, with_node_modules: bool = False
 # --------------------------------------------------------------- the server
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
-    """A jupyter_server run as J's user: the lab app (labapp.py) or plain jupyter_server."""
+    """A Jupyter web server run as J's user, serving NBDIR with JUPYTER_PATH: APP "server" is a
+    jupyter_server application started by ARGV0 (the lab app's labapp.py, or `-m jupyter_server`),
+    with a TMPDIR of its own; APP "notebook" is the classic Notebook 6 (`-m notebook`)."""
 
-    def __init__(self, j: Jupyter, argv0: list[str], nbdir: Path, jupyter_path: Path):
+    def __init__(self, j: Jupyter, argv0: list[str], nbdir: Path, jupyter_path: Path, app: str = "server"):
         self.j = j
         self.port = free_port()
         self.token = secrets.token_hex(16)
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = j.base / "server.log"
-        args = [*argv0, "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0",
-                f"--ServerApp.token={self.token}", "--ServerApp.open_browser=False",
-                f"--ServerApp.root_dir={nbdir}"]
+        env = {"JUPYTER_PATH": jupyter_path}
+        if app == "notebook":
+            args = [*argv0, "--no-browser", "--ip=127.0.0.1", f"--port={self.port}", "--port-retries=0",
+                    f"--NotebookApp.token={self.token}", f"--notebook-dir={nbdir}",
+                    "--NotebookApp.open_browser=False"]
+            self.tmpdir = None
+        else:
+            args = [*argv0, "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}",
+                    "--ServerApp.port_retries=0", f"--ServerApp.token={self.token}",
+                    "--ServerApp.open_browser=False", f"--ServerApp.root_dir={nbdir}"]
+            # A TMPDIR of its own: the tests check it is empty at the end (the host's /tmp
+            # is shared with whatever else runs as the same user).
+            self.tmpdir = j.mkdir(j.base / "tmp", 0o700)
+            env["TMPDIR"] = self.tmpdir
         if j.mode == "root":
             args.append("--allow-root")
-        # A TMPDIR of its own: the tests check it is empty at the end (the host's /tmp
-        # is shared with whatever else runs as the same user).
-        self.tmpdir = j.mkdir(j.base / "tmp", 0o700)
         self.logf = open(self.log, "w")
-        self.proc = subprocess.Popen(j.argv(args), cwd=nbdir,
-                                     env=j.env({"JUPYTER_PATH": jupyter_path, "TMPDIR": self.tmpdir}),
+        self.proc = subprocess.Popen(j.argv(args), cwd=nbdir, env=j.env(env),
                                      stdin=subprocess.DEVNULL, stdout=self.logf, stderr=subprocess.STDOUT,
                                      start_new_session=True)
 
@@ -153,6 +146,14 @@ class Server:
                 return resp.status, resp.read()
         except urllib.error.HTTPError as e:
             return e.code, b""
+
+    def http_get(self, path: str, timeout: float = 5) -> tuple[int, str, bytes]:
+        """(status, Content-Type, body) of GET PATH."""
+        try:
+            with urllib.request.urlopen(self.url(path), timeout=timeout) as resp:
+                return resp.status, resp.headers.get("Content-Type", ""), resp.read()
+        except urllib.error.HTTPError as e:
+            return e.code, "", b""
 
     def wait_ready(self, timeout: float = 60):
         deadline = time.monotonic() + timeout
@@ -202,26 +203,20 @@ def launchers(tools: Tools, j: Jupyter) -> list[tuple[int, str]]:
     return [(pid, cmd) for pid, cmd in processes_matching([str(j.base)]) if str(tools.launcher) in cmd]
 
 
-def wait_until(pred, timeout: float, what: str, step: float = 0.2):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            v = pred()
-            if v:
-                return v
-        except Exception as e:  # element not there yet, page loading...
-            last = e
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last!r})")
+def make_driver(profile: Path, window: str = "1280,900", driver_bin: str | None = None,
+                service_env: dict | None = None):
+    """Headless Chromium through chromedriver (DRIVER_BIN: a wrapper that runs it as another user)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
 
-
-@pytest.fixture(scope="session")
-def tools() -> Tools:
-    try:
-        return get_tools()
-    except FileNotFoundError as e:
-        pytest.fail(str(e))
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", f"--user-data-dir={profile}", f"--window-size={window}"):
+        opts.add_argument(flag)
+    kw = {"env": service_env} if service_env is not None else {}
+    return webdriver.Chrome(service=Service(executable_path=driver_bin or CHROMEDRIVER, **kw), options=opts)
 
 
 def jupyter_for(mode: str, tools: Tools, name: str) -> Jupyter:
@@ -229,6 +224,3 @@ def jupyter_for(mode: str, tools: Tools, name: str) -> Jupyter:
         return make_jupyter(mode, tools, name)
     except LookupError as e:
         pytest.skip(str(e))
-
-
-

@@ -1,4 +1,4 @@
-"""cgroup v2 fixtures for the limit tests (re-exported by conftest.py).
+"""The cgroup kit: cgroup v2 fixtures for the limit tests (tests/security/test_cgroup.py).
 
 `cgroup_takeover` (session): only as root AND with IK_CGROUP_TAKEOVER=1 (set
 on throwaway CI machines), hands the pids controller to cgroup v2 on a hybrid
@@ -23,10 +23,11 @@ import os
 import pwd
 import secrets
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
+
+from kit.common import wait_until
 
 TAKEOVER_ENV = "IK_CGROUP_TAKEOVER"
 
@@ -110,15 +111,6 @@ def remove_tree(path: Path) -> None:
         path.rmdir()
 
 
-def wait_for(pred, timeout: float, step: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() > deadline:
-            return v
-        time.sleep(step)
-
-
 class Takeover:
     """What the session did to hand controllers to cgroup v2, and how to undo it."""
 
@@ -150,7 +142,7 @@ class Takeover:
             return False
         self.unmounted[controller] = mp
         # The kernel frees the v1 hierarchy asynchronously after the last unmount.
-        if wait_for(lambda: controller in controllers(self.root), 10):
+        if wait_until(lambda: controller in controllers(self.root), 10):
             return True
         self.reason = f"{controller} did not appear in {self.root}/cgroup.controllers within 10 s of umount {mp}"
         if v1_hierarchy_id(controller):
