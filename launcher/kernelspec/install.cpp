@@ -14,11 +14,12 @@
 #include <iostream>
 
 #include "common/log.hpp"
+#include "host/read_host.hpp"
 #include "kernelspec/plan_preview.hpp"
 #include "kernelspec/subprocess.hpp"
 #include "parse/json_text.hpp"
 #include "parse/config.hpp"
-#include "plan/paths.hpp"
+#include "common/paths.hpp"
 #include "plan/planner.hpp"
 
 extern char** environ;

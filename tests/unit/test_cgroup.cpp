@@ -16,6 +16,8 @@
 #include "apply/cgroup.hpp"
 #include "apply/limits.hpp"
 #include "parse/config.hpp"
+#include "host/cgroup_probe.hpp"
+#include "host/memory_fs.hpp"
 #include "plan/cgroup.hpp"
 #include "plan/planner.hpp"
 
@@ -366,6 +368,7 @@ TEST_CASE("cgroup: --print-plan shows what enforces each limit") {
   host.home = "/tmp";
   host.shell = "/bin/sh";
   host.cwd = "/tmp";
+  host.fs = std::make_shared<ik::MemoryFs>(ik::MemoryFs::debian());
   host.cgroup = delegated_scope();
   auto plan = ik::build_plan(o, host);
   REQUIRE(plan);
