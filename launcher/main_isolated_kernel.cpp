@@ -5,7 +5,7 @@
 #include <iostream>
 
 #include "common/log.hpp"
-#include "common/report_error.hpp"
+#include "common/print_error.hpp"
 #include "kernelspec/doctor.hpp"
 #include "kernelspec/install.hpp"
 #include "kernelspec/jupyter.hpp"
@@ -14,7 +14,7 @@
 #include "parse/cli.hpp"
 #include "parse/json_text.hpp"
 #include "parse/config.hpp"
-#include "plan/host.hpp"
+#include "host/read_host.hpp"
 #include "plan/planner.hpp"
 
 extern char** environ;

@@ -8,13 +8,13 @@
 
 #include "apply/lifecycle.hpp"
 #include "common/log.hpp"
-#include "common/report_error.hpp"
-#include "kernelspec/launch.hpp"
+#include "common/print_error.hpp"
+#include "kernel/launch.hpp"
 #include "parse/cli.hpp"
 #include "parse/usage_formatter.hpp"
 #include "parse/units.hpp"
-#include "plan/host.hpp"
-#include "plan/paths.hpp"
+#include "host/read_host.hpp"
+#include "common/paths.hpp"
 #include "plan/planner.hpp"
 #include "relay/connection_file.hpp"
 #include "relay/kernel_run.hpp"
@@ -64,7 +64,7 @@ int run(ik::Options& opts, const LauncherArgs& args) {
   const bool use_relay = !(opts.net == ik::NetMode::kShare && conn->transport == "tcp");
   std::string kernel_conn =
       use_relay ? ik::relay::kernel_side_connection(*conn, ik::kKernelIpcBase).dump(2) : conn->raw.dump(2);
-  ik::drop_connection_file_mounts(opts, conn_path, host->cwd, host->home);
+  ik::drop_connection_file_mounts(opts, conn_path, host->cwd, host->home, *host->fs);
   auto plan = ik::build_plan(opts, *host, ik::kernel_ops(conn_path, kernel_conn, use_relay, host->cwd));
   if (!plan) return fail(plan.error());
   ik::KernelHooks hooks({*conn, relay_options, use_relay, ik::kKernelIpcBase, args.parent_at_start});

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/file_io.hpp"
 #include "common/log.hpp"
 
 namespace ik {
@@ -18,25 +19,9 @@ namespace {
 
 constexpr const char* kHint = "check with 'isolated-kernel doctor', or use --limits=rlimit";
 
-// One write(), as cgroup files want: each write is one command.
-int write_file(const std::string& path, const std::string& value) {
-  UniqueFd fd(open(path.c_str(), O_WRONLY | O_CLOEXEC));
-  if (!fd.valid()) return errno;
-  ssize_t n = write(fd.get(), value.data(), value.size());
-  if (n < 0) return errno;
-  return n == static_cast<ssize_t>(value.size()) ? 0 : EIO;
-}
-
 Status write_or_fail(const std::string& path, const std::string& value, const std::string& why) {
   if (int e = write_file(path, value); e != 0) return sys_error("write '" + value + "' to " + path + " (" + why + ")", e, kHint);
   return ok();
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream buf;
-  buf << in.rdbuf();
-  return buf.str();
 }
 
 void sleep_ms(long ms) {
@@ -160,8 +145,8 @@ Status SandboxCgroup::add_process(pid_t pid) const {
 LimitEvents SandboxCgroup::events() const {
   LimitEvents ev;
   if (!created_) return ev;
-  ev.oom_kills = cgroup_keyed_value(read_file(dir_ + "/memory.events"), "oom_kill").value_or(0);
-  ev.pids_max = cgroup_keyed_value(read_file(dir_ + "/pids.events"), "max").value_or(0);
+  ev.oom_kills = cgroup_keyed_value(read_small_file_or_empty(dir_ + "/memory.events"), "oom_kill").value_or(0);
+  ev.pids_max = cgroup_keyed_value(read_small_file_or_empty(dir_ + "/pids.events"), "max").value_or(0);
   return ev;
 }
 

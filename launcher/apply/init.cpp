@@ -6,6 +6,8 @@
 #include <cerrno>
 #include <initializer_list>
 
+#include "common/exit_status.hpp"
+
 namespace ik {
 
 const sigset_t& forwarded_signals() {
@@ -16,12 +18,6 @@ const sigset_t& forwarded_signals() {
     return s;
   }();
   return set;
-}
-
-int exit_status_from_wait(int status) {
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
-  return 1;
 }
 
 void run_init(pid_t program) {

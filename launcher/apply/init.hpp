@@ -9,8 +9,6 @@ namespace ik {
 
 // Signals forwarded from outside to the program (exactly once each).
 const sigset_t& forwarded_signals();
-// Exit status convention of shells: code, or 128+signal.
-int exit_status_from_wait(int wait_status);
 
 [[noreturn]] void run_init(pid_t program);
 

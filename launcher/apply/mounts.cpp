@@ -12,8 +12,9 @@
 #include <string>
 
 #include "common/fd.hpp"
+#include "common/file_io.hpp"
 #include "common/log.hpp"
-#include "plan/paths.hpp"
+#include "common/paths.hpp"
 
 namespace ik {
 namespace {
@@ -132,21 +133,11 @@ Result<UniqueFd> create_file(const std::string& path, unsigned mode) {
   }
 }
 
-Status write_all(int fd, const char* data, size_t size, const std::string& path) {
-  while (size > 0) {
-    ssize_t n = write(fd, data, size);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return sys_error("write " + shown(path));
-    data += n;
-    size -= static_cast<size_t>(n);
-  }
-  return ok();
-}
-
-Status write_file(const std::string& path, const std::string& content, unsigned mode) {
+Status create_with_content(const std::string& path, const std::string& content, unsigned mode) {
   auto fd = create_file(path, mode);
   if (!fd) return fd.error();
-  return write_all(fd->get(), content.data(), content.size(), path);
+  if (int e = write_all(fd->get(), content.data(), content.size()); e != 0) return sys_error("write " + shown(path), e);
+  return ok();
 }
 
 // EACCES/EPERM reaching `path` during set-up: set-up runs as the caller's
@@ -217,7 +208,7 @@ Status apply_file(const MountOp& op, int index, const std::string& content, unsi
   if (op.in_place) {
     // Straight into the tmpfs that holds it; the planner chose this only when
     // that tmpfs gives the file its access (the root becomes read-only).
-    Status s = write_file(inside(op.dest), content, mode);
+    Status s = create_with_content(inside(op.dest), content, mode);
     if (!s) {
       Error e = s.error();
       e.step = step + ": " + e.step;
@@ -228,7 +219,7 @@ Status apply_file(const MountOp& op, int index, const std::string& content, unsi
   // /files is the staging area in the scratch tmpfs (never visible inside).
   if (mkdir(kFiles, 0700) != 0 && errno != EEXIST) return sys_error(step + ": make the staging directory");
   std::string scratch = std::string(kFiles) + "/" + std::to_string(index);
-  IK_TRY(write_file(scratch, content, mode));
+  IK_TRY(create_with_content(scratch, content, mode));
   unsigned attrs = under_seal(op, plan) ? 0u : kAttrNoSuid | kAttrNoDev | (op.readonly ? kAttrReadOnly : 0u);
   return bind_at(op, plan, scratch, inside(op.dest), false, attrs, step);
 }

@@ -22,11 +22,13 @@
 #include "apply/mounts.hpp"
 #include "apply/network.hpp"
 #include "apply/pty.hpp"
-#include "apply/report.hpp"
+#include "apply/setup_channel.hpp"
 #include "apply/seccomp.hpp"
 #include "apply/spawn_program.hpp"
 #include "apply/session.hpp"
 #include "apply/userns.hpp"
+#include "common/exit_status.hpp"
+#include "common/file_io.hpp"
 #include "common/log.hpp"
 
 #ifndef CLOSE_RANGE_CLOEXEC
@@ -43,7 +45,7 @@ namespace {
 
 struct Channels {
   UniqueFd go_read, go_write;          // parent -> child: "ids are mapped, go"
-  UniqueFd report_read, report_write;  // child -> parent: a Report, or EOF on exec
+  UniqueFd report_read, report_write;  // child -> parent: a SetupFailure, or EOF on exec
   UniqueFd root_read, root_write;      // child -> parent: the new root's fd (unix socket)
 };
 
@@ -163,7 +165,7 @@ Status child_steps(const Plan& plan, int root_sock, UniqueFd& pty_slave) {
 }
 
 [[noreturn]] void fail(int report_fd, const Error& e) {
-  send_report(report_fd, e);
+  send_setup_failure(report_fd, e);
   _exit(e.exit_code);
 }
 
@@ -344,12 +346,13 @@ Result<SandboxProcess> spawn_sandbox(const Plan& plan, ChildStdio* stdio) {
       if (plan.cgroup.required) return cg.error();
       // --limits=auto never fails a run that rlimits can do.
       log::warn("warning: %s; limits use rlimits", cg.error().describe().c_str());
-      Plan fallback = plan;
-      auto rl = plan_limits(plan.limits, LimitsVia::kRlimit, CgroupHost{});
-      if (!rl) return rl.error();
-      fallback.cgroup = rl->cgroup;
-      fallback.rlimits = rl->rlimits;
-      fallback.limit_uses = rl->uses;
+      if (!plan.rlimit_fallback) return cg.error();
+      Plan fallback = plan;  // the planner's fallback, not a new plan
+      fallback.cgroup = CgroupPlan{};
+      fallback.cgroup.why = plan.rlimit_fallback->why;
+      fallback.rlimits = plan.rlimit_fallback->rlimits;
+      fallback.limit_uses = plan.rlimit_fallback->uses;
+      fallback.rlimit_fallback.reset();
       return spawn_sandbox(fallback, stdio);
     }
     cgroup.emplace(std::move(*cg));
@@ -385,7 +388,7 @@ Result<SandboxProcess> spawn_sandbox(const Plan& plan, ChildStdio* stdio) {
   if (write(ch->go_write.get(), "g", 1) != 1) return sys_error("start the sandbox");
   proc.keep_lifeline(std::move(ch->go_write));
   Error child_error;
-  auto got = receive_report(ch->report_read.get(), child_error);
+  auto got = receive_setup_failure(ch->report_read.get(), child_error);
   if (!got) return got.error();
   if (*got) {
     proc.wait();

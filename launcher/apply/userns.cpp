@@ -49,13 +49,6 @@ Status write_id_maps(pid_t child, const Identity& id) {
   return ok();
 }
 
-std::string read_sysctl(const std::string& name) {
-  std::ifstream in("/proc/sys/" + name);
-  std::string v;
-  if (in) std::getline(in, v);
-  return v;
-}
-
 bool running_in_container() {
   if (access("/.dockerenv", F_OK) == 0 || access("/run/.containerenv", F_OK) == 0) return true;
   std::ifstream in("/proc/1/environ");

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "common/error.hpp"
+#include "common/file_io.hpp"
 #include "plan/plan.hpp"
 
 namespace ik {
@@ -15,9 +16,8 @@ namespace ik {
 // caller's own ids (the only mapping an unprivileged user may write).
 Status write_id_maps(pid_t child, const Identity& id);
 
-// Reads a /proc/sys value (e.g. "user/max_user_namespaces"); empty if absent.
+// Reads a /proc/sys value (common/file_io.hpp's read_sysctl; tests pass their own).
 using SysctlReader = std::function<std::string(const std::string&)>;
-std::string read_sysctl(const std::string& name);
 
 // Turns clone()'s errno into an Error that names the blocking setting and
 // the command that fixes it.

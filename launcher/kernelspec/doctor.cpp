@@ -9,7 +9,8 @@
 #include <fstream>
 #include <string>
 
-#include "apply/userns.hpp"
+#include "common/file_io.hpp"
+#include "host/cgroup_probe.hpp"
 #include "plan/cgroup.hpp"
 #include "kernelspec/install.hpp"
 #include "kernelspec/jupyter.hpp"

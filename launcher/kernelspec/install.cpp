@@ -14,11 +14,12 @@
 #include <iostream>
 
 #include "common/log.hpp"
+#include "host/read_host.hpp"
 #include "kernelspec/plan_preview.hpp"
 #include "kernelspec/subprocess.hpp"
 #include "parse/json_text.hpp"
 #include "parse/config.hpp"
-#include "plan/paths.hpp"
+#include "common/paths.hpp"
 #include "plan/planner.hpp"
 
 extern char** environ;
@@ -37,12 +38,6 @@ std::string self_dir() {
   return p.substr(0, p.rfind('/'));
 }
 
-bool is_system_path(const std::string& p) {
-  for (const char* d : {"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc"})
-    if (path_is_within(p, d)) return true;
-  return false;
-}
-
 std::string which(const std::string& prog) {
   if (prog.find('/') != std::string::npos) return prog;
   const char* path = std::getenv("PATH");
@@ -58,25 +53,10 @@ std::string which(const std::string& prog) {
   return prog;
 }
 
-bool looks_like_python(const std::string& argv0) {
-  std::string base = argv0.substr(argv0.rfind('/') + 1);
-  return base.rfind("python", 0) == 0;
-}
-
-Result<WrappedKernel> wrapped_from_spec(const InstallRequest& req, KernelspecInfo& source) {
-  if (!source.error.empty())
-    return usage_error("kernelspec '" + req.from + "': " + source.error, "fix it, or wrap another with --from");
-  if (is_isolated(source))
-    return usage_error("kernelspec '" + req.from + "' is already isolated", "wrap the kernelspec it was made from");
-  WrappedKernel w;
-  w.spec = source.spec;
-  const json argv = source.spec.contains("argv") ? source.spec["argv"] : json::array();
-  for (const auto& a : argv.is_array() ? argv : json::array()) {
-    if (!a.is_string()) return usage_error("kernelspec '" + req.from + "': argv must be an array of strings");
-    w.argv.push_back(a.get<std::string>());
-  }
-  if (w.argv.empty()) return usage_error("kernelspec '" + req.from + "' has an empty argv");
-  w.argv[0] = which(w.argv[0]);
+Result<WrappedKernel> wrapped_from_spec(const InstallRequest& req, const KernelspecInfo& source) {
+  auto w = wrapped_kernel(req.from, source);
+  if (!w) return w.error();
+  w->argv[0] = which(w->argv[0]);
   return w;
 }
 
@@ -86,9 +66,8 @@ Status detect_mounts(WrappedKernel& w) {
     auto info = probe_interpreter(argv0);
     if (!info) return info.error();
     w.detected_mounts = needed_directories(*info);
-  } else if (argv0[0] == '/' && !is_system_path(argv0)) {
-    std::string dir = fs::path(argv0).parent_path().parent_path().string();
-    w.detected_mounts.push_back(dir);
+  } else {
+    w.detected_mounts = program_directories(argv0);
   }
   return ok();
 }
@@ -205,23 +184,6 @@ std::string template_dir(const std::string& name) {
   return {};
 }
 
-std::vector<std::string> needed_directories(const InterpreterInfo& info) {
-  std::vector<std::string> dirs;
-  auto add = [&](const std::string& p) {
-    if (p.empty() || p[0] != '/' || is_system_path(p)) return;
-    dirs.push_back(normalize_path(p));
-  };
-  add(info.prefix);
-  add(info.base_prefix);
-  for (const auto& p : info.paths) add(p);
-  add(fs::path(info.executable).parent_path().string());
-  std::sort(dirs.begin(), dirs.end());
-  std::vector<std::string> top;
-  for (const auto& d : dirs)
-    if (top.empty() || !path_is_within(d, top.back())) top.push_back(d);
-  return top;
-}
-
 json make_isolated_spec(const InstallRequest& req, const WrappedKernel& w, const std::string& launcher) {
   json argv = json::array({launcher, "--kernelspec", "{resource_dir}", "--"});
   for (const auto& a : w.argv) argv.push_back(a);
@@ -271,6 +233,22 @@ json make_isolated_spec(const InstallRequest& req, const WrappedKernel& w, const
               {"interrupt_mode", "signal"},
               {"env", json::object()},
               {"metadata", metadata}};
+}
+
+Result<WrappedKernel> wrapped_kernel(const std::string& from, const KernelspecInfo& source) {
+  if (!source.error.empty())
+    return usage_error("kernelspec '" + from + "': " + source.error, "fix it, or wrap another with --from");
+  if (is_isolated(source))
+    return usage_error("kernelspec '" + from + "' is already isolated", "wrap the kernelspec it was made from");
+  WrappedKernel w;
+  w.spec = source.spec;
+  const json argv = source.spec.contains("argv") ? source.spec["argv"] : json::array();
+  for (const auto& a : argv.is_array() ? argv : json::array()) {
+    if (!a.is_string()) return usage_error("kernelspec '" + from + "': argv must be an array of strings");
+    w.argv.push_back(a.get<std::string>());
+  }
+  if (w.argv.empty()) return usage_error("kernelspec '" + from + "' has an empty argv");
+  return w;
 }
 
 Status validate_request(const InstallRequest& req) {

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "common/error.hpp"
+#include "kernelspec/interpreter_mounts.hpp"
 #include "kernelspec/jupyter.hpp"
 #include "parse/options.hpp"
 
@@ -39,8 +40,10 @@ struct WrappedKernel {
 };
 nlohmann::json make_isolated_spec(const InstallRequest& req, const WrappedKernel& wrapped,
                                   const std::string& launcher);
-// Directories an interpreter needs beyond the system ones, top-most only.
-std::vector<std::string> needed_directories(const InterpreterInfo& info);
+// The kernel a kernelspec `source` (installed as `from`) runs: its spec and
+// argv, checked (not broken, not already isolated, argv strings, not empty).
+// argv[0] is left as written (install makes it absolute).
+Result<WrappedKernel> wrapped_kernel(const std::string& from, const KernelspecInfo& source);
 
 // Returns the installed directory; empty when req.sandbox.print_plan (the
 // plan was printed, nothing installed).

@@ -1,8 +1,8 @@
 #include "kernelspec/plan_preview.hpp"
 
-#include "kernelspec/launch.hpp"
+#include "kernel/launch.hpp"
 #include "kernelspec/spec_read.hpp"
-#include "plan/paths.hpp"
+#include "common/paths.hpp"
 #include "plan/planner.hpp"
 
 namespace ik {
@@ -16,7 +16,7 @@ Result<Plan> preview_plan(const nlohmann::json& spec, const std::string& resourc
   opts.argv = settings->kernel_argv;
   for (auto& a : opts.argv)
     if (a == "{connection_file}") a = conn;
-  drop_connection_file_mounts(opts, conn, host.cwd, host.home);
+  drop_connection_file_mounts(opts, conn, host.cwd, host.home, *host.fs);
   return build_plan(opts, host, kernel_ops(conn, "{}", opts.net == NetMode::kNone, host.cwd));
 }
 

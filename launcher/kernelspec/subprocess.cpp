@@ -9,7 +9,7 @@
 
 #include <cstdlib>
 
-#include "apply/init.hpp"
+#include "common/exit_status.hpp"
 #include "common/fd.hpp"
 
 extern char** environ;

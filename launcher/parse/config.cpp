@@ -188,6 +188,20 @@ Status apply_kernelspec_config(const std::string& dir, Options& opts) {
                            opts);
 }
 
+json limits_to_json(const Limits& limits) {
+  json j = json::object();
+  const auto put = [&](const char* k, const std::optional<std::uint64_t>& v) {
+    if (v) j[k] = *v;
+  };
+  put("memory", limits.memory_bytes);
+  put("cpu_time", limits.cpu_seconds);
+  put("wall_time", limits.wall_seconds);
+  put("nproc", limits.nproc);
+  put("nofile", limits.nofile);
+  put("fsize", limits.fsize_bytes);
+  return j;
+}
+
 json options_to_config_json(const Options& opts) {
   json j;
   json mounts = json::array();
@@ -203,16 +217,7 @@ json options_to_config_json(const Options& opts) {
   for (const auto& [k, v] : opts.setenv) env[k] = v;
   j["setenv"] = env;
   j["keep_env"] = opts.keep_env;
-  json limits = json::object();
-  const auto put = [&](const char* k, const std::optional<std::uint64_t>& v) {
-    if (v) limits[k] = *v;
-  };
-  put("memory", opts.limits.memory_bytes);
-  put("cpu_time", opts.limits.cpu_seconds);
-  put("wall_time", opts.limits.wall_seconds);
-  put("nproc", opts.limits.nproc);
-  put("nofile", opts.limits.nofile);
-  put("fsize", opts.limits.fsize_bytes);
+  json limits = limits_to_json(opts.limits);
   if (opts.limits_via != LimitsVia::kAuto) limits["mechanism"] = limits_via_name(opts.limits_via);
   j["limits"] = limits;
   j["build_dir"] = opts.build_dir;

@@ -22,6 +22,10 @@ Status validate_hostname(const std::string& name, const std::string& where);
 Status apply_kernelspec_config(const std::string& dir, Options& opts);
 inline constexpr const char* kKernelspecMetadataKey = "isolated_kernel";
 
+// The limits given, as the config's "limits" object (bytes and seconds as
+// numbers; absent ones left out). --print-plan shows the same object.
+nlohmann::json limits_to_json(const Limits& limits);
+
 // The settings of `opts` as config JSON (the inverse of apply_config_json).
 nlohmann::json options_to_config_json(const Options& opts);
 

@@ -1,8 +1,7 @@
 // cgroup v2 for limits, the host-facts and decision half: where the
 // caller's cgroup is, what it offers, and which limit goes through a cgroup
-// and which through an rlimit. The parsers and plan_limits() are pure (unit
-// tested with made-up hosts); probe_cgroup_host() only reads files. Creating
-// the cgroup is apply/cgroup.cpp.
+// and which through an rlimit. All pure (unit tested with made-up hosts);
+// host/cgroup_probe.cpp reads the files, apply/cgroup.cpp creates the cgroup.
 #pragma once
 #include <sys/types.h>
 
@@ -56,9 +55,6 @@ struct CgroupHost {
   std::map<std::string, std::string> v1;   // controller -> v1 mount point holding it (hybrid hosts)
   pid_t self_pid = 0;                      // names our cgroups: isolated-kernel-<pid>
 };
-
-// Reads /proc/self/cgroup, /proc/self/mountinfo and our cgroup's files.
-CgroupHost probe_cgroup_host();
 
 // Whether plan_limits() will look at the host's cgroup at all: not for
 // --limits=rlimit, nor for auto without --memory/--nproc. Lets the common

@@ -1,12 +1,15 @@
 // Facts about the caller gathered once on the host, the planner's only
 // input besides Options (so the planner can be tested with made-up hosts).
+// Read by host/read_host.cpp; everything else the planner needs to know
+// about the host's files goes through `fs`.
 #pragma once
 #include <sys/types.h>
 
 #include <map>
+#include <memory>
 #include <string>
 
-#include "common/error.hpp"
+#include "common/host_fs.hpp"
 #include "plan/cgroup.hpp"
 #include "plan/ids.hpp"
 
@@ -23,10 +26,10 @@ struct HostInfo {
   std::map<std::string, std::string> env;
   MappableIds ids;    // what we may map besides our own ids (root only)
   CgroupHost cgroup;  // our cgroup v2 and what it offers (default: none, so rlimits)
+  // The host's files and users as the planner may see them (lstat, realpath,
+  // ~user): host/real_fs.hpp's real_host_fs(), or a MemoryFs in tests.
+  // build_plan refuses to plan without one.
+  std::shared_ptr<const HostFs> fs;
 };
-
-// Reads uid/gid, passwd entry, $HOME, logical cwd, the environment and our cgroup.
-// probe_cgroup=false leaves `cgroup` empty (see cgroup_probe_needed).
-Result<HostInfo> read_host_info(char** envp, bool probe_cgroup = true);
 
 }  // namespace ik

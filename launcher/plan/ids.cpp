@@ -1,35 +1,9 @@
 #include "plan/ids.hpp"
 
-#include <fcntl.h>
-#include <linux/capability.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-
 #include <sstream>
-
-#include "common/fd.hpp"
 
 namespace ik {
 namespace {
-
-std::string read_small_file(const char* path) {
-  UniqueFd fd(open(path, O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) return {};
-  std::string out;
-  char buf[4096];
-  ssize_t n;
-  while ((n = read(fd.get(), buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
-  return out;
-}
-
-bool has_effective_caps(std::initializer_list<int> caps) {
-  __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
-  __user_cap_data_struct data[2]{};
-  if (syscall(SYS_capget, &hdr, data) != 0) return false;
-  for (int cap : caps)
-    if (!(data[cap / 32].effective & (1u << (cap % 32)))) return false;
-  return true;
-}
 
 // The identity map of the ids a namespace maps: each of its extents, seen
 // from inside it (its `inner` ids), mapped to themselves.
@@ -55,15 +29,6 @@ std::vector<IdExtent> parse_id_map(const std::string& text) {
                    static_cast<std::uint32_t>(count)});
   }
   return out;
-}
-
-MappableIds read_mappable_ids() {
-  MappableIds m;
-  if (geteuid() != 0 || !has_effective_caps({CAP_SETUID, CAP_SETGID})) return m;
-  m.uids = parse_id_map(read_small_file("/proc/self/uid_map"));
-  m.gids = parse_id_map(read_small_file("/proc/self/gid_map"));
-  if (m.uids.empty() || m.gids.empty()) m = {};  // no /proc: stay with the single line
-  return m;
 }
 
 IdMaps choose_id_maps(uid_t outer_uid, gid_t outer_gid, uid_t inner_uid, gid_t inner_gid, const MappableIds& host) {

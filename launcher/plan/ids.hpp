@@ -29,10 +29,7 @@ struct MappableIds {
 // Parses the text of a uid_map/gid_map; malformed lines are skipped.
 std::vector<IdExtent> parse_id_map(const std::string& text);
 
-// Reads our own user namespace's maps, but only when we are privileged in it
-// (euid 0 with CAP_SETUID and CAP_SETGID effective). Cheap: nothing is read
-// for an unprivileged caller.
-MappableIds read_mappable_ids();
+// host/read_host.hpp reads them (read_mappable_ids).
 
 // The maps the sandbox gets. A privileged caller (root) keeping its own
 // identity inside gets every id of its namespace mapped to itself, so that

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -67,6 +68,16 @@ struct Identity {
   IdMaps maps;
 };
 
+// --limits=auto with a cgroup: what enforces the limits instead when apply
+// cannot create the cgroup (a warning, then rlimits; never a failed run).
+// Decided by the planner so that apply never re-plans and --print-plan
+// shows it.
+struct RlimitFallback {
+  Limits rlimits;               // every limit given, by setrlimit
+  std::vector<LimitUse> uses;   // what enforces each limit then
+  std::string why;              // the cgroup's "why" then
+};
+
 struct Plan {
   Identity id;
   std::vector<MountOp> ops;  // executed in this order
@@ -82,6 +93,7 @@ struct Plan {
   Limits rlimits;                 // the ones set with setrlimit: limits minus what the cgroup enforces
   CgroupPlan cgroup;              // the sandbox's own cgroup v2, if used (apply/cgroup.cpp)
   std::vector<LimitUse> limit_uses;  // what enforces each limit (-v, --print-plan)
+  std::optional<RlimitFallback> rlimit_fallback;  // set when cgroup.use && !cgroup.required
   bool seccomp = true;
   bool allow_userns = false;
   int verbose = 0;

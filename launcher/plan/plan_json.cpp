@@ -1,5 +1,7 @@
 #include "plan/plan.hpp"
 
+#include "parse/config.hpp"
+
 namespace ik {
 
 const char* op_kind_name(OpKind k) {
@@ -35,16 +37,7 @@ nlohmann::json plan_to_json(const Plan& plan) {
     if (op.kind == OpKind::kFile || op.kind == OpKind::kEmpty) j["how"] = op.in_place ? "write" : "bind";
     ops.push_back(j);
   }
-  json limits = json::object();
-  const auto put = [&](const char* k, const std::optional<std::uint64_t>& v) {
-    if (v) limits[k] = *v;
-  };
-  put("memory", plan.limits.memory_bytes);
-  put("cpu_time", plan.limits.cpu_seconds);
-  put("wall_time", plan.limits.wall_seconds);
-  put("nproc", plan.limits.nproc);
-  put("nofile", plan.limits.nofile);
-  put("fsize", plan.limits.fsize_bytes);
+  json limits = limits_to_json(plan.limits);
   json mechanisms = json::object();
   for (const auto& u : plan.limit_uses) mechanisms[u.option.substr(2)] = u.via;
   json cgroup{{"use", plan.cgroup.use}, {"why", plan.cgroup.why}};
@@ -55,6 +48,12 @@ nlohmann::json plan_to_json(const Plan& plan) {
     json files = json::object();
     for (const auto& f : plan.cgroup.files) files[f.name] = f.value;
     cgroup["files"] = files;
+  }
+  if (plan.rlimit_fallback) {
+    // What enforces each limit if the cgroup cannot be created at start.
+    json fallback = json::object();
+    for (const auto& u : plan.rlimit_fallback->uses) fallback[u.option.substr(2)] = u.via;
+    cgroup["fallback_limit_mechanisms"] = fallback;
   }
   json terminal{{"mode", plan.terminal.pty ? "pty" : "inherit"}};
   if (plan.terminal.pty) terminal["stderr"] = plan.terminal.stderr_to_pty ? "pty" : "inherit";

@@ -1,13 +1,10 @@
 #include "plan/planner.hpp"
 
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <climits>
 #include <set>
 
-#include "plan/paths.hpp"
+#include "common/paths.hpp"
+#include "parse/mount_list.hpp"
 
 namespace ik {
 namespace {
@@ -23,18 +20,17 @@ MountOp make_op(OpKind kind, std::string dest, std::string why) {
   return op;
 }
 
-void add_system_dirs(std::vector<MountOp>& ops) {
+void add_system_dirs(std::vector<MountOp>& ops, const HostFs& fs) {
   for (const char* dir : kSystemDirs) {
-    struct stat st;
-    if (lstat(dir, &st) != 0) continue;
-    if (S_ISLNK(st.st_mode)) {
-      char target[PATH_MAX];
-      ssize_t n = readlink(dir, target, sizeof target - 1);
-      if (n <= 0) continue;
+    auto type = fs.lstat_type(dir);
+    if (!type) continue;
+    if (*type == FileType::kSymlink) {
+      auto target = fs.read_link(dir);
+      if (!target || target->empty()) continue;
       MountOp op = make_op(OpKind::kSymlink, dir, "system");
-      op.src.assign(target, static_cast<size_t>(n));
+      op.src = *target;
       ops.push_back(op);
-    } else if (S_ISDIR(st.st_mode)) {
+    } else if (*type == FileType::kDir) {
       MountOp op = make_op(OpKind::kBind, dir, "system");
       op.src = dir;
       op.readonly = true;
@@ -72,27 +68,27 @@ void add_file(std::vector<MountOp>& ops, const std::string& dest, std::string co
 }
 
 void add_etc(std::vector<MountOp>& ops, const Options& opts, const HostInfo& host, const Identity& id) {
+  const HostFs& fs = *host.fs;
   ops.push_back(make_op(OpKind::kDir, "/etc", "etc"));
   std::vector<std::string> entries = curated_etc_entries();
   if (opts.net == NetMode::kShare) entries.push_back("resolv.conf");
   // realpath(3) costs a readlink per component: only pay it for entries that
   // are symlinks or lie in a subdirectory (which may be one), unless /etc
   // itself is not a plain directory.
-  char real[PATH_MAX];
-  const bool etc_plain = realpath("/etc", real) && std::string(real) == "/etc";
+  std::string real;
+  const bool etc_plain = fs.real_path("/etc", real) == 0 && real == "/etc";
   for (const auto& name : entries) {
     std::string path = "/etc/" + name;
-    struct stat st;
-    if (lstat(path.c_str(), &st) != 0) continue;
-    const bool is_link = S_ISLNK(st.st_mode);
+    auto type = fs.lstat_type(path);
+    if (!type) continue;
+    const bool is_link = *type == FileType::kSymlink;
     if (is_link) {
-      char target[PATH_MAX];
-      ssize_t n = readlink(path.c_str(), target, sizeof target - 1);
+      auto target = fs.read_link(path);
       // Links into /usr (e.g. localtime -> /usr/share/zoneinfo/...) stay
       // links; anything else is bound from its real path.
-      if (n > 0 && path_is_within(std::string(target, static_cast<size_t>(n)), "/usr")) {
+      if (target && !target->empty() && path_is_within(*target, "/usr")) {
         MountOp op = make_op(OpKind::kSymlink, path, "etc");
-        op.src.assign(target, static_cast<size_t>(n));
+        op.src = *target;
         ops.push_back(op);
         continue;
       }
@@ -100,11 +96,11 @@ void add_etc(std::vector<MountOp>& ops, const Options& opts, const HostInfo& hos
     MountOp op = make_op(OpKind::kBind, path, "etc");
     op.src = path;
     if (is_link || !etc_plain || name.find('/') != std::string::npos) {
-      if (!realpath(path.c_str(), real) || stat(real, &st) != 0) continue;
+      if (fs.real_path(path, real) != 0 || !(type = fs.stat_type(real))) continue;
       op.src = real;
     }
     op.readonly = true;
-    op.src_is_dir = S_ISDIR(st.st_mode);
+    op.src_is_dir = *type == FileType::kDir;
     ops.push_back(op);
   }
   add_file(ops, "/etc/passwd", passwd_content(host, id), "etc (synthesized)");
@@ -153,8 +149,9 @@ std::string host_path_in_view(const std::string& dest, const std::vector<MountOp
 // `view` holds every bind of the final plan (for DEST=none).
 Status add_user_entry(std::vector<MountOp>& ops, const MountEntry& e, const HostInfo& host,
                       const std::vector<MountOp>& view) {
+  const HostFs& fs = *host.fs;
   const std::string why = "--mnt " + e.text;
-  auto dest_t = expand_tilde(e.dest, host.home);
+  auto dest_t = expand_tilde(e.dest, host.home, fs);
   if (!dest_t) return dest_t.error();
   std::string dest = absolute_path(*dest_t, host.cwd);
   if (dest == "/")
@@ -165,28 +162,31 @@ Status add_user_entry(std::vector<MountOp>& ops, const MountEntry& e, const Host
     bool is_file = false;
     std::string seen = host_path_in_view(dest, view, is_file);
     if (seen.empty() && !is_file) seen = dest;
-    struct stat st;
-    if (!seen.empty()) is_file = stat(seen.c_str(), &st) == 0 && !S_ISDIR(st.st_mode);
+    if (!seen.empty()) {
+      auto type = fs.stat_type(seen);
+      is_file = type && *type != FileType::kDir;
+    }
     MountOp op = make_op(is_file ? OpKind::kEmpty : OpKind::kTmpfs, dest, why);
     op.readonly = is_file;
     op.mode = 0755;
     ops.push_back(op);
     return ok();
   }
-  auto src_t = expand_tilde(e.src.empty() ? e.dest : e.src, host.home);
+  auto src_t = expand_tilde(e.src.empty() ? e.dest : e.src, host.home, fs);
   if (!src_t) return src_t.error();
   std::string src_abs = absolute_path(*src_t, host.cwd);
-  auto real = host_realpath(src_abs, e.text);
+  auto real = host_realpath(src_abs, e.text, fs);
   if (!real) return real.error();
   if (e.src.empty() && *real == "/")
     return usage_error("mount '" + e.text + "': it resolves to /, which would replace the whole root",
                        "mount subdirectories instead");
-  struct stat st;
-  if (stat(real->c_str(), &st) != 0) return Error{"mount '" + e.text + "'", errno, *real, {}, kExitUsage};
+  int err = 0;
+  auto type = fs.stat_type(*real, &err);
+  if (!type) return Error{"mount '" + e.text + "'", err, *real, {}, kExitUsage};
   MountOp op = make_op(OpKind::kBind, dest, why);
   op.src = *real;
   op.readonly = e.readonly;
-  op.src_is_dir = S_ISDIR(st.st_mode);
+  op.src_is_dir = *type == FileType::kDir;
   if (e.src.empty() && dest != *real) {
     // Typed through symlinks (e.g. HOME /u/x really /m/home/x): show it at both.
     MountOp at_real = op;
@@ -233,7 +233,7 @@ std::vector<std::string> canonical_dests(const std::vector<MountOp>& ops) {
 // Also marks the mount points that lie inside a host bind: apply never
 // creates those (nothing is ever made on the host, even if the path vanished
 // since this check).
-Status check_mount_points(std::vector<MountOp>& ops) {
+Status check_mount_points(std::vector<MountOp>& ops, const HostFs& fs) {
   const std::vector<std::string> canon = canonical_dests(ops);
   for (size_t i = 0; i < ops.size(); ++i) {
     const std::string& dest = canon[i];
@@ -248,8 +248,7 @@ Status check_mount_points(std::vector<MountOp>& ops) {
     }
     if (!parent || parent->kind != OpKind::kBind) continue;
     std::string host_path = parent->src + (parent_dest == "/" ? dest : dest.substr(parent_dest.size()));
-    struct stat st;
-    if (lstat(host_path.c_str(), &st) != 0)
+    if (!fs.lstat_type(host_path))
       return usage_error("mount point " + ops[i].dest + " (" + ops[i].why + ") does not exist inside " +
                              parent->dest + ", which is bound from the host",
                          "create " + host_path + " on the host, or mount it somewhere else");
@@ -334,6 +333,20 @@ Identity make_identity(const Options& opts, const HostInfo& host) {
 
 }  // namespace
 
+Result<std::string> host_realpath(const std::string& path, const std::string& entry, const HostFs& fs) {
+  std::string real;
+  if (int e = fs.real_path(path, real); e != 0) {
+    if (std::string word = unknown_mount_flag(entry); e == ENOENT && !word.empty())
+      return Error{"mount '" + entry + "'", 0,
+                   "'" + word + "' is not a flag (ro, rw, rbind), and there is no path " + path,
+                   "write [ro|rw|rbind,...:]PATH, e.g. ro:/data", kExitUsage};
+    return Error{"mount '" + entry + "'", e, path,
+                 e == ENOENT ? "create it first or fix the path" : "check the permissions", kExitUsage};
+  }
+  return real;
+}
+
+
 const std::vector<std::string>& curated_etc_entries() {
   // What programs need to run; never shadow, gshadow, ssh, sudoers, machine-id,
   // nor /etc/ssl/private (TLS keys: only certs and openssl.cnf). Each entry
@@ -384,24 +397,32 @@ Result<Plan> build_plan(const Options& opts, const HostInfo& host, const std::ve
   plan.build_dir = opts.build_dir;
   plan.tmpfs_size = opts.tmpfs_size;
   plan.limits = opts.limits;
+  if (!host.fs) return Error{"plan the sandbox", 0, "no host file system to plan with (HostInfo::fs)", {}, kExitSetup};
+  const HostFs& fs = *host.fs;
   auto limits = plan_limits(opts.limits, opts.limits_via, host.cgroup);
   if (!limits) return limits.error();
   plan.rlimits = limits->rlimits;
   plan.cgroup = limits->cgroup;
   plan.limit_uses = limits->uses;
+  if (plan.cgroup.use && !plan.cgroup.required) {
+    // --limits=auto never fails a run that rlimits can do: what apply uses
+    // when it cannot create the cgroup, decided now (and printed).
+    auto rl = plan_limits(opts.limits, LimitsVia::kRlimit, CgroupHost{});
+    if (!rl) return rl.error();
+    plan.rlimit_fallback = RlimitFallback{rl->rlimits, rl->uses, rl->cgroup.why};
+  }
   plan.seccomp = opts.seccomp != "off";
   plan.allow_userns = opts.allow_userns;
   plan.verbose = opts.verbose;
 
-  struct stat st;
-  if (stat(opts.build_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+  if (auto type = fs.stat_type(opts.build_dir); !type || *type != FileType::kDir)
     return usage_error("-b " + opts.build_dir + ": not an existing directory",
                        "give an existing directory; it is only mounted over inside the sandbox");
 
   std::vector<MountOp>& ops = plan.ops;
   MountOp root = make_op(OpKind::kTmpfs, "/", "new root");
   ops.push_back(root);
-  add_system_dirs(ops);
+  add_system_dirs(ops, fs);
   add_etc(ops, opts, host, plan.id);
   add_runtime_dirs(ops, plan.id);
   // First every bind (so DEST=none can see what will be there), then the
@@ -412,12 +433,12 @@ Result<Plan> build_plan(const Options& opts, const HostInfo& host, const std::ve
   for (const auto& e : opts.mounts) IK_TRY(add_user_entry(ops, e, host, view));
   for (const auto& op : extra) ops.push_back(op);
   order_ops(ops);
-  IK_TRY(check_mount_points(ops));
+  IK_TRY(check_mount_points(ops, fs));
   place_files(ops);
   seal_etc(ops);
 
   if (!opts.chdir.empty()) {
-    auto t = expand_tilde(opts.chdir, host.home);
+    auto t = expand_tilde(opts.chdir, host.home, fs);
     if (!t) return t.error();
     plan.cwd = absolute_path(*t, host.cwd);
     plan.cwd_explicit = true;

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "common/fd.hpp"
+#include "common/file_io.hpp"
 
 namespace ik::relay {
 namespace {
@@ -17,7 +18,7 @@ using nlohmann::json;
 
 // Connection files are a few hundred bytes; the cap keeps a wrong path
 // (a device, a huge log) from being slurped into memory.
-constexpr off_t kMaxFileBytes = 1 << 20;
+constexpr size_t kMaxFileBytes = 1 << 20;
 
 struct PortField {
   const char* name;
@@ -123,32 +124,15 @@ Status read_key_fields(const json& j, const std::string& where, ConnectionInfo& 
   return ok();
 }
 
-Result<std::string> read_small_file(const std::string& path) {
-  const std::string step = "read connection file " + path;
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
-  if (!fd.valid()) {
-    int e = errno;
-    std::string hint = e == ENOENT ? "jupyter passes it as {connection_file} in the kernelspec argv"
-                                   : std::string();
-    return Error{step, e, {}, std::move(hint), kExitUsage};
-  }
-  struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) return Error{step, errno, {}, {}, kExitUsage};
-  if (!S_ISREG(st.st_mode)) return Error{step, 0, "not a regular file", {}, kExitUsage};
-  if (st.st_size > kMaxFileBytes) return Error{step, 0, "larger than 1 MiB", {}, kExitUsage};
-
-  std::string text;
-  char buf[4096];
-  for (;;) {
-    ssize_t n = ::read(fd.get(), buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return Error{step, errno, {}, {}, kExitUsage};
-    if (n == 0) break;
-    text.append(buf, static_cast<size_t>(n));
-    if (text.size() > static_cast<size_t>(kMaxFileBytes))
-      return Error{step, 0, "larger than 1 MiB", {}, kExitUsage};
-  }
-  return text;
+// The file, with the step and hint the user needs (kExitUsage: their input).
+Result<std::string> read_connection_text(const std::string& path) {
+  auto text = read_small_file(path, kMaxFileBytes);
+  if (text) return text;
+  Error e = text.error();
+  e.step = "read connection file " + path;
+  e.exit_code = kExitUsage;
+  if (e.err == ENOENT) e.hint = "jupyter passes it as {connection_file} in the kernelspec argv";
+  return e;
 }
 
 }  // namespace
@@ -175,7 +159,7 @@ Result<ConnectionInfo> parse_connection_json(const std::string& text, const std:
 }
 
 Result<ConnectionInfo> read_connection_file(const std::string& path) {
-  auto text = read_small_file(path);
+  auto text = read_connection_text(path);
   IK_TRY(text);
   return parse_connection_json(*text, path);
 }

@@ -16,6 +16,8 @@
 #include "apply/cgroup.hpp"
 #include "apply/limits.hpp"
 #include "parse/config.hpp"
+#include "host/cgroup_probe.hpp"
+#include "host/memory_fs.hpp"
 #include "plan/cgroup.hpp"
 #include "plan/planner.hpp"
 
@@ -366,6 +368,7 @@ TEST_CASE("cgroup: --print-plan shows what enforces each limit") {
   host.home = "/tmp";
   host.shell = "/bin/sh";
   host.cwd = "/tmp";
+  host.fs = std::make_shared<ik::MemoryFs>(ik::MemoryFs::debian());
   host.cgroup = delegated_scope();
   auto plan = ik::build_plan(o, host);
   REQUIRE(plan);
@@ -501,4 +504,45 @@ TEST_CASE("cgroup: stale cgroups of dead launchers are removed, live ones kept")
   rmdir(alive.c_str());
   rmdir(other.c_str());
   CHECK(rmdir(d.c_str()) == 0);
+}
+
+TEST_CASE("cgroup: the rlimit fallback of --limits=auto is decided by the planner and printed") {
+  ik::Options o;
+  o.limits = mem_and_nproc();
+  o.limits.nofile = 32;
+  ik::HostInfo host;
+  host.uid = host.gid = 1000;
+  host.user = host.group = "alice";
+  host.home = host.cwd = "/tmp";
+  host.shell = "/bin/sh";
+  host.fs = std::make_shared<ik::MemoryFs>(ik::MemoryFs::debian());
+  host.cgroup = delegated_scope();
+  auto plan = ik::build_plan(o, host);
+  REQUIRE(plan);
+  REQUIRE(plan->cgroup.use);
+  REQUIRE(plan->rlimit_fallback);
+  // Every limit by setrlimit, as --limits=rlimit would do it.
+  CHECK(*plan->rlimit_fallback->rlimits.memory_bytes == *o.limits.memory_bytes);
+  CHECK(*plan->rlimit_fallback->rlimits.nproc == 20);
+  CHECK(*plan->rlimit_fallback->rlimits.nofile == 32);
+  CHECK(plan->rlimit_fallback->why == "--limits=rlimit");
+  auto j = ik::plan_to_json(*plan);
+  CHECK(j["cgroup"]["fallback_limit_mechanisms"] ==
+        nlohmann::json{
+            {"memory", "rlimit RLIMIT_AS"}, {"nproc", "rlimit RLIMIT_NPROC"}, {"nofile", "rlimit RLIMIT_NOFILE"}});
+  // None where there is nothing to fall back from: --limits=cgroup fails
+  // instead, and without a cgroup the rlimits are the plan itself.
+  o.limits_via = LimitsVia::kCgroup;
+  plan = ik::build_plan(o, host);
+  REQUIRE(plan);
+  CHECK(plan->cgroup.required);
+  CHECK_FALSE(plan->rlimit_fallback);
+  CHECK_FALSE(ik::plan_to_json(*plan)["cgroup"].contains("fallback_limit_mechanisms"));
+  o.limits_via = LimitsVia::kAuto;
+  host.cgroup = CgroupHost{};
+  host.cgroup.problem = "no cgroup v2 entry (0::) in /proc/self/cgroup";
+  plan = ik::build_plan(o, host);
+  REQUIRE(plan);
+  CHECK_FALSE(plan->cgroup.use);
+  CHECK_FALSE(plan->rlimit_fallback);
 }

@@ -1,4 +1,5 @@
-// Path helpers (plan/paths): ~ expansion, lexical normalisation, depth, ancestry.
+// Path helpers (common/paths): ~ expansion, lexical normalisation, depth,
+// ancestry; and the planner's host_realpath, with the real host.
 #include <doctest/doctest.h>
 #include <pwd.h>
 #include <unistd.h>
@@ -7,7 +8,9 @@
 #include <filesystem>
 #include <string>
 
-#include "plan/paths.hpp"
+#include "common/paths.hpp"
+#include "host/real_fs.hpp"
+#include "plan/planner.hpp"
 
 using ik::absolute_path;
 using ik::expand_tilde;
@@ -18,7 +21,7 @@ using ik::path_is_within;
 namespace {
 
 std::string expanded(const std::string& path, const std::string& home) {
-  auto r = expand_tilde(path, home);
+  auto r = expand_tilde(path, home, *ik::real_host_fs());
   REQUIRE_MESSAGE(r.ok(), path << ": " << (r.ok() ? std::string() : r.error().describe()));
   return *r;
 }
@@ -50,12 +53,12 @@ TEST_CASE("expand_tilde: ~user looks the user up in passwd") {
 }
 
 TEST_CASE("expand_tilde: unknown user is a usage error naming it") {
-  auto r = expand_tilde("~nosuchuser_ik_unit/x", "/home/alice");
+  auto r = expand_tilde("~nosuchuser_ik_unit/x", "/home/alice", *ik::real_host_fs());
   REQUIRE_FALSE(r.ok());
   CHECK(r.error().exit_code == ik::kExitUsage);
   CHECK(r.error().describe().find("nosuchuser_ik_unit") != std::string::npos);
   CHECK(r.error().describe().find("~nosuchuser_ik_unit/x") != std::string::npos);
-  CHECK_FALSE(expand_tilde("~nosuchuser_ik_unit", "/h").ok());
+  CHECK_FALSE(expand_tilde("~nosuchuser_ik_unit", "/h", *ik::real_host_fs()).ok());
 }
 
 TEST_CASE("normalize_path") {
@@ -96,16 +99,16 @@ TEST_CASE("host_realpath resolves symlinks and names the entry on error") {
   char tmpl[] = "/tmp/ik-unit-paths-XXXXXX";
   REQUIRE(mkdtemp(tmpl) != nullptr);
   // The temp dir itself may live under a symlinked /tmp.
-  auto base = ik::host_realpath(tmpl, "t");
+  auto base = ik::host_realpath(tmpl, "t", *ik::real_host_fs());
   REQUIRE(base.ok());
   std::filesystem::create_directory(*base + "/real");
   std::filesystem::create_directory_symlink("real", *base + "/link");
 
-  auto r = ik::host_realpath(std::string(tmpl) + "/link", "ro:link");
+  auto r = ik::host_realpath(std::string(tmpl) + "/link", "ro:link", *ik::real_host_fs());
   REQUIRE(r.ok());
   CHECK(*r == *base + "/real");
 
-  auto missing = ik::host_realpath(std::string(tmpl) + "/nope", "ro:~/nope");
+  auto missing = ik::host_realpath(std::string(tmpl) + "/nope", "ro:~/nope", *ik::real_host_fs());
   REQUIRE_FALSE(missing.ok());
   CHECK(missing.error().exit_code == ik::kExitUsage);
   CHECK(missing.error().err == ENOENT);

@@ -1,22 +1,19 @@
 // Options + a made-up HostInfo -> Plan (plan/planner, plan/plan_json).
-// Host paths for user mounts live in a private temp tree under /tmp.
+// The host's files are an in-memory tree (host/memory_fs.hpp).
 #include <doctest/doctest.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <climits>
-#include <cstdlib>
-#include <filesystem>
-#include <fstream>
 #include <map>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
 
-#include "kernelspec/launch.hpp"
+#include "host/memory_fs.hpp"
+
+#include "kernel/launch.hpp"
 #include "parse/mount_list.hpp"
-#include "plan/paths.hpp"
+#include "common/paths.hpp"
 #include "plan/planner.hpp"
 
 using ik::HostInfo;
@@ -24,42 +21,25 @@ using ik::MountOp;
 using ik::OpKind;
 using ik::Options;
 using ik::Plan;
-namespace fs = std::filesystem;
 
 namespace {
 
-// A temp tree: T/home (HOME), T/work (cwd) and whatever a test adds.
+// A made-up host (host/memory_fs.hpp): a Debian-like system, and under
+// T = /srv/ik-unit-plan the tree a test builds: T/home (HOME), T/work (cwd)
+// and whatever a test adds. Nothing on the real disk is read or written.
 struct Tree {
-  std::string root;
+  std::shared_ptr<ik::MemoryFs> fs = std::make_shared<ik::MemoryFs>(ik::MemoryFs::debian());
+  std::string root = "/srv/ik-unit-plan";
   Tree() {
-    char tmpl[] = "/tmp/ik-unit-plan-XXXXXX";
-    REQUIRE(mkdtemp(tmpl) != nullptr);
-    char real[PATH_MAX];
-    REQUIRE(realpath(tmpl, real) != nullptr);
-    root = real;
     dir("home");
     dir("work");
   }
-  ~Tree() {
-    std::error_code ec;
-    fs::remove_all(root, ec);
-  }
-  Tree(const Tree&) = delete;
-  Tree& operator=(const Tree&) = delete;
   std::string p(const std::string& rel) const { return root + "/" + rel; }
-  std::string dir(const std::string& rel) const {
-    fs::create_directories(p(rel));
-    return p(rel);
+  std::string dir(const std::string& rel) const { return fs->dir(p(rel)); }
+  std::string file(const std::string& rel, const std::string& /*content: not read by the planner*/ = {}) const {
+    return fs->file(p(rel));
   }
-  std::string file(const std::string& rel, const std::string& content = "x") const {
-    fs::create_directories(fs::path(p(rel)).parent_path());
-    std::ofstream(p(rel)) << content;
-    return p(rel);
-  }
-  std::string link(const std::string& rel, const std::string& target) const {
-    fs::create_symlink(target, p(rel));
-    return p(rel);
-  }
+  std::string link(const std::string& rel, const std::string& target) const { return fs->link(p(rel), target); }
 };
 
 HostInfo make_host(const Tree& t) {
@@ -71,6 +51,7 @@ HostInfo make_host(const Tree& t) {
   h.home = t.p("home");
   h.shell = "/bin/bash";
   h.cwd = t.p("work");
+  h.fs = t.fs;
   h.env = {{"PATH", "/opt/conda/bin:/usr/bin:/bin"},
            {"LANG", "en_US.UTF-8"},
            {"LC_ALL", "C.UTF-8"},
@@ -183,17 +164,16 @@ TEST_CASE("planner: default view") {
   SUBCASE("/bin, /sbin and /lib* mirror the host: symlinks stay symlinks, dirs are ro binds") {
     for (const std::string dir : {"/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"}) {
       CAPTURE(dir);
-      struct stat st;
-      if (lstat(dir.c_str(), &st) != 0) {
+      auto type = t.fs->lstat_type(dir);
+      if (!type) {
         CHECK_FALSE(has_op_at(p, dir));
         continue;
       }
-      if (S_ISLNK(st.st_mode)) {
-        char target[PATH_MAX];
-        ssize_t n = readlink(dir.c_str(), target, sizeof target - 1);
-        REQUIRE(n > 0);
+      if (*type == ik::FileType::kSymlink) {
+        auto target = t.fs->read_link(dir);
+        REQUIRE(target);
         const MountOp& op = op_at(p, dir, OpKind::kSymlink);
-        CHECK(op.src == std::string(target, static_cast<size_t>(n)));
+        CHECK(op.src == *target);
       } else {
         const MountOp& op = op_at(p, dir, OpKind::kBind);
         CHECK(op.src == dir);
@@ -223,7 +203,7 @@ TEST_CASE("planner: default view") {
       // Written into the root tmpfs, which is remounted read-only: no bind.
       CHECK(f.in_place);
     }
-    if (access("/etc/ld.so.cache", F_OK) == 0) CHECK(has_op_at(p, "/etc/ld.so.cache"));
+    if (t.fs->lstat_type("/etc/ld.so.cache")) CHECK(has_op_at(p, "/etc/ld.so.cache"));
   }
 
   SUBCASE("/etc leaves out what only editors, VCS, logins and account tools read") {
@@ -241,12 +221,12 @@ TEST_CASE("planner: default view") {
     for (const auto& op : p.ops) {
       if (op.kind != OpKind::kBind || !ik::path_is_within(op.dest, "/etc")) continue;
       CAPTURE(op.dest);
-      char real[PATH_MAX];
-      REQUIRE(realpath(op.dest.c_str(), real) != nullptr);
+      std::string real;
+      REQUIRE(t.fs->real_path(op.dest, real) == 0);
       CHECK(op.src == real);
-      struct stat st;
-      REQUIRE(stat(real, &st) == 0);
-      CHECK(op.src_is_dir == S_ISDIR(st.st_mode));
+      auto type = t.fs->stat_type(real);
+      REQUIRE(type);
+      CHECK(op.src_is_dir == (*type == ik::FileType::kDir));
     }
   }
 
@@ -320,8 +300,7 @@ TEST_CASE("planner: --share-net adds resolv.conf and keeps the network") {
   o.net = ik::NetMode::kShare;
   Plan p = plan_ok(o, make_host(t));
   CHECK_FALSE(p.new_net);
-  struct stat st;
-  if (lstat("/etc/resolv.conf", &st) == 0) CHECK(has_op_at(p, "/etc/resolv.conf"));
+  if (t.fs->lstat_type("/etc/resolv.conf")) CHECK(has_op_at(p, "/etc/resolv.conf"));
 }
 
 TEST_CASE("planner: id maps: one line, or root's identity map of all its ids") {
@@ -597,8 +576,7 @@ TEST_CASE("planner: a file is written in place only where the tmpfs holding it g
   }
   SUBCASE("through the sandbox's own symlinks: the holder is found at the real path") {
     // /lib -> usr/lib on merged-/usr hosts: a file under /lib lies in the /usr bind.
-    struct stat st;
-    if (lstat("/lib", &st) != 0 || !S_ISLNK(st.st_mode)) return;
+    if (t.fs->lstat_type("/lib") != ik::FileType::kSymlink) return;
     MountOp f{};
     f.kind = OpKind::kFile;
     f.dest = "/lib/os-release";
@@ -667,8 +645,7 @@ TEST_CASE("planner: a mount point missing inside a host bind is rejected") {
     CHECK(e.describe().find("/usr") != std::string::npos);
   }
   SUBCASE("through a system symlink such as /lib -> usr/lib") {
-    struct stat st;
-    if (lstat("/lib", &st) == 0 && S_ISLNK(st.st_mode)) {
+    if (t.fs->lstat_type("/lib") == ik::FileType::kSymlink) {
       auto e = plan_error(with_mounts("/lib/ik-unit-no-such-dir=" + other), make_host(t));
       CHECK(e.describe().find("/lib/ik-unit-no-such-dir") != std::string::npos);
     }

@@ -1,25 +1,27 @@
-// Child -> parent error channel. The child writes one fixed-size Report on a
-// close-on-exec pipe when a step fails; EOF without a report means the
-// program was exec'd. Fixed size < PIPE_BUF, so the write is atomic.
+// The set-up channel, child -> parent (not to be confused with
+// common/print_error, which prints for the user). The child writes one
+// fixed-size SetupFailure on a close-on-exec pipe when a step fails; EOF
+// without one means the program was exec'd. Fixed size < PIPE_BUF, so the
+// write is atomic.
 #pragma once
 #include "common/error.hpp"
 #include "common/fd.hpp"
 
 namespace ik {
 
-struct Report {
+struct SetupFailure {
   int exit_code;
   int err;
   char step[512];
   char message[1024];
   char hint[1024];
 };
-static_assert(sizeof(Report) < 4096, "a Report must fit one atomic pipe write");
+static_assert(sizeof(SetupFailure) < 4096, "a SetupFailure must fit one atomic pipe write");
 
 // In the child: writes `e` to `fd` (async-signal-safe enough for after fork).
-void send_report(int fd, const Error& e);
+void send_setup_failure(int fd, const Error& e);
 // In the parent: reads until EOF. Returns an Error if the child sent one.
-Result<bool> receive_report(int fd, Error& out);
+Result<bool> receive_setup_failure(int fd, Error& out);
 
 // The child also hands the parent a descriptor (the sandbox's root) over a
 // unix socket, as SCM_RIGHTS with one payload byte. In the child:

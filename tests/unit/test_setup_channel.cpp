@@ -10,7 +10,7 @@
 #include <cstring>
 #include <string>
 
-#include "apply/report.hpp"
+#include "apply/setup_channel.hpp"
 
 namespace {
 

@@ -1,4 +1,4 @@
-#include "apply/report.hpp"
+#include "apply/setup_channel.hpp"
 
 #include <sys/socket.h>
 #include <unistd.h>
@@ -13,8 +13,8 @@ void copy_field(char* dst, size_t n, const std::string& s) {
 }
 }  // namespace
 
-void send_report(int fd, const Error& e) {
-  Report r{};
+void send_setup_failure(int fd, const Error& e) {
+  SetupFailure r{};
   r.exit_code = e.exit_code;
   r.err = e.err;
   copy_field(r.step, sizeof r.step, e.step);
@@ -25,8 +25,8 @@ void send_report(int fd, const Error& e) {
   while (n < 0 && errno == EINTR);
 }
 
-Result<bool> receive_report(int fd, Error& out) {
-  Report r{};
+Result<bool> receive_setup_failure(int fd, Error& out) {
+  SetupFailure r{};
   size_t got = 0;
   while (got < sizeof r) {
     ssize_t n = read(fd, reinterpret_cast<char*>(&r) + got, sizeof r - got);

@@ -1,8 +1,8 @@
-#include "kernelspec/launch.hpp"
+#include "kernel/launch.hpp"
 
 #include <algorithm>
 
-#include "plan/paths.hpp"
+#include "common/paths.hpp"
 
 namespace ik {
 
@@ -19,10 +19,10 @@ std::string find_connection_file(const std::vector<std::string>& argv) {
 }
 
 void drop_connection_file_mounts(Options& opts, const std::string& connection_file, const std::string& cwd,
-                                 const std::string& home) {
+                                 const std::string& home, const HostFs& fs) {
   const std::string target = absolute_path(connection_file, cwd);
   auto same = [&](const MountEntry& e) {
-    auto dest = expand_tilde(e.dest, home);
+    auto dest = expand_tilde(e.dest, home, fs);
     return dest && absolute_path(*dest, cwd) == target;
   };
   opts.mounts.erase(std::remove_if(opts.mounts.begin(), opts.mounts.end(), same), opts.mounts.end());

@@ -1,11 +1,18 @@
-#include "plan/host.hpp"
+#include "host/read_host.hpp"
 
 #include <pwd.h>
 #include <grp.h>
+#include <linux/capability.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <climits>
+#include <initializer_list>
+
+#include "common/file_io.hpp"
+#include "host/cgroup_probe.hpp"
+#include "host/real_fs.hpp"
 
 namespace ik {
 namespace {
@@ -24,7 +31,25 @@ std::string logical_cwd(const std::map<std::string, std::string>& env) {
   return physical;
 }
 
+bool has_effective_caps(std::initializer_list<int> caps) {
+  __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[2]{};
+  if (syscall(SYS_capget, &hdr, data) != 0) return false;
+  for (int cap : caps)
+    if (!(data[cap / 32].effective & (1u << (cap % 32)))) return false;
+  return true;
+}
+
 }  // namespace
+
+MappableIds read_mappable_ids() {
+  MappableIds m;
+  if (geteuid() != 0 || !has_effective_caps({CAP_SETUID, CAP_SETGID})) return m;
+  m.uids = parse_id_map(read_small_file_or_empty("/proc/self/uid_map"));
+  m.gids = parse_id_map(read_small_file_or_empty("/proc/self/gid_map"));
+  if (m.uids.empty() || m.gids.empty()) m = {};  // no /proc: stay with the single line
+  return m;
+}
 
 Result<HostInfo> read_host_info(char** envp, bool probe_cgroup) {
   HostInfo h;
@@ -51,6 +76,7 @@ Result<HostInfo> read_host_info(char** envp, bool probe_cgroup) {
   if (h.shell.empty()) h.shell = "/bin/sh";
   h.cwd = logical_cwd(h.env);
   if (probe_cgroup) h.cgroup = probe_cgroup_host();
+  h.fs = real_host_fs();
   return h;
 }
 

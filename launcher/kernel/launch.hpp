@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "common/host_fs.hpp"
 #include "parse/options.hpp"
 #include "plan/plan.hpp"
 
@@ -20,8 +21,9 @@ std::string find_connection_file(const std::vector<std::string>& kernel_argv);
 
 // Drops user mount entries of the connection file itself (isolate.sh
 // kernelspecs mounted "{connection_file}"): the kernel gets a private copy.
+// `fs` answers ~user in the entries.
 void drop_connection_file_mounts(Options& opts, const std::string& connection_file, const std::string& cwd,
-                                 const std::string& home);
+                                 const std::string& home, const HostFs& fs);
 
 // The ops that give the kernel a writable private copy of its connection
 // file (mode 0600, at the same path) in an otherwise empty directory, so

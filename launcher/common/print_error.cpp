@@ -1,4 +1,4 @@
-#include "common/report_error.hpp"
+#include "common/print_error.hpp"
 
 #include <cstdio>
 

@@ -1,25 +1,18 @@
-#include "plan/paths.hpp"
+#include "common/paths.hpp"
 
-#include "parse/mount_list.hpp"
-
-#include <pwd.h>
-#include <stdlib.h>
-
-#include <cerrno>
-#include <climits>
 #include <vector>
 
 namespace ik {
 
-Result<std::string> expand_tilde(const std::string& path, const std::string& home) {
+Result<std::string> expand_tilde(const std::string& path, const std::string& home, const HostFs& fs) {
   if (path.empty() || path[0] != '~') return path;
   auto slash = path.find('/');
   std::string name = path.substr(1, slash == std::string::npos ? std::string::npos : slash - 1);
   std::string rest = slash == std::string::npos ? "" : path.substr(slash);
   if (name.empty()) return home + rest;
-  const passwd* pw = getpwnam(name.c_str());
-  if (!pw) return usage_error("'" + path + "': no user named '" + name + "'");
-  return std::string(pw->pw_dir) + rest;
+  auto user_home = fs.user_home(name);
+  if (!user_home) return usage_error("'" + path + "': no user named '" + name + "'");
+  return *user_home + rest;
 }
 
 std::string normalize_path(const std::string& path) {
@@ -44,20 +37,6 @@ std::string normalize_path(const std::string& path) {
 std::string absolute_path(const std::string& path, const std::string& cwd) {
   if (!path.empty() && path[0] == '/') return normalize_path(path);
   return normalize_path(cwd + "/" + path);
-}
-
-Result<std::string> host_realpath(const std::string& path, const std::string& entry) {
-  char buf[PATH_MAX];
-  if (!realpath(path.c_str(), buf)) {
-    int e = errno;
-    if (std::string word = unknown_mount_flag(entry); e == ENOENT && !word.empty())
-      return Error{"mount '" + entry + "'", 0,
-                   "'" + word + "' is not a flag (ro, rw, rbind), and there is no path " + path,
-                   "write [ro|rw|rbind,...:]PATH, e.g. ro:/data", kExitUsage};
-    return Error{"mount '" + entry + "'", e, path,
-                 e == ENOENT ? "create it first or fix the path" : "check the permissions", kExitUsage};
-  }
-  return std::string(buf);
 }
 
 size_t path_depth(const std::string& path) {

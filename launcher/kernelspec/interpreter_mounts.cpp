@@ -1,0 +1,44 @@
+#include "kernelspec/interpreter_mounts.hpp"
+
+#include <algorithm>
+#include <filesystem>
+
+#include "common/paths.hpp"
+
+namespace ik {
+namespace fs = std::filesystem;
+
+bool is_system_path(const std::string& p) {
+  for (const char* d : {"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc"})
+    if (path_is_within(p, d)) return true;
+  return false;
+}
+
+bool looks_like_python(const std::string& argv0) {
+  std::string base = argv0.substr(argv0.rfind('/') + 1);
+  return base.rfind("python", 0) == 0;
+}
+
+std::vector<std::string> needed_directories(const InterpreterInfo& info) {
+  std::vector<std::string> dirs;
+  auto add = [&](const std::string& p) {
+    if (p.empty() || p[0] != '/' || is_system_path(p)) return;
+    dirs.push_back(normalize_path(p));
+  };
+  add(info.prefix);
+  add(info.base_prefix);
+  for (const auto& p : info.paths) add(p);
+  add(fs::path(info.executable).parent_path().string());
+  std::sort(dirs.begin(), dirs.end());
+  std::vector<std::string> top;
+  for (const auto& d : dirs)
+    if (top.empty() || !path_is_within(d, top.back())) top.push_back(d);
+  return top;
+}
+
+std::vector<std::string> program_directories(const std::string& argv0) {
+  if (argv0.empty() || argv0[0] != '/' || is_system_path(argv0)) return {};
+  return {fs::path(argv0).parent_path().parent_path().string()};
+}
+
+}  // namespace ik
