@@ -9,7 +9,7 @@
 #include "apply/exec.hpp"
 #include "apply/limits.hpp"
 #include "common/log.hpp"
-#include "common/report_error.hpp"
+#include "common/print_error.hpp"
 #include "parse/json_text.hpp"
 
 namespace ik {

@@ -11,7 +11,7 @@
 #include "apply/exit_reason.hpp"
 #include "apply/host_events.hpp"
 #include "common/log.hpp"
-#include "common/report_error.hpp"
+#include "common/print_error.hpp"
 #include "relay/exit_notice.hpp"
 #include "relay/kernel_sockets.hpp"
 
