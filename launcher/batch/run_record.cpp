@@ -144,7 +144,7 @@ void apply_verdict(const WorkerEnd& end, RunRecord& r) {
     r.status = "timeout";
     r.detail = "the notebook ran past --notebook-timeout (stopped)";
   }
-  if (end.stopping && r.status != "ok" && r.status != "error" && r.status != "could-not-start") {
+  if (end.stopping && r.status != "ok" && r.status != "error") {
     r.status = "interrupted";
     r.detail = "the run was stopped";
     return;
