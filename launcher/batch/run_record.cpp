@@ -146,7 +146,9 @@ void apply_verdict(const WorkerEnd& end, RunRecord& r) {
     r.status = "timeout";
     r.detail = "the notebook ran past --notebook-timeout (stopped)";
   }
-  if (end.stopping && r.status != "ok" && r.status != "error") {
+  // Stopping shuts the kernels down, which may interrupt the running cell
+  // (KeyboardInterrupt): that is the stop, not the notebook's error.
+  if (end.stopping && r.status != "ok" && (r.status != "error" || r.ename == "KeyboardInterrupt")) {
     r.status = "interrupted";
     r.detail = "the run was stopped";
     return;
