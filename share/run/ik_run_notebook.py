@@ -122,6 +122,32 @@ def write_output(nb, path):
             os.unlink(tmp)
 
 
+class NotebookDeadline(Exception):
+    pass
+
+
+async def execute_until_deadline(client, seconds, state):
+    """client.async_execute(), cancelled after SECONDS. Whatever the
+    cancellation turns into inside nbclient (a DeadKernelError, a
+    CancelledError), past the deadline it is a NotebookDeadline."""
+    task = asyncio.ensure_future(client.async_execute())
+
+    def expire():
+        state["deadline"] = True
+        task.cancel()
+
+    timer = asyncio.get_running_loop().call_later(seconds, expire) if seconds else None
+    try:
+        await task
+    except BaseException:
+        if state.get("deadline"):
+            raise NotebookDeadline() from None
+        raise
+    finally:
+        if timer:
+            timer.cancel()
+
+
 async def execute(job, state):
     import nbformat
     from jupyter_client.manager import AsyncKernelManager
@@ -171,17 +197,14 @@ async def execute(job, state):
     # given; this worker shuts the kernel down itself (main_async).
     state["t_start"] = time.monotonic()
     try:
-        if job.get("notebook_timeout"):
-            await asyncio.wait_for(client.async_execute(), job["notebook_timeout"])
-        else:
-            await client.async_execute()
-    except CellTimeoutError:
-        pos, _ = where()
-        return {"status": "timeout", **pos, "detail": f"a cell ran longer than {job.get('timeout')}s (--timeout)"}
-    except asyncio.TimeoutError:
+        await execute_until_deadline(client, job.get("notebook_timeout"), state)
+    except NotebookDeadline:
         pos, _ = where()
         return {"status": "timeout", **pos,
                 "detail": f"the notebook ran longer than {job['notebook_timeout']}s (--notebook-timeout)"}
+    except CellTimeoutError:
+        pos, _ = where()
+        return {"status": "timeout", **pos, "detail": f"a cell ran longer than {job.get('timeout')}s (--timeout)"}
     except CellExecutionError as e:
         pos, _ = where()
         return {"status": "error", **pos, "ename": e.ename, "evalue": e.evalue}
