@@ -19,7 +19,7 @@ RunCommand::RunCommand(CLI::App& parent) {
       ->type_name("NAME");
   app_->add_option("-j,--jobs", o_.jobs, "Notebooks at a time (default: the number of CPUs)")->type_name("N");
   app_->add_option("--timeout", timeout_, "Per-cell time limit, e.g. 60s or 5m (default: none)")->type_name("TIME");
-  app_->add_option("--notebook-timeout", notebook_timeout_, "Time limit of a whole notebook (default: none)")
+  app_->add_option("--notebook-timeout", notebook_timeout_, "Time limit of a whole notebook, its kernel's start included (default: none)")
       ->type_name("TIME");
   app_->add_option("--startup-timeout", startup_timeout_, "Time a kernel may take to start (default 60s)")
       ->type_name("TIME");
