@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <iostream>
 
+#include "batch/run_cli.hpp"
 #include "common/log.hpp"
 #include "common/print_error.hpp"
 #include "kernelspec/doctor.hpp"
@@ -22,7 +23,7 @@ extern char** environ;
 namespace {
 using nlohmann::json;
 
-constexpr const char* kCommands[] = {"install", "list", "show", "remove", "doctor"};
+constexpr const char* kCommands[] = {"install", "list", "show", "remove", "doctor", "run"};
 
 ik::Result<ik::KernelspecInfo> find_isolated(const std::string& name) {
   auto specs = ik::find_kernelspecs();
@@ -145,11 +146,13 @@ int main(int argc, char** argv) {
   auto* doctor = app.add_subcommand("doctor", "Check this host and start each isolated kernelspec once");
   bool skip_kernels = false;
   doctor->add_flag("--no-kernels", skip_kernels, "Only check the host, start no kernels");
+  ik::batch::RunCommand run(app);
 
   // Set after the subcommands, so their --help does not repeat it.
   app.footer("Examples:\n  isolated-kernel install                      # python3-isolated, wrapping python3\n"
              "  isolated-kernel install --user --from ir --mnt ro:/srv/data\n"
-             "  isolated-kernel doctor\nDocs: man isolated-kernel; " IK_DOCDIR "/nbgrader.md, " IK_DOCDIR "/config.md"
+             "  isolated-kernel doctor\n"
+             "  isolated-kernel run -j 4 --timeout 60s --report grades.csv submissions/\nDocs: man isolated-kernel; " IK_DOCDIR "/nbgrader.md, " IK_DOCDIR "/config.md"
              "\nEnvironment: IK_JUPYTER_PYTHON (the Python with jupyter_client, default /usr/bin/python3),\n"
              "IK_DATA_DIR (where kernelspecs/python3-isolated is). Exit status: 0 ok, 1 doctor found a failure,\n"
              "2 bad usage or settings, 125 could not install; list: 1 when a kernelspec could not be read.");
@@ -181,5 +184,6 @@ int main(int argc, char** argv) {
   if (*show) return cmd_show(name);
   if (*remove) return cmd_remove(name);
   if (*doctor) return ik::run_doctor(!skip_kernels);
+  if (*run.app()) return run.run();
   return 0;
 }
