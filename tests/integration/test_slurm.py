@@ -78,3 +78,64 @@ def test_nouserns_node_really_refuses_user_namespaces(slurm, jup):
                 env=slurm_env(slurm), timeout=60)
     assert r.returncode == 125, r
     assert "user.max_user_namespaces is 0" in r.stderr, r
+
+
+# ------------------------------------------------------------------ doctor --slurm
+
+
+def stderr_line(r) -> str:
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, r
+    return lines[0]
+
+
+def test_doctor_slurm_checks_a_compute_node(slurm, jup):
+    r = jup.ik("doctor", "--slurm", "--no-kernels", env=slurm_env(slurm), timeout=120)
+    assert r.returncode == 0, r
+    assert re.search(rf"^PASS  Slurm node +{NODE} \(job \d+\)$", r.stdout, re.M), r
+    assert re.search(r"^PASS  user namespaces ", r.stdout, re.M), r
+    assert r.stdout.rstrip().endswith("All required checks passed."), r
+
+
+def test_doctor_slurm_names_the_sysctl_when_the_node_has_no_user_namespaces(slurm, jup):
+    r = jup.ik("doctor", "--slurm", "--no-kernels", "--slurm-opt=--partition=nouserns",
+               env=slurm_env(slurm), timeout=120)
+    assert r.returncode == 1, r
+    assert re.search(rf"^PASS  Slurm node +{NOUSERNS_NODE} ", r.stdout, re.M), r
+    assert re.search(r"^FAIL  user namespaces ", r.stdout, re.M), r
+    last = r.stdout.rstrip().splitlines()[-1]
+    assert last.startswith(f"User namespaces are disabled on compute node {NOUSERNS_NODE}"), r
+    assert "ask the cluster admins" in last.lower() and "sysctl -w user.max_user_namespaces=15000" in last, r
+
+
+def test_doctor_slurm_bad_partition_is_one_line(slurm, jup):
+    r = jup.ik("doctor", "--slurm", "--slurm-opt=--partition=no-such-partition", env=slurm_env(slurm))
+    assert r.returncode == 125, r
+    line = stderr_line(r)
+    assert "no-such-partition" in line and "sinfo" in line, line
+
+
+def test_doctor_slurm_program_missing_on_the_node(slurm, jup):
+    """isolated-kernel at a path only the submitter sees (a private tmpfs)."""
+    if jup.mode != "root":
+        pytest.skip("mounting the private tmpfs needs root")
+    priv = jup.mkdir(jup.base / "private")
+    script = (f'mount -t tmpfs ik-private "{priv}" && cp "{jup.tools.ik}" "{priv}/" && '
+              f'exec "{priv}/isolated-kernel" doctor --slurm --no-kernels')
+    r = jup.run(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script],
+                env=slurm_env(slurm))
+    assert r.returncode == 125, r
+    line = stderr_line(r)
+    assert "No such file or directory" in line and "same path on the compute nodes" in line, line
+
+
+def test_doctor_slurm_without_slurm_commands(jup):
+    # A PATH with only what the test's own wrapper needs (mount), no srun.
+    bindir = jup.mkdir(jup.base / "no-slurm-bin")
+    (bindir / "mount").symlink_to("/usr/bin/mount")
+    r = jup.ik("doctor", "--slurm", env={"PATH": str(bindir)})
+    assert r.returncode == 2, r
+    line = stderr_line(r)
+    assert "srun not found on PATH" in line and "slurm-client" in line, line
+    r = jup.ik("doctor", "--slurm-opt=--partition=x")
+    assert r.returncode == 2 and "--slurm-opt needs --slurm" in stderr_line(r), r
