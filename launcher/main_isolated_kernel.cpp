@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <iostream>
 
+#include "batch/run_cli.hpp"
 #include "common/log.hpp"
 #include "common/report_error.hpp"
 #include "kernelspec/doctor.hpp"
@@ -23,7 +24,7 @@ extern char** environ;
 namespace {
 using nlohmann::json;
 
-constexpr const char* kCommands[] = {"install", "list", "show", "remove", "doctor"};
+constexpr const char* kCommands[] = {"install", "list", "show", "remove", "doctor", "run"};
 
 ik::Result<ik::KernelspecInfo> find_isolated(const std::string& name) {
   auto specs = ik::find_kernelspecs();
@@ -151,11 +152,14 @@ int main(int argc, char** argv) {
   doctor->add_flag("--slurm", doctor_slurm, "Run the checks on a Slurm compute node (through srun) instead of here");
   doctor->add_option("--slurm-opt", doctor_slurm_opts, "Option for srun with --slurm, e.g. --slurm-opt=--partition=gpu (repeatable)")
       ->type_name("OPT")->allow_extra_args(false);
+  ik::batch::RunCommand run(app);
 
   // Set after the subcommands, so their --help does not repeat it.
   app.footer("Examples:\n  isolated-kernel install                      # python3-isolated, wrapping python3\n"
              "  isolated-kernel install --user --from ir --mnt ro:/srv/data\n"
-             "  isolated-kernel doctor\n  isolated-kernel doctor --slurm --slurm-opt=--partition=NAME   # on a compute node\nDocs: man isolated-kernel; " IK_DOCDIR "/nbgrader.md, " IK_DOCDIR "/config.md"
+             "  isolated-kernel doctor\n"
+             "  isolated-kernel doctor --slurm --slurm-opt=--partition=NAME   # on a compute node\n"
+             "  isolated-kernel run -j 4 --timeout 60s --report grades.csv submissions/\nDocs: man isolated-kernel; " IK_DOCDIR "/nbgrader.md, " IK_DOCDIR "/config.md"
              "\nEnvironment: IK_JUPYTER_PYTHON (the Python with jupyter_client, default /usr/bin/python3),\n"
              "IK_DATA_DIR (where kernelspecs/python3-isolated is). Exit status: 0 ok, 1 doctor found a failure,\n"
              "2 bad usage or settings, 125 could not install; list: 1 when a kernelspec could not be read.");
@@ -191,5 +195,6 @@ int main(int argc, char** argv) {
       return ik::print_error(ik::usage_error("--slurm-opt needs --slurm"));
     return doctor_slurm ? ik::run_doctor_slurm(doctor_slurm_opts, !skip_kernels) : ik::run_doctor(!skip_kernels);
   }
+  if (*run.app()) return run.run();
   return 0;
 }
