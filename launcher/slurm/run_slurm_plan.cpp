@@ -15,7 +15,7 @@ constexpr std::uint64_t kPerTaskOverhead = 512 * kMiB;
 
 // Options that take a value, as "--opt V" or "--opt=V", that tasks must not get.
 const char* const kValued[] = {"--tasks", "--slurm-opt", "--collect", "--report", "--jobs", "-j"};
-const char* const kFlags[] = {"--slurm", "--no-wait"};
+const char* const kFlags[] = {"--slurm", "--no-wait", "--dry-run", "-n"};
 
 bool starts_with(const std::string& s, const std::string& p) { return s.rfind(p, 0) == 0; }
 
@@ -124,7 +124,7 @@ Result<Submission> plan_submission(const RunShape& shape, const SlurmRunOptions&
 
   std::string sh = "#!/bin/sh\n"
                    "# Written by `isolated-kernel run --slurm`: array task I of " + k +
-                   " runs every " + k + "th notebook from the I-th\n"
+                   " runs notebooks I, I+" + k + ", I+2x" + k + "... of the sorted list\n"
                    "# (isolated-kernel run --share I/" + k + "); results land in " + shape.output_dir + ".\n";
   sh += "#SBATCH --job-name=isolated-kernel-run\n";
   sh += "#SBATCH --array=0-" + std::to_string(s.tasks - 1) + "\n";

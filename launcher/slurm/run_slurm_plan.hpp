@@ -68,8 +68,8 @@ struct Submission {
 };
 
 // The run's words without the options only the submitter uses (--slurm,
-// --tasks, --slurm-opt, --no-wait, --collect, --report: the submitter
-// writes the merged report). Pure.
+// --tasks, --slurm-opt, --no-wait, --collect, --dry-run, --report: the
+// submitter writes the merged report; -j: each task gets its own). Pure.
 std::vector<std::string> strip_slurm_args(const std::vector<std::string>& run_args);
 
 // The value of `--mem=` in the --slurm-opt words, when given. Pure.
