@@ -37,8 +37,9 @@ RunCommand::RunCommand(CLI::App& parent) {
                  "Skip notebooks whose record in the output directory's report is ok for the same content");
   app_->add_flag("-n,--dry-run", o_.dry_run, "Print the plan (notebooks, outputs, slots, options) as JSON; run nothing");
   app_->add_option("--share", share_,
-                   "Run only share I of K of the notebooks (every K-th from the I-th; what a job array task runs)")
-      ->type_name("I/K");
+                   "SHARE is I/K: run only share I of K of the notebooks (every K-th from the I-th; what a job "
+                   "array task runs)")
+      ->type_name("SHARE");
   const char* l = "Limits of each kernel for this run (override the kernelspec's)";
   app_->add_option("--memory", memory_, "Memory cap, e.g. 1G")->type_name("SIZE")->group(l);
   app_->add_option("--nproc", nproc_, "Maximum number of processes and threads")->type_name("N")->group(l);
