@@ -124,8 +124,9 @@ std::map<std::string, RunRecord> read_share_records(const std::string& dir, cons
       auto j = json::parse(line, nullptr, false);
       if (!j.is_object()) continue;  // a line being written
       RunRecord r = batch::record_from_json(j);
-      // With --resume the share files keep earlier runs' lines.
-      if (r.input.empty() || (!r.resumed && r.started < job.submitted)) continue;
+      // With --resume the share files keep earlier runs' lines (without it
+      // they were removed before submitting: no clock of a node is trusted then).
+      if (r.input.empty() || (job.resume && !r.resumed && r.started < job.submitted)) continue;
       out[r.input] = r;
     }
   }

@@ -83,6 +83,8 @@ TEST_CASE("run --slurm: the submitter's own options are not given to the tasks")
         Args{"--timeout", "5s", "a", "b"});
   CHECK(strip_slurm_args({"-j4", "--jobs=2", "--report", "x.csv", "--memory", "1G", "--", "--slurm"}) ==
         Args{"--memory", "1G", "--", "--slurm"});
+  // --dry-run prints the submission; the tasks must run.
+  CHECK(strip_slurm_args({"--dry-run", "-n", "--resume", "x"}) == Args{"--resume", "x"});
 }
 
 TEST_CASE("run --slurm: shares are round robin, as --share I/K takes them") {
