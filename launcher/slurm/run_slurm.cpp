@@ -419,7 +419,7 @@ int submit_run(const batch::RunPlan& plan, const SlurmRunOptions& o) {
   job.job_id = one_line(r->out.substr(0, r->out.find_first_of(";\n")));
   if (auto s = write_text(plan.output_dir + "/slurm/job.json", to_json(job).dump(1) + "\n", fs::perms(0644)); !s)
     return print_error(s.error());
-  std::fprintf(stderr, "isolated-kernel run: submitted Slurm job %s: %zu notebooks in %u array tasks of %u slots%s%s\n",
+  std::fprintf(stderr, "isolated-kernel run: submitted Slurm job %s: %zu notebooks in %u array tasks of %u slot(s)%s%s\n",
                job.job_id.c_str(), plan.notebooks.size(), sub->tasks, sub->slots,
                sub->task_memory_bytes ? (", --mem=" + slurm_megabytes(*sub->task_memory_bytes)).c_str() : "",
                sub->time_minutes ? (", --time=" + std::to_string(*sub->time_minutes)).c_str() : "");
