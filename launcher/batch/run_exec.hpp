@@ -50,7 +50,8 @@
 //                --allow-errors, where status stays ok and errors counts them)
 //   ename, evalue, errors, cells, seconds, peak_memory_bytes (the kernel's
 //   peak RSS), input, output, input_sha256, output_sha256, started (UTC),
-//   kernel, host, share ("I/K"), resumed
+//   kernel, host, share ("I/K"), resumed, timing (the worker's phases in
+//   seconds: startup, kernel_start, execute, shutdown)
 //
 // Exit status: 0 all ok, 1 some notebook failed, 2 bad usage, 125 could not
 // run at all, 128+N stopped by signal N (SIGINT, SIGTERM: workers get

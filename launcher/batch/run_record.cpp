@@ -9,7 +9,6 @@
 #include <fstream>
 #include <sstream>
 
-#include "parse/units.hpp"
 
 namespace ik::batch {
 using nlohmann::json;
@@ -89,7 +88,8 @@ json to_json(const RunRecord& r) {
           {"kernel", r.kernel},
           {"host", r.host},
           {"share", r.share},
-          {"resumed", r.resumed}};
+          {"resumed", r.resumed},
+          {"timing", r.timing.is_object() ? r.timing : json(nullptr)}};
 }
 
 RunRecord record_from_json(const json& j) {
@@ -114,6 +114,7 @@ RunRecord record_from_json(const json& j) {
   r.host = str(j, "host");
   r.share = str(j, "share");
   r.resumed = j.contains("resumed") && j["resumed"].is_boolean() && j["resumed"].get<bool>();
+  if (j.contains("timing") && j["timing"].is_object()) r.timing = j["timing"];
   return r;
 }
 
@@ -130,6 +131,7 @@ void apply_verdict(const WorkerEnd& end, RunRecord& r) {
     if (d.contains("cells") && d["cells"].is_number_integer()) r.cells = d["cells"].get<int>();
     if (d.contains("peak_memory_bytes") && d["peak_memory_bytes"].is_number_unsigned())
       r.peak_memory_bytes = d["peak_memory_bytes"].get<std::uint64_t>();
+    if (d.contains("timing") && d["timing"].is_object()) r.timing = d["timing"];
     if (d.contains("output_written") && d["output_written"] == false) {
       r.detail += (r.detail.empty() ? "" : "; ") + std::string("output not written: ") + str(d, "output_error");
       if (r.status == "ok") r.status = "could-not-start";
@@ -144,7 +146,9 @@ void apply_verdict(const WorkerEnd& end, RunRecord& r) {
     r.status = "timeout";
     r.detail = "the notebook ran past --notebook-timeout (stopped)";
   }
-  if (end.stopping && r.status != "ok" && r.status != "error") {
+  // Stopping shuts the kernels down, which may interrupt the running cell
+  // (KeyboardInterrupt): that is the stop, not the notebook's error.
+  if (end.stopping && r.status != "ok" && (r.status != "error" || r.ename == "KeyboardInterrupt")) {
     r.status = "interrupted";
     r.detail = "the run was stopped";
     return;
@@ -234,6 +238,14 @@ std::string short_detail(const RunRecord& r) {
   return first_line(s, 90);
 }
 
+std::string human_size(std::uint64_t bytes) {
+  char buf[32];
+  const double m = static_cast<double>(bytes) / (1024.0 * 1024.0);
+  if (m >= 1024) std::snprintf(buf, sizeof buf, "%.1fG", m / 1024);
+  else std::snprintf(buf, sizeof buf, "%.1fM", m);
+  return buf;
+}
+
 std::string format_seconds(double s) {
   char buf[32];
   if (s < 60) std::snprintf(buf, sizeof buf, "%.1fs", s);
@@ -256,7 +268,7 @@ std::string summary_table(const std::vector<RunRecord>& records, double wall_sec
     std::string name = r.notebook.size() > w ? "..." + r.notebook.substr(r.notebook.size() - w + 3) : r.notebook;
     std::snprintf(line, sizeof line, "%-*s  %-15s %8s %9s  %s\n", static_cast<int>(w), name.c_str(), r.status.c_str(),
                   format_seconds(r.seconds).c_str(),
-                  r.peak_memory_bytes ? format_size(*r.peak_memory_bytes).c_str() : "-", short_detail(r).c_str());
+                  r.peak_memory_bytes ? human_size(*r.peak_memory_bytes).c_str() : "-", short_detail(r).c_str());
     o << line;
   }
   const int ok_n = counts["ok"];

@@ -30,6 +30,7 @@ struct RunRecord {
   std::string started;  // UTC, ISO 8601
   std::string kernel, host, share;
   bool resumed = false;  // taken over from an earlier report by --resume
+  nlohmann::json timing;  // the worker's phases in seconds: startup, kernel_start, execute, shutdown
 };
 
 nlohmann::json to_json(const RunRecord& r);
@@ -63,6 +64,7 @@ std::map<std::string, RunRecord> load_records(const std::string& output_dir);
 // "cell 3: ZeroDivisionError: division by zero" and the like; the table's detail column.
 std::string short_detail(const RunRecord& r);
 std::string format_seconds(double s);
+std::string human_size(std::uint64_t bytes);  // "69.4M", "1.0G"
 // The final table (NOTEBOOK STATUS DETAIL TIME PEAK-MEM) and a count line.
 std::string summary_table(const std::vector<RunRecord>& records, double wall_seconds, const std::string& report);
 

@@ -23,15 +23,18 @@ orchestrator turns kernel deaths into limit verdicts from the launcher's
 explanation ("Kernel stopped: ..." on iopub, or its stderr).
 """
 
-import asyncio
-import atexit
-import json
-import os
-import resource
-import signal
-import sys
 import time
-import traceback
+
+T0 = time.monotonic()  # the worker's start, for the timing of its phases
+
+import asyncio  # noqa: E402
+import atexit  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import resource  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+import traceback  # noqa: E402
 
 EVENTS = None
 
@@ -119,6 +122,32 @@ def write_output(nb, path):
             os.unlink(tmp)
 
 
+class NotebookDeadline(Exception):
+    pass
+
+
+async def execute_until_deadline(client, seconds, state):
+    """client.async_execute(), cancelled after SECONDS. Whatever the
+    cancellation turns into inside nbclient (a DeadKernelError, a
+    CancelledError), past the deadline it is a NotebookDeadline."""
+    task = asyncio.ensure_future(client.async_execute())
+
+    def expire():
+        state["deadline"] = True
+        task.cancel()
+
+    timer = asyncio.get_running_loop().call_later(seconds, expire) if seconds else None
+    try:
+        await task
+    except BaseException:
+        if state.get("deadline"):
+            raise NotebookDeadline() from None
+        raise
+    finally:
+        if timer:
+            timer.cancel()
+
+
 async def execute(job, state):
     import nbformat
     from jupyter_client.manager import AsyncKernelManager
@@ -144,6 +173,7 @@ async def execute(job, state):
     state["km"] = km
 
     def on_start(notebook, **_):
+        state["t_ready"] = time.monotonic()
         state["ready"] = True
         emit({"event": "ready", "cells": total})
 
@@ -165,18 +195,16 @@ async def execute(job, state):
 
     # nbclient registers an atexit clean-up of the kernel manager it was
     # given; this worker shuts the kernel down itself (main_async).
+    state["t_start"] = time.monotonic()
     try:
-        if job.get("notebook_timeout"):
-            await asyncio.wait_for(client.async_execute(), job["notebook_timeout"])
-        else:
-            await client.async_execute()
-    except CellTimeoutError:
-        pos, _ = where()
-        return {"status": "timeout", **pos, "detail": f"a cell ran longer than {job.get('timeout')}s (--timeout)"}
-    except asyncio.TimeoutError:
+        await execute_until_deadline(client, job.get("notebook_timeout"), state)
+    except NotebookDeadline:
         pos, _ = where()
         return {"status": "timeout", **pos,
                 "detail": f"the notebook ran longer than {job['notebook_timeout']}s (--notebook-timeout)"}
+    except CellTimeoutError:
+        pos, _ = where()
+        return {"status": "timeout", **pos, "detail": f"a cell ran longer than {job.get('timeout')}s (--timeout)"}
     except CellExecutionError as e:
         pos, _ = where()
         return {"status": "error", **pos, "ename": e.ename, "evalue": e.evalue}
@@ -214,6 +242,7 @@ async def main_async(job):
     except Exception:
         result = {"status": "kernel-died" if state.get("ready") else "could-not-start",
                   "detail": traceback.format_exc().strip().splitlines()[-1][:500]}
+    state["t_end"] = time.monotonic()
     km = state.get("km")
     if km is not None:
         try:
@@ -235,6 +264,13 @@ async def main_async(job):
         except OSError as e:
             result["output_written"] = False
             result["output_error"] = f"{job['output']}: {e.strerror}"
+    # Seconds in each phase: Python and imports, kernel start (to its
+    # kernel_info reply), execution, shutdown and writing.
+    t = state
+    if "t_ready" in t:
+        result["timing"] = {"startup": round(t["t_start"] - T0, 3), "kernel_start": round(t["t_ready"] - t["t_start"], 3),
+                            "execute": round(t["t_end"] - t["t_ready"], 3),
+                            "shutdown": round(time.monotonic() - t["t_end"], 3)}
     # The largest descendant we waited for: the kernel (the launcher is small).
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     result["peak_memory_bytes"] = peak * 1024 if peak and state.get("ready") else None

@@ -286,3 +286,23 @@ def test_usage_errors_and_dry_run(jup, tools):
     assert not Path("/tmp/elsewhere").exists()
     r = jup.ik("run", "--help")
     assert r.returncode == 0 and "Examples:" in r.stdout and "--notebook-timeout" in r.stdout
+
+
+def test_allow_errors_inplace_notebook_timeout(jup, tools):
+    install(jup)
+    d = jup.mkdir(jup.work / "nbs")
+    jup.write(d / "raises.ipynb", nb_text(["raise ValueError('first')", "print('after')", "1/0"]))
+    jup.write(d / "slow.ipynb", nb_text(["import time", "time.sleep(120)", "print('never')"]))
+    r = jup.ik("run", "-j", "2", "--kernel", KERNEL, "--allow-errors", "--inplace", "--notebook-timeout", "15s",
+               "nbs", cwd=jup.work, timeout=300)
+    assert r.returncode == 1, str(r)
+    rep = read_report(jup.work / "run-output" / "report.jsonl")
+    raises, slow = rep["nbs/raises.ipynb"], rep["nbs/slow.ipynb"]
+    assert (raises["status"], raises["errors"], raises["cell"], raises["ename"]) == ("ok", 2, 1, "ValueError"), raises
+    assert slow["status"] == "timeout" and slow["cell"] == 2 and "--notebook-timeout" in slow["detail"], slow
+    # In place: the inputs now hold their outputs.
+    import nbformat
+    nb = nbformat.read(d / "raises.ipynb", as_version=4)
+    assert nb.cells[2].outputs[0]["text"] == "after\n", nb.cells[2]
+    assert raises["output"] == str(d / "raises.ipynb")
+    assert "2 cells raised, first cell 1: ValueError" in r.stdout, r.stdout

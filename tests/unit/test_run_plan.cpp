@@ -129,6 +129,14 @@ TEST_CASE("run verdicts") {
   gone.stopping = true;
   CHECK(verdict(gone).status == "interrupted");
 
+  // The shutdown interrupted the cell: that is the stop.
+  WorkerEnd intr;
+  intr.stopping = true;
+  intr.done = json{{"status", "error"}, {"cell", 1}, {"ename", "KeyboardInterrupt"}};
+  CHECK(verdict(intr).status == "interrupted");
+  intr.done = json{{"status", "error"}, {"cell", 1}, {"ename", "ValueError"}};
+  CHECK(verdict(intr).status == "error");
+
   // A verdict reached before the stop stands.
   WorkerEnd fine;
   fine.stopping = true;
