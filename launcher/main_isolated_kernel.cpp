@@ -17,6 +17,7 @@
 #include "parse/config.hpp"
 #include "host/read_host.hpp"
 #include "plan/planner.hpp"
+#include "slurm/doctor_slurm.hpp"
 
 extern char** environ;
 
@@ -146,12 +147,18 @@ int main(int argc, char** argv) {
   auto* doctor = app.add_subcommand("doctor", "Check this host and start each isolated kernelspec once");
   bool skip_kernels = false;
   doctor->add_flag("--no-kernels", skip_kernels, "Only check the host, start no kernels");
+  bool doctor_slurm = false;
+  std::vector<std::string> doctor_slurm_opts;
+  doctor->add_flag("--slurm", doctor_slurm, "Run the checks on a Slurm compute node (through srun) instead of here");
+  doctor->add_option("--slurm-opt", doctor_slurm_opts, "Option for srun with --slurm, e.g. --slurm-opt=--partition=gpu (repeatable)")
+      ->type_name("OPT")->allow_extra_args(false);
   ik::batch::RunCommand run(app);
 
   // Set after the subcommands, so their --help does not repeat it.
   app.footer("Examples:\n  isolated-kernel install                      # python3-isolated, wrapping python3\n"
              "  isolated-kernel install --user --from ir --mnt ro:/srv/data\n"
              "  isolated-kernel doctor\n"
+             "  isolated-kernel doctor --slurm --slurm-opt=--partition=NAME   # on a compute node\n"
              "  isolated-kernel run -j 4 --timeout 60s --report grades.csv submissions/\nDocs: man isolated-kernel; " IK_DOCDIR "/nbgrader.md, " IK_DOCDIR "/config.md"
              "\nEnvironment: IK_JUPYTER_PYTHON (the Python with jupyter_client, default /usr/bin/python3),\n"
              "IK_DATA_DIR (where kernelspecs/python3-isolated is). Exit status: 0 ok, 1 doctor found a failure,\n"
@@ -183,7 +190,11 @@ int main(int argc, char** argv) {
   if (*list) return cmd_list();
   if (*show) return cmd_show(name);
   if (*remove) return cmd_remove(name);
-  if (*doctor) return ik::run_doctor(!skip_kernels);
+  if (*doctor) {
+    if (!doctor_slurm_opts.empty() && !doctor_slurm)
+      return ik::print_error(ik::usage_error("--slurm-opt needs --slurm"));
+    return doctor_slurm ? ik::run_doctor_slurm(doctor_slurm_opts, !skip_kernels) : ik::run_doctor(!skip_kernels);
+  }
   if (*run.app()) return run.run();
   return 0;
 }

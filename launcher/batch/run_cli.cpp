@@ -1,4 +1,5 @@
 #include "batch/run_cli.hpp"
+#include "slurm/run_slurm.hpp"
 
 #include <unistd.h>
 
@@ -14,7 +15,7 @@ namespace ik::batch {
 
 RunCommand::RunCommand(CLI::App& parent) {
   app_ = parent.add_subcommand("run", "Execute notebooks, each in a fresh isolated kernel, N at a time, with a report");
-  app_->add_option("NOTEBOOK_OR_DIR", o_.inputs, "Notebooks (.ipynb) and directories searched for them")->required();
+  app_->add_option("NOTEBOOK_OR_DIR", o_.inputs, "Notebooks (.ipynb) and directories searched for them");
   app_->add_option("--kernel", o_.kernel, "Isolated kernelspec to run them with (default python3-isolated)")
       ->type_name("NAME");
   app_->add_option("-j,--jobs", o_.jobs, "Notebooks at a time (default: the number of CPUs)")->type_name("N");
@@ -52,6 +53,7 @@ RunCommand::RunCommand(CLI::App& parent) {
                    "Any other launcher option for this run, one word each (repeatable), e.g. "
                    "--kernel-option=--mnt=ro:/srv/data")
       ->type_name("OPT")->group(l);
+  ik::slurm::add_slurm_options(*app_, slurm_);
   app_->footer(
       "Examples:\n"
       "  isolated-kernel run submissions/                  # every notebook below, -j CPUs\n"
@@ -117,6 +119,8 @@ Status RunCommand::finish() {
 
 int RunCommand::run() {
   if (auto s = finish(); !s) return print_error(s.error());
+  if (auto s = ik::slurm::check_slurm_options(slurm_, o_); !s) return print_error(s.error());
+  if (!slurm_.collect.empty()) return ik::slurm::collect_run(slurm_.collect);
   char cwd_buf[4096];
   if (!getcwd(cwd_buf, sizeof cwd_buf)) return print_error(sys_error("getcwd"));
   const std::string cwd = normalize_path(cwd_buf);
@@ -125,6 +129,7 @@ int RunCommand::run() {
   const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
   auto plan = build_run_plan(o_, *found, cwd, cpus > 0 ? static_cast<unsigned>(cpus) : 1u);
   if (!plan) return print_error(plan.error());
+  if (slurm_.slurm && o_.dry_run) return ik::slurm::submit_run(*plan, slurm_);
   if (o_.dry_run) {
     std::printf("%s\n", plan_to_json(*plan).dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     return 0;
@@ -142,6 +147,7 @@ int RunCommand::run() {
     return print_error(usage_error("kernelspec '" + o_.kernel + "' is not an isolated kernelspec",
                                    "isolated-kernel install --from " + o_.kernel + ", then --kernel " + o_.kernel +
                                        "-isolated"));
+  if (slurm_.slurm) return ik::slurm::submit_run(*plan, slurm_);
   ExecSetup setup;
   setup.python = jupyter_python();
   setup.worker = find_worker();

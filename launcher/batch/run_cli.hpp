@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "batch/run_plan.hpp"
+#include "slurm/run_slurm_plan.hpp"
 
 namespace ik::batch {
 
@@ -23,6 +24,7 @@ class RunCommand {
   std::string timeout_, notebook_timeout_, startup_timeout_, share_;
   std::string memory_, nproc_, wall_time_, cpu_time_, nofile_, fsize_, limits_;
   std::vector<std::string> kernel_option_;
+  ik::slurm::SlurmRunOptions slurm_;  // --slurm, --collect (launcher/slurm/run_slurm.hpp)
 };
 
 }  // namespace ik::batch

@@ -12,7 +12,7 @@ namespace ik::batch {
 
 struct RunningView {
   std::string name;
-  int cell = 0, cells = 0;  // code cell being executed, of how many (0: starting the kernel)
+  int cell = 0, cells = 0;  // code cell being executed, of how many (0: starting the kernel; -1: not a notebook)
   std::chrono::steady_clock::time_point started;
 };
 

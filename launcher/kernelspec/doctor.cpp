@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -135,6 +136,11 @@ void check_kernels(Tally& t) {
 
 int run_doctor(bool kernels) {
   Tally t;
+  // Run by `doctor --slurm` through srun: name the node the lines are about.
+  if (const char* node = std::getenv("SLURMD_NODENAME"); node && *node) {
+    const char* job = std::getenv("SLURM_JOB_ID");
+    t.line(Verdict::kPass, "Slurm node", std::string(node) + (job ? std::string(" (job ") + job + ")" : ""));
+  }
   check_kernel_version(t);
   check_sysctls(t);
   check_namespaces(t);
