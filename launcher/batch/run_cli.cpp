@@ -4,12 +4,12 @@
 #include <unistd.h>
 
 #include "batch/run_exec.hpp"
-#include "common/report_error.hpp"
+#include "common/print_error.hpp"
 #include "kernelspec/jupyter.hpp"
 #include "kernelspec/spec_read.hpp"
 #include "kernelspec/subprocess.hpp"
 #include "parse/units.hpp"
-#include "plan/paths.hpp"
+#include "common/paths.hpp"
 
 namespace ik::batch {
 

@@ -20,7 +20,7 @@
 #include "batch/run_progress.hpp"
 #include "batch/run_record.hpp"
 #include "common/fd.hpp"
-#include "common/report_error.hpp"
+#include "common/print_error.hpp"
 
 namespace ik::batch {
 namespace fs = std::filesystem;

@@ -9,7 +9,7 @@
 #include <map>
 #include <set>
 
-#include "plan/paths.hpp"
+#include "common/paths.hpp"
 
 namespace ik::batch {
 namespace fs = std::filesystem;

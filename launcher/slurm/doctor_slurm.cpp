@@ -7,7 +7,7 @@
 #include <sstream>
 
 #include "common/error.hpp"
-#include "common/report_error.hpp"
+#include "common/print_error.hpp"
 #include "kernelspec/subprocess.hpp"
 #include "slurm/slurm_cli.hpp"
 

@@ -17,7 +17,7 @@
 #include "batch/run_progress.hpp"
 #include "batch/run_record.hpp"
 #include "common/fd.hpp"
-#include "common/report_error.hpp"
+#include "common/print_error.hpp"
 #include "kernelspec/subprocess.hpp"
 #include "parse/units.hpp"
 #include "slurm/slurm_cli.hpp"

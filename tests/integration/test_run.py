@@ -2,7 +2,7 @@
 
 Real kernels of an isolated kernelspec installed with `isolated-kernel
 install`, real nbclient (the worker) and real nbconvert for the reference
-outputs; as root and as the unprivileged test user (ikcli's `jup` fixture).
+outputs; as root and as the unprivileged test user (the cli kit's `jup` fixture).
 Checks: outputs equal nbconvert's, the verdicts of a mixed batch and the exit
 status, Ctrl-C and SIGKILL mid-batch leave nothing behind, --resume, usage
 errors.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from ikcli import PYTHON, jup, processes_matching, tools  # noqa: F401  (fixtures)
+from kit.common import PYTHON, processes_matching
 
 KERNEL = "run-isolated"
 REPO = Path(__file__).resolve().parents[2]

@@ -1,10 +1,10 @@
 """isolated-kernel on a real one-node Slurm cluster (Debian's slurmctld,
 slurmd and munge), configured in a temporary directory, started before the
-first test of this file and stopped after the last (slurm_cluster.py). Jobs
+first test of this file and stopped after the last (tests/kit/slurm.py). Jobs
 are submitted as root and as the unprivileged user iktest (the `jup`
 fixture). The cluster's second node, ik-nouserns (partition `nouserns`), is
 a real node on which user namespaces are disabled: its slurmd runs in a user
-namespace whose user.max_user_namespaces is 0 (see slurm_cluster.py)."""
+namespace whose user.max_user_namespaces is 0 (see tests/kit/slurm.py)."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from ikcli import PYTHON, jup, processes_matching, tools  # noqa: F401  (fixtures)
-from slurm_cluster import NOUSERNS_NODE, NODE, ClusterError, SlurmCluster, missing_programs, PACKAGES
+from kit.common import PYTHON, processes_matching
+from kit.slurm import NOUSERNS_NODE, NODE, ClusterError, SlurmCluster, missing_programs, PACKAGES
 
 
 @pytest.fixture(scope="session")

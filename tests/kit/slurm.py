@@ -138,7 +138,7 @@ class SlurmCluster:
                          f"CPUs={self.cpus} RealMemory={self.memory_mb} State=UNKNOWN")
             parts.append(f"PartitionName=nouserns Nodes={NOUSERNS_NODE} Default=NO MaxTime=INFINITE State=UP")
         text = f"""\
-# Written by tests/slurm_cluster.py: a one-node cluster in {b}
+# Written by tests/kit/slurm.py: a one-node cluster in {b}
 ClusterName=ik
 SlurmctldHost={host}(127.0.0.1)
 SlurmctldPort={_free_port()}
