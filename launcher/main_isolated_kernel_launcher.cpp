@@ -29,6 +29,8 @@
 #include "plan/host.hpp"
 #include "plan/paths.hpp"
 #include "plan/planner.hpp"
+#include "pool/claim.hpp"
+#include "pool/helper.hpp"
 #include "relay/connection_file.hpp"
 #include "relay/exit_notice.hpp"
 #include "relay/kernel_sockets.hpp"
@@ -53,6 +55,8 @@ struct LauncherArgs {
   std::string connection_file;
   std::string max_message_size;
   pid_t parent_at_start = 0;  // getppid() first thing in main, for the client watch
+  int pool_helper_fd = -1;    // --pool-helper FD: build a waiting sandbox for the pool daemon
+  std::vector<std::string> raw_args;  // argv[1..], the pool's template of this kernelspec
 };
 
 int fail(const ik::Error& e) { return ik::print_error(e); }
@@ -191,6 +195,12 @@ int run(ik::Options& opts, const LauncherArgs& args) {
     std::cout << ik::display_json(ik::plan_to_json(*plan)) << std::endl;
     return 0;
   }
+  // Warm pool (docs/pool.md): a waiting sandbox built from this same plan;
+  // any failure to claim one is a cold start.
+  if (opts.pool > 0 && use_relay) {
+    auto status = ik::pool::try_claim({opts, *host, *plan, conn_path, args.raw_args, args.parent_at_start});
+    if (status) return *status;
+  }
   // Before the sandbox exists: a client already gone gets no kernel.
   auto client = ik::ClientWatch::open(std::getenv("JPY_PARENT_PID"), args.parent_at_start);
   if (client.gone_at_start()) {
@@ -250,6 +260,7 @@ int main(int argc, char** argv) {
   app.add_option("--max-message-size", args.max_message_size,
                  "Largest message accepted from the kernel (default 256M); a larger one cuts that client connection")
       ->type_name("SIZE");
+  app.add_option("--pool-helper", args.pool_helper_fd, "internal: used by the pool daemon")->group("");
   app.footer("Example kernel.json argv:\n  [\"isolated-kernel-launcher\", \"--mnt\", \"ro:/opt/conda\", \"--\",\n"
              "   \"/opt/conda/bin/python\", \"-m\", \"ipykernel_launcher\", \"-f\", \"{connection_file}\"]\n"
              "Install one with: isolated-kernel install. Docs: man isolated-kernel-launcher; " IK_DOCDIR "/config.md");
@@ -259,5 +270,19 @@ int main(int argc, char** argv) {
   opts.argv = split.command;
   if (auto s = cli.finish(opts, std::getenv("MNTDIRS")); !s) return fail(s.error());
   ik::log::set_verbose(opts.verbose);
+  if (args.pool_helper_fd >= 0) {
+    ik::relay::RelayOptions relay_options;
+    if (!args.max_message_size.empty()) {
+      auto size = ik::parse_size(args.max_message_size, "--max-message-size");
+      if (!size) return fail(size.error());
+      relay_options.max_message_bytes = *size;
+    }
+    return ik::pool::run_helper(opts, args.pool_helper_fd,
+                                [&](ik::SandboxProcess& sandbox, ik::StdioPump& pump, const ik::relay::ConnectionInfo& conn,
+                                    const ik::Plan& plan, ik::ClientWatch& client) {
+                                  return run_with_relay(sandbox, pump, conn, relay_options, opts, plan, client);
+                                });
+  }
+  args.raw_args = ik::arguments(argc, argv);
   return run(opts, args);
 }
