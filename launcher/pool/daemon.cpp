@@ -353,6 +353,9 @@ Result<UniqueFd> listen_on(const std::string& dir) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   const std::string path = socket_path(dir);
+  if (path.size() >= sizeof addr.sun_path)
+    return Error{"pool: socket path " + path, 0, "longer than a unix socket address allows (107 bytes)",
+                 "set XDG_RUNTIME_DIR to a shorter directory", kExitUsage};
   std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
   unlink(path.c_str());  // a stale socket: we hold the lock, so no daemon uses it
   if (bind(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return sys_error("pool: bind " + path);

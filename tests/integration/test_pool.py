@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -58,7 +59,8 @@ class PoolHost:
     def __init__(self, h):
         self.h = h
         self.ik = h.launcher.parent / "isolated-kernel"
-        self.xdg = h.mkdir(h.base / "xdg", 0o700)
+        # short: a unix socket address holds at most 107 bytes
+        self.xdg = h.chown(Path(tempfile.mkdtemp(prefix="ikp-", dir="/tmp")))
         self.jupyter = h.mkdir(h.base / "jupyter")
         h.mkdir(self.jupyter / "kernels")
         self.spec_dir = h.mkdir(self.jupyter / "kernels" / POOL_KERNEL)
@@ -95,6 +97,7 @@ def ph(request, pool_session):
     left = wait_until(lambda: not processes_matching(p.markers()), 10) or processes_matching(p.markers())
     kill_quietly(pid for pid, _ in processes_matching(p.markers()))
     h.close()
+    shutil.rmtree(p.xdg, ignore_errors=True)
     assert not processes_matching(p.markers()), f"left behind: {left}"
 
 
@@ -115,7 +118,12 @@ def _ready() -> int:
 
 
 def _wait_ready(timeout=90) -> bool:
-    return bool(wait_until(lambda: _ready() >= 1, timeout, 0.2))
+    if wait_until(lambda: _ready() >= 1, timeout, 0.2):
+        return True
+    log = Path(os.environ["XDG_RUNTIME_DIR"]) / "isolated-kernel" / "pool.log"
+    print("pool not ready:", json.dumps(_status()), "\n--- pool.log\n", log.read_text()[-3000:] if log.exists() else "",
+          file=sys.stderr)
+    return False
 
 
 def _start(cwd: str, log: Path):
@@ -166,6 +174,7 @@ def two_kernels(out, cwd_a, cwd_b, logdir):
         s["start"] = _ik("pool", "start")
         km, kc = _start(cwd_a, logdir / "prime.log")  # registers the kernelspec: cold, then the pool fills
         s["prime"] = _claimed(logdir / "prime.log")
+        s["status_after_prime"] = _status()
         _stop(km, kc)
         s["ready"] = _wait_ready()
     with step(out, "first") as s:
@@ -175,12 +184,20 @@ def two_kernels(out, cwd_a, cwd_b, logdir):
         s["probe"] = json.loads(run_cell(kc, PROBE)["stdout"])
         s["write"] = run_cell(kc, WRITE)["reply"]["status"]
         # interrupt: one KeyboardInterrupt, the kernel lives on
-        kc.execute("import time; time.sleep(30)")
+        mid = kc.execute("import time; time.sleep(30)")
         time.sleep(1.5)
         km.interrupt_kernel()
         r = kc.get_shell_msg(timeout=20)
+        while r["parent_header"].get("msg_id") != mid:
+            r = kc.get_shell_msg(timeout=20)
         s["interrupt"] = r["content"].get("ename")
-        s["after_interrupt"] = run_cell(kc, "print(6*7)")["stdout"].strip()
+        while True:  # that cell's iopub, up to its idle
+            m = kc.get_iopub_msg(timeout=20)
+            if (m["parent_header"].get("msg_id") == mid and m["msg_type"] == "status"
+                    and m["content"]["execution_state"] == "idle"):
+                break
+        s["after_interrupt_cell"] = run_cell(kc, "print(6*7)")
+        s["after_interrupt"] = s["after_interrupt_cell"]["stdout"].strip()
         km.restart_kernel(now=False)
         kc.wait_for_ready(timeout=60)
         s["after_restart"] = run_cell(kc, "print('x' in dir())")["stdout"].strip()
@@ -278,7 +295,7 @@ def test_pooled_kernels_work_and_see_nothing_of_each_other(ph):
     _ok(res, "start", "first", "second")
     assert res["start"]["start"]["rc"] == 0, res["start"]
     assert res["start"]["prime"].startswith("cold"), res["start"]
-    assert res["start"]["ready"], res.context()
+    assert res["start"]["ready"], (res["start"], res.context())
     first, second = res["first"], res["second"]
     assert first["how"] == "claimed", first
     assert second["how"] == "claimed", second
@@ -288,7 +305,7 @@ def test_pooled_kernels_work_and_see_nothing_of_each_other(ph):
     assert first["probe"]["uid"] == h.uid
     assert first["write"] == "ok"
     assert first["interrupt"] == "KeyboardInterrupt"
-    assert first["after_interrupt"] == "42"
+    assert first["after_interrupt"] == "42", first
     assert first["after_restart"] == "False"
     # nothing of the first kernel reaches the second
     p = second["probe"]
