@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -235,6 +236,17 @@ def _helpers() -> list[int]:
     return [p for p, cmd in processes_matching(["--pool-helper"])]
 
 
+def _ppid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def _port_open(km) -> bool:
     with socket.socket() as s:
         return s.connect_ex((km.ip, km.shell_port)) == 0
@@ -250,13 +262,15 @@ def kill9(out, cwd, logdir):
     with step(out, "launcher") as s:
         km, kc = _start(cwd, logdir / "l.log")
         s["how"] = _claimed(logdir / "l.log")
+        kernel = int(re.search(r"kernel pid (\d+)", (logdir / "l.log").read_text()).group(1))
+        chain = [kernel, _ppid(kernel), _ppid(_ppid(kernel))]  # kernel, sandbox init, helper
+        s["chain_alive"] = all(_alive(p) for p in chain)
         kc.stop_channels()
         os.kill(km.provisioner.process.pid, signal.SIGKILL)
         km.provisioner.process.wait()
         s["relay_gone"] = bool(wait_until(lambda: not _port_open(km), 5, 0.1))
-        # only the pool's own waiting sandboxes remain: the claimed helper is gone
-        s["helpers_match"] = bool(wait_until(
-            lambda: len(_helpers()) == sum(p["ready"] + p["starting"] for p in _status()["pools"]), 5, 0.2))
+        # the kernel, its sandbox and its helper are gone within the 1 s grace (+ slack)
+        s["chain_gone"] = bool(wait_until(lambda: not any(_alive(p) for p in chain), 5, 0.1))
         km.cleanup_resources()
     with step(out, "waiter") as s:
         _wait_ready()
@@ -335,7 +349,8 @@ def test_kill9_launcher_waiter_daemon_leave_nothing(ph):
     res = ph.scenario("kill9", cwd=str(h.workdir), logdir=str(logs))
     _ok(res, "launcher", "waiter", "daemon")
     assert res["launcher"]["how"] == "claimed", res["launcher"]
-    assert res["launcher"]["relay_gone"] and res["launcher"]["helpers_match"], res["launcher"]
+    assert res["launcher"]["chain_alive"], res["launcher"]
+    assert res["launcher"]["relay_gone"] and res["launcher"]["chain_gone"], res["launcher"]
     assert res["waiter"]["waiters"] >= 1 and res["waiter"]["works"] == "2"
     assert res["daemon"]["helpers_gone"] and res["daemon"]["waiters_gone"], res["daemon"]
     assert res["daemon"]["how"].startswith("cold") and res["daemon"]["works"] == "4", res["daemon"]
