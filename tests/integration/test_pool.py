@@ -371,5 +371,19 @@ def test_clear_errors(ph):
     assert r.returncode == 2 and "--pool" in r.stderr and r.stderr.count("\n") == 1, r
 
 
+def test_install_pool_is_stored_listed_and_shown(ph):
+    h = ph.h
+    prefix = h.mkdir(h.base / "prefix")
+    r = ph.ik_run("install", "--prefix", str(prefix), "--name", "pooled-x", "--pool", "2", "--no-check")
+    assert r.returncode == 0, r
+    spec = json.loads((prefix / "share/jupyter/kernels/pooled-x/kernel.json").read_text())
+    assert spec["metadata"]["isolated_kernel"]["pool"] == 2
+    env = {"JUPYTER_PATH": str(prefix / "share/jupyter")}
+    r = ph.ik_run("list", env=env)
+    assert r.returncode == 0 and "pool=2" in r.stdout, r
+    r = ph.ik_run("show", "pooled-x", env=env)
+    assert r.returncode == 0 and '"pool": 2' in r.stdout, r
+
+
 if __name__ == "__main__":
     scenario_main()
