@@ -180,9 +180,8 @@ class Daemon {
       pid_t pid = fork();
       if (pid < 0) return;
       if (pid == 0) {
-        // Refills run at low CPU priority only until the sandbox exists:
-        // the helper sets its kernel's nice value back before the claim
-        // is answered (not done yet; see docs/pool.md).
+        // Not niced: the kernel would inherit the nice value and an
+        // unprivileged process cannot lower it again (docs/pool.md, gaps).
         if (theirs.get() == 3) fcntl(3, F_SETFD, 0);
         else dup2(theirs.get(), 3);  // dup2 clears close-on-exec on 3
         setsid();               // not in the daemon's group: stopping it spares claimed kernels
