@@ -293,6 +293,29 @@ def kill9(out, cwd, logdir):
         _stop(km, kc)
 
 
+@scenario
+def claim_races_stop(out, cwd, logdir):
+    import threading
+    logdir = Path(logdir)
+    out["runs"] = []
+    for i in range(3):
+        _ik("pool", "start")
+        km, kc = _start(cwd, logdir / f"prime{i}.log")  # (re)registers the kernelspec
+        _stop(km, kc)
+        _wait_ready()
+        stopper = threading.Timer(0.02 * i, lambda: _ik("pool", "stop"))
+        stopper.start()
+        r = {}
+        with step(r, "start") as s:
+            km, kc = _start(cwd, logdir / f"race{i}.log")
+            s["how"] = _claimed(logdir / f"race{i}.log")
+            s["works"] = run_cell(kc, "print(3*3)")["stdout"].strip()
+            _stop(km, kc)
+        stopper.join()
+        out["runs"].append(r)
+    out["daemon_running"] = _status().get("running", False)
+
+
 # ----------------------------------------------------------- pytest side
 
 def _ok(res, *steps):
@@ -354,6 +377,15 @@ def test_kill9_launcher_waiter_daemon_leave_nothing(ph):
     assert res["waiter"]["waiters"] >= 1 and res["waiter"]["works"] == "2"
     assert res["daemon"]["helpers_gone"] and res["daemon"]["waiters_gone"], res["daemon"]
     assert res["daemon"]["how"].startswith("cold") and res["daemon"]["works"] == "4", res["daemon"]
+
+
+def test_claim_racing_the_daemons_stop_gets_a_working_kernel(ph):
+    h = ph.h
+    logs = h.mkdir(h.base / "logs")
+    res = ph.scenario("claim_races_stop", cwd=str(h.workdir), logdir=str(logs))
+    assert "_error" not in res.data, res.context()
+    for r in res["runs"]:
+        assert "error" not in r["start"] and r["start"]["works"] == "9", r
 
 
 def test_clear_errors(ph):
