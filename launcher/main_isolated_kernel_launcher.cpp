@@ -49,7 +49,9 @@ constexpr const char* kDescription =
     "-f {connection_file}. Takes every sandbox option of `isolate`. Exits with the kernel's status.\n"
     "Stops the kernel when the client that started it (JPY_PARENT_PID, else the parent) is gone, and tells\n"
     "the clients on iopub why a kernel died of a limit or a signal (\"Kernel stopped: ...\"); a kernel that\n"
-    "answered shutdown_request but then idles 0.5 s instead of exiting is killed (exit 0).";
+    "answered shutdown_request but then idles 0.5 s instead of exiting is killed (exit 0). A kernelspec with\n"
+    "metadata.isolated_kernel.pool (install --pool N) takes a waiting sandbox from `isolated-kernel pool`;\n"
+    "any failure to claim one is a cold start (-v says which, and why).";
 
 struct LauncherArgs {
   std::string connection_file;
