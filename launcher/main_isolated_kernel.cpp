@@ -7,6 +7,8 @@
 #include "batch/run_cli.hpp"
 #include "common/log.hpp"
 #include "common/print_error.hpp"
+#include "pool/daemon.hpp"
+#include "parse/units.hpp"
 #include "kernelspec/doctor.hpp"
 #include "kernelspec/install.hpp"
 #include "kernelspec/jupyter.hpp"
@@ -24,7 +26,7 @@ extern char** environ;
 namespace {
 using nlohmann::json;
 
-constexpr const char* kCommands[] = {"install", "list", "show", "remove", "doctor", "run"};
+constexpr const char* kCommands[] = {"install", "list", "show", "remove", "doctor", "run", "pool"};
 
 ik::Result<ik::KernelspecInfo> find_isolated(const std::string& name) {
   auto specs = ik::find_kernelspecs();
@@ -136,6 +138,10 @@ int main(int argc, char** argv) {
   install->add_option("--python", req.python, "Build the kernel from this Python interpreter instead")->type_name("PATH");
   install->add_option("--env", env_kv, "Environment variable for the kernel (repeatable)")->type_name("K=V");
   install->add_flag("--no-check", no_check, "Do not start the kernel once to prove it works");
+  std::string pool_size;
+  install->add_option("--pool", pool_size,
+                      "Keep N sandboxes of this kernelspec ready in the per-user pool daemon (0 = off; see 'pool')")
+      ->type_name("N");
   ik::SandboxCli sandbox_cli(*install);
 
   auto* list = app.add_subcommand("list", "List isolated kernelspecs with their location and settings");
@@ -153,6 +159,21 @@ int main(int argc, char** argv) {
   doctor->add_option("--slurm-opt", doctor_slurm_opts, "Option for srun with --slurm, e.g. --slurm-opt=--partition=gpu (repeatable)")
       ->type_name("OPT")->allow_extra_args(false);
   ik::batch::RunCommand run(app);
+
+  ik::pool::DaemonOptions pool_opts;
+  bool pool_json = false;
+  std::string idle = "30m";
+  auto* pool = app.add_subcommand("pool", "Run the per-user warm pool daemon of pooled kernelspecs (install --pool N)");
+  pool->require_subcommand(1);
+  auto* pool_start = pool->add_subcommand("start", "Start the daemon (also started on demand by a pooled kernel launch)");
+  pool_start->add_option("--idle", idle, "Stop after this long without a kernel start (default 30m)")->type_name("TIME");
+  pool_start->add_option("--max-sandboxes", pool_opts.max_sandboxes, "Waiting sandboxes kept at most, all kernelspecs (default 16)")
+      ->type_name("N");
+  pool_start->add_flag("--foreground", pool_opts.foreground, "Do not detach (for a systemd user unit)");
+  pool_start->add_flag("--quiet", pool_opts.quiet, "Print nothing when started or already running");
+  auto* pool_stop = pool->add_subcommand("stop", "Stop the daemon and its waiting sandboxes (running kernels go on)");
+  auto* pool_status = pool->add_subcommand("status", "Show each pooled kernelspec: ready, starting, claimed, ages, memory");
+  pool_status->add_flag("--json", pool_json, "As JSON");
 
   // Set after the subcommands, so their --help does not repeat it.
   app.footer("Examples:\n  isolated-kernel install                      # python3-isolated, wrapping python3\n"
@@ -180,6 +201,12 @@ int main(int argc, char** argv) {
       if (eq == std::string::npos || eq == 0) return ik::print_error(ik::usage_error("--env " + kv + ": expected K=V"));
       req.sandbox.setenv.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
     }
+    if (!pool_size.empty()) {
+      auto n = ik::parse_count(pool_size, "--pool");
+      if (!n) return ik::print_error(n.error());
+      if (*n > 64) return ik::print_error(ik::usage_error("--pool " + pool_size + ": at most 64 waiting sandboxes"));
+      req.sandbox.pool = static_cast<int>(*n);
+    }
     ik::log::set_verbose(req.sandbox.verbose);
     auto dir = ik::install_kernelspec(req);
     if (!dir) return ik::print_error(dir.error());
@@ -196,5 +223,13 @@ int main(int argc, char** argv) {
     return doctor_slurm ? ik::run_doctor_slurm(doctor_slurm_opts, !skip_kernels) : ik::run_doctor(!skip_kernels);
   }
   if (*run.app()) return run.run();
+  if (*pool_start) {
+    auto secs = ik::parse_seconds(idle, "--idle");
+    if (!secs) return ik::print_error(secs.error());
+    pool_opts.idle_seconds = static_cast<long>(*secs);
+    return ik::pool::pool_start(pool_opts);
+  }
+  if (*pool_stop) return ik::pool::pool_stop();
+  if (*pool_status) return ik::pool::pool_status(pool_json);
   return 0;
 }

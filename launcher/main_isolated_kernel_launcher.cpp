@@ -16,6 +16,8 @@
 #include "host/read_host.hpp"
 #include "common/paths.hpp"
 #include "plan/planner.hpp"
+#include "pool/claim.hpp"
+#include "pool/helper.hpp"
 #include "relay/connection_file.hpp"
 #include "relay/kernel_run.hpp"
 
@@ -32,12 +34,16 @@ constexpr const char* kDescription =
     "Stops the kernel when the client that started it (JPY_PARENT_PID, else the parent) is gone, and tells\n"
     "the clients on iopub why a kernel died of a limit or a signal (\"Kernel stopped: ...\"); a kernel that\n"
     "answered shutdown_request but then idles 0.5 s instead of exiting is killed (exit 0); one that\n"
-    "aborts or segfaults in its teardown after that reply (ipykernel's thread race) also exits 0, noted on stderr.";
+    "aborts or segfaults in its teardown after that reply (ipykernel's thread race) also exits 0, noted on stderr.\n"
+    "A kernelspec with metadata.isolated_kernel.pool (install --pool N) takes a waiting sandbox from\n"
+    "`isolated-kernel pool`; any failure to claim one is a cold start (-v says which, and why).";
 
 struct LauncherArgs {
   std::string connection_file;
   std::string max_message_size;
   pid_t parent_at_start = 0;  // getppid() first thing in main, for the client watch
+  int pool_helper_fd = -1;    // --pool-helper FD: build a waiting sandbox for the pool daemon
+  std::vector<std::string> raw_args;  // argv[1..], the pool's template of this kernelspec
 };
 
 int fail(const ik::Error& e) { return ik::print_error(e); }
@@ -67,6 +73,12 @@ int run(ik::Options& opts, const LauncherArgs& args) {
   ik::drop_connection_file_mounts(opts, conn_path, host->cwd, host->home, *host->fs);
   auto plan = ik::build_plan(opts, *host, ik::kernel_ops(conn_path, kernel_conn, use_relay, host->cwd));
   if (!plan) return fail(plan.error());
+  // Warm pool (docs/pool.md): a waiting sandbox built from this same plan;
+  // any failure to claim one is a cold start.
+  if (!opts.print_plan && opts.pool > 0 && use_relay) {
+    auto status = ik::pool::try_claim({opts, *host, *plan, conn_path, args.raw_args, args.parent_at_start});
+    if (status) return *status;
+  }
   ik::KernelHooks hooks({*conn, relay_options, use_relay, ik::kKernelIpcBase, args.parent_at_start});
   return ik::run_plan(*plan, *host, opts.print_plan, hooks);
 }
@@ -87,6 +99,7 @@ int main(int argc, char** argv) {
   app.add_option("--max-message-size", args.max_message_size,
                  "Largest message accepted from the kernel (default 256M); a larger one cuts that client connection")
       ->type_name("SIZE");
+  app.add_option("--pool-helper", args.pool_helper_fd, "internal: used by the pool daemon")->group("");
   app.footer("Example kernel.json argv:\n  [\"isolated-kernel-launcher\", \"--mnt\", \"ro:/opt/conda\", \"--\",\n"
              "   \"/opt/conda/bin/python\", \"-m\", \"ipykernel_launcher\", \"-f\", \"{connection_file}\"]\n"
              "Install one with: isolated-kernel install. Docs: man isolated-kernel-launcher; " IK_DOCDIR "/config.md");
@@ -96,5 +109,15 @@ int main(int argc, char** argv) {
   opts.argv = split.command;
   if (auto s = cli.finish(opts, std::getenv("MNTDIRS")); !s) return fail(s.error());
   ik::log::set_verbose(opts.verbose);
+  if (args.pool_helper_fd >= 0) {
+    ik::relay::RelayOptions relay_options;
+    if (!args.max_message_size.empty()) {
+      auto size = ik::parse_size(args.max_message_size, "--max-message-size");
+      if (!size) return fail(size.error());
+      relay_options.max_message_bytes = *size;
+    }
+    return ik::pool::run_helper(opts, args.pool_helper_fd, relay_options);
+  }
+  args.raw_args = ik::arguments(argc, argv);
   return run(opts, args);
 }

@@ -152,6 +152,7 @@ std::string settings_summary(const Options& opts) {
   put("nofile", opts.limits.nofile, +count);
   put("fsize", opts.limits.fsize_bytes, &format_size);
   if (!limits.empty()) s += "  limits: " + limits;
+  if (opts.pool > 0) s += "  pool=" + std::to_string(opts.pool);
   return s;
 }
 

@@ -162,10 +162,15 @@ Status apply_config_json(const json& config, const std::string& where, Options& 
         opts.setenv.emplace_back(name, val.get<std::string>());
       }
     } else if (key == "limits") IK_TRY(apply_limits(v, where, opts));
+    else if (key == "pool") {
+      if (!v.is_number_integer() || v.get<long long>() < 0 || v.get<long long>() > 64)
+        return type_error(where, key, "a number of sandboxes from 0 to 64");
+      opts.pool = v.get<int>();
+    }
     else
       return usage_error(where + ": unknown key '" + key + "'",
                          "known: mounts, network, root, tmpfs_size, hostname, setenv, keep_env, "
-                         "limits, chdir, seccomp, allow_userns, verbose, build_dir");
+                         "limits, chdir, seccomp, allow_userns, verbose, build_dir, pool");
   }
   return ok();
 }
@@ -222,6 +227,7 @@ json options_to_config_json(const Options& opts) {
   j["limits"] = limits;
   j["build_dir"] = opts.build_dir;
   if (!opts.chdir.empty()) j["chdir"] = opts.chdir;
+  if (opts.pool > 0) j["pool"] = opts.pool;
   return j;
 }
 

@@ -60,6 +60,7 @@ struct Options {
   std::string chdir;                // --chdir, empty = the logical cwd
   bool print_plan = false;
   PtyMode pty = PtyMode::kAuto;     // isolate only: --pty / --no-pty
+  int pool = 0;                     // kernelspec metadata "pool": waiting sandboxes to keep (docs/pool.md)
   std::vector<std::string> argv;    // the program and its arguments
 };
 

@@ -25,6 +25,7 @@ struct KernelRunSettings {
   bool use_relay = true;             // false: --share-net with tcp, the kernel binds the host ports itself
   std::string kernel_ipc_base;       // the kernel's ipc sockets inside: "<base>-1" ... "<base>-5"
   pid_t parent_at_start = 0;         // getppid() first thing in main, for the client watch
+  std::string client_pid;            // the client to follow, as JPY_PARENT_PID gives it; "": JPY_PARENT_PID
 };
 
 class KernelHooks : public LifecycleHooks {

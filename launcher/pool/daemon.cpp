@@ -1,0 +1,475 @@
+#include "pool/daemon.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <memory>
+
+#include "apply/userns.hpp"
+#include "common/log.hpp"
+#include "common/print_error.hpp"
+#include "host/read_host.hpp"
+#include "plan/ids.hpp"
+#include "pool/attach.hpp"
+#include "pool/proto.hpp"
+#include "pool/split.hpp"
+
+extern char** environ;
+
+namespace ik::pool {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr int kExitAlreadyRunning = 3;
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// One waiting sandbox: its helper process and their socketpair.
+struct Entry {
+  pid_t helper = -1;
+  UniqueFd ctl;
+  std::string key;  // empty until ready
+  pid_t init_pid = -1, program_pid = -1;
+  unsigned long long tmpfs_size = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  Clock::time_point started = Clock::now(), ready_at;
+  bool ready() const { return !key.empty(); }
+};
+
+// What a kernelspec's pool is built from (the last claim's launcher argv
+// template and environment), and its entries.
+struct Pool {
+  std::vector<std::string> spec;
+  std::map<std::string, std::string> env;
+  std::string cwd;
+  int size = 0;
+  int claimed = 0, discarded = 0;
+  std::string last_error;
+  std::vector<std::unique_ptr<Entry>> entries;
+};
+
+std::string spec_id(const std::vector<std::string>& spec) { return nlohmann::json(spec).dump(); }
+
+long rss_kib(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("VmRSS:", 0) == 0) return std::strtol(line.c_str() + 6, nullptr, 10);
+  return 0;
+}
+
+std::string launcher_path() {
+  char exe[4096];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  std::string p = n > 0 ? std::string(exe, static_cast<size_t>(n)) : "/usr/bin/isolated-kernel";
+  return p.substr(0, p.rfind('/')) + "/isolated-kernel-launcher";
+}
+
+class Daemon {
+ public:
+  Daemon(const DaemonOptions& o, std::string dir, UniqueFd listener)
+      : o_(o), dir_(std::move(dir)), listener_(std::move(listener)) {}
+
+  int run() {
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    for (int s : {SIGTERM, SIGINT, SIGHUP, SIGCHLD}) sigaddset(&sigs, s);
+    sigprocmask(SIG_BLOCK, &sigs, nullptr);
+    UniqueFd sigfd(signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK));
+    last_claim_ = Clock::now();
+    while (!stop_) {
+      std::vector<pollfd> fds{{listener_.get(), POLLIN, 0}, {sigfd.get(), POLLIN, 0}};
+      std::vector<std::pair<Pool*, Entry*>> owners;
+      for (auto& [id, pool] : pools_)
+        for (auto& e : pool.entries) {
+          fds.push_back({e->ctl.get(), POLLIN, 0});
+          owners.emplace_back(&pool, e.get());
+        }
+      const double idle_left = o_.idle_seconds - seconds_since(last_claim_);
+      if (idle_left <= 0) {
+        log::step("idle for %lds: stopping", o_.idle_seconds);
+        break;
+      }
+      int n = poll(fds.data(), fds.size(), static_cast<int>(std::min(idle_left, 60.0) * 1000) + 1);
+      if (n < 0 && errno != EINTR) break;
+      if (fds[1].revents) on_signal(sigfd.get());
+      for (size_t i = 2; i < fds.size(); ++i)
+        if (fds[i].revents) on_helper(*owners[i - 2].first, owners[i - 2].second);
+      if (fds[0].revents) on_connection();
+      reap();
+    }
+    unlink(socket_path(dir_).c_str());
+    pools_.clear();  // closes every helper's socket: the waiting sandboxes end with them
+    reap();
+    return 0;
+  }
+
+ private:
+  void on_signal(int sigfd) {
+    signalfd_siginfo si{};
+    while (read(sigfd, &si, sizeof si) == sizeof si)
+      if (si.ssi_signo != SIGCHLD) stop_ = true;
+  }
+
+  void reap() {
+    while (waitpid(-1, nullptr, WNOHANG) > 0) {
+    }
+  }
+
+  void drop(Pool& pool, Entry* e) {
+    std::erase_if(pool.entries, [&](const auto& p) { return p.get() == e; });
+  }
+
+  // A helper reported ready or an error, or hung up (its sandbox died).
+  void on_helper(Pool& pool, Entry* e) {
+    auto m = recv_message(e->ctl.get());
+    if (!m || m->body.contains("error")) {
+      pool.last_error = m ? m->body["error"].get<std::string>() : "helper ended";
+      if (m) log::warn("pool: %s", pool.last_error.c_str());
+      drop(pool, e);
+      ++failures_;
+      return;
+    }
+    e->key = m->body.value("key", "");
+    e->init_pid = m->body.value("init_pid", -1);
+    e->program_pid = m->body.value("program_pid", -1);
+    e->tmpfs_size = m->body.value("tmpfs_size", 0ull);
+    e->uid = m->body.value("uid", 0u);
+    e->gid = m->body.value("gid", 0u);
+    e->ready_at = Clock::now();
+    failures_ = 0;
+  }
+
+  int waiting_total() const {
+    int n = 0;
+    for (const auto& [id, p] : pools_) n += static_cast<int>(p.entries.size());
+    return n;
+  }
+
+  // Starts helpers until the pool has `size` entries (ready or starting).
+  void fill(Pool& pool) {
+    // A kernelspec whose helpers keep failing is not retried in a loop.
+    if (failures_ >= 3) return;
+    while (static_cast<int>(pool.entries.size()) < pool.size && waiting_total() < o_.max_sandboxes) {
+      int sv[2];
+      if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return;
+      auto e = std::make_unique<Entry>();
+      e->ctl.reset(sv[0]);
+      UniqueFd theirs(sv[1]);
+      std::vector<std::string> args{launcher_path(), "--pool-helper", "3"};
+      args.insert(args.end(), pool.spec.begin(), pool.spec.end());
+      std::vector<std::string> env;
+      for (const auto& [k, v] : pool.env) env.push_back(k + "=" + v);
+      pid_t pid = fork();
+      if (pid < 0) return;
+      if (pid == 0) {
+        // Not niced: the kernel would inherit the nice value and an
+        // unprivileged process cannot lower it again (docs/pool.md, gaps).
+        if (theirs.get() == 3) fcntl(3, F_SETFD, 0);
+        else dup2(theirs.get(), 3);  // dup2 clears close-on-exec on 3
+        setsid();               // not in the daemon's group: stopping it spares claimed kernels
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, nullptr);
+        if (chdir(dir_.c_str()) != 0) _exit(125);
+        std::vector<char*> argv, envp;
+        for (auto& a : args) argv.push_back(a.data());
+        argv.push_back(nullptr);
+        for (auto& a : env) envp.push_back(a.data());
+        envp.push_back(nullptr);
+        execve(argv[0], argv.data(), envp.data());
+        _exit(127);
+      }
+      e->helper = pid;
+      pool.entries.push_back(std::move(e));
+    }
+  }
+
+  void on_connection() {
+    UniqueFd c(accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    if (!c.valid()) return;
+    auto uid = peer_uid(c.get());
+    if (!uid || *uid != getuid()) return;  // only our own uid is served
+    auto m = recv_message(c.get());
+    if (!m) return;
+    const std::string op = m->body.value("op", "");
+    if (op == "status") (void)send_message(c.get(), status());
+    else if (op == "stop") {
+      (void)send_message(c.get(), {{"ok", true}});
+      stop_ = true;
+    } else if (op == "claim") {
+      last_claim_ = Clock::now();
+      claim(std::move(c), *m);
+    } else {
+      (void)send_message(c.get(), {{"ok", false}, {"reason", "unknown op"}});
+    }
+  }
+
+  nlohmann::json status() const {
+    nlohmann::json pools = nlohmann::json::array();
+    for (const auto& [id, p] : pools_) {
+      nlohmann::json ages = nlohmann::json::array();
+      int ready = 0;
+      long rss = 0;
+      for (const auto& e : p.entries) {
+        if (!e->ready()) continue;
+        ++ready;
+        ages.push_back(std::round(seconds_since(e->ready_at) * 10) / 10);
+        rss += rss_kib(e->helper) + rss_kib(e->init_pid) + rss_kib(e->program_pid);
+      }
+      pools.push_back({{"spec", p.spec},
+                       {"size", p.size},
+                       {"ready", ready},
+                       {"starting", static_cast<int>(p.entries.size()) - ready},
+                       {"claimed", p.claimed},
+                       {"discarded", p.discarded},
+                       {"ages", ages},
+                       {"rss_kib", rss},
+                       {"last_error", p.last_error}});
+    }
+    return {{"pid", getpid()}, {"socket", socket_path(dir_)}, {"idle_timeout", o_.idle_seconds}, {"pools", pools}};
+  }
+
+  void claim(UniqueFd c, Message& m) {
+    const auto refuse = [&](const std::string& why) { (void)send_message(c.get(), {{"ok", false}, {"reason", why}}); };
+    if (m.fds.size() != 2) return refuse("bad claim");
+    std::vector<std::string> spec;
+    std::vector<MountOp> ops;
+    std::string key;
+    try {
+      spec = m.body.at("spec").get<std::vector<std::string>>();
+      key = m.body.at("key").get<std::string>();
+      for (const auto& j : m.body.at("launch_ops")) {
+        auto op = op_from_json(j);
+        if (!op) return refuse(op.error().describe());
+        ops.push_back(*op);
+      }
+      Pool& pool = pools_[spec_id(spec)];
+      pool.spec = spec;
+      pool.env = m.body.at("env").get<std::map<std::string, std::string>>();
+      pool.size = std::max(0, std::min(m.body.at("size").get<int>(), o_.max_sandboxes));
+      // Stale entries (kernelspec, interpreter, env or version changed) are
+      // never handed out.
+      const size_t before = pool.entries.size();
+      std::erase_if(pool.entries, [&](const auto& e) { return e->ready() && e->key != key; });
+      pool.discarded += static_cast<int>(before - pool.entries.size());
+      Entry* found = nullptr;
+      for (auto& e : pool.entries)
+        if (e->ready() && (!found || e->ready_at < found->ready_at)) found = e.get();
+      if (!found) {
+        refuse(pool.entries.empty() ? "the pool of this kernelspec is empty: filling it"
+                                    : "no waiting sandbox is ready yet (" + std::to_string(pool.entries.size()) +
+                                          " starting)");
+        fill(pool);
+        return;
+      }
+      if (auto s = attach_launch_ops(found->init_pid, ops, found->tmpfs_size, found->uid, found->gid); !s) {
+        refuse(s.error().describe());
+        drop(pool, found);
+        fill(pool);
+        return;
+      }
+      nlohmann::json body = m.body;
+      body.erase("launch_ops");
+      if (auto s = send_message(found->ctl.get(), body, {c.get(), m.fds[0].get(), m.fds[1].get()}); !s) {
+        refuse(s.error().describe());
+        drop(pool, found);
+      } else {
+        ++pool.claimed;
+        // The helper now belongs to its launcher: no longer ours to stop.
+        drop(pool, found);
+      }
+      fill(pool);
+    } catch (const std::exception& e) {
+      refuse(std::string("bad claim: ") + e.what());
+    }
+  }
+
+  DaemonOptions o_;
+  std::string dir_;
+  UniqueFd listener_;
+  std::map<std::string, Pool> pools_;
+  Clock::time_point last_claim_;
+  int failures_ = 0;
+  bool stop_ = false;
+};
+
+// Our own user and mount namespace, ids mapped to themselves, so the daemon
+// keeps every capability over the sandboxes its helpers create (they are
+// children of this namespace) and may open_tree in its own mount namespace.
+// Must run single-threaded. A forked child writes the maps: a map wider than
+// our own uid needs a writer in the parent namespace.
+Status enter_own_namespaces() {
+  int go[2];
+  if (pipe2(go, O_CLOEXEC) != 0) return sys_error("pool: pipe");
+  const pid_t self = getpid();
+  pid_t mapper = fork();
+  if (mapper < 0) return sys_error("pool: fork");
+  if (mapper == 0) {
+    close(go[1]);
+    char b;
+    if (read(go[0], &b, 1) != 1) _exit(1);
+    Identity id;
+    id.outer_uid = id.inner_uid = getuid();
+    id.outer_gid = id.inner_gid = getgid();
+    id.maps = choose_id_maps(getuid(), getgid(), getuid(), getgid(), read_mappable_ids());
+    auto s = write_id_maps(self, id);
+    _exit(s ? 0 : 1);
+  }
+  close(go[0]);
+  UniqueFd w(go[1]);
+  if (unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0) return sys_error("pool: unshare user and mount namespaces");
+  if (write(w.get(), "g", 1) != 1) return sys_error("pool: pipe");
+  int st = 0;
+  while (waitpid(mapper, &st, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) return Error{"pool: write the daemon's id maps", 0, {}, {}, kExitSetup};
+  // Host mounts made later still reach us (a slave, not a private copy).
+  if (mount(nullptr, "/", nullptr, MS_REC | MS_SLAVE, nullptr) != 0) return sys_error("pool: make / a slave");
+  return ok();
+}
+
+Result<UniqueFd> listen_on(const std::string& dir) {
+  UniqueFd s(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+  if (!s.valid()) return sys_error("pool: socket");
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  const std::string path = socket_path(dir);
+  if (path.size() >= sizeof addr.sun_path)
+    return Error{"pool: socket path " + path, 0, "longer than a unix socket address allows (107 bytes)",
+                 "set XDG_RUNTIME_DIR to a shorter directory", kExitUsage};
+  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
+  unlink(path.c_str());  // a stale socket: we hold the lock, so no daemon uses it
+  if (bind(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return sys_error("pool: bind " + path);
+  if (listen(s.get(), 64) != 0) return sys_error("pool: listen " + path);
+  return s;
+}
+
+}  // namespace
+
+int pool_start(const DaemonOptions& o) {
+  const std::string dir = socket_dir();
+  if (auto s = ensure_private_dir(dir); !s) return print_error(s.error());
+  const std::string lock_path = dir + "/pool.lock";
+  UniqueFd lock(open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!lock.valid()) return print_error(sys_error("pool: open " + lock_path));
+  if (flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
+    char pid[32] = {};
+    ssize_t n = pread(lock.get(), pid, sizeof pid - 1, 0);
+    (void)n;
+    if (o.quiet) return kExitAlreadyRunning;
+    std::fprintf(stderr, "isolated-kernel: pool start: a pool daemon already runs for this user (pid %s, socket %s) "
+                 "(stop it with 'isolated-kernel pool stop')\n", pid[0] ? pid : "?", socket_path(dir).c_str());
+    return kExitAlreadyRunning;
+  }
+  int ready[2];
+  if (!o.foreground) {
+    if (pipe2(ready, O_CLOEXEC) != 0) return print_error(sys_error("pool: pipe"));
+    pid_t pid = fork();
+    if (pid < 0) return print_error(sys_error("pool: fork"));
+    if (pid > 0) {
+      close(ready[1]);
+      lock.reset();  // the daemon holds its own copy of the lock
+      char buf[1024];
+      ssize_t n = read(ready[0], buf, sizeof buf - 1);
+      if (n <= 0) {
+        std::fprintf(stderr, "isolated-kernel: pool start: the daemon did not start\n");
+        return kExitSetup;
+      }
+      buf[n] = 0;
+      if (buf[0] != 'O') {
+        std::fprintf(stderr, "isolated-kernel: %s\n", buf);
+        return kExitSetup;
+      }
+      if (!o.quiet) std::printf("pool daemon started (pid %s, socket %s)\n", buf + 1, socket_path(dir).c_str());
+      return 0;
+    }
+    close(ready[0]);
+    setsid();
+  }
+  const auto report = [&](const std::string& text) {
+    if (!o.foreground && write(ready[1], text.data(), text.size()) < 0) {
+    }
+  };
+  if (auto s = enter_own_namespaces(); !s) {
+    report(s.error().describe());
+    return print_error(s.error());
+  }
+  auto listener = listen_on(dir);
+  if (!listener) {
+    report(listener.error().describe());
+    return print_error(listener.error());
+  }
+  const std::string pid = std::to_string(getpid());
+  if (ftruncate(lock.get(), 0) == 0 && pwrite(lock.get(), pid.data(), pid.size(), 0) < 0) {
+  }
+  // Our log: the daemon's stderr (warnings of failing helpers).
+  if (!o.foreground) {
+    UniqueFd logf(open((dir + "/pool.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+    UniqueFd null(open("/dev/null", O_RDWR | O_CLOEXEC));
+    dup2(null.get(), 0);
+    dup2(null.get(), 1);
+    dup2(logf.valid() ? logf.get() : null.get(), 2);
+    report("O" + pid);
+    close(ready[1]);
+  }
+  Daemon d(o, dir, std::move(*listener));
+  return d.run();
+}
+
+int pool_stop() {
+  auto r = request(socket_dir(), {{"op", "stop"}});
+  if (!r) {
+    std::fprintf(stderr, "isolated-kernel: pool stop: no pool daemon runs for this user (%s)\n",
+                 r.error().describe().c_str());
+    return 1;
+  }
+  std::printf("pool daemon stopped\n");
+  return 0;
+}
+
+int pool_status(bool json) {
+  auto r = request(socket_dir(), {{"op", "status"}});
+  if (!r) {
+    if (json) std::printf("{\"running\": false}\n");
+    else std::printf("no pool daemon runs for this user\n");
+    return json ? 0 : 1;
+  }
+  (*r)["running"] = true;
+  if (json) {
+    std::printf("%s\n", r->dump(1).c_str());
+    return 0;
+  }
+  std::printf("pool daemon pid %d, socket %s, idle timeout %lds\n", r->value("pid", 0),
+              r->value("socket", std::string()).c_str(), r->value("idle_timeout", 0L));
+  for (const auto& p : (*r)["pools"]) {
+    std::string spec;
+    for (const auto& a : p["spec"]) spec += (spec.empty() ? "" : " ") + a.get<std::string>();
+    std::printf("  %s\n    size %d, ready %d, starting %d, claimed %d, discarded %d, memory %ld KiB\n", spec.c_str(),
+                p.value("size", 0), p.value("ready", 0), p.value("starting", 0), p.value("claimed", 0),
+                p.value("discarded", 0), p.value("rss_kib", 0L));
+    if (!p.value("last_error", std::string()).empty())
+      std::printf("    last error: %s\n", p["last_error"].get<std::string>().c_str());
+  }
+  return 0;
+}
+
+}  // namespace ik::pool

@@ -1,0 +1,174 @@
+#include "pool/helper.hpp"
+
+#include <poll.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+
+#include "apply/monitor.hpp"
+#include "common/log.hpp"
+#include "apply/lifecycle.hpp"
+#include "common/print_error.hpp"
+#include "host/read_host.hpp"
+#include "kernel/launch.hpp"
+#include "plan/host.hpp"
+#include "plan/planner.hpp"
+#include "pool/proto.hpp"
+#include "pool/split.hpp"
+#include "relay/kernel_run.hpp"
+#include "relay/kernel_sockets.hpp"
+
+extern char** environ;
+
+namespace ik::pool {
+
+namespace {
+
+constexpr int kWaiterStartMs = 60000;  // a busy machine can take a while to import ipykernel
+
+// Dials the waiter's claim socket until it accepts, the sandbox dies, or
+// the daemon hangs up.
+Result<UniqueFd> dial_waiter(const SandboxProcess& sandbox, int ctl_fd) {
+  const std::string dir = std::filesystem::path(kKernelRuntimeDir).relative_path();
+  auto dfd = relay::open_sandbox_dir(sandbox.root_fd(), dir);
+  if (!dfd) return dfd.error();
+  auto socks = relay::KernelSockets::open(dfd->get(), "pool");
+  if (!socks) return socks.error();
+  for (int waited = 0; waited < kWaiterStartMs;) {
+    auto out = socks->dial(0);
+    if (out.dial == relay::KernelSockets::Dial::kConnected) return std::move(out.fd);
+    if (out.dial == relay::KernelSockets::Dial::kRejected) return Error{"pool: waiter socket", 0, out.why, {}, kExitSetup};
+    pollfd fds[3] = {{socks->watch_fd(), POLLIN, 0}, {sandbox.pidfd(), POLLIN, 0}, {ctl_fd, POLLIN, 0}};
+    const int step = out.dial == relay::KernelSockets::Dial::kNotListening ? 10 : 1000;
+    int n = poll(fds, 3, step);
+    waited += step;  // an upper bound is all we need
+    if (n < 0 && errno != EINTR) return sys_error("pool: poll");
+    if (fds[1].revents) return Error{"pool: the waiter exited before it was ready", 0, {}, {}, kExitSetup};
+    if (fds[2].revents) return Error{"pool: the daemon hung up", 0, {}, {}, kExitSetup};
+    if (fds[0].revents) socks->drain_watch();
+  }
+  return Error{"pool: the waiter did not get ready in time", 0, {}, {}, kExitSetup};
+}
+
+Status send_line(int fd, const std::string& line) {
+  for (size_t off = 0; off < line.size();) {
+    pollfd p{fd, POLLOUT, 0};
+    poll(&p, 1, 1000);
+    ssize_t n = write(fd, line.data() + off, line.size() - off);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+    if (n < 0) return sys_error("pool: write to the waiter");
+    off += static_cast<size_t>(n);
+  }
+  return ok();
+}
+
+Status wait_ok(int fd) {
+  std::string got;
+  for (int tries = 0; tries < 100 && got.find('\n') == std::string::npos; ++tries) {
+    pollfd p{fd, POLLIN, 0};
+    poll(&p, 1, 100);
+    char buf[16];
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n == 0) break;
+    if (n > 0) got.append(buf, static_cast<size_t>(n));
+  }
+  if (got != "ok\n") return Error{"pool: the waiter did not take the claim", 0, {}, {}, kExitSetup};
+  return ok();
+}
+
+int fail_to_daemon(int ctl_fd, const Error& e) {
+  (void)send_message(ctl_fd, {{"error", e.describe()}});
+  return print_error(e);
+}
+
+}  // namespace
+
+int run_helper(Options& opts, int ctl_fd, const relay::RelayOptions& relay_options) {
+  auto waiter = waiter_source();
+  if (!waiter) return fail_to_daemon(ctl_fd, waiter.error());
+  auto host = read_host_info(environ, cgroup_probe_needed(opts.limits, opts.limits_via));
+  if (!host) return fail_to_daemon(ctl_fd, host.error());
+  // The same plan as a cold start of this kernelspec, minus the launch.
+  auto plan = build_plan(opts, *host, waiting_extra_ops());
+  if (!plan) return fail_to_daemon(ctl_fd, plan.error());
+  std::error_code ec;
+  strip_launch_parts(*plan, std::filesystem::canonical(host->cwd, ec).string());
+  const std::string key = pool_key(*plan, *waiter);
+  const Plan kernel_plan = *plan;  // what the running step explains limits with
+  plan->argv = {plan->argv[0], "-c", *waiter};
+  if (const char* pre = std::getenv("IK_POOL_PRELOAD"))
+    for (std::string s = pre, m; !s.empty();) {
+      const size_t c = s.find(',');
+      m = s.substr(0, c);
+      s = c == std::string::npos ? "" : s.substr(c + 1);
+      if (!m.empty()) plan->argv.push_back(m);
+    }
+  if (auto s = block_sandbox_signals(); !s) return fail_to_daemon(ctl_fd, s.error());
+  auto stdio = ChildStdio::create();
+  if (!stdio) return fail_to_daemon(ctl_fd, stdio.error());
+  auto sandbox = spawn_sandbox(*plan, &*stdio);
+  if (!sandbox) return fail_to_daemon(ctl_fd, sandbox.error());
+  auto waiter_fd = dial_waiter(*sandbox, ctl_fd);
+  if (!waiter_fd) return fail_to_daemon(ctl_fd, waiter_fd.error());
+  if (auto s = send_message(ctl_fd, {{"ready", true},
+                                     {"key", key},
+                                     {"init_pid", sandbox->pid()},
+                                     {"program_pid", sandbox->program_pid()},
+                                     {"tmpfs_size", plan->tmpfs_size},
+                                     {"uid", plan->id.inner_uid},
+                                     {"gid", plan->id.inner_gid}});
+      !s)
+    return print_error(s.error());
+
+  // Waiting: the daemon's claim, its hang-up (stop, idle, kill -9: the
+  // sandbox goes with us), or the sandbox's end.
+  pollfd fds[2] = {{ctl_fd, POLLIN, 0}, {sandbox->pidfd(), POLLIN, 0}};
+  while (poll(fds, 2, -1) < 0 && errno == EINTR) {
+  }
+  if (fds[1].revents) return kExitSetup;
+  auto claim = recv_message(ctl_fd);
+  if (!claim || claim->fds.size() != 3) return kExitSetup;
+  UniqueFd launcher(std::move(claim->fds[0]));
+  if (!claim->body.contains("kernel") || !claim->body["kernel"].is_object()) return kExitSetup;
+  const nlohmann::json& k = claim->body["kernel"];
+  const auto refuse = [&](const Error& e) {
+    (void)send_message(launcher.get(), {{"ok", false}, {"reason", e.describe()}});
+    return kExitSetup;
+  };
+  auto conn = relay::read_connection_file(k.value("connection_file", std::string()));
+  if (!conn) return refuse(conn.error());
+  // The waiter runs what follows the interpreter in the claim's kernel
+  // argv (the template with this launch's connection file).
+  std::vector<std::string> argv;
+  try {
+    argv = k.at("argv").get<std::vector<std::string>>();
+  } catch (const std::exception& e) {
+    return refuse(Error{"pool: bad claim", 0, e.what(), {}, kExitSetup});
+  }
+  if (argv.empty()) return refuse(Error{"pool: bad claim", 0, "no kernel argv", {}, kExitSetup});
+  nlohmann::json go{{"argv", std::vector<std::string>(argv.begin() + 1, argv.end())},
+                    {"env", k.value("env", nlohmann::json::object())},
+                    {"cwd", k.value("cwd", std::string("/"))}};
+  if (auto s = send_line(waiter_fd->get(), go.dump() + "\n"); !s) return refuse(s.error());
+  if (auto s = wait_ok(waiter_fd->get()); !s) return refuse(s.error());
+  waiter_fd->reset();
+  // From here on our stdout and stderr are the claiming launcher's (the
+  // Jupyter server's log): the kernel's output is copied there.
+  dup2(claim->fds[1].get(), STDOUT_FILENO);
+  dup2(claim->fds[2].get(), STDERR_FILENO);
+  // We follow the claiming launcher: SIGKILL of it ends the kernel, as cold.
+  KernelRunSettings settings{*conn, relay_options, true, kKernelIpcBase, 0};
+  settings.client_pid = std::to_string(claim->body.value("launcher_pid", 0));
+  KernelHooks hooks(std::move(settings));
+  if (hooks.before_start()) return kExitSetup;
+  if (auto s = send_message(launcher.get(), {{"ok", true}, {"program_pid", sandbox->program_pid()}}); !s)
+    return kExitSetup;
+  // The forwarded signals were blocked before the spawn (above).
+  const int status = run_started_sandbox(StartedSandbox{std::move(*sandbox), std::move(*stdio)}, kernel_plan, hooks);
+  (void)send_message(launcher.get(), {{"exit", status}});
+  return status;
+}
+
+}  // namespace ik::pool

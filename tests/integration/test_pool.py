@@ -1,0 +1,421 @@
+"""Warm pool (docs/pool.md): `isolated-kernel pool`, pooled kernelspecs,
+claims from the launcher, fallbacks. Real daemons, real sandboxes, real
+ipykernel kernels driven by jupyter_client, as root and as the test user.
+
+Each test gets its own XDG_RUNTIME_DIR (so its own daemon) and its own
+pooled kernelspec (size 1, launcher with -v so its stderr says whether it
+claimed a waiting sandbox or started cold).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from kernelfixtures import (  # noqa: E402
+    PYTHON, REPO, IkSession, _make_host, default_launcher, ik_session, kill_quietly, processes_matching,
+    scenario, scenario_main, step, run_cell, new_connection_file, wait_until)
+
+POOL_KERNEL = "isolated-pool"
+WAITER_MARK = "isolated-kernel warm pool"  # in the waiter's -c source, so in its command line
+
+
+@pytest.fixture(scope="session")
+def pool_session(ik_session):
+    """ik_session plus isolated-kernel next to the launcher and the waiter in ../share/pool."""
+    bindir = ik_session.root / "poolbin"
+    if not bindir.exists():
+        bindir.mkdir(mode=0o755)
+        build = default_launcher().parent
+        for prog in ("isolated-kernel-launcher", "isolated-kernel"):
+            shutil.copy2(build / prog, bindir / prog)
+            (bindir / prog).chmod(0o755)
+        share = ik_session.root / "share" / "pool"
+        share.mkdir(parents=True, mode=0o755)
+        (ik_session.root / "share").chmod(0o755)
+        shutil.copy2(REPO / "share" / "pool" / "pool_waiter.py", share / "pool_waiter.py")
+        (share / "pool_waiter.py").chmod(0o644)
+        for s in ("test_pool.py", "kernelfixtures.py", "isolate_helpers.py"):
+            dst = ik_session.scripts / s
+            if ik_session.scripts != Path(__file__).resolve().parent:
+                shutil.copy2(Path(__file__).resolve().parent / s, dst)
+                dst.chmod(0o644)
+    return IkSession(ik_session.root, bindir / "isolated-kernel-launcher", ik_session.jupyter_path,
+                     ik_session.scripts, ik_session.test_user)
+
+
+class PoolHost:
+    def __init__(self, h):
+        self.h = h
+        self.ik = h.launcher.parent / "isolated-kernel"
+        # short: a unix socket address holds at most 107 bytes
+        self.xdg = h.chown(Path(tempfile.mkdtemp(prefix="ikp-", dir="/tmp")))
+        self.jupyter = h.mkdir(h.base / "jupyter")
+        h.mkdir(self.jupyter / "kernels")
+        self.spec_dir = h.mkdir(self.jupyter / "kernels" / POOL_KERNEL)
+        self.write_spec({"mounts": ["."], "pool": 1})
+
+    def write_spec(self, settings: dict):
+        spec = {"argv": [str(self.h.launcher), "--kernelspec", "{resource_dir}", "-v", "--", PYTHON, "-m",
+                         "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "pooled", "language": "python", "interrupt_mode": "signal",
+                "metadata": {"isolated_kernel": settings}}
+        self.h.write(self.spec_dir / "kernel.json", json.dumps(spec, indent=1))
+
+    def env(self, extra=None) -> dict:
+        e = {"XDG_RUNTIME_DIR": str(self.xdg), "JUPYTER_PATH": str(self.jupyter), "IK_POOL_BIN": str(self.ik)}
+        e.update(extra or {})
+        return e
+
+    def ik_run(self, *args, env=None):
+        return self.h.run([self.ik, *args], env=self.env(env), timeout=60)
+
+    def scenario(self, name, **args):
+        return self.h.scenario(__file__, name, env=self.env(), **args)
+
+    def markers(self):
+        return [str(self.h.base), str(self.h.launcher.parent)]
+
+
+@pytest.fixture(params=["root", "user"])
+def ph(request, pool_session):
+    h = _make_host(request, pool_session, request.param)
+    p = PoolHost(h)
+    yield p
+    p.ik_run("pool", "stop")
+    left = wait_until(lambda: not processes_matching(p.markers()), 10) or processes_matching(p.markers())
+    kill_quietly(pid for pid, _ in processes_matching(p.markers()))
+    h.close()
+    shutil.rmtree(p.xdg, ignore_errors=True)
+    assert not processes_matching(p.markers()), f"left behind: {left}"
+
+
+# ----------------------------------------------------------- client side
+
+def _ik(*args) -> dict:
+    r = subprocess.run([os.environ["IK_POOL_BIN"], *args], capture_output=True, text=True, timeout=60)
+    return {"rc": r.returncode, "out": r.stdout, "err": r.stderr}
+
+
+def _status() -> dict:
+    r = _ik("pool", "status", "--json")
+    return json.loads(r["out"]) if r["rc"] == 0 else {}
+
+
+def _ready() -> int:
+    return sum(p.get("ready", 0) for p in _status().get("pools", []))
+
+
+def _wait_ready(timeout=90) -> bool:
+    if wait_until(lambda: _ready() >= 1, timeout, 0.2):
+        return True
+    log = Path(os.environ["XDG_RUNTIME_DIR"]) / "isolated-kernel" / "pool.log"
+    print("pool not ready:", json.dumps(_status()), "\n--- pool.log\n", log.read_text()[-3000:] if log.exists() else "",
+          file=sys.stderr)
+    return False
+
+
+def _start(cwd: str, log: Path):
+    from jupyter_client.manager import KernelManager
+    km = KernelManager(kernel_name=POOL_KERNEL, connection_file=new_connection_file(), shutdown_wait_time=20)
+    f = open(log, "w")
+    km.start_kernel(cwd=cwd, stderr=f)
+    kc = km.client()
+    kc.start_channels()
+    kc.wait_for_ready(timeout=60)
+    return km, kc
+
+
+def _stop(km, kc):
+    with contextlib.suppress(Exception):
+        kc.stop_channels()
+    km.shutdown_kernel(now=False)
+
+
+def _claimed(log: Path) -> str:
+    text = log.read_text()
+    if "pool: claimed" in text:
+        return "claimed"
+    return "cold: " + "".join(l for l in text.splitlines(True) if "pool:" in l)
+
+
+PROBE = r"""
+import os, socket, json
+def ls(d):
+    try: return sorted(os.listdir(d))
+    except OSError as e: return str(e)
+print(json.dumps({"cwd": os.getcwd(), "cwd_ls": ls("."), "home": ls(os.environ["HOME"]), "tmp": ls("/tmp"),
+                  "shm": ls("/dev/shm"), "host": socket.gethostname(), "uid": os.getuid(), "pid": os.getpid(),
+                  "env_edit": os.environ.get("IK_EDITED")}))
+"""
+
+WRITE = r"""
+import os
+for p in (os.environ["HOME"] + "/from-first", "/tmp/from-first", "/dev/shm/from-first", "from-first"):
+    open(p, "w").write("x")
+"""
+
+
+@scenario
+def two_kernels(out, cwd_a, cwd_b, logdir):
+    logdir = Path(logdir)
+    with step(out, "start") as s:
+        s["start"] = _ik("pool", "start")
+        km, kc = _start(cwd_a, logdir / "prime.log")  # registers the kernelspec: cold, then the pool fills
+        s["prime"] = _claimed(logdir / "prime.log")
+        s["status_after_prime"] = _status()
+        _stop(km, kc)
+        s["ready"] = _wait_ready()
+    with step(out, "first") as s:
+        km, kc = _start(cwd_a, logdir / "a.log")
+        s["how"] = _claimed(logdir / "a.log")
+        s["key"] = km.session.key.decode()
+        s["probe"] = json.loads(run_cell(kc, PROBE)["stdout"])
+        s["write"] = run_cell(kc, WRITE)["reply"]["status"]
+        # interrupt: one KeyboardInterrupt, the kernel lives on
+        mid = kc.execute("import time; time.sleep(30)")
+        time.sleep(1.5)
+        km.interrupt_kernel()
+        r = kc.get_shell_msg(timeout=20)
+        while r["parent_header"].get("msg_id") != mid:
+            r = kc.get_shell_msg(timeout=20)
+        s["interrupt"] = r["content"].get("ename")
+        while True:  # that cell's iopub, up to its idle
+            m = kc.get_iopub_msg(timeout=20)
+            if (m["parent_header"].get("msg_id") == mid and m["msg_type"] == "status"
+                    and m["content"]["execution_state"] == "idle"):
+                break
+        s["after_interrupt_cell"] = run_cell(kc, "print(6*7)")
+        s["after_interrupt"] = s["after_interrupt_cell"]["stdout"].strip()
+        km.restart_kernel(now=False)
+        kc.wait_for_ready(timeout=60)
+        s["after_restart"] = run_cell(kc, "print('x' in dir())")["stdout"].strip()
+        _stop(km, kc)
+        s["ready_again"] = _wait_ready()
+    with step(out, "second") as s:
+        km, kc = _start(cwd_b, logdir / "b.log")
+        s["how"] = _claimed(logdir / "b.log")
+        s["key"] = km.session.key.decode()
+        s["probe"] = json.loads(run_cell(kc, PROBE)["stdout"])
+        _stop(km, kc)
+    out["status"] = _status()
+
+
+@scenario
+def stale(out, cwd, logdir, spec_file):
+    logdir = Path(logdir)
+    with step(out, "fill") as s:
+        _ik("pool", "start")
+        km, kc = _start(cwd, logdir / "prime.log")
+        _stop(km, kc)
+        s["ready"] = _wait_ready()
+    with step(out, "edited") as s:
+        spec = json.loads(Path(spec_file).read_text())
+        spec["metadata"]["isolated_kernel"]["setenv"] = {"IK_EDITED": "yes"}
+        Path(spec_file).write_text(json.dumps(spec))
+        km, kc = _start(cwd, logdir / "edited.log")
+        s["how"] = _claimed(logdir / "edited.log")
+        s["probe"] = json.loads(run_cell(kc, PROBE)["stdout"])
+        _stop(km, kc)
+        s["discarded"] = sum(p.get("discarded", 0) for p in _status().get("pools", []))
+
+
+def _helpers() -> list[int]:
+    return [p for p, cmd in processes_matching(["--pool-helper"])]
+
+
+def _ppid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _port_open(km) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex((km.ip, km.shell_port)) == 0
+
+
+@scenario
+def kill9(out, cwd, logdir):
+    logdir = Path(logdir)
+    _ik("pool", "start")
+    km, kc = _start(cwd, logdir / "prime.log")
+    _stop(km, kc)
+    _wait_ready()
+    with step(out, "launcher") as s:
+        km, kc = _start(cwd, logdir / "l.log")
+        s["how"] = _claimed(logdir / "l.log")
+        kernel = int(re.search(r"kernel pid (\d+)", (logdir / "l.log").read_text()).group(1))
+        chain = [kernel, _ppid(kernel), _ppid(_ppid(kernel))]  # kernel, sandbox init, helper
+        s["chain_alive"] = all(_alive(p) for p in chain)
+        kc.stop_channels()
+        os.kill(km.provisioner.process.pid, signal.SIGKILL)
+        km.provisioner.process.wait()
+        s["relay_gone"] = bool(wait_until(lambda: not _port_open(km), 5, 0.1))
+        # the kernel, its sandbox and its helper are gone within the 1 s grace (+ slack)
+        s["chain_gone"] = bool(wait_until(lambda: not any(_alive(p) for p in chain), 5, 0.1))
+        km.cleanup_resources()
+    with step(out, "waiter") as s:
+        _wait_ready()
+        waiters = [p for p, cmd in processes_matching([WAITER_MARK])]
+        s["waiters"] = len(waiters)
+        for p in waiters:
+            os.kill(p, signal.SIGKILL)
+        km, kc = _start(cwd, logdir / "w.log")  # a claim racing the refill: claimed or cold, never broken
+        s["works"] = run_cell(kc, "print(1+1)")["stdout"].strip()
+        _stop(km, kc)
+    with step(out, "daemon") as s:
+        _wait_ready()
+        pid = _status()["pid"]
+        os.kill(pid, signal.SIGKILL)
+        s["helpers_gone"] = bool(wait_until(lambda: not _helpers(), 10, 0.2))
+        s["waiters_gone"] = bool(wait_until(lambda: not processes_matching([WAITER_MARK]), 10, 0.2))
+        km, kc = _start(cwd, logdir / "d.log")  # no daemon: cold, and a new daemon starts on demand
+        s["how"] = _claimed(logdir / "d.log")
+        s["works"] = run_cell(kc, "print(2+2)")["stdout"].strip()
+        _stop(km, kc)
+
+
+@scenario
+def claim_races_stop(out, cwd, logdir):
+    import threading
+    logdir = Path(logdir)
+    out["runs"] = []
+    for i in range(3):
+        _ik("pool", "start")
+        km, kc = _start(cwd, logdir / f"prime{i}.log")  # (re)registers the kernelspec
+        _stop(km, kc)
+        _wait_ready()
+        stopper = threading.Timer(0.02 * i, lambda: _ik("pool", "stop"))
+        stopper.start()
+        r = {}
+        with step(r, "start") as s:
+            km, kc = _start(cwd, logdir / f"race{i}.log")
+            s["how"] = _claimed(logdir / f"race{i}.log")
+            s["works"] = run_cell(kc, "print(3*3)")["stdout"].strip()
+            _stop(km, kc)
+        stopper.join()
+        out["runs"].append(r)
+    out["daemon_running"] = _status().get("running", False)
+
+
+# ----------------------------------------------------------- pytest side
+
+def _ok(res, *steps):
+    for st in steps:
+        assert "error" not in res[st], res.context() if hasattr(res, "context") else res[st]
+
+
+def test_pooled_kernels_work_and_see_nothing_of_each_other(ph):
+    h = ph.h
+    a = h.mkdir(h.base / "a")
+    b = h.mkdir(h.base / "b")
+    logs = h.mkdir(h.base / "logs")
+    res = ph.scenario("two_kernels", cwd_a=str(a), cwd_b=str(b), logdir=str(logs))
+    _ok(res, "start", "first", "second")
+    assert res["start"]["start"]["rc"] == 0, res["start"]
+    assert res["start"]["prime"].startswith("cold"), res["start"]
+    assert res["start"]["ready"], (res["start"], res.context())
+    first, second = res["first"], res["second"]
+    assert first["how"] == "claimed", first
+    assert second["how"] == "claimed", second
+    # the pooled kernel's view is the cold one's
+    assert first["probe"]["cwd"] == str(a)
+    assert first["probe"]["host"] == "isolated" and first["probe"]["pid"] == 2
+    assert first["probe"]["uid"] == h.uid
+    assert first["write"] == "ok"
+    assert first["interrupt"] == "KeyboardInterrupt"
+    assert first["after_interrupt"] == "42", first
+    assert first["after_restart"] == "False"
+    # nothing of the first kernel reaches the second
+    p = second["probe"]
+    assert p["cwd"] == str(b) and "from-first" not in p["cwd_ls"]
+    for where in ("home", "tmp", "shm"):
+        assert "from-first" not in p[where], (where, p)
+    assert first["key"] != second["key"]
+    assert (a / "from-first").exists()  # the first kernel's cwd was the host's directory
+    pools = res["status"]["pools"]
+    assert pools and pools[0]["claimed"] >= 2
+
+
+def test_kernelspec_edited_after_fill_is_never_claimed(ph):
+    h = ph.h
+    logs = h.mkdir(h.base / "logs")
+    res = ph.scenario("stale", cwd=str(h.workdir), logdir=str(logs), spec_file=str(ph.spec_dir / "kernel.json"))
+    _ok(res, "fill", "edited")
+    assert res["fill"]["ready"]
+    assert res["edited"]["how"].startswith("cold"), res["edited"]
+    assert res["edited"]["probe"]["env_edit"] == "yes"
+    assert res["edited"]["discarded"] >= 1
+
+
+def test_kill9_launcher_waiter_daemon_leave_nothing(ph):
+    h = ph.h
+    logs = h.mkdir(h.base / "logs")
+    res = ph.scenario("kill9", cwd=str(h.workdir), logdir=str(logs))
+    _ok(res, "launcher", "waiter", "daemon")
+    assert res["launcher"]["how"] == "claimed", res["launcher"]
+    assert res["launcher"]["chain_alive"], res["launcher"]
+    assert res["launcher"]["relay_gone"] and res["launcher"]["chain_gone"], res["launcher"]
+    assert res["waiter"]["waiters"] >= 1 and res["waiter"]["works"] == "2"
+    assert res["daemon"]["helpers_gone"] and res["daemon"]["waiters_gone"], res["daemon"]
+    assert res["daemon"]["how"].startswith("cold") and res["daemon"]["works"] == "4", res["daemon"]
+
+
+def test_claim_racing_the_daemons_stop_gets_a_working_kernel(ph):
+    h = ph.h
+    logs = h.mkdir(h.base / "logs")
+    res = ph.scenario("claim_races_stop", cwd=str(h.workdir), logdir=str(logs))
+    assert "_error" not in res.data, res.context()
+    for r in res["runs"]:
+        assert "error" not in r["start"] and r["start"]["works"] == "9", r
+
+
+def test_clear_errors(ph):
+    r = ph.ik_run("pool", "start")
+    assert r.returncode == 0, r
+    r = ph.ik_run("pool", "start")
+    assert r.returncode == 3 and "already runs for this user" in r.stderr and r.stderr.count("\n") == 1, r
+    assert ph.ik_run("pool", "stop").returncode == 0
+    d = ph.xdg / "isolated-kernel"
+    d.chmod(0o755)
+    r = ph.ik_run("pool", "start")
+    assert r.returncode == 2 and "lets others in" in r.stderr and f"chmod 700 {d}" in r.stderr, r
+    d.chmod(0o700)
+    r = ph.ik_run("install", "--user", "--name", "x", "--pool", "lots", "--no-check")
+    assert r.returncode == 2 and "--pool" in r.stderr and r.stderr.count("\n") == 1, r
+
+
+def test_install_pool_is_stored_listed_and_shown(ph):
+    h = ph.h
+    prefix = h.mkdir(h.base / "prefix")
+    r = ph.ik_run("install", "--prefix", str(prefix), "--name", "pooled-x", "--pool", "2", "--no-check")
+    assert r.returncode == 0, r
+    spec = json.loads((prefix / "share/jupyter/kernels/pooled-x/kernel.json").read_text())
+    assert spec["metadata"]["isolated_kernel"]["pool"] == 2
+    env = {"JUPYTER_PATH": str(prefix / "share/jupyter")}
+    r = ph.ik_run("list", env=env)
+    assert r.returncode == 0 and "pool=2" in r.stdout, r
+    r = ph.ik_run("show", "pooled-x", env=env)
+    assert r.returncode == 0 and '"pool": 2' in r.stdout, r
+
+
+if __name__ == "__main__":
+    scenario_main()
