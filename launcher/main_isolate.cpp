@@ -28,15 +28,15 @@ constexpr const char* kDescription =
     "--mnt/$MNTDIRS (default: the current directory), no network, no other processes, no capabilities.\n"
     "On a terminal PROG gets a pseudo-terminal of its own (job control; see --no-pty).\n"
     "Runs as your own uid (see --root). Exit status: PROG's status, 128+N if it died of signal N,\n"
-    "125 sandbox set-up failed, 126 PROG not executable, 127 PROG not found inside (or PROG's own 127,\ne.g. its libraries could not be loaded), 2 bad usage.";
+    "125 sandbox set-up failed, 126 PROG not executable, 127 PROG not found inside (or PROG's own 127,\ne.g. its "
+    "libraries could not be loaded), 2 bad usage.";
 
-constexpr const char* kFooter =
-    "Mount list entries:  [ro|rw|rbind,...:]PATH   DEST=SRC   DEST=none\n"
-    "Examples:\n"
-    "  isolate python3 code.py                       # sees only the current directory\n"
-    "  isolate -m 'ro:~/data .' -- python3 train.py  # plus ~/data read-only\n"
-    "  MNTDIRS='. /opt/conda' isolate --print-plan   # show what would be mounted\n"
-    "Docs: man isolate; " IK_DOCDIR "/config.md (every setting), " IK_DOCDIR "/security.md";
+constexpr const char* kFooter = "Mount list entries:  [ro|rw|rbind,...:]PATH   DEST=SRC   DEST=none\n"
+                                "Examples:\n"
+                                "  isolate python3 code.py                       # sees only the current directory\n"
+                                "  isolate -m 'ro:~/data .' -- python3 train.py  # plus ~/data read-only\n"
+                                "  MNTDIRS='. /opt/conda' isolate --print-plan   # show what would be mounted\n"
+                                "Docs: man isolate; " IK_DOCDIR "/config.md (every setting), " IK_DOCDIR "/security.md";
 
 // isolate's running step: the program's pty, or its output pipes
 // (--stdio=pipe: /dev/null and pipes instead of our stdio, copied here; see
@@ -102,7 +102,8 @@ int main(int argc, char** argv) {
   opts.argv = split.command;
   if (auto s = cli.finish(opts, std::getenv("MNTDIRS")); !s) return ik::print_error(s.error());
   if (stdio_mode != "inherit" && stdio_mode != "pipe")
-    return ik::print_error(ik::usage_error("--stdio " + stdio_mode + ": unknown mode", "use --stdio=inherit or --stdio=pipe"));
+    return ik::print_error(ik::usage_error("--stdio " + stdio_mode + ": unknown mode",
+                                           "use --stdio=inherit or --stdio=pipe"));
   if (auto s = terminal_cli.finish(opts); !s) return ik::print_error(s.error());
   if (stdio_mode == "pipe") {
     // Pipes are for non-interactive runs: no terminal to hand a pty to.

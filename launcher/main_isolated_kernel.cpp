@@ -81,7 +81,9 @@ int cmd_show(const std::string& name) {
     e.step = k->resource_dir + "/" + e.step;
     return ik::print_error(e);
   }
-  json out{{"name", name}, {"resource_dir", k->resource_dir}, {"kernel.json", k->spec},
+  json out{{"name", name},
+           {"resource_dir", k->resource_dir},
+           {"kernel.json", k->spec},
            {"plan (for a kernel started in the current directory)", ik::plan_to_json(*plan)}};
   std::cout << ik::display_json(out) << std::endl;
   return 0;
@@ -109,7 +111,9 @@ int cmd_remove(const std::string& name) {
   if (!k) return ik::print_error(k.error());
   std::error_code ec;
   std::filesystem::remove_all(k->resource_dir, ec);
-  if (ec) return ik::print_error(ik::Error{"remove " + k->resource_dir, ec.value(), {}, "check the permissions", ik::kExitSetup});
+  if (ec)
+    return ik::print_error(
+        ik::Error{"remove " + k->resource_dir, ec.value(), {}, "check the permissions", ik::kExitSetup});
   std::printf("Removed %s\n", k->resource_dir.c_str());
   return 0;
 }
@@ -132,15 +136,19 @@ int main(int argc, char** argv) {
   install->add_flag("--sys-prefix", sys_prefix, "Install into the Jupyter Python's sys.prefix");
   install->add_option("--prefix", req.prefix, "Install into PREFIX/share/jupyter/kernels")->type_name("PREFIX");
   install->add_option("--name", req.name, "Kernelspec name (default python3-isolated)");
-  install->add_option("--display-name", req.display_name, "Name shown in menus (default: '<wrapped> (isolated)', or '<wrapped> (isolated: NAME)' with --name)");
+  install->add_option(
+      "--display-name", req.display_name,
+      "Name shown in menus (default: '<wrapped> (isolated)', or '<wrapped> (isolated: NAME)' with --name)");
   install->add_flag("--replace", req.replace, "Overwrite an existing kernelspec of that name");
   install->add_option("--from", req.from, "Wrap this installed kernelspec (default python3)")->type_name("NAME");
-  install->add_option("--python", req.python, "Build the kernel from this Python interpreter instead")->type_name("PATH");
+  install->add_option("--python", req.python, "Build the kernel from this Python interpreter instead")
+      ->type_name("PATH");
   install->add_option("--env", env_kv, "Environment variable for the kernel (repeatable)")->type_name("K=V");
   install->add_flag("--no-check", no_check, "Do not start the kernel once to prove it works");
   std::string pool_size;
-  install->add_option("--pool", pool_size,
-                      "Keep N sandboxes of this kernelspec ready in the per-user pool daemon (0 = off; see 'pool')")
+  install
+      ->add_option("--pool", pool_size,
+                   "Keep N sandboxes of this kernelspec ready in the per-user pool daemon (0 = off; see 'pool')")
       ->type_name("N");
   ik::SandboxCli sandbox_cli(*install);
 
@@ -156,8 +164,11 @@ int main(int argc, char** argv) {
   bool doctor_slurm = false;
   std::vector<std::string> doctor_slurm_opts;
   doctor->add_flag("--slurm", doctor_slurm, "Run the checks on a Slurm compute node (through srun) instead of here");
-  doctor->add_option("--slurm-opt", doctor_slurm_opts, "Option for srun with --slurm, e.g. --slurm-opt=--partition=gpu (repeatable)")
-      ->type_name("OPT")->allow_extra_args(false);
+  doctor
+      ->add_option("--slurm-opt", doctor_slurm_opts,
+                   "Option for srun with --slurm, e.g. --slurm-opt=--partition=gpu (repeatable)")
+      ->type_name("OPT")
+      ->allow_extra_args(false);
   ik::batch::RunCommand run(app);
 
   ik::pool::DaemonOptions pool_opts;
@@ -165,34 +176,42 @@ int main(int argc, char** argv) {
   std::string idle = "30m";
   auto* pool = app.add_subcommand("pool", "Run the per-user warm pool daemon of pooled kernelspecs (install --pool N)");
   pool->require_subcommand(1);
-  auto* pool_start = pool->add_subcommand("start", "Start the daemon (also started on demand by a pooled kernel launch)");
-  pool_start->add_option("--idle", idle, "Stop after this long without a kernel start (default 30m)")->type_name("TIME");
-  pool_start->add_option("--max-sandboxes", pool_opts.max_sandboxes, "Waiting sandboxes kept at most, all kernelspecs (default 16)")
+  auto* pool_start =
+      pool->add_subcommand("start", "Start the daemon (also started on demand by a pooled kernel launch)");
+  pool_start->add_option("--idle", idle, "Stop after this long without a kernel start (default 30m)")
+      ->type_name("TIME");
+  pool_start
+      ->add_option("--max-sandboxes", pool_opts.max_sandboxes,
+                   "Waiting sandboxes kept at most, all kernelspecs (default 16)")
       ->type_name("N");
   pool_start->add_flag("--foreground", pool_opts.foreground, "Do not detach (for a systemd user unit)");
   pool_start->add_flag("--quiet", pool_opts.quiet, "Print nothing when started or already running");
   auto* pool_stop = pool->add_subcommand("stop", "Stop the daemon and its waiting sandboxes (running kernels go on)");
-  auto* pool_status = pool->add_subcommand("status", "Show each pooled kernelspec: ready, starting, claimed, ages, memory");
+  auto* pool_status =
+      pool->add_subcommand("status", "Show each pooled kernelspec: ready, starting, claimed, ages, memory");
   pool_status->add_flag("--json", pool_json, "As JSON");
 
   // Set after the subcommands, so their --help does not repeat it.
-  app.footer("Examples:\n  isolated-kernel install                      # python3-isolated, wrapping python3\n"
-             "  isolated-kernel install --user --from ir --mnt ro:/srv/data\n"
-             "  isolated-kernel doctor\n"
-             "  isolated-kernel doctor --slurm --slurm-opt=--partition=NAME   # on a compute node\n"
-             "  isolated-kernel run -j 4 --timeout 60s --report grades.csv submissions/\nDocs: man isolated-kernel; " IK_DOCDIR "/nbgrader.md, " IK_DOCDIR "/config.md"
-             "\nEnvironment: IK_JUPYTER_PYTHON (the Python with jupyter_client, default /usr/bin/python3),\n"
-             "IK_DATA_DIR (where kernelspecs/python3-isolated is). Exit status: 0 ok, 1 doctor found a failure,\n"
-             "2 bad usage or settings, 125 could not install; list: 1 when a kernelspec could not be read.");
+  app.footer(
+      "Examples:\n  isolated-kernel install                      # python3-isolated, wrapping python3\n"
+      "  isolated-kernel install --user --from ir --mnt ro:/srv/data\n"
+      "  isolated-kernel doctor\n"
+      "  isolated-kernel doctor --slurm --slurm-opt=--partition=NAME   # on a compute node\n"
+      "  isolated-kernel run -j 4 --timeout 60s --report grades.csv submissions/\nDocs: man isolated-kernel; " IK_DOCDIR
+      "/nbgrader.md, " IK_DOCDIR "/config.md"
+      "\nEnvironment: IK_JUPYTER_PYTHON (the Python with jupyter_client, default /usr/bin/python3),\n"
+      "IK_DATA_DIR (where kernelspecs/python3-isolated is). Exit status: 0 ok, 1 doctor found a failure,\n"
+      "2 bad usage or settings, 125 could not install; list: 1 when a kernelspec could not be read.");
   if (int rc = unknown_command(ik::arguments(argc, argv)); rc >= 0) return rc;
   if (int rc = ik::parse_options(app, ik::arguments(argc, argv), "isolated-kernel"); rc >= 0) return rc;
 
   if (*install) {
     if ((user ? 1 : 0) + (sys_prefix ? 1 : 0) + (req.prefix.empty() ? 0 : 1) > 1)
       return ik::print_error(ik::usage_error("--user, --sys-prefix and --prefix exclude each other"));
-    req.where = user ? ik::InstallWhere::kUser
-                : sys_prefix ? ik::InstallWhere::kSysPrefix
-                : !req.prefix.empty() ? ik::InstallWhere::kPrefix : ik::InstallWhere::kDefault;
+    req.where = user                  ? ik::InstallWhere::kUser
+                : sys_prefix          ? ik::InstallWhere::kSysPrefix
+                : !req.prefix.empty() ? ik::InstallWhere::kPrefix
+                                      : ik::InstallWhere::kDefault;
     req.check = !no_check;
     // Mounts given at install time are stored as typed; no MNTDIRS default.
     if (auto s = sandbox_cli.finish(req.sandbox, ""); !s) return ik::print_error(s.error());

@@ -41,8 +41,8 @@ constexpr const char* kDescription =
 struct LauncherArgs {
   std::string connection_file;
   std::string max_message_size;
-  pid_t parent_at_start = 0;  // getppid() first thing in main, for the client watch
-  int pool_helper_fd = -1;    // --pool-helper FD: build a waiting sandbox for the pool daemon
+  pid_t parent_at_start = 0;          // getppid() first thing in main, for the client watch
+  int pool_helper_fd = -1;            // --pool-helper FD: build a waiting sandbox for the pool daemon
   std::vector<std::string> raw_args;  // argv[1..], the pool's template of this kernelspec
 };
 
@@ -53,7 +53,8 @@ int run(ik::Options& opts, const LauncherArgs& args) {
   if (!host) return fail(host.error());
   std::string conn_path = args.connection_file.empty() ? ik::find_connection_file(opts.argv) : args.connection_file;
   if (conn_path.empty())
-    return fail(ik::usage_error("no connection file", "pass -f CONNECTION_FILE, or -f {connection_file} in the kernel argv"));
+    return fail(ik::usage_error("no connection file",
+                                "pass -f CONNECTION_FILE, or -f {connection_file} in the kernel argv"));
   if (opts.argv.empty())
     return fail(ik::usage_error("no kernel command", "e.g. -- python3 -m ipykernel_launcher -f {connection_file}"));
   conn_path = ik::absolute_path(conn_path, host->cwd);
@@ -91,7 +92,8 @@ int main(int argc, char** argv) {
   ik::log::set_program("isolated-kernel-launcher");
   CLI::App app(kDescription, "isolated-kernel-launcher");
   app.set_version_flag("--version", IK_VERSION);
-  app.formatter(std::make_shared<ik::UsageFormatter>("isolated-kernel-launcher [OPTIONS] [-f CONNECTION_FILE] -- KERNEL_ARGV..."));
+  app.formatter(std::make_shared<ik::UsageFormatter>(
+      "isolated-kernel-launcher [OPTIONS] [-f CONNECTION_FILE] -- KERNEL_ARGV..."));
   ik::SandboxCli cli(app);
   app.add_option("-f,--connection-file", args.connection_file,
                  "The connection file jupyter_client wrote (default: the -f argument of the kernel argv)")

@@ -20,7 +20,8 @@ namespace {
 constexpr const char* kHint = "check with 'isolated-kernel doctor', or use --limits=rlimit";
 
 Status write_or_fail(const std::string& path, const std::string& value, const std::string& why) {
-  if (int e = write_file(path, value); e != 0) return sys_error("write '" + value + "' to " + path + " (" + why + ")", e, kHint);
+  if (int e = write_file(path, value); e != 0)
+    return sys_error("write '" + value + "' to " + path + " (" + why + ")", e, kHint);
   return ok();
 }
 
@@ -68,13 +69,15 @@ void remove_stale_cgroups(const std::string& parent, pid_t self) {
     if (e->d_type != DT_DIR || name.rfind(prefix, 0) != 0) continue;
     std::string rest = name.substr(prefix.size());
     const std::string leaf_suffix = "-launcher";
-    if (rest.size() > leaf_suffix.size() && rest.compare(rest.size() - leaf_suffix.size(), std::string::npos, leaf_suffix) == 0)
+    if (rest.size() > leaf_suffix.size() &&
+        rest.compare(rest.size() - leaf_suffix.size(), std::string::npos, leaf_suffix) == 0)
       rest.resize(rest.size() - leaf_suffix.size());
     if (rest.empty() || rest.size() > 9 || rest.find_first_not_of("0123456789") != std::string::npos) continue;
     pid_t pid = static_cast<pid_t>(std::stol(rest));
     // Alive (or someone else's, EPERM): not ours to touch.
     if (pid == self || pid <= 0 || kill(pid, 0) == 0 || errno != ESRCH) continue;
-    if (remove_tree(parent + "/" + name) == 0) log::step("cgroup: removed %s/%s, left by a launcher that is gone", parent.c_str(), name.c_str());
+    if (remove_tree(parent + "/" + name) == 0)
+      log::step("cgroup: removed %s/%s, left by a launcher that is gone", parent.c_str(), name.c_str());
   }
   closedir(d);
 }

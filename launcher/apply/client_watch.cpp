@@ -36,7 +36,9 @@ ClientWatch ClientWatch::open(const char* jpy_parent_pid, pid_t parent_at_start)
   const int fd = static_cast<int>(::syscall(SYS_pidfd_open, w.pid_, 0));
   if (fd < 0) {
     if (errno == ESRCH) w.gone_at_start_ = true;
-    else log::step("client watch: pidfd_open(%d): %s; not watching the client", static_cast<int>(w.pid_), std::strerror(errno));
+    else
+      log::step("client watch: pidfd_open(%d): %s; not watching the client", static_cast<int>(w.pid_),
+                std::strerror(errno));
     return w;
   }
   w.pidfd_.reset(fd);
@@ -77,8 +79,7 @@ bool ClientWatch::on_ready(int fd, const SandboxProcess& sandbox) {
   itimerspec its{};
   its.it_value.tv_sec = kGraceMs / 1000;
   its.it_value.tv_nsec = (kGraceMs % 1000) * 1'000'000;
-  if (!grace_timer_.valid() || ::timerfd_settime(grace_timer_.get(), 0, &its, nullptr) != 0)
-    sandbox.signal(SIGKILL);
+  if (!grace_timer_.valid() || ::timerfd_settime(grace_timer_.get(), 0, &its, nullptr) != 0) sandbox.signal(SIGKILL);
   return true;
 }
 

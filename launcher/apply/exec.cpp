@@ -45,8 +45,8 @@ Error exec_error(const std::string& program, int err, const std::string& where) 
   if (err == ENOENT) {
     std::string interp = missing_interpreter(program);
     if (!interp.empty())
-      return Error{interp, 0, "not found inside the sandbox (the #! interpreter of " + program + ")", {},
-                   kExitNotFound};
+      return Error{
+          interp, 0, "not found inside the sandbox (the #! interpreter of " + program + ")", {}, kExitNotFound};
     return Error{program, 0, "not found inside the sandbox" + where, {}, kExitNotFound};
   }
   return Error{program, err, "cannot execute inside the sandbox", {}, kExitNotExecutable};

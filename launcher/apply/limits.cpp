@@ -69,7 +69,8 @@ std::string explain_limit_exit(const Plan& plan, int status, const LimitEvents& 
                     limit + ": try a larger --memory");
     else if (status == kExitNotFound)
       why.push_back("exit status 127: if it could not load its libraries (\"failed to map segment\"), that is "
-                    "probably " + limit + ": try a larger --memory");
+                    "probably " +
+                    limit + ": try a larger --memory");
   }
   std::string out;
   for (const auto& w : why) out += (out.empty() ? "" : "; ") + w;

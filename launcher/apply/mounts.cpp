@@ -44,8 +44,8 @@ std::string shown(const std::string& path) {
   return path;
 }
 
-Status do_mount(const char* src, const std::string& dst, const char* type, unsigned long flags,
-                const std::string& data, const std::string& step) {
+Status do_mount(const char* src, const std::string& dst, const char* type, unsigned long flags, const std::string& data,
+                const std::string& step) {
   if (mount(src, dst.c_str(), type, flags, data.empty() ? nullptr : data.c_str()) != 0) {
     int e = errno;
     std::string hint;
@@ -152,7 +152,8 @@ Error unreachable(Error e, const std::string& path, const Plan& plan) {
              " cannot be searched from the sandbox: without CAP_SETUID and CAP_SETGID it maps only root's own "
              "ids, which do not own that directory";
   else
-    e.hint = "a directory on the way to " + shown(path) + " is not searchable by you: make it searchable "
+    e.hint = "a directory on the way to " + shown(path) +
+             " is not searchable by you: make it searchable "
              "or mount another directory";
   return e;
 }
@@ -278,12 +279,16 @@ Status apply_dev(const MountOp& op, const Plan& plan) {
       unlink(dst.c_str());  // not on this host: no empty file in its place
     }
   }
-  const struct { const char* name; const char* target; } links[] = {
-      {"fd", "/proc/self/fd"}, {"stdin", "/proc/self/fd/0"}, {"stdout", "/proc/self/fd/1"},
-      {"stderr", "/proc/self/fd/2"}, {"ptmx", "pts/ptmx"}};
+  const struct {
+    const char* name;
+    const char* target;
+  } links[] = {{"fd", "/proc/self/fd"},
+               {"stdin", "/proc/self/fd/0"},
+               {"stdout", "/proc/self/fd/1"},
+               {"stderr", "/proc/self/fd/2"},
+               {"ptmx", "pts/ptmx"}};
   for (const auto& l : links)
-    if (symlink(l.target, (dev + "/" + l.name).c_str()) != 0)
-      return sys_error(std::string("symlink /dev/") + l.name);
+    if (symlink(l.target, (dev + "/" + l.name).c_str()) != 0) return sys_error(std::string("symlink /dev/") + l.name);
   IK_TRY(make_dirs(dev + "/pts", 0755));
   IK_TRY(do_mount("devpts", dev + "/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620",
                   "mount devpts"));

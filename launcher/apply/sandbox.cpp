@@ -262,8 +262,7 @@ long clone_flags(const Plan& plan) {
 
 // struct clone_args of <linux/sched.h> up to `cgroup` (Linux 5.7).
 struct CloneArgs {
-  std::uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size,
-      cgroup;
+  std::uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size, cgroup;
 };
 
 // The sandbox's init starts inside its cgroup: clone3(CLONE_INTO_CGROUP)
@@ -291,8 +290,7 @@ pid_t clone_sandbox(long flags, int cgroup_fd, bool& placed) {
 }
 
 void log_limits(const Plan& plan) {
-  for (const auto& u : plan.limit_uses)
-    log::step("limit %s %s: %s", u.option.c_str(), u.value.c_str(), u.via.c_str());
+  for (const auto& u : plan.limit_uses) log::step("limit %s %s: %s", u.option.c_str(), u.value.c_str(), u.via.c_str());
   if (!plan.cgroup.why.empty()) log::step("cgroup: %s", plan.cgroup.why.c_str());
 }
 

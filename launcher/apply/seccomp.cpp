@@ -42,8 +42,8 @@ Status load_seccomp_filter(const SeccompPolicy& policy) {
     if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &fprog) != 0)
       return sys_error("seccomp: load filter", errno, "try --seccomp=off to debug");
   }
-  log::step("seccomp: default filter loaded (%zu syscalls denied, TIOCSTI/TIOCLINUX, %s)",
-            denied_syscalls().size(), policy.allow_userns ? "user namespaces allowed" : "no new user namespaces");
+  log::step("seccomp: default filter loaded (%zu syscalls denied, TIOCSTI/TIOCLINUX, %s)", denied_syscalls().size(),
+            policy.allow_userns ? "user namespaces allowed" : "no new user namespaces");
   return ok();
 }
 

@@ -12,11 +12,11 @@ const std::vector<std::string>& denied_syscalls() {
       // kernel attack surface with a history of exploits
       "bpf", "perf_event_open", "userfaultfd", "io_uring_setup", "io_uring_enter", "io_uring_register",
       // system administration
-      "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module", "reboot", "swapon",
-      "swapoff", "acct", "syslog", "quotactl", "lookup_dcookie", "uselib", "vhangup", "nfsservctl",
+      "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module", "reboot", "swapon", "swapoff",
+      "acct", "syslog", "quotactl", "lookup_dcookie", "uselib", "vhangup", "nfsservctl",
       // escaping the file view: handles bypass mount boundaries; no new mounts after set-up
-      "open_by_handle_at", "name_to_handle_at", "mount", "umount", "umount2", "pivot_root", "chroot",
-      "fsopen", "fsmount", "fsconfig", "fspick", "move_mount", "open_tree", "mount_setattr", "setns"};
+      "open_by_handle_at", "name_to_handle_at", "mount", "umount", "umount2", "pivot_root", "chroot", "fsopen",
+      "fsmount", "fsconfig", "fspick", "move_mount", "open_tree", "mount_setattr", "setns"};
   return kDenied;
 }
 

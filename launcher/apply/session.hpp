@@ -14,5 +14,4 @@ namespace ik {
 // back to setsid() whenever it cannot tell that the terminal is gone.
 Status leave_terminal();
 
-
 }  // namespace ik

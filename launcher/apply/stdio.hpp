@@ -22,7 +22,7 @@ struct ChildStdio {
   // In the parent right after the clone: only the child keeps the write ends.
   void close_child_ends();
 
-  UniqueFd null_in;           // child's stdin: /dev/null, read-only
+  UniqueFd null_in;               // child's stdin: /dev/null, read-only
   UniqueFd out_write, err_write;  // child's stdout, stderr
   UniqueFd out_read, err_read;    // parent's ends, non-blocking
 };

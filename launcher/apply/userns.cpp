@@ -17,8 +17,7 @@ Status write_proc_file(pid_t pid, const char* name, const std::string& content) 
   UniqueFd fd(open(path.c_str(), O_WRONLY | O_CLOEXEC));
   if (!fd.valid()) return sys_error("open " + path);
   // Each map file takes exactly one write().
-  if (write(fd.get(), content.data(), content.size()) != static_cast<ssize_t>(content.size()))
-  {
+  if (write(fd.get(), content.data(), content.size()) != static_cast<ssize_t>(content.size())) {
     std::string shown = content.substr(0, content.size() - 1);
     for (auto& c : shown)
       if (c == '\n') c = ',';
@@ -44,8 +43,8 @@ Status write_id_maps(pid_t child, const Identity& id) {
   const IdMaps& maps = id.maps.uid_map.empty() || id.maps.gid_map.empty() ? single : id.maps;
   IK_TRY(write_proc_file(child, "gid_map", id_map_text(maps.gid_map)));
   IK_TRY(write_proc_file(child, "uid_map", id_map_text(maps.uid_map)));
-  log::step("user namespace: uid %u -> %u, gid %u -> %u%s (setgroups deny)", id.outer_uid, id.inner_uid,
-            id.outer_gid, id.inner_gid, maps.full ? ", every other id of ours mapped to itself" : "");
+  log::step("user namespace: uid %u -> %u, gid %u -> %u%s (setgroups deny)", id.outer_uid, id.inner_uid, id.outer_gid,
+            id.inner_gid, maps.full ? ", every other id of ours mapped to itself" : "");
   return ok();
 }
 

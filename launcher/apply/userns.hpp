@@ -21,8 +21,7 @@ using SysctlReader = std::function<std::string(const std::string&)>;
 
 // Turns clone()'s errno into an Error that names the blocking setting and
 // the command that fixes it.
-Error diagnose_namespace_failure(int err, const SysctlReader& sysctl = read_sysctl,
-                                 bool in_container = false);
+Error diagnose_namespace_failure(int err, const SysctlReader& sysctl = read_sysctl, bool in_container = false);
 bool running_in_container();
 
 }  // namespace ik

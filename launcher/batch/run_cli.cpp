@@ -20,7 +20,8 @@ RunCommand::RunCommand(CLI::App& parent) {
       ->type_name("NAME");
   app_->add_option("-j,--jobs", o_.jobs, "Notebooks at a time (default: the number of CPUs)")->type_name("N");
   app_->add_option("--timeout", timeout_, "Per-cell time limit, e.g. 60s or 5m (default: none)")->type_name("TIME");
-  app_->add_option("--notebook-timeout", notebook_timeout_, "Time limit of a whole notebook, its kernel's start included (default: none)")
+  app_->add_option("--notebook-timeout", notebook_timeout_,
+                   "Time limit of a whole notebook, its kernel's start included (default: none)")
       ->type_name("TIME");
   app_->add_option("--startup-timeout", startup_timeout_, "Time a kernel may take to start (default 60s)")
       ->type_name("TIME");
@@ -35,7 +36,8 @@ RunCommand::RunCommand(CLI::App& parent) {
       ->type_name("FILE");
   app_->add_flag("--resume", o_.resume,
                  "Skip notebooks whose record in the output directory's report is ok for the same content");
-  app_->add_flag("-n,--dry-run", o_.dry_run, "Print the plan (notebooks, outputs, slots, options) as JSON; run nothing");
+  app_->add_flag("-n,--dry-run", o_.dry_run,
+                 "Print the plan (notebooks, outputs, slots, options) as JSON; run nothing");
   app_->add_option("--share", share_,
                    "SHARE is I/K: run only share I of K of the notebooks (every K-th from the I-th; what a job "
                    "array task runs)")
@@ -48,21 +50,22 @@ RunCommand::RunCommand(CLI::App& parent) {
   app_->add_option("--nofile", nofile_, "Maximum number of open files")->type_name("N")->group(l);
   app_->add_option("--fsize", fsize_, "Maximum size of a written file")->type_name("SIZE")->group(l);
   app_->add_option("--limits", limits_, "auto, cgroup or rlimit (see isolated-kernel-launcher --help)")
-      ->type_name("MODE")->group(l);
+      ->type_name("MODE")
+      ->group(l);
   app_->add_option("--kernel-option", kernel_option_,
                    "Any other launcher option for this run, one word each (repeatable), e.g. "
                    "--kernel-option=--mnt=ro:/srv/data")
-      ->type_name("OPT")->group(l);
+      ->type_name("OPT")
+      ->group(l);
   ik::slurm::add_slurm_options(*app_, slurm_);
-  app_->footer(
-      "Examples:\n"
-      "  isolated-kernel run submissions/                  # every notebook below, -j CPUs\n"
-      "  isolated-kernel run -j 4 --timeout 60s --memory 1G --report grades.csv submitted/*/ps1\n"
-      "  isolated-kernel run --resume submissions/         # again: only what did not pass\n"
-      "  isolated-kernel run --dry-run lectures/           # the plan as JSON\n"
-      "Exit status: 0 every notebook ok, 1 some failed (see the table), 2 bad usage, 125 could not run,\n"
-      "128+N stopped by signal N (the partial report is written). Docs: man isolated-kernel; " IK_DOCDIR
-      "/grading-at-scale.md");
+  app_->footer("Examples:\n"
+               "  isolated-kernel run submissions/                  # every notebook below, -j CPUs\n"
+               "  isolated-kernel run -j 4 --timeout 60s --memory 1G --report grades.csv submitted/*/ps1\n"
+               "  isolated-kernel run --resume submissions/         # again: only what did not pass\n"
+               "  isolated-kernel run --dry-run lectures/           # the plan as JSON\n"
+               "Exit status: 0 every notebook ok, 1 some failed (see the table), 2 bad usage, 125 could not run,\n"
+               "128+N stopped by signal N (the partial report is written). Docs: man isolated-kernel; " IK_DOCDIR
+               "/grading-at-scale.md");
 }
 
 Status RunCommand::finish() {
@@ -141,8 +144,7 @@ int RunCommand::run() {
   if (it == specs->end())
     return print_error(usage_error("no kernelspec named '" + o_.kernel + "'",
                                    "see 'isolated-kernel list', or install one with 'isolated-kernel install'"));
-  if (!it->second.error.empty())
-    return print_error(usage_error("kernelspec '" + o_.kernel + "': " + it->second.error));
+  if (!it->second.error.empty()) return print_error(usage_error("kernelspec '" + o_.kernel + "': " + it->second.error));
   if (!is_isolated(it->second))
     return print_error(usage_error("kernelspec '" + o_.kernel + "' is not an isolated kernelspec",
                                    "isolated-kernel install --from " + o_.kernel + ", then --kernel " + o_.kernel +

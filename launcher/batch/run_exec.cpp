@@ -107,7 +107,10 @@ class RuntimeDir {
 class Executor {
  public:
   Executor(const RunPlan& plan, const ExecSetup& setup, RuntimeDir& rt)
-      : plan_(plan), setup_(setup), rt_(rt), progress_(isatty(STDERR_FILENO) != 0, plan.notebooks.size() + plan.empty_dirs.size(), 0) {}
+      : plan_(plan),
+        setup_(setup),
+        rt_(rt),
+        progress_(isatty(STDERR_FILENO) != 0, plan.notebooks.size() + plan.empty_dirs.size(), 0) {}
 
   int run();
 
@@ -321,8 +324,7 @@ void Executor::finish(Worker& w, int status) {
   w.rec.seconds = std::chrono::duration<double>(Clock::now() - w.start).count();
   if (w.done && w.done->contains("output_written") && (*w.done)["output_written"] == true)
     w.rec.output_sha256 = sha256_file(w.nb.output);
-  else if (!plan_.options.inplace)
-    w.rec.output.clear();
+  else if (!plan_.options.inplace) w.rec.output.clear();
   record(w.rec);
 }
 
@@ -417,8 +419,9 @@ int Executor::run() {
   if (auto s = write_report(plan_.report_jsonl, records_); !s) rc = print_error(s.error());
   if (!plan_.options.report.empty())
     if (auto s = write_report(plan_.options.report, records_); !s) rc = print_error(s.error());
-  std::fputs(summary_table(records_, wall, plan_.options.report.empty() ? plan_.report_jsonl : plan_.options.report).c_str(),
-             stdout);
+  std::fputs(
+      summary_table(records_, wall, plan_.options.report.empty() ? plan_.report_jsonl : plan_.options.report).c_str(),
+      stdout);
   std::fflush(stdout);
   if (stop_signal_) return 128 + stop_signal_;
   if (rc) return rc;

@@ -68,8 +68,8 @@
 namespace ik::batch {
 
 struct ExecSetup {
-  std::string python;  // the Jupyter Python
-  std::string worker;  // ik_run_notebook.py
+  std::string python;                              // the Jupyter Python
+  std::string worker;                              // ik_run_notebook.py
   bool memory_limit = false, nproc_limit = false;  // in force for this run's kernels
 };
 

@@ -15,27 +15,27 @@
 namespace ik::batch {
 
 struct RunOptions {
-  std::vector<std::string> inputs;        // NOTEBOOK|DIR as typed
+  std::vector<std::string> inputs;  // NOTEBOOK|DIR as typed
   std::string kernel = "python3-isolated";
-  unsigned jobs = 0;                      // 0: number of CPUs
-  std::optional<std::uint64_t> timeout;   // per cell, seconds
+  unsigned jobs = 0;                     // 0: number of CPUs
+  std::optional<std::uint64_t> timeout;  // per cell, seconds
   std::optional<std::uint64_t> notebook_timeout;
   std::uint64_t startup_timeout = 60;
   bool allow_errors = false;
   std::string output_dir = "run-output";  // also where report.jsonl lives (--resume, --collect)
   bool inplace = false;
-  std::string report;                     // --report FILE (.csv: CSV), besides OUTDIR/report.jsonl
+  std::string report;  // --report FILE (.csv: CSV), besides OUTDIR/report.jsonl
   bool resume = false;
   bool dry_run = false;
-  std::vector<std::string> kernel_options;  // launcher argv words for this run
-  std::vector<std::string> overrides;       // the options above that replace the kernelspec's own
+  std::vector<std::string> kernel_options;    // launcher argv words for this run
+  std::vector<std::string> overrides;         // the options above that replace the kernelspec's own
   unsigned share_index = 0, share_count = 1;  // --share I/K: run every K-th notebook from the I-th
 };
 
 // What discovery found for one argument.
 struct Found {
-  std::string arg;      // as typed
-  std::string path;     // absolute, normalised
+  std::string arg;   // as typed
+  std::string path;  // absolute, normalised
   bool is_dir = false;
   std::vector<std::string> notebooks;  // absolute paths, sorted (a file argument: itself)
 };
@@ -50,7 +50,7 @@ struct PlannedNotebook {
 struct RunPlan {
   RunOptions options;
   std::string cwd;
-  std::string output_dir;  // absolute
+  std::string output_dir;    // absolute
   std::string report_jsonl;  // OUTDIR/report.jsonl, or report.share-I-of-K.jsonl for a share
   unsigned slots = 1;
   std::vector<PlannedNotebook> notebooks;  // this share's, in order

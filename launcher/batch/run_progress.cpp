@@ -67,9 +67,9 @@ void Progress::draw(const std::vector<RunningView>& running) {
   std::string out = bar(running.size()) + "\n";
   for (const auto& r : running) {
     const double s = std::chrono::duration<double>(now - r.started).count();
-    std::string where = r.cells < 0   ? "running"  // a Slurm array task (slurm/run_slurm.cpp)
-                        : r.cells ? "cell " + std::to_string(r.cell) + "/" + std::to_string(r.cells)
-                                  : "starting kernel";
+    std::string where = r.cells < 0 ? "running"  // a Slurm array task (slurm/run_slurm.cpp)
+                        : r.cells   ? "cell " + std::to_string(r.cell) + "/" + std::to_string(r.cells)
+                                    : "starting kernel";
     std::string line = "  " + r.name + "  " + where + "  " + format_seconds(s);
     if (static_cast<int>(line.size()) >= width_) line = line.substr(0, width_ - 1);
     out += line + "\n";

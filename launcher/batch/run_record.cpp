@@ -9,7 +9,6 @@
 #include <fstream>
 #include <sstream>
 
-
 namespace ik::batch {
 using nlohmann::json;
 
@@ -159,7 +158,8 @@ void apply_verdict(const WorkerEnd& end, RunRecord& r) {
     if (auto s = limit_status(why); !s.empty()) r.status = s;
     if (!why.empty()) r.detail = "kernel " + why;
   } else if (r.status == "could-not-start" && (!launcher.empty() || !error_line(end.stderr_tail).empty())) {
-    r.detail += (r.detail.empty() ? "" : "; ") + (launcher.empty() ? "kernel: " + error_line(end.stderr_tail) : launcher);
+    r.detail +=
+        (r.detail.empty() ? "" : "; ") + (launcher.empty() ? "kernel: " + error_line(end.stderr_tail) : launcher);
   } else if (r.status == "error" && r.ename == "MemoryError" && end.memory_limit) {
     // An address-space limit (RLIMIT_AS) refuses the allocation: the kernel lives on.
     r.status = "memory-limit";
@@ -182,8 +182,8 @@ std::string to_csv(const RunRecord& r) {
   o << csv_field(r.notebook) << ',' << r.status << ',' << (r.cell ? std::to_string(*r.cell) : "") << ','
     << csv_field(r.ename) << ',' << csv_field(r.evalue) << ',' << csv_field(r.detail) << ',' << r.errors << ',' << secs
     << ',' << (r.peak_memory_bytes ? std::to_string(*r.peak_memory_bytes) : "") << ',' << csv_field(r.input) << ','
-    << csv_field(r.output) << ',' << r.input_sha256 << ',' << r.started << ',' << csv_field(r.host) << ','
-    << r.share << ',' << (r.resumed ? "true" : "false") << '\n';
+    << csv_field(r.output) << ',' << r.input_sha256 << ',' << r.started << ',' << csv_field(r.host) << ',' << r.share
+    << ',' << (r.resumed ? "true" : "false") << '\n';
   return o.str();
 }
 
@@ -195,7 +195,8 @@ Status write_report(const std::string& path, const std::vector<RunRecord>& recor
     std::ofstream f(tmp, std::ios::trunc);
     if (!f) return sys_error("write the report " + tmp, errno, "check that its directory exists and is writable");
     if (csv) f << csv_header();
-    for (const auto& r : records) f << (csv ? to_csv(r) : to_json(r).dump(-1, ' ', false, json::error_handler_t::replace) + "\n");
+    for (const auto& r : records)
+      f << (csv ? to_csv(r) : to_json(r).dump(-1, ' ', false, json::error_handler_t::replace) + "\n");
     if (!f.flush()) return sys_error("write the report " + tmp);
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) return sys_error("rename " + tmp + " to " + path);
@@ -232,8 +233,7 @@ std::string short_detail(const RunRecord& r) {
   if (!r.ename.empty()) s += (s.empty() ? "" : ": ") + r.ename + (r.evalue.empty() ? "" : ": " + r.evalue);
   if (r.status == "ok" && r.errors > 0)
     s = std::to_string(r.errors) + " cell" + (r.errors > 1 ? "s" : "") + " raised, first " + s;
-  else if (!r.detail.empty() && r.ename.empty())
-    s += (s.empty() ? "" : ": ") + r.detail;
+  else if (!r.detail.empty() && r.ename.empty()) s += (s.empty() ? "" : ": ") + r.detail;
   if (r.resumed) s += (s.empty() ? "" : " ") + std::string("(resumed)");
   return first_line(s, 90);
 }

@@ -18,18 +18,18 @@ struct RunRecord {
   std::string notebook;  // name as shown
   std::string input, output;
   std::string input_sha256, output_sha256;
-  std::string status;  // ok, error, timeout, memory-limit, wall-time-limit, process-limit,
-                       // cpu-time-limit, file-size-limit, kernel-died, could-not-start, interrupted
-  std::string detail;  // one line for people
+  std::string status;       // ok, error, timeout, memory-limit, wall-time-limit, process-limit,
+                            // cpu-time-limit, file-size-limit, kernel-died, could-not-start, interrupted
+  std::string detail;       // one line for people
   std::optional<int> cell;  // code cell number (1-based) where it failed / first raised
   std::string ename, evalue;
-  int errors = 0;      // cells that raised (--allow-errors)
+  int errors = 0;  // cells that raised (--allow-errors)
   std::optional<int> cells;
   double seconds = 0;
   std::optional<std::uint64_t> peak_memory_bytes;
   std::string started;  // UTC, ISO 8601
   std::string kernel, host, share;
-  bool resumed = false;  // taken over from an earlier report by --resume
+  bool resumed = false;   // taken over from an earlier report by --resume
   nlohmann::json timing;  // the worker's phases in seconds: startup, kernel_start, execute, shutdown
 };
 
@@ -45,10 +45,10 @@ inline bool is_ok(const RunRecord& r) { return r.status == "ok"; }
 struct WorkerEnd {
   std::optional<nlohmann::json> done;  // the "done" event
   bool saw_ready = false;
-  int exit_status = 0;                 // 128+N when killed by N
+  int exit_status = 0;  // 128+N when killed by N
   std::string stderr_tail;
-  bool stopping = false;               // we stopped it (Ctrl-C)
-  bool deadline = false;               // we killed it at the notebook deadline
+  bool stopping = false;                           // we stopped it (Ctrl-C)
+  bool deadline = false;                           // we killed it at the notebook deadline
   bool memory_limit = false, nproc_limit = false;  // given for this run or by the kernelspec
 };
 void apply_verdict(const WorkerEnd& end, RunRecord& r);

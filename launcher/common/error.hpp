@@ -11,8 +11,8 @@ namespace ik {
 
 // Exit statuses, same convention as env(1)/bash/bwrap.
 enum ExitCode : int {
-  kExitUsage = 2,          // bad command line or config
-  kExitSetup = 125,        // the sandbox could not be built
+  kExitUsage = 2,    // bad command line or config
+  kExitSetup = 125,  // the sandbox could not be built
   kExitNotExecutable = 126,
   kExitNotFound = 127,
 };
@@ -65,8 +65,8 @@ inline Status ok() { return Ok{}; }
 }  // namespace ik
 
 // Propagate an error from an expression returning Status/Result.
-#define IK_TRY(expr)                          \
-  do {                                        \
-    auto ik_try_r_ = (expr);                  \
+#define IK_TRY(expr)                               \
+  do {                                             \
+    auto ik_try_r_ = (expr);                       \
     if (!ik_try_r_.ok()) return ik_try_r_.error(); \
   } while (0)

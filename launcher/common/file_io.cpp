@@ -10,9 +10,8 @@ namespace ik {
 
 Result<std::string> read_small_file(const std::string& path, size_t max_bytes) {
   const std::string step = "read " + path;
-  const std::string too_large = "larger than " + (max_bytes % (1 << 20) == 0
-                                                      ? std::to_string(max_bytes >> 20) + " MiB"
-                                                      : std::to_string(max_bytes) + " bytes");
+  const std::string too_large = "larger than " + (max_bytes % (1 << 20) == 0 ? std::to_string(max_bytes >> 20) + " MiB"
+                                                                             : std::to_string(max_bytes) + " bytes");
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
   if (!fd.valid()) return Error{step, errno, {}, {}, kExitSetup};
   struct stat st {};

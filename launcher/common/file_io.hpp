@@ -15,8 +15,7 @@ inline constexpr size_t kSmallFileMax = 1 << 20;
 // Never takes a terminal (O_NOCTTY).
 Result<std::string> read_small_file(const std::string& path, size_t max_bytes = kSmallFileMax);
 // The same, empty when it cannot be read; `ok` (if given) tells which.
-std::string read_small_file_or_empty(const std::string& path, bool* ok = nullptr,
-                                     size_t max_bytes = kSmallFileMax);
+std::string read_small_file_or_empty(const std::string& path, bool* ok = nullptr, size_t max_bytes = kSmallFileMax);
 
 // Writes all of `data` to `fd` (retrying EINTR and short writes): 0 or the errno.
 int write_all(int fd, const char* data, size_t size);

@@ -64,12 +64,31 @@ MemoryFs MemoryFs::debian() {
                         "/etc/ssl/certs", "/etc/ld.so.conf.d", "/etc/alternatives", "/etc/fonts", "/etc/ssh",
                         "/etc/sudoers.d", "/etc/python3", "/etc/ssl/private", "/home", "/root"})
     fs.dir(d);
-  for (const char* f : {"/usr/share/zoneinfo/Europe/Helsinki", "/etc/ld.so.cache", "/etc/ld.so.conf",
-                        "/etc/ssl/openssl.cnf", "/etc/nsswitch.conf", "/etc/host.conf", "/etc/protocols",
-                        "/etc/services", "/etc/debian_version", "/etc/bash.bashrc", "/etc/profile", "/etc/timezone",
-                        "/etc/shadow", "/etc/gshadow", "/etc/sudoers", "/etc/machine-id", "/etc/resolv.conf",
-                        "/etc/passwd", "/etc/group", "/etc/hostname", "/etc/hosts", "/etc/gitconfig",
-                        "/etc/login.defs", "/etc/environment", "/usr/lib/os-release"})
+  for (const char* f : {"/usr/share/zoneinfo/Europe/Helsinki",
+                        "/etc/ld.so.cache",
+                        "/etc/ld.so.conf",
+                        "/etc/ssl/openssl.cnf",
+                        "/etc/nsswitch.conf",
+                        "/etc/host.conf",
+                        "/etc/protocols",
+                        "/etc/services",
+                        "/etc/debian_version",
+                        "/etc/bash.bashrc",
+                        "/etc/profile",
+                        "/etc/timezone",
+                        "/etc/shadow",
+                        "/etc/gshadow",
+                        "/etc/sudoers",
+                        "/etc/machine-id",
+                        "/etc/resolv.conf",
+                        "/etc/passwd",
+                        "/etc/group",
+                        "/etc/hostname",
+                        "/etc/hosts",
+                        "/etc/gitconfig",
+                        "/etc/login.defs",
+                        "/etc/environment",
+                        "/usr/lib/os-release"})
     fs.file(f);
   fs.link("/bin", "usr/bin");
   fs.link("/sbin", "usr/sbin");

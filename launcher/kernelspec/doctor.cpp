@@ -84,10 +84,8 @@ void check_cgroups(Tally& t) {
   if (memory && pids)
     t.line(Verdict::kPass, what,
            host.dir + " is delegated with memory and pids: --memory and --nproc use memory.max and pids.max");
-  else if (memory || pids)
-    t.line(Verdict::kWarn, what, why);
-  else
-    t.line(Verdict::kWarn, what, why.substr(0, why.rfind(": --")) + ": limits use rlimits");
+  else if (memory || pids) t.line(Verdict::kWarn, what, why);
+  else t.line(Verdict::kWarn, what, why.substr(0, why.rfind(": --")) + ": limits use rlimits");
 }
 
 void check_sysctls(Tally& t) {

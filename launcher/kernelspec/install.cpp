@@ -129,7 +129,8 @@ std::string start_failure_hint(const StartCheck& c, const WrappedKernel& w, cons
   const std::string& t = c.stderr_tail;
   if (req.sandbox.limits.memory_bytes &&
       (t.find("can't start new thread") != std::string::npos || t.find("MemoryError") != std::string::npos ||
-       t.find("Cannot allocate memory") != std::string::npos || t.find("killed by the memory limit") != std::string::npos))
+       t.find("Cannot allocate memory") != std::string::npos ||
+       t.find("killed by the memory limit") != std::string::npos))
     return "the --memory limit (" + std::to_string(*req.sandbox.limits.memory_bytes >> 20) +
            " MiB) is too low for this kernel: try --memory 1G or more";
   if (t.find("No module named") != std::string::npos && looks_like_python(w.argv[0]) &&
@@ -143,7 +144,8 @@ std::string start_failure_hint(const StartCheck& c, const WrappedKernel& w, cons
     return "a directory the kernel needs is not mounted: add it with --mnt ro:DIR (mounted now:" +
            (dirs.empty() ? std::string(" none") : dirs) + ")";
   }
-  if (t.find("create namespaces") != std::string::npos) return "user namespaces are unavailable: run 'isolated-kernel doctor'";
+  if (t.find("create namespaces") != std::string::npos)
+    return "user namespaces are unavailable: run 'isolated-kernel doctor'";
   return "run 'isolated-kernel doctor', or start it by hand with -v to see each step";
 }
 
@@ -157,7 +159,8 @@ Result<std::string> print_install_plan(const InstallRequest& req, const WrappedK
   const std::string resource_dir = "{resource_dir}";  // not installed: Jupyter's placeholder
   auto plan = preview_plan(spec, resource_dir, host, dirs->runtime);
   if (!plan) return plan.error();
-  json out{{"name", req.name}, {"kernel.json", spec},
+  json out{{"name", req.name},
+           {"kernel.json", spec},
            {"plan (for a kernel started in the current directory)", plan_to_json(*plan)}};
   std::cout << display_json(out) << std::endl;
   return std::string();
@@ -191,7 +194,8 @@ json make_isolated_spec(const InstallRequest& req, const WrappedKernel& w, const
   if (display.empty()) {
     display = spec_string(w.spec, "display_name", req.from);
     for (const char* suffix : {" (ipykernel)"})
-      if (display.size() > std::strlen(suffix) && display.compare(display.size() - std::strlen(suffix), std::string::npos, suffix) == 0)
+      if (display.size() > std::strlen(suffix) &&
+          display.compare(display.size() - std::strlen(suffix), std::string::npos, suffix) == 0)
         display.resize(display.size() - std::strlen(suffix));
     // Several installs (one per course) must be told apart in the menus.
     display += req.name == InstallRequest{}.name ? " (isolated)" : " (isolated: " + req.name + ")";
@@ -254,7 +258,8 @@ Result<WrappedKernel> wrapped_kernel(const std::string& from, const KernelspecIn
 Status validate_request(const InstallRequest& req) {
   // As jupyter_client's kernelspec names: no path separators, no empty name.
   bool good = !req.name.empty() && req.name != "." && req.name != "..";
-  for (char c : req.name) good = good && (std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-');
+  for (char c : req.name)
+    good = good && (std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-');
   if (!good)
     return usage_error("--name '" + req.name + "' is not a valid kernelspec name",
                        "use letters, digits, '.', '_' and '-', e.g. python3-isolated");
@@ -302,7 +307,8 @@ Result<std::string> install_kernelspec(const InstallRequest& req) {
     if (!wk) return wk.error();
     w = *wk;
     resources = it->second.resource_dir;
-    if (req.from == "python3" && !template_dir("python3-isolated").empty()) resources = template_dir("python3-isolated");
+    if (req.from == "python3" && !template_dir("python3-isolated").empty())
+      resources = template_dir("python3-isolated");
   }
   IK_TRY(detect_mounts(w));
   if (req.sandbox.print_plan) return print_install_plan(req, w, launcher, *host);
@@ -353,8 +359,10 @@ Result<std::string> install_kernelspec(const InstallRequest& req) {
   if (fs::exists(target)) fs::remove_all(target, ec);
   fs::copy(stage, target, fs::copy_options::recursive, ec);
   if (ec) return Error{"install into " + target.string(), ec.value(), {}, "try --user or --prefix", kExitSetup};
-  fs::permissions(target, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
-                              fs::perms::others_read | fs::perms::others_exec, ec);
+  fs::permissions(target,
+                  fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec | fs::perms::others_read |
+                      fs::perms::others_exec,
+                  ec);
   return target.string();
 }
 

@@ -34,12 +34,11 @@ std::string template_dir(const std::string& name);
 // The kernel.json for `req` wrapping `wrapped` (pure apart from `probe`):
 // exposed for unit tests.
 struct WrappedKernel {
-  nlohmann::json spec;             // the wrapped kernel.json
-  std::vector<std::string> argv;   // its argv with argv[0] made absolute
+  nlohmann::json spec;                       // the wrapped kernel.json
+  std::vector<std::string> argv;             // its argv with argv[0] made absolute
   std::vector<std::string> detected_mounts;  // ro mounts the interpreter needs
 };
-nlohmann::json make_isolated_spec(const InstallRequest& req, const WrappedKernel& wrapped,
-                                  const std::string& launcher);
+nlohmann::json make_isolated_spec(const InstallRequest& req, const WrappedKernel& wrapped, const std::string& launcher);
 // The kernel a kernelspec `source` (installed as `from`) runs: its spec and
 // argv, checked (not broken, not already isolated, argv strings, not empty).
 // argv[0] is left as written (install makes it absolute).

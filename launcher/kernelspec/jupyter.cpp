@@ -156,7 +156,8 @@ Result<StartCheck> check_kernel_starts(const std::string& kernels_dir, const std
   if (!j) return j.error();
   StartCheck c;
   c.ok = j->is_object() && j->contains("ok") && (*j)["ok"].is_boolean() && (*j)["ok"].get<bool>();
-  c.seconds = j->is_object() && j->contains("seconds") && (*j)["seconds"].is_number() ? (*j)["seconds"].get<double>() : 0.0;
+  c.seconds =
+      j->is_object() && j->contains("seconds") && (*j)["seconds"].is_number() ? (*j)["seconds"].get<double>() : 0.0;
   c.error = spec_string(*j, "error", "");
   c.stderr_tail = spec_string(*j, "stderr", "");
   return c;

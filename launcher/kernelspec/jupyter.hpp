@@ -37,7 +37,7 @@ Result<JupyterDirs> jupyter_dirs();
 
 // Interpreter facts that decide what must be mounted for it.
 struct InterpreterInfo {
-  std::string executable;   // realpath of sys.executable
+  std::string executable;  // realpath of sys.executable
   std::string prefix, base_prefix;
   std::vector<std::string> paths;  // sys.path entries that exist
 };

@@ -36,7 +36,8 @@ std::vector<std::string> string_argv(const json& spec, std::string& bad) {
 
 // Replaces `key` ({resource_dir}, {connection_file}) as jupyter_client does at launch.
 std::string expand(std::string a, const std::string& key, const std::string& value) {
-  for (size_t p = a.find(key); p != std::string::npos; p = a.find(key, p + value.size())) a.replace(p, key.size(), value);
+  for (size_t p = a.find(key); p != std::string::npos; p = a.find(key, p + value.size()))
+    a.replace(p, key.size(), value);
   return a;
 }
 

@@ -18,49 +18,70 @@ SandboxCli::SandboxCli(CLI::App& app) : app_(app) {
   app.add_option("-m,--mnt", mnt_lists_,
                  "Space-separated mount list: [ro|rw|rbind,...:]PATH, DEST=SRC or DEST=none. "
                  "Repeatable. Default: $MNTDIRS, else '.'")
-      ->type_name("LIST")->group(g);
-  app.add_flag("-v,--verbose", verbose_, "Log every step on stderr (namespaces, mounts, limits, relay); once is enough")->group(g);
+      ->type_name("LIST")
+      ->group(g);
+  app.add_flag("-v,--verbose", verbose_, "Log every step on stderr (namespaces, mounts, limits, relay); once is enough")
+      ->group(g);
   app.add_option("-b,--build-dir", build_dir_,
                  "Existing directory where the new root is assembled, inside the sandbox's own mount "
                  "namespace (default /tmp; nothing is created on the host)")
-      ->type_name("DIR")->group(g);
-  app.add_flag("--no-net", no_net_, "Own network namespace with only lo up (the default). "
-                                    "NOTE: in isolate.sh --no-net meant 'share the network'")->group(g);
+      ->type_name("DIR")
+      ->group(g);
+  app.add_flag("--no-net", no_net_,
+               "Own network namespace with only lo up (the default). "
+               "NOTE: in isolate.sh --no-net meant 'share the network'")
+      ->group(g);
   app.add_flag("--share-net", share_net_, "Share the host's network (no network isolation)")->group(g);
   app.add_flag("--root", root_, "Appear as uid/gid 0 inside (still the caller's uid outside)")->group(g);
-  app.add_option("--tmpfs-size", tmpfs_size_, "Size cap of each tmpfs the sandbox creates (/, /tmp, HOME, /dev/shm, DEST=none dirs; /dev itself is 1M), e.g. 512M (default 1G, at least 1M)")
-      ->type_name("SIZE")->group(g);
+  app.add_option("--tmpfs-size", tmpfs_size_,
+                 "Size cap of each tmpfs the sandbox creates (/, /tmp, HOME, /dev/shm, DEST=none dirs; /dev itself is "
+                 "1M), e.g. 512M (default 1G, at least 1M)")
+      ->type_name("SIZE")
+      ->group(g);
   app.add_option("--hostname", hostname_, "Hostname inside (default 'isolated')")->group(g);
   app.add_option("--setenv", setenv_, "Set an environment variable inside (repeatable)")->type_name("K=V")->group(g);
   app.add_option("--keep-env", keep_env_, "Pass this variable of the caller through (repeatable)")
-      ->type_name("NAME")->group(g);
+      ->type_name("NAME")
+      ->group(g);
   app.add_option("--chdir", chdir_, "Working directory inside (default: the current directory)")
-      ->type_name("DIR")->group(g);
-  app.add_option("--config", config_, "JSON file with the same settings (see " IK_DOCDIR "/config.md); flags override it")
-      ->type_name("FILE")->group(g);
+      ->type_name("DIR")
+      ->group(g);
+  app.add_option("--config", config_,
+                 "JSON file with the same settings (see " IK_DOCDIR "/config.md); flags override it")
+      ->type_name("FILE")
+      ->group(g);
   app.add_option("--kernelspec", kernelspec_,
                  "Kernelspec directory whose kernel.json metadata.isolated_kernel holds the settings "
                  "(what `isolated-kernel install` writes; jupyter passes {resource_dir})")
-      ->type_name("DIR")->group(g);
+      ->type_name("DIR")
+      ->group(g);
   app.add_flag("--print-plan", print_plan_, "Print the resolved settings and mount plan as JSON and exit")->group(g);
-  app.add_option("--seccomp", seccomp_, "Syscall filter: default or off (debugging only)")
-      ->type_name("MODE")->group(g);
+  app.add_option("--seccomp", seccomp_, "Syscall filter: default or off (debugging only)")->type_name("MODE")->group(g);
   app.add_flag("--allow-userns", allow_userns_, "Allow creating nested user namespaces inside")->group(g);
   const char* l = "Limits";
-  app.add_option("--memory", memory_, "Memory cap, e.g. 2G (at least 4M): RAM of the whole sandbox (cgroup memory.max) when a "
+  app.add_option("--memory", memory_,
+                 "Memory cap, e.g. 2G (at least 4M): RAM of the whole sandbox (cgroup memory.max) when a "
                  "delegated cgroup v2 has the memory controller, else address space per process (RLIMIT_AS)")
-      ->type_name("SIZE")->group(l);
-  app.add_option("--cpu-time", cpu_time_, "CPU time limit per process (RLIMIT_CPU), e.g. 60s or 10m (at least 1s)")->type_name("TIME")->group(l);
-  app.add_option("--wall-time", wall_time_, "Wall-clock limit (at least 1s); the whole sandbox is killed after it")->type_name("TIME")->group(l);
-  app.add_option("--nproc", nproc_, "Maximum number of processes and threads: in the sandbox (cgroup pids.max) "
+      ->type_name("SIZE")
+      ->group(l);
+  app.add_option("--cpu-time", cpu_time_, "CPU time limit per process (RLIMIT_CPU), e.g. 60s or 10m (at least 1s)")
+      ->type_name("TIME")
+      ->group(l);
+  app.add_option("--wall-time", wall_time_, "Wall-clock limit (at least 1s); the whole sandbox is killed after it")
+      ->type_name("TIME")
+      ->group(l);
+  app.add_option("--nproc", nproc_,
+                 "Maximum number of processes and threads: in the sandbox (cgroup pids.max) "
                  "when a delegated cgroup v2 has the pids controller, else of this uid (RLIMIT_NPROC)")
-      ->type_name("N")->group(l);
+      ->type_name("N")
+      ->group(l);
   app.add_option("--nofile", nofile_, "Maximum number of open files")->type_name("N")->group(l);
   app.add_option("--fsize", fsize_, "Maximum size of a written file, e.g. 1G")->type_name("SIZE")->group(l);
   app.add_option("--limits", limits_via_,
                  "How --memory and --nproc are enforced: auto (a cgroup v2 when usable, else rlimits; the "
                  "default), cgroup (fail if no delegated cgroup v2 can take them) or rlimit")
-      ->type_name("MODE")->group(l);
+      ->type_name("MODE")
+      ->group(l);
 }
 
 namespace {
@@ -115,8 +136,7 @@ Status SandboxCli::finish(Options& out, const char* mntdirs) const {
     IK_TRY(add_mount_lists({mntdirs ? std::string(mntdirs) : std::string(".")}, "MNTDIRS", out));
     out.mounts_given = true;
   }
-  if (no_net_ && share_net_)
-    return usage_error("--no-net and --share-net contradict each other", "pick one");
+  if (no_net_ && share_net_) return usage_error("--no-net and --share-net contradict each other", "pick one");
   if (share_net_) out.net = NetMode::kShare;
   if (no_net_) out.net = NetMode::kNone;
   if (root_) out.as_root = true;
@@ -139,8 +159,7 @@ Status SandboxCli::finish(Options& out, const char* mntdirs) const {
   }
   for (const auto& kv : setenv_) {
     auto eq = kv.find('=');
-    if (eq == std::string::npos || eq == 0)
-      return usage_error("--setenv " + kv + ": expected NAME=VALUE");
+    if (eq == std::string::npos || eq == 0) return usage_error("--setenv " + kv + ": expected NAME=VALUE");
     out.setenv.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
   }
   for (const auto& k : keep_env_) out.keep_env.push_back(k);
@@ -155,8 +174,7 @@ Status SandboxCli::finish(Options& out, const char* mntdirs) const {
     if (!via) return usage_error("--limits " + limits_via_ + ": unknown mode", "use --limits=auto, cgroup or rlimit");
     out.limits_via = *via;
   }
-  if (out.tmpfs_size < (1u << 20))
-    return usage_error("--tmpfs-size must be at least 1M");
+  if (out.tmpfs_size < (1u << 20)) return usage_error("--tmpfs-size must be at least 1M");
   return check_limit_floors(out.limits);
 }
 

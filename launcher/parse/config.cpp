@@ -123,7 +123,8 @@ std::optional<LimitsVia> parse_limits_via(const std::string& text) {
 Status validate_hostname(const std::string& name, const std::string& where) {
   bool good = !name.empty() && name.size() <= 64;
   for (char c : name) good = good && (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.');
-  if (!good) return usage_error(where + ": '" + name + "' is not a valid hostname", "use 1-64 letters, digits, '-' or '.'");
+  if (!good)
+    return usage_error(where + ": '" + name + "' is not a valid hostname", "use 1-64 letters, digits, '-' or '.'");
   return ok();
 }
 
@@ -144,12 +145,10 @@ Status apply_config_json(const json& config, const std::string& where, Options& 
     else if (key == "hostname") {
       IK_TRY(get_as(v, where, key, "a string", opts.hostname));
       IK_TRY(validate_hostname(opts.hostname, where + ": key 'hostname'"));
-    }
-    else if (key == "chdir") IK_TRY(get_as(v, where, key, "a string", opts.chdir));
+    } else if (key == "chdir") IK_TRY(get_as(v, where, key, "a string", opts.chdir));
     else if (key == "seccomp") {
       IK_TRY(get_as(v, where, key, "\"default\" or \"off\"", opts.seccomp));
-      if (opts.seccomp != "default" && opts.seccomp != "off")
-        return type_error(where, key, "\"default\" or \"off\"");
+      if (opts.seccomp != "default" && opts.seccomp != "off") return type_error(where, key, "\"default\" or \"off\"");
     } else if (key == "tmpfs_size") {
       auto r = unit_value(v, where, key, &parse_size);
       if (!r) return r.error();
@@ -166,15 +165,13 @@ Status apply_config_json(const json& config, const std::string& where, Options& 
       if (!v.is_number_integer() || v.get<long long>() < 0 || v.get<long long>() > 64)
         return type_error(where, key, "a number of sandboxes from 0 to 64");
       opts.pool = v.get<int>();
-    }
-    else
+    } else
       return usage_error(where + ": unknown key '" + key + "'",
                          "known: mounts, network, root, tmpfs_size, hostname, setenv, keep_env, "
                          "limits, chdir, seccomp, allow_userns, verbose, build_dir, pool");
   }
   return ok();
 }
-
 
 Status apply_config_file(const std::string& path, Options& opts) {
   auto config = read_json_file(path, "--config");

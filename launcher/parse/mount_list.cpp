@@ -45,8 +45,7 @@ Result<MountEntry> parse_mount_entry(const std::string& text) {
   std::string rest;
   split_flags(text, e, rest);
   if (rest.empty())
-    return usage_error("mount entry '" + text + "': empty path",
-                       "write [ro|rw|rbind:]PATH, DEST=SRC or DEST=none");
+    return usage_error("mount entry '" + text + "': empty path", "write [ro|rw|rbind:]PATH, DEST=SRC or DEST=none");
   auto eq = rest.find('=');
   if (eq == std::string::npos) {
     e.dest = rest;

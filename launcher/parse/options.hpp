@@ -11,7 +11,7 @@ namespace ik {
 
 // One entry of a mount list, as typed: [FLAGS:]PATH, [FLAGS:]DEST=SRC, DEST=none.
 struct MountEntry {
-  std::string text;   // the entry as typed, for messages
+  std::string text;  // the entry as typed, for messages
   bool readonly = false;
   bool rbind = false;  // accepted for isolate.sh compatibility; binds are always recursive
   std::string dest;    // as typed (may be relative or start with ~)
@@ -34,21 +34,21 @@ std::optional<LimitsVia> parse_limits_via(const std::string& text);  // (parse/c
 
 // Resource limits. Unset means "no limit beyond the host's".
 struct Limits {
-  std::optional<std::uint64_t> memory_bytes;   // --memory
-  std::optional<std::uint64_t> cpu_seconds;    // --cpu-time
-  std::optional<std::uint64_t> wall_seconds;   // --wall-time
-  std::optional<std::uint64_t> nproc;          // --nproc
-  std::optional<std::uint64_t> nofile;         // --nofile
-  std::optional<std::uint64_t> fsize_bytes;    // --fsize
+  std::optional<std::uint64_t> memory_bytes;  // --memory
+  std::optional<std::uint64_t> cpu_seconds;   // --cpu-time
+  std::optional<std::uint64_t> wall_seconds;  // --wall-time
+  std::optional<std::uint64_t> nproc;         // --nproc
+  std::optional<std::uint64_t> nofile;        // --nofile
+  std::optional<std::uint64_t> fsize_bytes;   // --fsize
 };
 
 struct Options {
-  std::vector<MountEntry> mounts;   // in the order given
-  bool mounts_given = false;        // -m/--mnt/config seen (else MNTDIRS, else ".")
+  std::vector<MountEntry> mounts;  // in the order given
+  bool mounts_given = false;       // -m/--mnt/config seen (else MNTDIRS, else ".")
   int verbose = 0;
-  std::string build_dir = "/tmp";   // -b: where the new root is assembled (inside our mount ns)
+  std::string build_dir = "/tmp";  // -b: where the new root is assembled (inside our mount ns)
   NetMode net = NetMode::kNone;
-  bool as_root = false;             // --root: appear as uid 0
+  bool as_root = false;                   // --root: appear as uid 0
   std::uint64_t tmpfs_size = 1ull << 30;  // cap for every tmpfs we create
   std::string hostname = "isolated";
   std::vector<std::pair<std::string, std::string>> setenv;
@@ -57,11 +57,11 @@ struct Options {
   bool allow_userns = false;
   Limits limits;
   LimitsVia limits_via = LimitsVia::kAuto;  // --limits, config limits.mechanism
-  std::string chdir;                // --chdir, empty = the logical cwd
+  std::string chdir;                        // --chdir, empty = the logical cwd
   bool print_plan = false;
-  PtyMode pty = PtyMode::kAuto;     // isolate only: --pty / --no-pty
-  int pool = 0;                     // kernelspec metadata "pool": waiting sandboxes to keep (docs/pool.md)
-  std::vector<std::string> argv;    // the program and its arguments
+  PtyMode pty = PtyMode::kAuto;   // isolate only: --pty / --no-pty
+  int pool = 0;                   // kernelspec metadata "pool": waiting sandboxes to keep (docs/pool.md)
+  std::vector<std::string> argv;  // the program and its arguments
 };
 
 }  // namespace ik

@@ -19,8 +19,7 @@ bool leading_number(const std::string& s, std::uint64_t& value, size_t& pos) {
   return pos > 0;
 }
 
-Result<std::uint64_t> scaled(std::uint64_t v, std::uint64_t mul, const std::string& text,
-                             const std::string& what) {
+Result<std::uint64_t> scaled(std::uint64_t v, std::uint64_t mul, const std::string& text, const std::string& what) {
   if (mul != 0 && v > std::numeric_limits<std::uint64_t>::max() / mul)
     return usage_error(what + ": '" + text + "' is too large");
   return v * mul;
@@ -36,8 +35,10 @@ Result<std::uint64_t> parse_size(const std::string& text, const std::string& wha
   std::string unit = text.substr(pos);
   for (auto& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   // Accepted spellings: "", B, and K/M/G/T alone or followed by B or IB.
-  static const struct { const char* letter; std::uint64_t mul; } kUnits[] = {
-      {"K", 1ull << 10}, {"M", 1ull << 20}, {"G", 1ull << 30}, {"T", 1ull << 40}};
+  static const struct {
+    const char* letter;
+    std::uint64_t mul;
+  } kUnits[] = {{"K", 1ull << 10}, {"M", 1ull << 20}, {"G", 1ull << 30}, {"T", 1ull << 40}};
   if (unit.empty() || unit == "B") return v;
   for (const auto& u : kUnits) {
     const std::string l = u.letter;
@@ -50,7 +51,8 @@ Result<std::uint64_t> parse_seconds(const std::string& text, const std::string& 
   std::uint64_t v;
   size_t pos;
   if (!leading_number(text, v, pos))
-    return usage_error(what + ": '" + text + "' is not a duration", "use seconds, or a number with s, m or h, e.g. 90s");
+    return usage_error(what + ": '" + text + "' is not a duration",
+                       "use seconds, or a number with s, m or h, e.g. 90s");
   std::string unit = text.substr(pos);
   if (unit.empty() || unit == "s") return v;
   if (unit == "m") return scaled(v, 60, text, what);

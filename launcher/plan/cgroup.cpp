@@ -9,9 +9,9 @@ namespace {
 
 // The v1 controllers a hierarchy's super options can name.
 const std::set<std::string>& known_v1_controllers() {
-  static const std::set<std::string> k{"cpuset", "cpu",     "cpuacct", "blkio",   "io",   "memory", "devices",
-                                       "freezer", "net_cls", "perf_event", "net_prio", "hugetlb", "pids", "rdma",
-                                       "misc"};
+  static const std::set<std::string> k{"cpuset",   "cpu",     "cpuacct", "blkio",   "io",
+                                       "memory",   "devices", "freezer", "net_cls", "perf_event",
+                                       "net_prio", "hugetlb", "pids",    "rdma",    "misc"};
   return k;
 }
 
@@ -138,7 +138,8 @@ std::string unusable_reason(const CgroupHost& host, const std::vector<std::strin
   bool to_enable = std::any_of(controllers.begin(), controllers.end(),
                                [&](const std::string& c) { return !host.subtree_control.count(c); });
   if (to_enable && !host.is_root && host.other_processes)
-    return "cgroup " + host.dir + " also holds processes that are not ours, so cgroup v2's no-internal-processes "
+    return "cgroup " + host.dir +
+           " also holds processes that are not ours, so cgroup v2's no-internal-processes "
            "rule forbids enabling controllers below it";
   return {};
 }
@@ -221,8 +222,8 @@ Result<LimitsPlan> plan_limits(const Limits& limits, LimitsVia via, const Cgroup
     }
     std::string what = taken.empty() ? "no controllers" : join(taken, ", ");
     std::string how = cg.leaf.empty() ? "" : "; we move into " + cg.leaf + " first (no internal processes)";
-    std::string used = "cgroup " + cg.dir() + " (" + what + (cg.enable.empty() ? "" : ", enabled in " + cg.parent) +
-                       how + ")";
+    std::string used =
+        "cgroup " + cg.dir() + " (" + what + (cg.enable.empty() ? "" : ", enabled in " + cg.parent) + how + ")";
     cg.why = cg.why.empty() ? used : used + "; " + cg.why;
   }
 
@@ -234,7 +235,8 @@ Result<LimitsPlan> plan_limits(const Limits& limits, LimitsVia via, const Cgroup
         out.rlimits.memory_bytes ? "rlimit RLIMIT_AS" : "cgroup memory.max");
   if (limits.cpu_seconds) add("--cpu-time", decimal(*limits.cpu_seconds) + "s", "rlimit RLIMIT_CPU");
   if (limits.wall_seconds) add("--wall-time", decimal(*limits.wall_seconds) + "s", "timer (SIGKILL to the sandbox)");
-  if (limits.nproc) add("--nproc", decimal(*limits.nproc), out.rlimits.nproc ? "rlimit RLIMIT_NPROC" : "cgroup pids.max");
+  if (limits.nproc)
+    add("--nproc", decimal(*limits.nproc), out.rlimits.nproc ? "rlimit RLIMIT_NPROC" : "cgroup pids.max");
   if (limits.nofile) add("--nofile", decimal(*limits.nofile), "rlimit RLIMIT_NOFILE");
   if (limits.fsize_bytes) add("--fsize", format_size(*limits.fsize_bytes), "rlimit RLIMIT_FSIZE");
   return out;

@@ -41,19 +41,19 @@ std::optional<std::pair<CgroupMount, std::string>> locate_cgroup_dir(const std::
 
 // What the caller's cgroup v2 offers, read once on the host.
 struct CgroupHost {
-  bool v2 = false;                         // our cgroup was found on a cgroup2 mount
-  std::string problem;                     // when !v2: why (no cgroup2 mount, no 0:: line...)
-  std::string mount;                       // e.g. /sys/fs/cgroup or /sys/fs/cgroup/unified
-  std::string path;                        // our cgroup, "/" for the root cgroup (or our cgroup namespace's)
-  bool is_root = false;                    // the hierarchy's real root (no cgroup.type file): exempt from the
-                                           // no-internal-processes rule; a namespace's "/" is not
-  std::string dir;                         // its directory: mount + path
-  std::set<std::string> controllers;       // dir/cgroup.controllers: what dir's children could get
-  std::set<std::string> subtree_control;   // dir/cgroup.subtree_control: what they get now
-  bool writable = false;                   // we may mkdir in dir, write its cgroup.procs and subtree_control
-  bool other_processes = true;             // dir/cgroup.procs lists a process other than us
-  std::map<std::string, std::string> v1;   // controller -> v1 mount point holding it (hybrid hosts)
-  pid_t self_pid = 0;                      // names our cgroups: isolated-kernel-<pid>
+  bool v2 = false;                        // our cgroup was found on a cgroup2 mount
+  std::string problem;                    // when !v2: why (no cgroup2 mount, no 0:: line...)
+  std::string mount;                      // e.g. /sys/fs/cgroup or /sys/fs/cgroup/unified
+  std::string path;                       // our cgroup, "/" for the root cgroup (or our cgroup namespace's)
+  bool is_root = false;                   // the hierarchy's real root (no cgroup.type file): exempt from the
+                                          // no-internal-processes rule; a namespace's "/" is not
+  std::string dir;                        // its directory: mount + path
+  std::set<std::string> controllers;      // dir/cgroup.controllers: what dir's children could get
+  std::set<std::string> subtree_control;  // dir/cgroup.subtree_control: what they get now
+  bool writable = false;                  // we may mkdir in dir, write its cgroup.procs and subtree_control
+  bool other_processes = true;            // dir/cgroup.procs lists a process other than us
+  std::map<std::string, std::string> v1;  // controller -> v1 mount point holding it (hybrid hosts)
+  pid_t self_pid = 0;                     // names our cgroups: isolated-kernel-<pid>
 };
 
 // Whether plan_limits() will look at the host's cgroup at all: not for
@@ -63,7 +63,7 @@ bool cgroup_probe_needed(const Limits& limits, LimitsVia via);
 
 // A file of the sandbox cgroup, written in order after mkdir.
 struct CgroupFile {
-  std::string name;   // e.g. pids.max
+  std::string name;  // e.g. pids.max
   std::string value;
   bool optional = false;  // skipped when the kernel lacks it (memory.swap.max without swap accounting)
 };
@@ -71,12 +71,12 @@ struct CgroupFile {
 // What apply/cgroup.cpp does, decided here.
 struct CgroupPlan {
   bool use = false;
-  bool required = false;              // --limits=cgroup: failing to create it is an error, not a fallback
-  std::string why;                    // why a cgroup is used, or why not
-  std::string parent;                 // directory the sandbox cgroup is created in (our cgroup)
-  std::string name;                   // isolated-kernel-<pid>
-  std::string leaf;                   // non-empty: move ourselves into parent/leaf first (see plan_limits)
-  std::vector<std::string> enable;    // controllers to enable in parent's cgroup.subtree_control
+  bool required = false;            // --limits=cgroup: failing to create it is an error, not a fallback
+  std::string why;                  // why a cgroup is used, or why not
+  std::string parent;               // directory the sandbox cgroup is created in (our cgroup)
+  std::string name;                 // isolated-kernel-<pid>
+  std::string leaf;                 // non-empty: move ourselves into parent/leaf first (see plan_limits)
+  std::vector<std::string> enable;  // controllers to enable in parent's cgroup.subtree_control
   std::vector<CgroupFile> files;
   std::string dir() const { return parent + "/" + name; }
 };

@@ -32,9 +32,9 @@ const char* op_kind_name(OpKind k);
 
 struct MountOp {
   OpKind kind;
-  std::string dest;        // absolute path inside the sandbox
-  std::string src;         // kBind: host path; kSymlink: target
-  std::string content;     // kFile
+  std::string dest;     // absolute path inside the sandbox
+  std::string src;      // kBind: host path; kSymlink: target
+  std::string content;  // kFile
   // kBind/kFile/kEmpty: read-only inside. kDir: sealed, i.e. a mount of its
   // own (bound onto itself) that is made read-only, nosuid, nodev with
   // everything mounted below it by one recursive mount_setattr once the
@@ -51,8 +51,8 @@ struct MountOp {
   // dest lies inside a host bind: its mount point exists on the host (the
   // planner checked) and apply must never create it there.
   bool point_on_host = false;
-  unsigned mode = 0755;    // kTmpfs/kDir/kFile
-  std::string why;         // where it came from: "system", "etc", "home", "--mnt ro:/x", ...
+  unsigned mode = 0755;  // kTmpfs/kDir/kFile
+  std::string why;       // where it came from: "system", "etc", "home", "--mnt ro:/x", ...
 };
 
 struct Identity {
@@ -73,9 +73,9 @@ struct Identity {
 // Decided by the planner so that apply never re-plans and --print-plan
 // shows it.
 struct RlimitFallback {
-  Limits rlimits;               // every limit given, by setrlimit
-  std::vector<LimitUse> uses;   // what enforces each limit then
-  std::string why;              // the cgroup's "why" then
+  Limits rlimits;              // every limit given, by setrlimit
+  std::vector<LimitUse> uses;  // what enforces each limit then
+  std::string why;             // the cgroup's "why" then
 };
 
 struct Plan {
@@ -85,19 +85,19 @@ struct Plan {
   std::string hostname;
   std::string build_dir;
   std::uint64_t tmpfs_size = 0;
-  std::string cwd;                 // working directory inside
-  bool cwd_explicit = false;       // --chdir: a missing one is an error, not a fallback
-  std::vector<std::string> argv;   // program and arguments (argv[0] may need PATH lookup)
-  std::vector<std::string> env;    // complete environment, "K=V"
-  Limits limits;                  // as given (--print-plan shows them)
-  Limits rlimits;                 // the ones set with setrlimit: limits minus what the cgroup enforces
-  CgroupPlan cgroup;              // the sandbox's own cgroup v2, if used (apply/cgroup.cpp)
-  std::vector<LimitUse> limit_uses;  // what enforces each limit (-v, --print-plan)
+  std::string cwd;                                // working directory inside
+  bool cwd_explicit = false;                      // --chdir: a missing one is an error, not a fallback
+  std::vector<std::string> argv;                  // program and arguments (argv[0] may need PATH lookup)
+  std::vector<std::string> env;                   // complete environment, "K=V"
+  Limits limits;                                  // as given (--print-plan shows them)
+  Limits rlimits;                                 // the ones set with setrlimit: limits minus what the cgroup enforces
+  CgroupPlan cgroup;                              // the sandbox's own cgroup v2, if used (apply/cgroup.cpp)
+  std::vector<LimitUse> limit_uses;               // what enforces each limit (-v, --print-plan)
   std::optional<RlimitFallback> rlimit_fallback;  // set when cgroup.use && !cgroup.required
   bool seccomp = true;
   bool allow_userns = false;
   int verbose = 0;
-  TerminalPlan terminal;          // isolate: a pty for the program, or its stdio inherited
+  TerminalPlan terminal;  // isolate: a pty for the program, or its stdio inherited
 };
 
 nlohmann::json plan_to_json(const Plan& plan);

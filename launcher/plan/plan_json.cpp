@@ -67,9 +67,14 @@ nlohmann::json plan_to_json(const Plan& plan) {
   };
   return json{
       {"identity",
-       {{"outer_uid", plan.id.outer_uid}, {"outer_gid", plan.id.outer_gid}, {"uid", plan.id.inner_uid},
-        {"gid", plan.id.inner_gid}, {"user", plan.id.user}, {"home", plan.id.home},
-        {"uid_map", map_lines(plan.id.maps.uid_map)}, {"gid_map", map_lines(plan.id.maps.gid_map)}}},
+       {{"outer_uid", plan.id.outer_uid},
+        {"outer_gid", plan.id.outer_gid},
+        {"uid", plan.id.inner_uid},
+        {"gid", plan.id.inner_gid},
+        {"user", plan.id.user},
+        {"home", plan.id.home},
+        {"uid_map", map_lines(plan.id.maps.uid_map)},
+        {"gid_map", map_lines(plan.id.maps.gid_map)}}},
       {"namespaces", plan.new_net ? json{"user", "mount", "pid", "ipc", "uts", "net", "cgroup"}
                                   : json{"user", "mount", "pid", "ipc", "uts", "cgroup"}},
       {"network", plan.new_net ? "none (lo only)" : "shared with host"},

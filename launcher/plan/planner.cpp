@@ -106,8 +106,7 @@ void add_etc(std::vector<MountOp>& ops, const Options& opts, const HostInfo& hos
   add_file(ops, "/etc/passwd", passwd_content(host, id), "etc (synthesized)");
   add_file(ops, "/etc/group", group_content(host, id), "etc (synthesized)");
   add_file(ops, "/etc/hostname", opts.hostname + "\n", "etc (synthesized)");
-  add_file(ops, "/etc/hosts",
-           "127.0.0.1\tlocalhost " + opts.hostname + "\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+  add_file(ops, "/etc/hosts", "127.0.0.1\tlocalhost " + opts.hostname + "\n::1\tlocalhost ip6-localhost ip6-loopback\n",
            "etc (synthesized)");
 }
 
@@ -136,8 +135,7 @@ std::string host_path_in_view(const std::string& dest, const std::vector<MountOp
       is_file = true;
       return {};
     }
-    if (op.kind == OpKind::kBind && path_is_within(dest, op.dest) &&
-        (!best || op.dest.size() >= best->dest.size()))
+    if (op.kind == OpKind::kBind && path_is_within(dest, op.dest) && (!best || op.dest.size() >= best->dest.size()))
       best = &op;
   }
   if (!best) return {};
@@ -249,8 +247,8 @@ Status check_mount_points(std::vector<MountOp>& ops, const HostFs& fs) {
     if (!parent || parent->kind != OpKind::kBind) continue;
     std::string host_path = parent->src + (parent_dest == "/" ? dest : dest.substr(parent_dest.size()));
     if (!fs.lstat_type(host_path))
-      return usage_error("mount point " + ops[i].dest + " (" + ops[i].why + ") does not exist inside " +
-                             parent->dest + ", which is bound from the host",
+      return usage_error("mount point " + ops[i].dest + " (" + ops[i].why + ") does not exist inside " + parent->dest +
+                             ", which is bound from the host",
                          "create " + host_path + " on the host, or mount it somewhere else");
     ops[i].point_on_host = true;
   }
@@ -262,8 +260,7 @@ void order_ops(std::vector<MountOp>& ops) {
   const Links links = collect_links(ops);
   std::vector<std::pair<size_t, MountOp>> keyed;
   for (auto& op : ops) keyed.emplace_back(path_depth(canonical_dest(op.dest, links)), std::move(op));
-  std::stable_sort(keyed.begin(), keyed.end(),
-                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::stable_sort(keyed.begin(), keyed.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
   ops.clear();
   for (auto& [depth, op] : keyed) ops.push_back(std::move(op));
 }
@@ -346,7 +343,6 @@ Result<std::string> host_realpath(const std::string& path, const std::string& en
   return real;
 }
 
-
 const std::vector<std::string>& curated_etc_entries() {
   // What programs need to run; never shadow, gshadow, ssh, sudoers, machine-id,
   // nor /etc/ssl/private (TLS keys: only certs and openssl.cnf). Each entry
@@ -356,11 +352,11 @@ const std::vector<std::string>& curated_etc_entries() {
   // update-ca-certificates config): mount those with --mnt when wanted. R and
   // papersize stay: Debian's R reads its Renviron (R_HOME/etc) from /etc/R.
   static const std::vector<std::string> kEntries = {
-      "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "ssl/certs", "ssl/openssl.cnf",
-      "locale.alias", "localtime", "timezone", "fonts", "nsswitch.conf", "host.conf", "gai.conf",
-      "protocols", "services", "mime.types", "os-release", "debian_version", "bash.bashrc", "profile",
-      "inputrc", "terminfo", "python3", "python3.11", "matplotlibrc", "jupyter", "ipython", "R",
-      "papersize", "xdg", "shells"};
+      "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives",   "ssl/certs",   "ssl/openssl.cnf", "locale.alias",
+      "localtime",   "timezone",   "fonts",        "nsswitch.conf",  "host.conf",   "gai.conf",        "protocols",
+      "services",    "mime.types", "os-release",   "debian_version", "bash.bashrc", "profile",         "inputrc",
+      "terminfo",    "python3",    "python3.11",   "matplotlibrc",   "jupyter",     "ipython",         "R",
+      "papersize",   "xdg",        "shells"};
   return kEntries;
 }
 

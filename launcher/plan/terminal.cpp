@@ -5,9 +5,7 @@ namespace ik {
 TerminalPlan choose_terminal(PtyMode mode, bool stdin_tty, bool stdout_tty, bool stderr_tty, bool foreground) {
   TerminalPlan t;
   switch (mode) {
-    case PtyMode::kNever:
-      t.why = "--no-pty";
-      return t;
+    case PtyMode::kNever: t.why = "--no-pty"; return t;
     case PtyMode::kAlways:
       t.pty = true;
       t.why = "--pty";

@@ -23,7 +23,6 @@ struct TerminalPlan {
 // not when output is redirected (a pty would turn "\n" into "\r\n" there).
 // Nor when isolate starts in the background of its terminal (`isolate cmd &`):
 // raw mode would stop it there (SIGTTOU) until brought to the foreground.
-TerminalPlan choose_terminal(PtyMode mode, bool stdin_tty, bool stdout_tty, bool stderr_tty,
-                             bool foreground = true);
+TerminalPlan choose_terminal(PtyMode mode, bool stdin_tty, bool stdout_tty, bool stderr_tty, bool foreground = true);
 
 }  // namespace ik

@@ -39,8 +39,8 @@ bool make_dirs(const std::string& path) {
 }
 
 // The child's whole job; returns an error text, empty on success.
-std::string attach_in_child(pid_t init_pid, const std::vector<MountOp>& ops, unsigned long long tmpfs_size,
-                            uid_t uid, gid_t gid) {
+std::string attach_in_child(pid_t init_pid, const std::vector<MountOp>& ops, unsigned long long tmpfs_size, uid_t uid,
+                            gid_t gid) {
   const auto fail = [](const std::string& what) { return what + ": " + std::strerror(errno); };
   // Clones first, while our mount namespace (a copy of the host's) still
   // resolves the host paths: a detached copy of the tree, with the cold

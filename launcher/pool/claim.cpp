@@ -79,7 +79,8 @@ int follow_claimed_kernel(int sock, pid_t program, pid_t parent_at_start) {
     int timeout = -1;
     if (give_up)
       timeout = static_cast<int>(std::max<long long>(
-          0, std::chrono::duration_cast<std::chrono::milliseconds>(*give_up - std::chrono::steady_clock::now()).count()));
+          0,
+          std::chrono::duration_cast<std::chrono::milliseconds>(*give_up - std::chrono::steady_clock::now()).count()));
     int n = poll(fds, 3, timeout);
     if (n < 0 && errno == EINTR) continue;
     if (n == 0 && give_up) return 128 + SIGTERM;  // the helper sees us gone and SIGKILLs the sandbox
@@ -135,21 +136,20 @@ std::optional<int> try_claim(const ClaimInput& in) {
   if (auto s = block_sandbox_signals(); !s) return cold(s.error().describe());
   nlohmann::json launch = nlohmann::json::array();
   for (const auto& op : *ops) launch.push_back(op_to_json(op));
-  nlohmann::json claim{
-      {"op", "claim"},
-      {"spec", argv_template(in.launcher_args, in.connection_file)},
-      {"env", env_object(host_env(in.host), true)},
-      {"cwd", in.host.cwd},
-      {"size", in.opts.pool},
-      {"key", key},
-      {"launch_ops", launch},
-      {"tmpfs_size", in.cold_plan.tmpfs_size},
-      {"kernel",
-       {{"argv", in.cold_plan.argv},
-        {"env", env_object(in.cold_plan.env, false)},
-        {"cwd", in.cold_plan.cwd},
-        {"connection_file", in.connection_file}}},
-      {"launcher_pid", getpid()}};
+  nlohmann::json claim{{"op", "claim"},
+                       {"spec", argv_template(in.launcher_args, in.connection_file)},
+                       {"env", env_object(host_env(in.host), true)},
+                       {"cwd", in.host.cwd},
+                       {"size", in.opts.pool},
+                       {"key", key},
+                       {"launch_ops", launch},
+                       {"tmpfs_size", in.cold_plan.tmpfs_size},
+                       {"kernel",
+                        {{"argv", in.cold_plan.argv},
+                         {"env", env_object(in.cold_plan.env, false)},
+                         {"cwd", in.cold_plan.cwd},
+                         {"connection_file", in.connection_file}}},
+                       {"launcher_pid", getpid()}};
   const auto started = std::chrono::steady_clock::now();
   if (auto s = send_message(sock->get(), claim, {STDOUT_FILENO, STDERR_FILENO}); !s) return cold(s.error().describe());
   pollfd p{sock->get(), POLLIN, 0};
@@ -159,7 +159,8 @@ std::optional<int> try_claim(const ClaimInput& in) {
   if (!reply->body.value("ok", false)) return cold(reply->body.value("reason", std::string("refused")));
   const auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started);
   const pid_t program = reply->body.value("program_pid", -1);
-  log::step("pool: claimed a waiting sandbox in %.1f ms (kernel pid %d)", us.count() / 1000.0, static_cast<int>(program));
+  log::step("pool: claimed a waiting sandbox in %.1f ms (kernel pid %d)", us.count() / 1000.0,
+            static_cast<int>(program));
   return follow_claimed_kernel(sock->get(), program, in.parent_at_start);
 }
 

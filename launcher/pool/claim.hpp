@@ -16,9 +16,9 @@ namespace ik::pool {
 struct ClaimInput {
   const Options& opts;
   const HostInfo& host;
-  const Plan& cold_plan;                    // exactly what a cold start would run
-  std::string connection_file;              // absolute
-  std::vector<std::string> launcher_args;   // our argv[1..], as given
+  const Plan& cold_plan;                   // exactly what a cold start would run
+  std::string connection_file;             // absolute
+  std::vector<std::string> launcher_args;  // our argv[1..], as given
   pid_t parent_at_start = 0;
 };
 

@@ -185,7 +185,7 @@ class Daemon {
         // unprivileged process cannot lower it again (docs/pool.md, gaps).
         if (theirs.get() == 3) fcntl(3, F_SETFD, 0);
         else dup2(theirs.get(), 3);  // dup2 clears close-on-exec on 3
-        setsid();               // not in the daemon's group: stopping it spares claimed kernels
+        setsid();                    // not in the daemon's group: stopping it spares claimed kernels
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -275,9 +275,9 @@ class Daemon {
       for (auto& e : pool.entries)
         if (e->ready() && (!found || e->ready_at < found->ready_at)) found = e.get();
       if (!found) {
-        refuse(pool.entries.empty() ? "the pool of this kernelspec is empty: filling it"
-                                    : "no waiting sandbox is ready yet (" + std::to_string(pool.entries.size()) +
-                                          " starting)");
+        refuse(pool.entries.empty()
+                   ? "the pool of this kernelspec is empty: filling it"
+                   : "no waiting sandbox is ready yet (" + std::to_string(pool.entries.size()) + " starting)");
         fill(pool);
         return;
       }
@@ -376,8 +376,10 @@ int pool_start(const DaemonOptions& o) {
     ssize_t n = pread(lock.get(), pid, sizeof pid - 1, 0);
     (void)n;
     if (o.quiet) return kExitAlreadyRunning;
-    std::fprintf(stderr, "isolated-kernel: pool start: a pool daemon already runs for this user (pid %s, socket %s) "
-                 "(stop it with 'isolated-kernel pool stop')\n", pid[0] ? pid : "?", socket_path(dir).c_str());
+    std::fprintf(stderr,
+                 "isolated-kernel: pool start: a pool daemon already runs for this user (pid %s, socket %s) "
+                 "(stop it with 'isolated-kernel pool stop')\n",
+                 pid[0] ? pid : "?", socket_path(dir).c_str());
     return kExitAlreadyRunning;
   }
   int ready[2];

@@ -39,7 +39,8 @@ Result<UniqueFd> dial_waiter(const SandboxProcess& sandbox, int ctl_fd) {
   for (int waited = 0; waited < kWaiterStartMs;) {
     auto out = socks->dial(0);
     if (out.dial == relay::KernelSockets::Dial::kConnected) return std::move(out.fd);
-    if (out.dial == relay::KernelSockets::Dial::kRejected) return Error{"pool: waiter socket", 0, out.why, {}, kExitSetup};
+    if (out.dial == relay::KernelSockets::Dial::kRejected)
+      return Error{"pool: waiter socket", 0, out.why, {}, kExitSetup};
     pollfd fds[3] = {{socks->watch_fd(), POLLIN, 0}, {sandbox.pidfd(), POLLIN, 0}, {ctl_fd, POLLIN, 0}};
     const int step = out.dial == relay::KernelSockets::Dial::kNotListening ? 10 : 1000;
     int n = poll(fds, 3, step);

@@ -23,7 +23,7 @@ std::string socket_dir() {
 Status ensure_private_dir(const std::string& dir) {
   // mkdir first: a directory someone else made in /tmp is then found, not trusted.
   if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return sys_error("pool: create " + dir);
-  struct stat st{};
+  struct stat st {};
   if (lstat(dir.c_str(), &st) != 0) return sys_error("pool: " + dir);
   if (!S_ISDIR(st.st_mode))
     return Error{"pool: socket directory " + dir, 0, "not a directory", "remove it, or set XDG_RUNTIME_DIR", 2};
@@ -101,8 +101,7 @@ Result<UniqueFd> connect_daemon(const std::string& dir) {
   const std::string path = socket_path(dir);
   if (path.size() >= sizeof addr.sun_path) return Error{"pool: socket path too long", 0, path, {}, kExitSetup};
   std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  if (connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
-    return sys_error("pool: connect " + path);
+  if (connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return sys_error("pool: connect " + path);
   return s;
 }
 

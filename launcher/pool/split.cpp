@@ -29,10 +29,17 @@ void strip_launch_parts(Plan& plan, const std::string& cwd_real) {
 }
 
 nlohmann::json op_to_json(const MountOp& op) {
-  return {{"kind", op_kind_name(op.kind)}, {"dest", op.dest},         {"src", op.src},
-          {"content", op.content},         {"readonly", op.readonly}, {"in_place", op.in_place},
-          {"src_is_dir", op.src_is_dir},   {"owned", op.owned},       {"point_on_host", op.point_on_host},
-          {"mode", op.mode},               {"why", op.why}};
+  return {{"kind", op_kind_name(op.kind)},
+          {"dest", op.dest},
+          {"src", op.src},
+          {"content", op.content},
+          {"readonly", op.readonly},
+          {"in_place", op.in_place},
+          {"src_is_dir", op.src_is_dir},
+          {"owned", op.owned},
+          {"point_on_host", op.point_on_host},
+          {"mode", op.mode},
+          {"why", op.why}};
 }
 
 Result<MountOp> op_from_json(const nlohmann::json& j) {
@@ -42,7 +49,8 @@ Result<MountOp> op_from_json(const nlohmann::json& j) {
     if (kind == op_kind_name(OpKind::kTmpfs)) op.kind = OpKind::kTmpfs;
     else if (kind == op_kind_name(OpKind::kBind)) op.kind = OpKind::kBind;
     else if (kind == op_kind_name(OpKind::kFile)) op.kind = OpKind::kFile;
-    else return Error{"pool: launch op", 0, "kind '" + kind + "' cannot be attached to a waiting sandbox", {}, kExitSetup};
+    else
+      return Error{"pool: launch op", 0, "kind '" + kind + "' cannot be attached to a waiting sandbox", {}, kExitSetup};
     op.dest = j.at("dest").get<std::string>();
     op.src = j.at("src").get<std::string>();
     op.content = j.at("content").get<std::string>();
@@ -70,15 +78,20 @@ Result<std::vector<MountOp>> launch_ops(const Plan& full, const Plan& waiting) {
     extra.push_back(op);
   }
   if (w != waiting.ops.size())
-    return Error{"pool: not poolable", 0,
-                 "the waiting sandbox would differ from a cold one at " + waiting.ops[w].dest, {}, kExitSetup};
+    return Error{"pool: not poolable",
+                 0,
+                 "the waiting sandbox would differ from a cold one at " + waiting.ops[w].dest,
+                 {},
+                 kExitSetup};
   for (const auto& op : extra) {
     const bool supported = op.kind == OpKind::kTmpfs || (op.kind == OpKind::kBind && op.src_is_dir) ||
                            (op.kind == OpKind::kFile && op.in_place);
     if (!supported)
-      return Error{"pool: not poolable", 0,
+      return Error{"pool: not poolable",
+                   0,
                    std::string("launch-time ") + op_kind_name(op.kind) + " at " + op.dest + " cannot be attached later",
-                   {}, kExitSetup};
+                   {},
+                   kExitSetup};
   }
   return extra;
 }
@@ -101,7 +114,7 @@ bool launch_time_env(const std::string& name) {
 namespace {
 
 std::string mtime_of(const std::string& path) {
-  struct stat st{};
+  struct stat st {};
   if (stat(path.c_str(), &st) != 0) return "missing";
   return std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec) + ":" + std::to_string(st.st_ino);
 }

@@ -58,14 +58,12 @@ Result<std::string> string_field(const json& j, const char* key, const std::stri
 Result<int> port_field(const json& j, const char* key, const std::string& where) {
   auto it = j.find(key);
   if (it == j.end()) return bad_file(where, quoted(key) + " is missing");
-  if (!it->is_number_integer())
-    return bad_file(where, quoted(key) + " must be an integer, got " + short_dump(*it));
+  if (!it->is_number_integer()) return bad_file(where, quoted(key) + " must be an integer, got " + short_dump(*it));
   // Port 0 means "pick one" when jupyter writes a file; by the time a kernel
   // is launched the file holds the real port, so 0 here is an error.
   long long v = -1;  // stays out of range for unsigned values too big for long long
   if (!it->is_number_unsigned() || it->get<unsigned long long>() <= 65535) v = it->get<long long>();
-  if (v < 1 || v > 65535)
-    return bad_file(where, quoted(key) + " is " + short_dump(*it) + ", outside 1-65535");
+  if (v < 1 || v > 65535) return bad_file(where, quoted(key) + " is " + short_dump(*it) + ", outside 1-65535");
   return static_cast<int>(v);
 }
 
@@ -73,8 +71,8 @@ Status check_distinct_ports(const ConnectionInfo& info, const std::string& where
   for (size_t a = 0; a < kPortFields.size(); ++a)
     for (size_t b = a + 1; b < kPortFields.size(); ++b)
       if (info.*kPortFields[a].member == info.*kPortFields[b].member)
-        return bad_file(where, std::string(kPortFields[a].name) + " and " + kPortFields[b].name +
-                                   " are both " + std::to_string(info.*kPortFields[a].member));
+        return bad_file(where, std::string(kPortFields[a].name) + " and " + kPortFields[b].name + " are both " +
+                                   std::to_string(info.*kPortFields[a].member));
   return ok();
 }
 
@@ -99,8 +97,7 @@ Status read_transport_and_ip(const json& j, const std::string& where, Connection
   auto transport = string_field(j, "transport", where, "tcp");
   IK_TRY(transport);
   if (*transport != "tcp" && *transport != "ipc")
-    return bad_file(where, "transport \"" + *transport + "\" is not supported",
-                    "use \"tcp\" or \"ipc\"");
+    return bad_file(where, "transport \"" + *transport + "\" is not supported", "use \"tcp\" or \"ipc\"");
   info.transport = *transport;
 
   if (!j.contains("ip")) return bad_file(where, "\"ip\" is missing");

@@ -14,13 +14,13 @@ struct DirectionCounters {
 };
 
 struct ChannelCounters {
-  uint64_t connections = 0;         // client connections accepted
-  uint64_t refused_connections = 0; // over max_connections_per_channel
-  DirectionCounters to_kernel;      // host clients -> kernel
-  DirectionCounters to_host;        // kernel -> host clients
-  uint64_t oversized = 0;           // connections cut: kernel message over the cap
-  uint64_t protocol_errors = 0;     // connections cut: kernel broke ZMTP framing
-  uint64_t rejected_sockets = 0;    // kernel socket path not a plain socket file
+  uint64_t connections = 0;          // client connections accepted
+  uint64_t refused_connections = 0;  // over max_connections_per_channel
+  DirectionCounters to_kernel;       // host clients -> kernel
+  DirectionCounters to_host;         // kernel -> host clients
+  uint64_t oversized = 0;            // connections cut: kernel message over the cap
+  uint64_t protocol_errors = 0;      // connections cut: kernel broke ZMTP framing
+  uint64_t rejected_sockets = 0;     // kernel socket path not a plain socket file
 };
 
 struct RelayCounters {

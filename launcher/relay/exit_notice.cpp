@@ -19,7 +19,8 @@ std::string random_id() {
   if (::getrandom(b, sizeof b, 0) != sizeof b) {
     // Uniqueness is all that matters (clients drop a repeated signature).
     const auto t = std::chrono::steady_clock::now().time_since_epoch().count();
-    for (size_t i = 0; i < sizeof b; ++i) b[i] = static_cast<unsigned char>(t >> (8 * (i % 8))) ^ static_cast<unsigned char>(i * 37);
+    for (size_t i = 0; i < sizeof b; ++i)
+      b[i] = static_cast<unsigned char>(t >> (8 * (i % 8))) ^ static_cast<unsigned char>(i * 37);
   }
   char out[33];
   for (size_t i = 0; i < sizeof b; ++i) std::snprintf(out + 2 * i, 3, "%02x", b[i]);
@@ -33,8 +34,8 @@ std::string utc_now_iso() {
   std::tm tm{};
   gmtime_r(&t, &tm);
   char buf[80];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%06lldZ", tm.tm_year + 1900, tm.tm_mon + 1,
-                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<long long>(us));
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%06lldZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<long long>(us));
   return buf;
 }
 
@@ -51,9 +52,8 @@ Result<std::vector<std::string>> signed_frames(const ConnectionInfo& conn, const
 }
 
 std::string message_header(const std::string& msg_type, const std::string& session) {
-  return nlohmann::json{{"msg_id", random_id()},    {"session", session},
-                        {"username", "isolated-kernel-launcher"}, {"date", utc_now_iso()},
-                        {"msg_type", msg_type},     {"version", "5.3"}}
+  return nlohmann::json{{"msg_id", random_id()}, {"session", session},   {"username", "isolated-kernel-launcher"},
+                        {"date", utc_now_iso()}, {"msg_type", msg_type}, {"version", "5.3"}}
       .dump();
 }
 

@@ -20,12 +20,12 @@
 namespace ik {
 
 struct KernelRunSettings {
-  relay::ConnectionInfo host_conn;   // the connection file jupyter_client wrote
+  relay::ConnectionInfo host_conn;  // the connection file jupyter_client wrote
   relay::RelayOptions relay_options;
-  bool use_relay = true;             // false: --share-net with tcp, the kernel binds the host ports itself
-  std::string kernel_ipc_base;       // the kernel's ipc sockets inside: "<base>-1" ... "<base>-5"
-  pid_t parent_at_start = 0;         // getppid() first thing in main, for the client watch
-  std::string client_pid;            // the client to follow, as JPY_PARENT_PID gives it; "": JPY_PARENT_PID
+  bool use_relay = true;        // false: --share-net with tcp, the kernel binds the host ports itself
+  std::string kernel_ipc_base;  // the kernel's ipc sockets inside: "<base>-1" ... "<base>-5"
+  pid_t parent_at_start = 0;    // getppid() first thing in main, for the client watch
+  std::string client_pid;       // the client to follow, as JPY_PARENT_PID gives it; "": JPY_PARENT_PID
 };
 
 class KernelHooks : public LifecycleHooks {

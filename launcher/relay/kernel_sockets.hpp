@@ -17,10 +17,10 @@ Result<UniqueFd> open_sandbox_dir(int root_fd, const std::string& rel_dir);
 class KernelSockets {
  public:
   enum class Dial {
-    kConnected,    // fd is a connected unix stream socket
-    kAbsent,       // no such file yet: wait for the directory to change
-    kNotListening, // the file is there but nobody listens (yet): retry soon
-    kRejected,     // not a plain socket file in the directory: never follow
+    kConnected,     // fd is a connected unix stream socket
+    kAbsent,        // no such file yet: wait for the directory to change
+    kNotListening,  // the file is there but nobody listens (yet): retry soon
+    kRejected,      // not a plain socket file in the directory: never follow
   };
   struct Outcome {
     Dial dial;

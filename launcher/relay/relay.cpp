@@ -79,8 +79,8 @@ void Relay::Impl::accept_clients(Channel ch) {
     if (s.open >= options_.max_connections_per_channel) {
       bump(s.refused);
       if (rate_limited_turn(load(s.refused)))
-        log::warn("relay: %s: more than %zu client connections, refused one (%" PRIu64 " so far)",
-                  channel_name(ch), options_.max_connections_per_channel, load(s.refused));
+        log::warn("relay: %s: more than %zu client connections, refused one (%" PRIu64 " so far)", channel_name(ch),
+                  options_.max_connections_per_channel, load(s.refused));
       continue;  // closed by UniqueFd
     }
     Conn& c = conns_.emplace_back(ch, options_.buffer_bytes, options_.max_message_bytes);
@@ -111,11 +111,8 @@ void Relay::Impl::accept_clients(Channel ch) {
 void Relay::Impl::dial(Conn& c) {
   auto out = kernel_->dial(kernel_port(c.channel));
   switch (out.dial) {
-    case KernelSockets::Dial::kAbsent:
-      return;  // the directory watch calls us again
-    case KernelSockets::Dial::kNotListening:
-      arm_retry();
-      return;
+    case KernelSockets::Dial::kAbsent: return;  // the directory watch calls us again
+    case KernelSockets::Dial::kNotListening: arm_retry(); return;
     case KernelSockets::Dial::kRejected: {
       ChannelState& s = state(c.channel);
       bump(s.rejected);
@@ -124,8 +121,7 @@ void Relay::Impl::dial(Conn& c) {
       close_conn(c, "kernel socket rejected");
       return;
     }
-    case KernelSockets::Dial::kConnected:
-      break;
+    case KernelSockets::Dial::kConnected: break;
   }
   c.kernel.fd = std::move(out.fd);
   if (auto st = add(c.kernel.fd.get(), kReadEvents, &c.kernel_watch); !st) {
@@ -165,8 +161,7 @@ bool Relay::Impl::scan_kernel_bytes(Conn& c, const unsigned char* p, size_t n) {
                 "(%" PRIu64 " so far)",
                 channel_name(c.channel), c.down_scan.reason().c_str(), options_.max_message_bytes, load(counter));
     else
-      log::warn("relay: %s: the kernel broke the ZeroMQ protocol (%s); cut that client connection (%" PRIu64
-                " so far)",
+      log::warn("relay: %s: the kernel broke the ZeroMQ protocol (%s); cut that client connection (%" PRIu64 " so far)",
                 channel_name(c.channel), c.down_scan.reason().c_str(), load(counter));
   }
   return false;
@@ -291,8 +286,7 @@ void Relay::Impl::end_conn(Conn& c, const char* why) {
 }
 
 void Relay::Impl::reap() {
-  for (auto it = conns_.begin(); it != conns_.end();)
-    it = (it->dead && !it->queued) ? conns_.erase(it) : std::next(it);
+  for (auto it = conns_.begin(); it != conns_.end();) it = (it->dead && !it->queued) ? conns_.erase(it) : std::next(it);
 }
 
 Status Relay::Impl::run(const std::vector<int>& extra_fds, const std::function<bool(int)>& on_fd_ready) {

@@ -30,7 +30,7 @@ class Sink {
   enum class Mode { kFile, kNonBlocking, kSocket, kPollFirst, kBroken };
 
   explicit Sink(int fd) : fd_(fd) {
-    struct stat st{};
+    struct stat st {};
     if (fd < 0 || fstat(fd, &st) != 0) {
       mode_ = Mode::kBroken;
       return;
@@ -232,8 +232,7 @@ class StdioPump::Impl {
   }
 
   bool done() const {
-    return std::all_of(streams_.begin(), streams_.end(),
-                       [](const auto& s) { return s->eof && s->head == s->tail; });
+    return std::all_of(streams_.begin(), streams_.end(), [](const auto& s) { return s->eof && s->head == s->tail; });
   }
 };
 

@@ -75,7 +75,7 @@ class TerminalRelay {
   Monitor& monitor_;
   SandboxProcess& sandbox_;
   UniqueFd master_;
-  UniqueFd signal_fd_;   // SIGWINCH, SIGCONT, SIGTSTP
+  UniqueFd signal_fd_;  // SIGWINCH, SIGCONT, SIGTSTP
   UniqueFd out_reopened_;
   int out_fd_ = STDOUT_FILENO;
   bool in_tty_ = false;

@@ -22,8 +22,8 @@ class RawTerminal {
   RawTerminal(RawTerminal&& o) noexcept : fd_(std::exchange(o.fd_, -1)), saved_(o.saved_), raw_(o.raw_) {}
   RawTerminal& operator=(RawTerminal&&) = delete;
   ~RawTerminal() { restore(); }
-  void restore() const;   // the caller's modes (before isolate stops itself, say)
-  void reapply() const;   // raw again (after SIGCONT)
+  void restore() const;  // the caller's modes (before isolate stops itself, say)
+  void reapply() const;  // raw again (after SIGCONT)
 
  private:
   RawTerminal(int fd, const termios& saved, const termios& raw) : fd_(fd), saved_(saved), raw_(raw) {}

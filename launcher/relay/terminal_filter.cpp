@@ -89,7 +89,7 @@ size_t TerminalFilter::filter(const char* in, size_t n, char* out) {
         break;
       case State::kCsi:
         if (c >= 0x20 && c <= 0x3f) ++removed_;  // parameters, intermediates
-        else if (c >= 0x40 && c <= 0x7e) {      // final byte
+        else if (c >= 0x40 && c <= 0x7e) {       // final byte
           ++removed_;
           state_ = State::kGround;
         } else {  // anything else aborts the sequence (as in a terminal)

@@ -106,7 +106,8 @@ std::string zmtp_encode_message(const std::vector<std::string>& frames) {
     unsigned char flags = i + 1 < frames.size() ? kMore : 0;
     if (f.size() > 255) {
       out.push_back(static_cast<char>(flags | kLong));
-      for (int shift = 56; shift >= 0; shift -= 8) out.push_back(static_cast<char>((uint64_t{f.size()} >> shift) & 0xFF));
+      for (int shift = 56; shift >= 0; shift -= 8)
+        out.push_back(static_cast<char>((uint64_t{f.size()} >> shift) & 0xFF));
     } else {
       out.push_back(static_cast<char>(flags));
       out.push_back(static_cast<char>(f.size()));

@@ -69,7 +69,7 @@ class ZmtpScanner {
   Verdict verdict_ = Verdict::kOk;
   std::string reason_;
   unsigned char greeting_[kGreetingSize] = {};
-  size_t have_ = 0;        // bytes of the greeting / size field seen
+  size_t have_ = 0;  // bytes of the greeting / size field seen
   unsigned char flags_ = 0;
   unsigned char size_bytes_[8] = {};
   uint64_t body_left_ = 0;

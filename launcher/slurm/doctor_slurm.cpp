@@ -76,8 +76,10 @@ std::string admin_advice(const NodeVerdict& v) {
       set += (set.empty() ? "" : " and ") + s;
       cmd += " " + s;
     }
-    return "User namespaces are disabled on " + node + ": isolated kernels cannot run there. Ask the cluster "
-           "admins to set " + set + " on the compute nodes ('sysctl -w" + cmd + "', and in /etc/sysctl.d/ to keep it).";
+    return "User namespaces are disabled on " + node +
+           ": isolated kernels cannot run there. Ask the cluster "
+           "admins to set " +
+           set + " on the compute nodes ('sysctl -w" + cmd + "', and in /etc/sysctl.d/ to keep it).";
   }
   if (!v.userns_failure.empty())
     return "isolate cannot create its namespaces on " + node + " (" + v.userns_failure +

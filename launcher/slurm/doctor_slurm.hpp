@@ -9,11 +9,11 @@ namespace ik {
 
 // What the remote doctor's output says about user namespaces on the node.
 struct NodeVerdict {
-  std::string node;           // from the "Slurm node" line, "" when missing
-  bool completed = false;     // the doctor printed its last line
+  std::string node;        // from the "Slurm node" line, "" when missing
+  bool completed = false;  // the doctor printed its last line
   bool userns_disabled = false;
   std::vector<std::string> sysctls_to_set;  // "user.max_user_namespaces=15000", ...
-  std::string userns_failure;  // the "user namespaces" FAIL detail, "" when it passed
+  std::string userns_failure;               // the "user namespaces" FAIL detail, "" when it passed
 };
 
 // srun [--slurm-opt...] ... -- SELF doctor [--no-kernels]  (pure)

@@ -81,7 +81,7 @@ struct JobFile {
   unsigned tasks = 1;
   std::string submitted;  // UTC
   bool resume = false;
-  std::string report;     // --report FILE of the submitter, "" when none
+  std::string report;  // --report FILE of the submitter, "" when none
   // Expected records in plan order: input key -> (name, output, task).
   struct Entry {
     std::string input, name, output;
@@ -92,8 +92,9 @@ struct JobFile {
 
 json to_json(const JobFile& j) {
   json e = json::array();
-  for (const auto& x : j.entries) e.push_back({{"input", x.input}, {"name", x.name}, {"output", x.output}, {"task", x.task}});
-  return {{"job_id", j.job_id}, {"tasks", j.tasks}, {"submitted", j.submitted},
+  for (const auto& x : j.entries)
+    e.push_back({{"input", x.input}, {"name", x.name}, {"output", x.output}, {"task", x.task}});
+  return {{"job_id", j.job_id}, {"tasks", j.tasks},   {"submitted", j.submitted},
           {"resume", j.resume}, {"report", j.report}, {"notebooks", e}};
 }
 
@@ -177,8 +178,7 @@ std::string log_tail(const std::string& path) {
 
 // Records for what has none: the job ended (or is still pending/running).
 std::vector<RunRecord> complete_records(const std::string& dir, const JobFile& job,
-                                        const std::map<std::string, RunRecord>& have, bool job_active,
-                                        bool cancelled) {
+                                        const std::map<std::string, RunRecord>& have, bool job_active, bool cancelled) {
   std::vector<RunRecord> out;
   for (const auto& e : job.entries) {
     auto it = have.find(e.input);
@@ -229,7 +229,9 @@ int finish(const std::string& dir, const JobFile& job, const std::vector<RunReco
 class Follower {
  public:
   Follower(std::string dir, JobFile job)
-      : dir_(std::move(dir)), job_(std::move(job)), terminal_(isatty(STDERR_FILENO) != 0),
+      : dir_(std::move(dir)),
+        job_(std::move(job)),
+        terminal_(isatty(STDERR_FILENO) != 0),
         progress_(terminal_, job_.entries.size(), 0) {}
 
   int run();
@@ -263,8 +265,8 @@ void Follower::cancel(int sig) {
   progress_.note("isolated-kernel run: cancelling Slurm job " + job_.job_id + " (scancel)");
   auto r = run_capture({"scancel", job_.job_id}, {}, 30);
   if (!r || r->status != 0)
-    progress_.note("isolated-kernel run: scancel " + job_.job_id + " failed: " +
-                   (r ? one_line(r->err) : r.error().describe()));
+    progress_.note("isolated-kernel run: scancel " + job_.job_id +
+                   " failed: " + (r ? one_line(r->err) : r.error().describe()));
 }
 
 int Follower::run() {
@@ -306,7 +308,8 @@ int Follower::run() {
     pollfd p{sigfd.get(), POLLIN, 0};
     if (poll(&p, 1, 250) > 0) {
       signalfd_siginfo si{};
-      while (read(sigfd.get(), &si, sizeof si) == static_cast<ssize_t>(sizeof si)) cancel(static_cast<int>(si.ssi_signo));
+      while (read(sigfd.get(), &si, sizeof si) == static_cast<ssize_t>(sizeof si))
+        cancel(static_cast<int>(si.ssi_signo));
     }
   }
   read_new();  // what landed while the last tasks ended
@@ -332,10 +335,13 @@ void add_slurm_options(CLI::App& run, SlurmRunOptions& o) {
   run.add_option("--slurm-opt", o.slurm_opts,
                  "sbatch option for every task, e.g. --slurm-opt=--partition=batch (repeatable; --mem, --time "
                  "override the derived ones)")
-      ->type_name("OPT")->allow_extra_args(false)->group(g);
+      ->type_name("OPT")
+      ->allow_extra_args(false)
+      ->group(g);
   run.add_flag("--no-wait", o.no_wait, "With --slurm: print the job id and return (see --collect)")->group(g);
   run.add_option("--collect", o.collect, "Print the table of an earlier --slurm run's output directory")
-      ->type_name("DIR")->group(g);
+      ->type_name("DIR")
+      ->group(g);
 }
 
 Status check_slurm_options(const SlurmRunOptions& o, const batch::RunOptions& run) {
@@ -400,10 +406,12 @@ int submit_run(const batch::RunPlan& plan, const SlurmRunOptions& o) {
   if (!plan.options.resume)
     for (const auto& e : fs::directory_iterator(plan.output_dir, ec)) {
       const std::string n = e.path().filename().string();
-      if (n == "report.jsonl" || (n.rfind("report.share-", 0) == 0 && n.size() > 6 && n.substr(n.size() - 6) == ".jsonl"))
+      if (n == "report.jsonl" ||
+          (n.rfind("report.share-", 0) == 0 && n.size() > 6 && n.substr(n.size() - 6) == ".jsonl"))
         fs::remove(e.path(), ec);
     }
-  for (unsigned i = 0; i < sub->tasks; ++i) fs::remove(plan.output_dir + "/slurm/task-" + std::to_string(i) + ".log", ec);
+  for (unsigned i = 0; i < sub->tasks; ++i)
+    fs::remove(plan.output_dir + "/slurm/task-" + std::to_string(i) + ".log", ec);
   if (auto s = write_text(sub->script_path, sub->script, fs::perms(0755)); !s) {
     undo();
     return print_error(s.error());
@@ -419,7 +427,8 @@ int submit_run(const batch::RunPlan& plan, const SlurmRunOptions& o) {
   job.job_id = one_line(r->out.substr(0, r->out.find_first_of(";\n")));
   if (auto s = write_text(plan.output_dir + "/slurm/job.json", to_json(job).dump(1) + "\n", fs::perms(0644)); !s)
     return print_error(s.error());
-  std::fprintf(stderr, "isolated-kernel run: submitted Slurm job %s: %zu notebooks in %u array tasks of %u slot(s)%s%s\n",
+  std::fprintf(stderr,
+               "isolated-kernel run: submitted Slurm job %s: %zu notebooks in %u array tasks of %u slot(s)%s%s\n",
                job.job_id.c_str(), plan.notebooks.size(), sub->tasks, sub->slots,
                sub->task_memory_bytes ? (", --mem=" + slurm_megabytes(*sub->task_memory_bytes)).c_str() : "",
                sub->time_minutes ? (", --time=" + std::to_string(*sub->time_minutes)).c_str() : "");

@@ -94,9 +94,9 @@ Result<Submission> plan_submission(const RunShape& shape, const SlurmRunOptions&
     s.kernel_memory_bytes = shape.memory_bytes;
     s.task_memory_bytes = s.slots * (*shape.memory_bytes + kPerSlotOverhead) + kPerTaskOverhead;
     if (*asked && **asked < *s.task_memory_bytes)
-      return usage_error("--slurm-opt=--mem=" + slurm_megabytes(**asked) + " is less than " +
-                             std::to_string(s.slots) + " kernels of --memory " + format_size(*shape.memory_bytes) +
-                             " need (" + slurm_megabytes(*s.task_memory_bytes) + " with the workers)",
+      return usage_error("--slurm-opt=--mem=" + slurm_megabytes(**asked) + " is less than " + std::to_string(s.slots) +
+                             " kernels of --memory " + format_size(*shape.memory_bytes) + " need (" +
+                             slurm_megabytes(*s.task_memory_bytes) + " with the workers)",
                          "lower -j or --memory, or ask for more");
   } else if (*asked) {
     const std::uint64_t fixed = kPerTaskOverhead + s.slots * kPerSlotOverhead;
@@ -119,13 +119,16 @@ Result<Submission> plan_submission(const RunShape& shape, const SlurmRunOptions&
   // Options go before a "--" that ends them.
   auto at = std::find(s.task_argv.begin(), s.task_argv.end(), "--");
   std::vector<std::string> extra = {"--share", "${SLURM_ARRAY_TASK_ID}/" + k, "-j", std::to_string(s.slots)};
-  if (s.kernel_memory_bytes && !shape.memory_bytes) extra.push_back("--memory=" + slurm_megabytes(*s.kernel_memory_bytes));
+  if (s.kernel_memory_bytes && !shape.memory_bytes)
+    extra.push_back("--memory=" + slurm_megabytes(*s.kernel_memory_bytes));
   s.task_argv.insert(at, extra.begin(), extra.end());
 
   std::string sh = "#!/bin/sh\n"
-                   "# Written by `isolated-kernel run --slurm`: array task I of " + k +
-                   " runs notebooks I, I+" + k + ", I+2x" + k + "... of the sorted list\n"
-                   "# (isolated-kernel run --share I/" + k + "); results land in " + shape.output_dir + ".\n";
+                   "# Written by `isolated-kernel run --slurm`: array task I of " +
+                   k + " runs notebooks I, I+" + k + ", I+2x" + k +
+                   "... of the sorted list\n"
+                   "# (isolated-kernel run --share I/" +
+                   k + "); results land in " + shape.output_dir + ".\n";
   sh += "#SBATCH --job-name=isolated-kernel-run\n";
   sh += "#SBATCH --array=0-" + std::to_string(s.tasks - 1) + "\n";
   sh += "#SBATCH --nodes=1\n#SBATCH --ntasks=1\n";
@@ -148,8 +151,8 @@ Result<Submission> plan_submission(const RunShape& shape, const SlurmRunOptions&
 }
 
 nlohmann::json submission_to_json(const Submission& s) {
-  nlohmann::json j{{"tasks", s.tasks}, {"slots_per_task", s.slots}, {"script_path", s.script_path},
-                   {"script", s.script}, {"sbatch", s.sbatch_argv}, {"shares", s.shares}};
+  nlohmann::json j{{"tasks", s.tasks},   {"slots_per_task", s.slots}, {"script_path", s.script_path},
+                   {"script", s.script}, {"sbatch", s.sbatch_argv},   {"shares", s.shares}};
   j["task_memory"] = s.task_memory_bytes ? nlohmann::json(slurm_megabytes(*s.task_memory_bytes)) : nlohmann::json();
   j["kernel_memory"] = s.kernel_memory_bytes ? nlohmann::json(format_size(*s.kernel_memory_bytes)) : nlohmann::json();
   j["time_minutes"] = s.time_minutes ? nlohmann::json(*s.time_minutes) : nlohmann::json();

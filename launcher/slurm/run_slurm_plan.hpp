@@ -35,21 +35,21 @@ namespace ik::slurm {
 
 struct SlurmRunOptions {
   bool slurm = false;
-  unsigned tasks = 0;                  // 0: one per 4 notebooks, at most 100
-  std::vector<std::string> slurm_opts; // extra sbatch words (--partition=..., --account=...)
+  unsigned tasks = 0;                   // 0: one per 4 notebooks, at most 100
+  std::vector<std::string> slurm_opts;  // extra sbatch words (--partition=..., --account=...)
   bool no_wait = false;
-  std::string collect;                 // --collect DIR
+  std::string collect;  // --collect DIR
 };
 
 // What the submission needs to know about the run (filled from the plan).
 struct RunShape {
-  std::string self;        // this program's absolute path
-  std::string cwd;         // the submitter's working directory
-  std::string output_dir;  // absolute
-  std::vector<std::string> notebooks;  // names, in the plan's order (all shares)
-  unsigned slots = 1;      // -j inside a task
-  std::optional<std::uint64_t> memory_bytes;       // --memory for this run
-  std::optional<std::uint64_t> notebook_timeout;   // seconds
+  std::string self;                               // this program's absolute path
+  std::string cwd;                                // the submitter's working directory
+  std::string output_dir;                         // absolute
+  std::vector<std::string> notebooks;             // names, in the plan's order (all shares)
+  unsigned slots = 1;                             // -j inside a task
+  std::optional<std::uint64_t> memory_bytes;      // --memory for this run
+  std::optional<std::uint64_t> notebook_timeout;  // seconds
   std::uint64_t startup_timeout = 60;
   std::vector<std::string> run_args;  // the run's words after "run", Slurm options removed
 };
@@ -57,14 +57,14 @@ struct RunShape {
 struct Submission {
   unsigned tasks = 1;
   unsigned slots = 1;
-  std::optional<std::uint64_t> task_memory_bytes;   // --mem
-  std::optional<std::uint64_t> kernel_memory_bytes; // --memory given to the kernels
-  std::optional<std::uint64_t> time_minutes;        // --time
-  std::string script;                   // run.sbatch
-  std::string script_path;              // OUTDIR/slurm/run.sbatch
-  std::vector<std::string> sbatch_argv; // sbatch ... run.sbatch
-  std::vector<std::string> task_argv;   // what one task runs (with $SLURM_ARRAY_TASK_ID)
-  std::vector<std::vector<std::string>> shares;  // notebook names of each task
+  std::optional<std::uint64_t> task_memory_bytes;    // --mem
+  std::optional<std::uint64_t> kernel_memory_bytes;  // --memory given to the kernels
+  std::optional<std::uint64_t> time_minutes;         // --time
+  std::string script;                                // run.sbatch
+  std::string script_path;                           // OUTDIR/slurm/run.sbatch
+  std::vector<std::string> sbatch_argv;              // sbatch ... run.sbatch
+  std::vector<std::string> task_argv;                // what one task runs (with $SLURM_ARRAY_TASK_ID)
+  std::vector<std::vector<std::string>> shares;      // notebook names of each task
 };
 
 // The run's words without the options only the submitter uses (--slurm,

@@ -29,16 +29,14 @@ using Strings = std::vector<std::string>;
 namespace {
 
 // This machine's layout when the tests were written: hybrid, v2 at .../unified.
-const char* kHybridCgroup =
-    "9:name=systemd:/\n8:pids:/\n4:memory:/process_api/726736c83b7221fb\n1:cpu:/\n0::/\n";
-const char* kHybridMountinfo =
-    "23 1 0:22 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw\n"
-    "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n"
-    "32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n"
-    "35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n"
-    "39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids\n"
-    "40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd\n"
-    "41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
+const char* kHybridCgroup = "9:name=systemd:/\n8:pids:/\n4:memory:/process_api/726736c83b7221fb\n1:cpu:/\n0::/\n";
+const char* kHybridMountinfo = "23 1 0:22 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw\n"
+                               "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n"
+                               "32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n"
+                               "35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n"
+                               "39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids\n"
+                               "40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd\n"
+                               "41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
 
 // A systemd user's delegated scope, holding only the launcher.
 CgroupHost delegated_scope() {
@@ -123,7 +121,8 @@ TEST_CASE("cgroup: mountinfo lines") {
   REQUIRE(v1);
   CHECK_FALSE(v1->v2);
   CHECK(v1->controllers == Strings{"cpu", "cpuacct"});
-  auto named = ik::parse_mountinfo_cgroup_line("40 31 0:37 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,name=systemd");
+  auto named =
+      ik::parse_mountinfo_cgroup_line("40 31 0:37 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,name=systemd");
   REQUIRE(named);
   CHECK(named->controllers.empty());
   // Optional fields before the separator; octal escapes in paths.
@@ -149,10 +148,9 @@ TEST_CASE("cgroup: locating our cgroup's directory") {
   REQUIRE(at);
   CHECK(at->second == "/sys/fs/cgroup/unified/a/b");
   // A container's mount whose root is its own cgroup; a mount from outside our namespace is skipped.
-  auto ct = ik::parse_mountinfo_cgroups(
-      "60 1 0:40 /../x /elsewhere rw - cgroup2 cgroup2 rw\n"
-      "61 1 0:40 /docker/abc /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n"
-      "62 1 0:40 / /mnt/cg2 rw - cgroup2 cgroup2 rw\n");
+  auto ct = ik::parse_mountinfo_cgroups("60 1 0:40 /../x /elsewhere rw - cgroup2 cgroup2 rw\n"
+                                        "61 1 0:40 /docker/abc /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n"
+                                        "62 1 0:40 / /mnt/cg2 rw - cgroup2 cgroup2 rw\n");
   at = ik::locate_cgroup_dir(ct, "/docker/abc/sub");
   REQUIRE(at);
   CHECK(at->second == "/sys/fs/cgroup/sub");  // the longest matching root wins
@@ -342,15 +340,19 @@ TEST_CASE("cgroup: the exit explanation") {
   plan.rlimits.memory_bytes.reset();
   plan.rlimits.nproc.reset();
   CHECK(ik::explain_limit_exit(plan, 0, {}) == "");
-  CHECK(ik::explain_limit_exit(plan, 137, {1, 0}) == "killed by the memory limit of 256M (cgroup memory.max, --memory)");
-  CHECK(ik::explain_limit_exit(plan, 1, {0, 57}) == "57 forks refused at the process limit of 20 (cgroup pids.max, --nproc)");
-  CHECK(ik::explain_limit_exit(plan, 128 + SIGXCPU, {}) == "killed by the CPU time limit of 2s (RLIMIT_CPU, --cpu-time)");
+  CHECK(ik::explain_limit_exit(plan, 137, {1, 0}) ==
+        "killed by the memory limit of 256M (cgroup memory.max, --memory)");
+  CHECK(ik::explain_limit_exit(plan, 1, {0, 57}) ==
+        "57 forks refused at the process limit of 20 (cgroup pids.max, --nproc)");
+  CHECK(ik::explain_limit_exit(plan, 128 + SIGXCPU, {}) ==
+        "killed by the CPU time limit of 2s (RLIMIT_CPU, --cpu-time)");
   CHECK(has(ik::explain_limit_exit(plan, 128 + SIGXFSZ, {}), "file size limit of 1M (RLIMIT_FSIZE, --fsize)"));
   CHECK(has(ik::explain_limit_exit(plan, 137, {1, 3}), "; 3 forks refused"));
   CHECK(ik::explain_limit_exit(plan, 137, {}) ==
         "killed by SIGKILL, most likely at the CPU time limit of 2s (RLIMIT_CPU, --cpu-time)");
-  CHECK(ik::explain_limit_exit(plan, 137, {}, true) == "");        // the wall-time kill, reported by the caller
-  CHECK(ik::explain_limit_exit(plan, 137, {1, 0}) == "killed by the memory limit of 256M (cgroup memory.max, --memory)");
+  CHECK(ik::explain_limit_exit(plan, 137, {}, true) == "");  // the wall-time kill, reported by the caller
+  CHECK(ik::explain_limit_exit(plan, 137, {1, 0}) ==
+        "killed by the memory limit of 256M (cgroup memory.max, --memory)");
   // Counters of limits that were not given explain nothing.
   ik::Plan bare;
   CHECK(ik::explain_limit_exit(bare, 128 + SIGXCPU, {1, 1}) == "");
@@ -398,7 +400,8 @@ TEST_CASE("cgroup: --print-plan shows what enforces each limit") {
 
 TEST_CASE("cgroup: limits.mechanism in configs") {
   ik::Options o;
-  REQUIRE(ik::apply_config_json(nlohmann::json::parse(R"({"limits": {"mechanism": "cgroup", "nproc": 5}})"), "c.json", o));
+  REQUIRE(ik::apply_config_json(nlohmann::json::parse(R"({"limits": {"mechanism": "cgroup", "nproc": 5}})"), "c.json",
+                                o));
   CHECK(o.limits_via == LimitsVia::kCgroup);
   CHECK(*o.limits.nproc == 5);
   CHECK(ik::options_to_config_json(o)["limits"]["mechanism"] == "cgroup");
@@ -527,9 +530,9 @@ TEST_CASE("cgroup: the rlimit fallback of --limits=auto is decided by the planne
   CHECK(*plan->rlimit_fallback->rlimits.nofile == 32);
   CHECK(plan->rlimit_fallback->why == "--limits=rlimit");
   auto j = ik::plan_to_json(*plan);
-  CHECK(j["cgroup"]["fallback_limit_mechanisms"] ==
-        nlohmann::json{
-            {"memory", "rlimit RLIMIT_AS"}, {"nproc", "rlimit RLIMIT_NPROC"}, {"nofile", "rlimit RLIMIT_NOFILE"}});
+  CHECK(j["cgroup"]["fallback_limit_mechanisms"] == nlohmann::json{{"memory", "rlimit RLIMIT_AS"},
+                                                                   {"nproc", "rlimit RLIMIT_NPROC"},
+                                                                   {"nofile", "rlimit RLIMIT_NOFILE"}});
   // None where there is nothing to fall back from: --limits=cgroup fails
   // instead, and without a cgroup the rlimits are the plan itself.
   o.limits_via = LimitsVia::kCgroup;

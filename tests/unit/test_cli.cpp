@@ -148,9 +148,17 @@ TEST_CASE("cli: --no-net and --share-net") {
 }
 
 TEST_CASE("cli: switches and values") {
-  Options o = run_ok({"--root", "--allow-userns", "--print-plan", "-vv", "--hostname", "box", "--chdir", "~/w",
-                      "--seccomp", "off", "--tmpfs-size", "512M", "--setenv", "A=1", "--setenv", "B=x=y",
-                      "--setenv", "C=", "--keep-env", "DISPLAY", "--keep-env", "CUDA_VISIBLE_DEVICES"});
+  Options o = run_ok({"--root",       "--allow-userns",
+                      "--print-plan", "-vv",
+                      "--hostname",   "box",
+                      "--chdir",      "~/w",
+                      "--seccomp",    "off",
+                      "--tmpfs-size", "512M",
+                      "--setenv",     "A=1",
+                      "--setenv",     "B=x=y",
+                      "--setenv",     "C=",
+                      "--keep-env",   "DISPLAY",
+                      "--keep-env",   "CUDA_VISIBLE_DEVICES"});
   CHECK(o.as_root);
   CHECK(o.allow_userns);
   CHECK(o.print_plan);
@@ -288,8 +296,8 @@ TEST_CASE("split_command: options that take values skip their value") {
   SUBCASE("long options with separate values") {
     auto s = split({"--setenv", "A=1", "--keep-env", "X", "--chdir", "/w", "--memory", "2G", "--mnt", "ro:/a",
                     "--hostname", "h", "prog"});
-    CHECK(s.options ==
-          Args{"--setenv", "A=1", "--keep-env", "X", "--chdir", "/w", "--memory", "2G", "--mnt", "ro:/a", "--hostname", "h"});
+    CHECK(s.options == Args{"--setenv", "A=1", "--keep-env", "X", "--chdir", "/w", "--memory", "2G", "--mnt", "ro:/a",
+                            "--hostname", "h"});
     CHECK(s.command == Args{"prog"});
   }
   SUBCASE("value that starts with a dash") {

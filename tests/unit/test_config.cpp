@@ -329,8 +329,7 @@ TEST_CASE("config: kernelspec metadata section") {
   fs::create_directory(dir + "/good");
   fs::create_directory(dir + "/nometa");
   fs::create_directory(dir + "/badkey");
-  std::ofstream(dir + "/good/kernel.json")
-      << R"({"argv": ["x"], "display_name": "X", "language": "python",
+  std::ofstream(dir + "/good/kernel.json") << R"({"argv": ["x"], "display_name": "X", "language": "python",
              "metadata": {"isolated_kernel": {"mounts": ["ro:/opt/conda"], "network": "none",
                                               "limits": {"memory": "2G"}}}})";
   std::ofstream(dir + "/nometa/kernel.json") << R"({"argv": ["x"], "metadata": {}})";

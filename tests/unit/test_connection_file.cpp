@@ -18,9 +18,9 @@ using nlohmann::json;
 namespace {
 
 json valid_json() {
-  return json{{"shell_port", 50001},   {"iopub_port", 50002},      {"stdin_port", 50003},
-              {"control_port", 50004}, {"hb_port", 50005},         {"ip", "127.0.0.1"},
-              {"key", "a0436f6c-1916"}, {"transport", "tcp"},      {"signature_scheme", "hmac-sha256"},
+  return json{{"shell_port", 50001},     {"iopub_port", 50002}, {"stdin_port", 50003},
+              {"control_port", 50004},   {"hb_port", 50005},    {"ip", "127.0.0.1"},
+              {"key", "a0436f6c-1916"},  {"transport", "tcp"},  {"signature_scheme", "hmac-sha256"},
               {"kernel_name", "python3"}};
 }
 

@@ -83,7 +83,8 @@ TEST_CASE("exit notice: frames, signature, parent and ZMTP encoding") {
   CHECK((*frames)[1] == "<IDS|MSG>");
   CHECK((*frames)[2] == *hmac_hex("hmac-sha256", "Jefe", {"{\"a\":1}", "{}", "{}", "{\"b\":2}"}));
 
-  const std::string parent = R"({"msg_id":"abc","msg_type":"execute_request","session":"s","username":"u","date":"","version":"5.3"})";
+  const std::string parent =
+      R"({"msg_id":"abc","msg_type":"execute_request","session":"s","username":"u","date":"","version":"5.3"})";
   auto wire = exit_notice_wire(conn, parent, "memory limit reached");
   REQUIRE(wire);
   const auto msgs = decode(*wire);
@@ -174,7 +175,8 @@ TEST_CASE("exit reason: wall time, limits, signals, exit status, normal end") {
   CHECK(ik::kernel_exit_reason(plan, 128 + SIGSEGV, {}, false) == "killed by signal 11 (SIGSEGV)");
   CHECK(ik::kernel_exit_reason(plan, 3, {}, false) == "exited with status 3");
   plan.limits.wall_seconds = 5;
-  CHECK(ik::kernel_exit_reason(plan, 128 + SIGKILL, {}, true) == "killed after the wall-time limit of 5s (--wall-time)");
+  CHECK(ik::kernel_exit_reason(plan, 128 + SIGKILL, {}, true) ==
+        "killed after the wall-time limit of 5s (--wall-time)");
   plan.limits.memory_bytes = 256ull << 20;
   CHECK(ik::kernel_exit_reason(plan, 128 + SIGKILL, {1, 0}, false) ==
         "killed by the memory limit of 256M (cgroup memory.max, --memory)");

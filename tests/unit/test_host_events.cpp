@@ -31,9 +31,7 @@ class ReleasingSource : public ik::EventSource {
  public:
   ReleasingSource(ik::UniqueFd in, ik::UniqueFd release, std::string expect)
       : in_(std::move(in)), release_(std::move(release)), expect_(std::move(expect)) {}
-  std::vector<int> fds() const override {
-    return in_.valid() ? std::vector<int>{in_.get()} : std::vector<int>{};
-  }
+  std::vector<int> fds() const override { return in_.valid() ? std::vector<int>{in_.get()} : std::vector<int>{}; }
   bool on_ready(int fd, const ik::SandboxProcess&) override {
     if (!in_.valid() || fd != in_.get()) return false;
     char buf[64];

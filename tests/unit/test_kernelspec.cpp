@@ -69,8 +69,8 @@ ik::Options with_mounts(const std::string& list) {
 }  // namespace
 
 TEST_CASE("interpreter mounts: system directories are in every sandbox already") {
-  for (const char* p : {"/usr", "/usr/local/bin/python3", "/bin/sh", "/lib/python3/dist-packages", "/lib64",
-                        "/sbin", "/etc/jupyter"})
+  for (const char* p :
+       {"/usr", "/usr/local/bin/python3", "/bin/sh", "/lib/python3/dist-packages", "/lib64", "/sbin", "/etc/jupyter"})
     CHECK_MESSAGE(ik::is_system_path(p), p);
   for (const char* p : {"/opt/conda", "/home/alice/venv", "/library", "/usrx", "/srv/etc", "/"})
     CHECK_MESSAGE(!ik::is_system_path(p), p);
@@ -183,8 +183,8 @@ TEST_CASE("install: the isolated kernel.json") {
   SUBCASE("only what differs from the defaults is stored, and the network always") {
     json config = ik::make_isolated_spec(req, wrapped(), "/l")["metadata"]["isolated_kernel"];
     CHECK(config["network"] == "none");
-    for (const char* key : {"root", "tmpfs_size", "hostname", "seccomp", "allow_userns", "setenv", "keep_env",
-                            "limits", "build_dir"})
+    for (const char* key :
+         {"root", "tmpfs_size", "hostname", "seccomp", "allow_userns", "setenv", "keep_env", "limits", "build_dir"})
       CHECK_MESSAGE(!config.contains(key), key);
     req.sandbox.limits.memory_bytes = 2ull << 30;
     req.sandbox.net = ik::NetMode::kShare;
@@ -215,8 +215,7 @@ TEST_CASE("install then launch: the launcher reads back what install wrote") {
   CHECK(*s->opts.limits.wall_seconds == 600);
   CHECK_FALSE(s->opts.limits.memory_bytes);
   CHECK(s->opts.net == ik::NetMode::kNone);
-  CHECK(s->opts.setenv ==
-        std::vector<std::pair<std::string, std::string>>{{"COURSE", "ml"}, {"OMP_NUM_THREADS", "1"}});
+  CHECK(s->opts.setenv == std::vector<std::pair<std::string, std::string>>{{"COURSE", "ml"}, {"OMP_NUM_THREADS", "1"}});
   CHECK(s->kernel_argv == kIpykernel);
   CHECK(ik::settings_summary(s->opts) == "network=none  mounts=[. ro:/opt/conda ro:/srv/data]  limits: "
                                          "wall_time=10m nproc=64");

@@ -108,7 +108,8 @@ TEST_CASE("kernelspec settings: whatever kernel.json holds, an error and no exce
   CHECK(has(settings_error({{"argv", {1, 2}}}), "argv must be an array of strings"));
   CHECK(has(settings_error({{"argv", json::array()}}), "argv is empty"));
   CHECK(has(settings_error(launcher_spec(json::array(), 3)), "metadata must be an object"));
-  CHECK(has(settings_error(launcher_spec(json::array({"--kernelspec", "{resource_dir}"}))), "no metadata.isolated_kernel"));
+  CHECK(has(settings_error(launcher_spec(json::array({"--kernelspec", "{resource_dir}"}))),
+            "no metadata.isolated_kernel"));
   CHECK(has(settings_error(launcher_spec(json::array({"--frobnicate"}))), "kernel.json argv"));
   CHECK(has(settings_error(launcher_spec(json::array({"--memory", "10"}))), "at least 4M"));
   CHECK_FALSE(ik::is_isolated_spec(json::array()));
@@ -130,7 +131,8 @@ TEST_CASE("kernelspec settings: metadata, then the launcher flags in argv") {
   CHECK(ik::settings_summary(r->opts) == "network=share  mounts=[. ro:/opt]  limits: memory=4G");
 
   // Hand-written (docs/nbgrader.md): flags only.
-  auto h = ik::kernelspec_settings(launcher_spec(json::array({"--mnt", ". ro:/srv/data", "--cpu-time", "600"})), "/k/x");
+  auto h =
+      ik::kernelspec_settings(launcher_spec(json::array({"--mnt", ". ro:/srv/data", "--cpu-time", "600"})), "/k/x");
   REQUIRE(h.ok());
   CHECK(ik::settings_summary(h->opts) == "network=none  mounts=[. ro:/srv/data]  limits: cpu_time=10m");
 

@@ -138,8 +138,8 @@ void check_parents_first(const Plan& p) {
     for (size_t j = i + 1; j < p.ops.size(); ++j) {
       const auto& a = p.ops[i].dest;
       const auto& b = p.ops[j].dest;
-      CHECK_MESSAGE(!(a != b && ik::path_is_within(a, b)), a << " (op " << i << ") comes before its parent " << b
-                                                                << " (op " << j << ")");
+      CHECK_MESSAGE(!(a != b && ik::path_is_within(a, b)),
+                    a << " (op " << i << ") comes before its parent " << b << " (op " << j << ")");
     }
 }
 
@@ -193,7 +193,7 @@ TEST_CASE("planner: default view") {
       if (op.kind == OpKind::kBind || op.kind == OpKind::kFile) CHECK(op.readonly);
     }
     for (const std::string secret : {"/etc/shadow", "/etc/gshadow", "/etc/ssh", "/etc/sudoers", "/etc/sudoers.d",
-                               "/etc/machine-id", "/etc/resolv.conf"})
+                                     "/etc/machine-id", "/etc/resolv.conf"})
       CHECK_MESSAGE(!has_op_at(p, secret), secret);
     for (const std::string synth : {"/etc/passwd", "/etc/group", "/etc/hostname", "/etc/hosts"}) {
       CAPTURE(synth);
@@ -207,9 +207,9 @@ TEST_CASE("planner: default view") {
   }
 
   SUBCASE("/etc leaves out what only editors, VCS, logins and account tools read") {
-    for (const std::string name : {"vim", "gitconfig", "subversion", "mailcap", "magic", "magic.mime", "login.defs",
-                                   "environment", "default/locale", "locale.conf", "ca-certificates",
-                                   "ca-certificates.conf"}) {
+    for (const std::string name :
+         {"vim", "gitconfig", "subversion", "mailcap", "magic", "magic.mime", "login.defs", "environment",
+          "default/locale", "locale.conf", "ca-certificates", "ca-certificates.conf"}) {
       CAPTURE(name);
       CHECK_FALSE(has_op_at(p, "/etc/" + name));
       CHECK(std::find(ik::curated_etc_entries().begin(), ik::curated_etc_entries().end(), name) ==
@@ -260,8 +260,8 @@ TEST_CASE("planner: default view") {
       if (op.kind != OpKind::kBind) continue;
       CAPTURE(op.dest);
       CHECK(op.readonly);
-      CHECK((ik::path_is_within(op.dest, "/usr") || ik::path_is_within(op.dest, "/etc") ||
-             op.dest == "/bin" || op.dest == "/sbin" || op.dest.rfind("/lib", 0) == 0));
+      CHECK((ik::path_is_within(op.dest, "/usr") || ik::path_is_within(op.dest, "/etc") || op.dest == "/bin" ||
+             op.dest == "/sbin" || op.dest.rfind("/lib", 0) == 0));
     }
     CHECK_FALSE(has_op_at(p, t.p("work")));
   }
@@ -513,8 +513,8 @@ TEST_CASE("planner: DEST=none") {
     // view/secret.txt at all. A tmpfs cannot be mounted over a file.
     t.file("src/secret.txt");
     t.dir("view");
-    Plan p = plan_ok(with_mounts(t.p("view") + "=" + t.p("src") + " " + t.p("view/secret.txt") + "=none"),
-                     make_host(t));
+    Plan p =
+        plan_ok(with_mounts(t.p("view") + "=" + t.p("src") + " " + t.p("view/secret.txt") + "=none"), make_host(t));
     CHECK(has_op_at(p, t.p("view/secret.txt")));
     for (size_t i : indexes_at(p, t.p("view/secret.txt"))) CHECK(p.ops[i].kind == OpKind::kEmpty);
   }
@@ -759,11 +759,12 @@ TEST_CASE("planner: environment") {
     // would poll getppid() and exit under our init. The planner replaces it
     // with 1 ("parent is init: do not poll").
     auto env = env_map(plan_ok(Options{}, h).env);
-    std::map<std::string, std::string> expected = {
-        {"HOME", t.p("home")}, {"LANG", "en_US.UTF-8"}, {"LANGUAGE", "en"}, {"LC_ALL", "C.UTF-8"},
-        {"LOGNAME", "alice"},  {"PATH", "/opt/conda/bin:/usr/bin:/bin"},   {"SHELL", "/bin/bash"},
-        {"TERM", "xterm-256color"}, {"TZ", "Europe/Helsinki"},            {"USER", "alice"},
-        {"JPY_PARENT_PID", "1"}};
+    std::map<std::string, std::string> expected = {{"HOME", t.p("home")},     {"LANG", "en_US.UTF-8"},
+                                                   {"LANGUAGE", "en"},        {"LC_ALL", "C.UTF-8"},
+                                                   {"LOGNAME", "alice"},      {"PATH", "/opt/conda/bin:/usr/bin:/bin"},
+                                                   {"SHELL", "/bin/bash"},    {"TERM", "xterm-256color"},
+                                                   {"TZ", "Europe/Helsinki"}, {"USER", "alice"},
+                                                   {"JPY_PARENT_PID", "1"}};
     CHECK(env == expected);
     h.env.erase("JPY_PARENT_PID");
     CHECK(env_map(plan_ok(Options{}, h).env).count("JPY_PARENT_PID") == 0);
@@ -871,10 +872,8 @@ TEST_CASE("plan_to_json has the mounts in plan order") {
     }
     if (op.kind == OpKind::kSymlink) CHECK(m["target"] == op.src);
     if (op.kind == OpKind::kFile) CHECK(m["bytes"] == op.content.size());
-    if (op.kind == OpKind::kFile || op.kind == OpKind::kEmpty)
-      CHECK(m["how"] == (op.in_place ? "write" : "bind"));
-    else
-      CHECK_FALSE(m.contains("how"));
+    if (op.kind == OpKind::kFile || op.kind == OpKind::kEmpty) CHECK(m["how"] == (op.in_place ? "write" : "bind"));
+    else CHECK_FALSE(m.contains("how"));
   }
   CHECK(j["mounts"][index_of(p, "/etc/passwd", OpKind::kFile)]["how"] == "write");
   CHECK(j["mounts"][index_of(p, t.p("work/f.txt"), OpKind::kEmpty)]["how"] == "bind");

@@ -13,7 +13,6 @@
 #include "plan/planner.hpp"
 #include "pool/split.hpp"
 
-
 namespace {
 
 // The host's files are an in-memory tree (host/memory_fs.hpp): a

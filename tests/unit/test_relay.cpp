@@ -116,7 +116,6 @@ double thread_cpu_ms() {
   return static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) / 1e6;
 }
 
-
 // The sockets ipykernel binds, at the ipc paths kernel_side_connection()
 // gives it. ROUTER_MANDATORY so tests can wait until a client is connected.
 struct FakeKernel {
@@ -298,8 +297,8 @@ TEST_CASE("relay: iopub subscriptions go to the kernel and messages to subscribe
     subs.push_back(s[0]);
   }
   std::sort(subs.begin(), subs.end());
-  CHECK(subs == std::vector<std::string>{std::string("\x01", 1), std::string("\x01", 1),
-                                         std::string("\x01kernel.", 8)});
+  CHECK(subs ==
+        std::vector<std::string>{std::string("\x01", 1), std::string("\x01", 1), std::string("\x01kernel.", 8)});
 
   send_frames(k.iopub, {"kernel.1.status", "<IDS|MSG>", "busy"});
   send_frames(k.iopub, {"other", "<IDS|MSG>", "stream"});
@@ -588,7 +587,8 @@ TEST_CASE("relay: an ipc host path too long for a unix socket is refused") {
   CHECK(r.error().describe().find("too long") != std::string::npos);
 }
 
-TEST_CASE("relay: once the kernel is gone, the exit notice reaches each iopub subscriber, parented to the last execute_request") {
+TEST_CASE("relay: once the kernel is gone, the exit notice reaches each iopub subscriber, parented to the last "
+          "execute_request") {
   Harness h;
   h.start();
   auto sub1 = h.client(zmq::socket_type::sub, h.host.iopub_port);

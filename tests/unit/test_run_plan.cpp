@@ -56,7 +56,8 @@ TEST_CASE("run plan: --inplace, duplicates, empty directories") {
 TEST_CASE("run plan: two inputs for one output, or an output over its input, are refused") {
   RunOptions o;
   o.output_dir = "/out";
-  auto clash = build_run_plan(o, {dir("/a/x", "/a/x", {"/a/x/n.ipynb"}), dir("/b/x", "/b/x", {"/b/x/n.ipynb"})}, "/w", 1);
+  auto clash =
+      build_run_plan(o, {dir("/a/x", "/a/x", {"/a/x/n.ipynb"}), dir("/b/x", "/b/x", {"/b/x/n.ipynb"})}, "/w", 1);
   REQUIRE_FALSE(clash);
   CHECK(clash.error().exit_code == ik::kExitUsage);
   CHECK(clash.error().describe().find("/out/x/n.ipynb") != std::string::npos);
@@ -95,7 +96,10 @@ TEST_CASE("run verdicts") {
     return r;
   };
   WorkerEnd e;
-  e.done = json{{"event", "done"}, {"status", "kernel-died"}, {"cell", 2}, {"notice", "killed by the memory limit of 256M (cgroup memory.max, --memory)"}};
+  e.done = json{{"event", "done"},
+                {"status", "kernel-died"},
+                {"cell", 2},
+                {"notice", "killed by the memory limit of 256M (cgroup memory.max, --memory)"}};
   auto r = verdict(e);
   CHECK(r.status == "memory-limit");
   CHECK(r.cell == 2);
@@ -105,7 +109,8 @@ TEST_CASE("run verdicts") {
   e.done = json{{"status", "kernel-died"}, {"cell", 1}};
   e.stderr_tail = "noise\nisolated-kernel-launcher: kernel killed after the wall-time limit of 5s (--wall-time)\n";
   CHECK(verdict(e).status == "wall-time-limit");
-  e.stderr_tail = "isolated-kernel-launcher: kernel: 3 forks refused at the process limit of 10 (cgroup pids.max, --nproc)\n";
+  e.stderr_tail =
+      "isolated-kernel-launcher: kernel: 3 forks refused at the process limit of 10 (cgroup pids.max, --nproc)\n";
   CHECK(verdict(e).status == "process-limit");
   e.stderr_tail.clear();
   e.done = json{{"status", "kernel-died"}, {"notice", "exited with status 3"}};

@@ -25,7 +25,8 @@ struct Pair {
 };
 
 bool same_file(int x, int y) {
-  struct stat sx {}, sy {};
+  struct stat sx {
+  }, sy{};
   REQUIRE(fstat(x, &sx) == 0);
   REQUIRE(fstat(y, &sy) == 0);
   return sx.st_dev == sy.st_dev && sx.st_ino == sy.st_ino;

@@ -119,7 +119,8 @@ TEST_CASE("process_cpu_ticks: grows for a busy child, nothing once it is a zombi
   CHECK_FALSE(ik::process_cpu_ticks(child).has_value());
 }
 
-TEST_CASE("status_after_shutdown: after the kernel's reply, the watch's kill and a teardown abort count as the shutdown") {
+TEST_CASE(
+    "status_after_shutdown: after the kernel's reply, the watch's kill and a teardown abort count as the shutdown") {
   using ik::status_after_shutdown;
   // no shutdown_reply seen: every status is the kernel's own
   for (int st : {0, 1, 128 + SIGABRT, 128 + SIGSEGV, 128 + SIGKILL, 128 + SIGTERM})

@@ -20,11 +20,10 @@ const char* kDisabled =
     "FAIL  user namespaces              isolate: create namespaces (clone): No space left on device\n"
     "Some checks failed.\n";
 
-const char* kFine =
-    "PASS  Slurm node                   n7 (job 9)\n"
-    "PASS  namespace sysctls            user.max_user_namespaces=96369\n"
-    "PASS  user namespaces              a sandbox starts\n"
-    "All required checks passed.\n";
+const char* kFine = "PASS  Slurm node                   n7 (job 9)\n"
+                    "PASS  namespace sysctls            user.max_user_namespaces=96369\n"
+                    "PASS  user namespaces              a sandbox starts\n"
+                    "All required checks passed.\n";
 
 ik::slurm::RunShape shape(unsigned n, unsigned slots = 2) {
   ik::slurm::RunShape s;
@@ -51,9 +50,8 @@ TEST_CASE("doctor --slurm: disabled user namespaces name the sysctl for the admi
 }
 
 TEST_CASE("doctor --slurm: AppArmor's restriction is named too") {
-  auto v = ik::read_node_verdict(
-      "FAIL  namespace sysctls            user.max_user_namespaces=63000, "
-      "kernel.apparmor_restrict_unprivileged_userns=1\nSome checks failed.\n");
+  auto v = ik::read_node_verdict("FAIL  namespace sysctls            user.max_user_namespaces=63000, "
+                                 "kernel.apparmor_restrict_unprivileged_userns=1\nSome checks failed.\n");
   CHECK(v.sysctls_to_set == Args{"kernel.apparmor_restrict_unprivileged_userns=0"});
   CHECK(v.node.empty());
   CHECK(ik::admin_advice(v).find("the compute node") != std::string::npos);
@@ -78,8 +76,8 @@ TEST_CASE("doctor --slurm: srun words, the user's options before the program") {
 
 TEST_CASE("run --slurm: the submitter's own options are not given to the tasks") {
   using ik::slurm::strip_slurm_args;
-  CHECK(strip_slurm_args({"--slurm", "--tasks", "4", "--slurm-opt=--partition=x", "--slurm-opt", "--qos=y",
-                          "--no-wait", "-j", "3", "--report=r.csv", "--timeout", "5s", "a", "b"}) ==
+  CHECK(strip_slurm_args({"--slurm", "--tasks", "4", "--slurm-opt=--partition=x", "--slurm-opt", "--qos=y", "--no-wait",
+                          "-j", "3", "--report=r.csv", "--timeout", "5s", "a", "b"}) ==
         Args{"--timeout", "5s", "a", "b"});
   CHECK(strip_slurm_args({"-j4", "--jobs=2", "--report", "x.csv", "--memory", "1G", "--", "--slurm"}) ==
         Args{"--memory", "1G", "--", "--slurm"});
@@ -97,7 +95,8 @@ TEST_CASE("run --slurm: shares are round robin, as --share I/K takes them") {
   CHECK(s->shares[2] == Args{"nb2.ipynb", "nb5.ipynb"});
   CHECK(s->script.find("#SBATCH --array=0-2\n") != std::string::npos);
   // The task's own share, from Slurm's variable (double-quoted so sh expands it).
-  CHECK(s->script.find("\nexec /usr/bin/isolated-kernel run --timeout 60s subs --share \"${SLURM_ARRAY_TASK_ID}/3\" -j 2\n") !=
+  CHECK(s->script.find(
+            "\nexec /usr/bin/isolated-kernel run --timeout 60s subs --share \"${SLURM_ARRAY_TASK_ID}/3\" -j 2\n") !=
         std::string::npos);
   CHECK(s->sbatch_argv.front() == "sbatch");
   CHECK(s->sbatch_argv.back() == "/home/t/course/out/slurm/run.sbatch");

@@ -46,28 +46,58 @@ void check(const std::string& in, const std::string& want) {
 
 TEST_CASE("terminal filter keeps text, newlines, tabs and UTF-8") {
   check("plain text\n\tindented\n", "plain text\n\tindented\n");
-  check("Gr\xc3\xbc\xc3\x9f""e \xe2\x82\xac \xf0\x9f\x90\x8d\n", "Gr\xc3\xbc\xc3\x9f""e \xe2\x82\xac \xf0\x9f\x90\x8d\n");
-  check("Traceback (most recent call last):\n  File \"<x>\", line 1\n", "Traceback (most recent call last):\n  File \"<x>\", line 1\n");
+  check("Gr\xc3\xbc\xc3\x9f"
+        "e \xe2\x82\xac \xf0\x9f\x90\x8d\n",
+        "Gr\xc3\xbc\xc3\x9f"
+        "e \xe2\x82\xac \xf0\x9f\x90\x8d\n");
+  check("Traceback (most recent call last):\n  File \"<x>\", line 1\n",
+        "Traceback (most recent call last):\n  File \"<x>\", line 1\n");
 }
 
 TEST_CASE("terminal filter removes escape sequences and controls") {
-  check("a\x1b]0;pwned\x07" "b", "ab");          // OSC title, BEL-terminated
-  check("a\x1b]52;c;ZWNobwo=\x1b\\b", "ab");     // OSC 52 clipboard, ST-terminated
-  check("a\x1b[2Jb\x1b[1;31mc\x1b[0m", "abc");   // CSI clear screen, colours
-  check("a\x1bP+q544e\x1b\\b", "ab");            // DCS (terminal query)
-  check("a\x1b_apc\x1b\\b\x1b^pm\x07" "c", "abc");  // APC, PM
-  check("a\x1b" "cb\x1b(Bc\x1b" "7d", "abcd");    // two-byte escapes (RIS), charset, DECSC
-  check(std::string("a\rb\bc\x07" "d\x7f" "e\x00" "f\r\n", 13), "abcdef\n");
-  check("a\xc2\x9b" "2Jb\xc2\x9d" "0;x\xc2\x9c" "c", "a2Jb0;xc");  // C1 CSI/OSC/ST (UTF-8) dropped
+  check("a\x1b]0;pwned\x07"
+        "b",
+        "ab");                                  // OSC title, BEL-terminated
+  check("a\x1b]52;c;ZWNobwo=\x1b\\b", "ab");    // OSC 52 clipboard, ST-terminated
+  check("a\x1b[2Jb\x1b[1;31mc\x1b[0m", "abc");  // CSI clear screen, colours
+  check("a\x1bP+q544e\x1b\\b", "ab");           // DCS (terminal query)
+  check("a\x1b_apc\x1b\\b\x1b^pm\x07"
+        "c",
+        "abc");  // APC, PM
+  check("a\x1b"
+        "cb\x1b(Bc\x1b"
+        "7d",
+        "abcd");  // two-byte escapes (RIS), charset, DECSC
+  check(std::string("a\rb\bc\x07"
+                    "d\x7f"
+                    "e\x00"
+                    "f\r\n",
+                    13),
+        "abcdef\n");
+  check("a\xc2\x9b"
+        "2Jb\xc2\x9d"
+        "0;x\xc2\x9c"
+        "c",
+        "a2Jb0;xc");               // C1 CSI/OSC/ST (UTF-8) dropped
   check("a\x1b[2\x1b[3Jb", "ab");  // ESC inside CSI starts a new sequence
 }
 
 TEST_CASE("terminal filter replaces invalid UTF-8") {
-  check("a\x9b" "b", "a?b");            // raw 8-bit CSI
-  check("a\xc0\xaf" "b", "a??b");       // overlong '/'
-  check("a\xed\xa0\x80" "b", "a???b");  // surrogate (the lead fails, then two stray continuations)
-  check("a\xe2\x82" "b", "a?b");        // cut short
-  check("a\xf5\x80" "b", "a??b");       // beyond U+10FFFF
+  check("a\x9b"
+        "b",
+        "a?b");  // raw 8-bit CSI
+  check("a\xc0\xaf"
+        "b",
+        "a??b");  // overlong '/'
+  check("a\xed\xa0\x80"
+        "b",
+        "a???b");  // surrogate (the lead fails, then two stray continuations)
+  check("a\xe2\x82"
+        "b",
+        "a?b");  // cut short
+  check("a\xf5\x80"
+        "b",
+        "a??b");  // beyond U+10FFFF
   CHECK(filtered("end\xe2\x82") == "end?");
 }
 

@@ -65,8 +65,8 @@ TEST_CASE("sizes: the largest values and overflow") {
   CHECK(size_of("16777215T") == 16777215ull * kT);
   CHECK(size_of("17179869183G") == 17179869183ull * kG);
 
-  for (const std::string big : {"16777216T", "17179869184G", "18446744073709551616", "99999999999999999999999",
-                          "18446744073709551615K"}) {
+  for (const std::string big :
+       {"16777216T", "17179869184G", "18446744073709551616", "99999999999999999999999", "18446744073709551615K"}) {
     CAPTURE(big);
     auto r = parse_size(big, "--memory");
     REQUIRE_FALSE(r.ok());
@@ -80,8 +80,8 @@ TEST_CASE("sizes: the largest values and overflow") {
 }
 
 TEST_CASE("sizes: bad values and unknown units") {
-  for (const std::string bad : {"", "M", "abc", "-1", "+1", " 1", "1 M", "1.5G", "1X", "1KK", "1P", "1GG", "1Gb2",
-                          "1Kbit", "1e6"}) {
+  for (const std::string bad :
+       {"", "M", "abc", "-1", "+1", " 1", "1 M", "1.5G", "1X", "1KK", "1P", "1GG", "1Gb2", "1Kbit", "1e6"}) {
     CAPTURE(bad);
     auto r = parse_size(bad, "--tmpfs-size");
     REQUIRE_FALSE(r.ok());

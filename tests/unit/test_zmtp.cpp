@@ -104,10 +104,12 @@ TEST_CASE("zmtp: malformed streams are protocol errors") {
   }
   SUBCASE("reserved flag bits") {
     ZmtpScanner s(4096);
-    CHECK(feed(s, greeting() + "\x10\x01" "a") == V::kProtocolError);
+    CHECK(feed(s, greeting() + "\x10\x01"
+                               "a") == V::kProtocolError);
   }
   SUBCASE("a command with MORE") {
     ZmtpScanner s(4096);
-    CHECK(feed(s, greeting() + "\x05\x01" "a") == V::kProtocolError);
+    CHECK(feed(s, greeting() + "\x05\x01"
+                               "a") == V::kProtocolError);
   }
 }
