@@ -23,10 +23,9 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kernelfixtures import (  # noqa: E402
-    PYTHON, REPO, IkSession, _make_host, default_launcher, ik_session, kill_quietly, processes_matching,
-    scenario, scenario_main, step, run_cell, new_connection_file, wait_until)
+from kit.common import PYTHON, REPO, kill_quietly, processes_matching, wait_until
+from kit.kernel import (IkSession, _make_host, default_launcher, new_connection_file, run_cell, scenario,
+                        scenario_main, step)
 
 POOL_KERNEL = "isolated-pool"
 WAITER_MARK = "isolated-kernel warm pool"  # in the waiter's -c source, so in its command line
@@ -47,11 +46,6 @@ def pool_session(ik_session):
         (ik_session.root / "share").chmod(0o755)
         shutil.copy2(REPO / "share" / "pool" / "pool_waiter.py", share / "pool_waiter.py")
         (share / "pool_waiter.py").chmod(0o644)
-        for s in ("test_pool.py", "kernelfixtures.py", "isolate_helpers.py"):
-            dst = ik_session.scripts / s
-            if ik_session.scripts != Path(__file__).resolve().parent:
-                shutil.copy2(Path(__file__).resolve().parent / s, dst)
-                dst.chmod(0o644)
     return IkSession(ik_session.root, bindir / "isolated-kernel-launcher", ik_session.jupyter_path,
                      ik_session.scripts, ik_session.test_user)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from kit.common import PYTHON, processes_matching
+from kit.common import processes_matching
 from kit.slurm import NOUSERNS_NODE, NODE, ClusterError, SlurmCluster, missing_programs, PACKAGES
 
 
