@@ -40,7 +40,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 PROGRAMS = ("isolate", "isolated-kernel-launcher", "isolated-kernel")
-SUBCOMMANDS = ("install", "list", "show", "remove", "doctor", "run")
+SUBCOMMANDS = ("install", "list", "show", "remove", "doctor", "run", "pool")
 PACKAGE = "isolated-kernel"
 # The deb's programs must be the ones found: no /usr/local in PATH.
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
