@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -63,12 +64,26 @@ def run_timed(cmds, env, cwd):
     return wall, cpu, each
 
 
+def _copy_worker(env):
+    """run's worker script where the copied isolated-kernel looks first
+    (<bin>/../share/isolated-kernel/), taken from the build's source tree,
+    else the installed one; without either, run finds its own."""
+    for src in (env.build_dir.parent / "share" / "run" / "ik_run_notebook.py",
+                Path("/usr/share/isolated-kernel/ik_run_notebook.py")):
+        if src.is_file():
+            dest = env.bin.parent / "share" / "isolated-kernel"
+            dest.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / "ik_run_notebook.py")
+            return
+
+
 def run(bench):
     n, jobs, rounds = bench.args.batch_notebooks, bench.args.batch_jobs, bench.args.batch_rounds
     ik = str(bench.env.bin / "isolated-kernel")
     bench.log(f"8. batch: {n} notebooks, `isolated-kernel run -j {jobs}` vs an nbconvert loop, {rounds} round(s)")
     tmp = Path(tempfile.mkdtemp(prefix="batch-", dir=bench.env.tmp))
     env = os.environ.copy()  # the run's private JUPYTER_* (see Env)
+    _copy_worker(bench.env)
     r = subprocess.run([ik, "install", "--user", "--no-check", "--replace"], env=env, stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT, text=True)
     if r.returncode != 0:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import time
@@ -54,6 +55,20 @@ def _write_pooled_spec(env):
         {"argv": argv, "display_name": "ikbench pooled", "language": "python", "interrupt_mode": "signal",
          "metadata": {"isolated_kernel": {"mounts": ["."], "pool": 1}}}, indent=1))
     env.kernel_argv["pooled"] = argv
+
+
+def _copy_waiter(env):
+    """The pool's waiter script where the copied programs look for it
+    (<bin>/../share/pool/, as in a build tree), taken from where the
+    original build would find it: next to its sources, else installed."""
+    for src in (env.build_dir.parent / "share" / "pool" / "pool_waiter.py",
+                Path("/usr/share/isolated-kernel/pool_waiter.py")):
+        if src.is_file():
+            dest = env.bin.parent / "share" / "pool"
+            dest.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / "pool_waiter.py")
+            return
+    raise RuntimeError(f"pool_waiter.py not found next to {env.build_dir} nor installed (reinstall isolated-kernel)")
 
 
 def _tree_cpu_s(pids):
@@ -179,9 +194,15 @@ def run(bench):
     try:
         _write_pooled_spec(env)
         _ik(bench, "install", "--user", "--no-check", "--replace", "--pool", "1", "--name", NB_SPEC, check=True)
+        _copy_waiter(env)
         _ik(bench, "pool", "start", "--quiet", check=True)
         # the first launch of a kernelspec creates its pool (and starts cold)
-        _start_ready("ikbench-pooled", str(env.work), bench.kernel_log)
+        first = tmp / "pooled-first.log"
+        with open(first, "w") as err:
+            _start_ready("ikbench-pooled", str(env.work), bench.kernel_log, err)
+        if not _pools(bench, "ikbench-pooled")[1]:
+            why = [line for line in first.read_text().splitlines() if "pool" in line]
+            raise RuntimeError(f"the first pooled launch created no pool: {why[-3:]} (full log {first})")
         ready, claim_ms, fallbacks = _starts(bench, n, tmp)
         st, pools = _wait_ready(bench, "ikbench-pooled")  # the last refill is done: its CPU is counted whole
         daemon = st.get("pid")
