@@ -14,9 +14,9 @@ Layout:
   report.py    the markdown report and docs/performance.md
   common.py    REPO, PYTHON, the build directory's programs (stdlib only)
   sections/    one module per section: setup, setup_tree, start, rtt,
-               throughput, footprint, scale
+               throughput, footprint, scale, pool, batch
 
-Adding a section (say "pool") is adding one module, sections/pool.py, that
+Adding a section (say "slurm") is adding one module, sections/slurm.py, that
 measures, renders its part of the report and registers itself; nothing else
 changes (every module of sections/ is imported, the registry orders them):
 
@@ -24,30 +24,31 @@ changes (every module of sections/ is imported, the registry orders them):
     from ..report import f
 
     def run(bench):                      # measure; keep the raw data
-        n = bench.args.pool_claims       # its count option, see counts below
-        bench.log(f"7. pool: {n} claims")
+        n = bench.args.slurm_jobs        # its count option, see counts below
+        bench.log(f"9. slurm: {n} jobs")
         ...                              # bench.env, Kernel(bench, "isolated"), bench.shuffled(...)
-        bench.results["pool"] = {"claims": n, "claim_ms": summary(samples)}
+        bench.results["slurm"] = {"jobs": n, "submit_s": summary(samples)}
 
     def render(res):                     # markdown lines; [] when not measured
-        s = res.get("pool")
+        s = res.get("slurm")
         if not s:
             return []
-        return [f"### 7. Pool ({s['claims']} claims)", "", f"median {f(s['claim_ms']['median'])} ms", ""]
+        return [f"### 9. Slurm ({s['jobs']} jobs)", "", f"median {f(s['submit_s']['median'])} s", ""]
 
     def targets(res):                    # optional rows of the targets table
-        s = res.get("pool")
-        return [("claim under 50 ms", f"{s['claim_ms']['median']:.0f} ms", s["claim_ms"]["median"] < 50)] if s else []
+        s = res.get("slurm")
+        return [("submission under 5 s", f"{s['submit_s']['median']:.1f} s", s["submit_s"]["median"] < 5)] if s else []
 
     register(Section(
-        name="pool",                     # what --only takes
-        order=80,                        # place in --only, --help, targets, report
-        steps=(Step(80, run),),          # when it runs among all steps (stage)
-        counts=(Count("--pool-claims", full=200, quick=10, help="claims (default 200)"),),
+        name="slurm",                    # what --only takes
+        order=100,                       # place in --only, --help, targets, report
+        steps=(Step(100, run),),         # when it runs among all steps (stage)
+        counts=(Count("--slurm-jobs", full=40, quick=4, help="jobs (default 40)"),),
         render=render, targets=targets))
 
 Section.order places the section in lists and in the report (setup 10,
-setup-tree 20, start 30, rtt 40, throughput 50, footprint 60, scale 70).
+setup-tree 20, start 30, rtt 40, throughput 50, footprint 60, scale 70,
+pool 80, batch 90).
 Step.stage decides when a step runs; a section may have several steps (rtt
 runs the round trip at 41 and the relay-only echo at 50; footprint idles at
 40 and watches a waiting launcher at 60). Steps with uses="pair" get
@@ -55,7 +56,10 @@ run(bench, kernels) and share one plain + one isolated kernel with the other
 pair steps next to them in stage order (footprint 40, rtt 41, throughput
 42); a new shared set-up is a new @fixture("name") context manager. A
 section that needs its own kernelspec adds kernelspecs=fn(env) -> {variant:
-argv} (see sections/rtt.py); Kernel(bench, variant) then starts it. Keep the
+argv} (see sections/rtt.py); Kernel(bench, variant) then starts it (a
+kernelspec with metadata, or one installed by `isolated-kernel install`, is
+written by the step itself into bench.env.jupyter or the private
+JUPYTER_DATA_DIR: see sections/pool.py). Keep the
 results JSON-serialisable: `bench/run --render FILE` rebuilds the report from
 them alone. Kernels started with Kernel(bench, ...) are stopped by Bench on
 any exit; anything else a step starts it must stop itself (try/finally).

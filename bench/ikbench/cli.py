@@ -24,7 +24,7 @@ def parser(doc, sections):
     ap = argparse.ArgumentParser(description=doc.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="Sections: " + ", ".join(names))
-    ap.add_argument("--quick", action="store_true", help="small counts: a smoke run of every section (~1 min)")
+    ap.add_argument("--quick", action="store_true", help="small counts: a smoke run of every section (~3 min)")
     ap.add_argument("--only", default=",".join(names), help="comma-separated sections to run")
     ap.add_argument("--json", help="where to write the raw results (default <build>/bench-results.json)")
     ap.add_argument("--docs", help="markdown file to regenerate (default docs/performance.md for full runs)")

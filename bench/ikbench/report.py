@@ -69,7 +69,7 @@ and ratios rather than single times:
 
 ```sh
 cmake --build build            # bench/run builds nothing
-bench/run                      # full run (6–8 min): table on stdout, JSON, this file
+bench/run                      # full run (~20 min, half of it pool + batch): table, JSON, this file
 bench/run --quick              # smoke run with small counts (does not touch this file)
 bench/run --only setup,rtt     # some sections; see bench/run --help
 IK_BUILD_DIR=build-release bench/run --json /tmp/r.json --no-docs
@@ -89,6 +89,12 @@ relay in front) and `bwrap` (the kernel under bubblewrap with a shared network,
 its working and connection-file directories bound). The clients use
 jupyter_client's `Session` to build and sign every message; output is counted
 from the raw iopub frames so that the client does not become the bottleneck.
+`pool` starts a daemon of its own (private `XDG_RUNTIME_DIR`) and compares
+a pooled isolated kernelspec (pool size 1, refilled before each start) with
+the plain one through jupyter_client's `KernelManager`, then small notebooks
+run one after another with `jupyter nbconvert --execute`; `batch` runs small
+notebooks through `isolated-kernel run -j 2` against a sequential
+`nbconvert --execute` loop with the plain kernel.
 """
 
 

@@ -1,0 +1,323 @@
+"""7. Warm pool (issue 12): start-to-ready of a pooled isolated kernel vs a
+plain cold kernel through KernelManager; claim latency in the launcher,
+memory of a waiting sandbox, refill CPU; and 7b. small notebooks executed one
+after another with `jupyter nbconvert --execute` (what nbgrader does per
+submission), pooled isolated vs plain cold kernels.
+
+The pool daemon is this run's own: a private XDG_RUNTIME_DIR (its socket
+directory) for the length of the step, stopped in a finally. Kernelspecs:
+`ikbench-pooled` (written here: the launcher with -v, so that its claim line
+gives the claim latency, metadata pool 1) and, for 7b, `ikbench-pool-nb`
+installed with `isolated-kernel install --pool 1` into the run's private
+JUPYTER_DATA_DIR, as a user would.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from ..common import CLK_TCK, PYTHON
+from ..procfs import loadavg
+from ..registry import Count, Section, Step, register
+from ..report import f, fr
+from ..stats import med, paired_ratio_ci, summary
+from .batch import make_notebooks, run_timed
+
+CLAIM_RE = re.compile(r"claimed a waiting sandbox in ([0-9.]+) ms")
+NB_SPEC = "ikbench-pool-nb"
+
+
+def _ik(bench, *args, check=False):
+    """isolated-kernel (the run's copy); the parsed JSON with --json, else the exit status."""
+    r = subprocess.run([str(bench.env.bin / "isolated-kernel"), *args], capture_output=True, text=True,
+                       timeout=120)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"isolated-kernel {' '.join(args)} failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
+    if "--json" in args:
+        return json.loads(r.stdout) if r.returncode == 0 else {}
+    return r.returncode
+
+
+def _write_pooled_spec(env):
+    """ikbench-pooled: the launcher reads its settings from the kernelspec
+    (metadata pool 1 is what makes it claim), -v for the claim line."""
+    d = env.jupyter / "kernels" / "ikbench-pooled"
+    d.mkdir(parents=True, exist_ok=True)
+    argv = [env.launcher, "--kernelspec", "{resource_dir}", "-v", "--", PYTHON, "-m", "ipykernel_launcher",
+            "-f", "{connection_file}"]
+    (d / "kernel.json").write_text(json.dumps(
+        {"argv": argv, "display_name": "ikbench pooled", "language": "python", "interrupt_mode": "signal",
+         "metadata": {"isolated_kernel": {"mounts": ["."], "pool": 1}}}, indent=1))
+    env.kernel_argv["pooled"] = argv
+
+
+def _copy_waiter(env):
+    """The pool's waiter script where the copied programs look for it
+    (<bin>/../share/pool/, as in a build tree), taken from where the
+    original build would find it: next to its sources, else installed."""
+    for src in (env.build_dir.parent / "share" / "pool" / "pool_waiter.py",
+                Path("/usr/share/isolated-kernel/pool_waiter.py")):
+        if src.is_file():
+            dest = env.bin.parent / "share" / "pool"
+            dest.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / "pool_waiter.py")
+            return
+    raise RuntimeError(f"pool_waiter.py not found next to {env.build_dir} nor installed (reinstall isolated-kernel)")
+
+
+def _tree_cpu_s(pids):
+    """utime+stime+cutime+cstime of the pids: their own CPU and that of the
+    children they reaped (the daemon reaps its helpers)."""
+    total = 0
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(x) for x in fields[11:15])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / CLK_TCK
+
+
+def _start_ready(name, cwd, out, stderr=None):
+    """Seconds from KernelManager.start_kernel() to wait_for_ready(); the
+    kernel's output to out (its stderr to stderr if given)."""
+    from jupyter_client.manager import KernelManager
+    km = KernelManager(kernel_name=name)
+    t0 = time.perf_counter()
+    km.start_kernel(cwd=cwd, stdout=out, stderr=stderr or out)
+    try:
+        kc = km.client()
+        kc.start_channels()
+        try:
+            kc.wait_for_ready(timeout=120)
+            return time.perf_counter() - t0
+        finally:
+            kc.stop_channels()
+    finally:
+        km.shutdown_kernel(now=False)
+
+
+def _pools(bench, spec_part):
+    st = _ik(bench, "pool", "status", "--json")
+    return st, [p for p in st.get("pools", []) if spec_part in str(p.get("spec", ""))]
+
+
+def _wait_ready(bench, spec_part, timeout=120):
+    """The pool status once the pool of spec_part has a ready sandbox."""
+    deadline = time.monotonic() + timeout
+    while True:
+        st, pools = _pools(bench, spec_part)
+        if sum(p["ready"] for p in pools) >= 1:
+            return st, pools
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"pool of {spec_part} not refilled after {timeout} s: {st}")
+        time.sleep(0.1)
+
+
+def _starts(bench, n, logdir):
+    """n rounds of one plain and one pooled start in shuffled order, the
+    pool refilled (one ready sandbox) before each round."""
+    work = str(bench.env.work)
+    ready = {"plain": [], "pooled": []}
+    claim_ms, fallbacks = [], 0
+    for i in range(n):
+        _wait_ready(bench, "ikbench-pooled")
+        log = logdir / f"pooled-{i}.log"
+        for v in bench.shuffled(("plain", "pooled")):
+            if v == "pooled":
+                with open(log, "w") as err:
+                    ready[v].append(_start_ready("ikbench-pooled", work, bench.kernel_log, err) * 1e3)
+            else:
+                ready[v].append(_start_ready("ikbench-plain", work, bench.kernel_log) * 1e3)
+        m = CLAIM_RE.search(log.read_text())
+        if m:
+            claim_ms.append(float(m.group(1)))
+        else:
+            fallbacks += 1
+        if (i + 1) % 5 == 0:
+            bench.log(f"  start {i + 1}/{n}: median plain {med(ready['plain']):.0f} ms, "
+                      f"pooled {med(ready['pooled']):.0f} ms")
+    return ready, claim_ms, fallbacks
+
+
+def _notebooks(bench, n, rounds, nbdir, outdir):
+    """`jupyter nbconvert --execute --to notebook` of the n notebooks one
+    after another, with the plain kernel and with the pooled isolated one;
+    the two loops alternate (shuffled order every round). Back to back, as
+    nbgrader runs them: the pool refills while the next nbconvert starts."""
+    nbs = sorted(nbdir.glob("*.ipynb"))
+    specs = {"plain": "ikbench-plain", "pooled": NB_SPEC}
+    wall = {v: [] for v in specs}
+    cpu = {v: [] for v in specs}
+    per_nb = {v: [] for v in specs}
+    claims = []
+    for r in range(rounds):
+        for v in bench.shuffled(specs):
+            _, pools0 = _wait_ready(bench, NB_SPEC) if v == "pooled" else (None, [])
+            cmds = [[PYTHON, "-m", "nbconvert", "--execute", "--to", "notebook",
+                     f"--ExecutePreprocessor.kernel_name={specs[v]}", "--output-dir", str(outdir / f"{v}-{r}"),
+                     str(nb)] for nb in nbs]
+            w, c, each = run_timed(cmds, os.environ.copy(), bench.env.work)
+            wall[v].append(w)
+            cpu[v].append(c)
+            per_nb[v] += each
+            if v == "pooled":
+                _, pools1 = _pools(bench, NB_SPEC)
+                claims.append(sum(p["claimed"] for p in pools1) - sum(p["claimed"] for p in pools0))
+            bench.log(f"  notebooks round {r + 1}/{rounds}, {v}: {w:.1f} s wall, {c:.1f} s CPU")
+    return {"notebooks": n, "rounds": rounds,
+            "variants": {v: {"wall_s": wall[v], "cpu_s": cpu[v], "per_notebook_s": summary(per_nb[v])}
+                         for v in specs},
+            "ratio_wall": paired_ratio_ci(wall["pooled"], wall["plain"]),
+            "ratio_cpu": paired_ratio_ci(cpu["pooled"], cpu["plain"]),
+            "claims": claims, "cold_fallbacks": [n - c for c in claims]}
+
+
+def run(bench):
+    n, n_nb, rounds = bench.args.pool_runs, bench.args.pool_notebooks, bench.args.pool_rounds
+    env = bench.env
+    bench.log(f"7. warm pool: {n} interleaved starts plain vs pooled (pool refilled before each), then "
+              f"{n_nb} notebooks x {rounds} round(s) through nbconvert, plain vs pooled")
+    tmp = Path(tempfile.mkdtemp(prefix="pool-", dir=env.tmp))
+    xdg = tmp / "xdg"  # the daemon's socket directory: this run's own daemon
+    xdg.mkdir(mode=0o700)
+    old_xdg = os.environ.get("XDG_RUNTIME_DIR")
+    os.environ["XDG_RUNTIME_DIR"] = str(xdg)
+    la0 = loadavg()
+    res = {"starts": n, "load_before": la0}
+    try:
+        _write_pooled_spec(env)
+        _ik(bench, "install", "--user", "--no-check", "--replace", "--pool", "1", "--name", NB_SPEC, check=True)
+        _copy_waiter(env)
+        _ik(bench, "pool", "start", "--quiet", check=True)
+        # the first launch of a kernelspec creates its pool (and starts cold)
+        first = tmp / "pooled-first.log"
+        with open(first, "w") as err:
+            _start_ready("ikbench-pooled", str(env.work), bench.kernel_log, err)
+        if not _pools(bench, "ikbench-pooled")[1]:
+            why = [line for line in first.read_text().splitlines() if "pool" in line]
+            raise RuntimeError(f"the first pooled launch created no pool: {why[-3:]} (full log {first})")
+        ready, claim_ms, fallbacks = _starts(bench, n, tmp)
+        st, pools = _wait_ready(bench, "ikbench-pooled")  # the last refill is done: its CPU is counted whole
+        daemon = st.get("pid")
+        kids = subprocess.run(["pgrep", "-P", str(daemon)], capture_output=True, text=True).stdout.split()
+        res.update({
+            "variants": {v: {"ready_ms": summary(ready[v]), "samples": ready[v]} for v in ready},
+            "ratio_pooled_plain": paired_ratio_ci(ready["pooled"], ready["plain"]),
+            "claim_ms": summary(claim_ms), "cold_fallbacks": fallbacks,
+            "waiting_rss_kib": [p["rss_kib"] for p in pools if p["ready"]],
+            "refills": 1 + n - fallbacks,
+            # the daemon's helpers hold the claimed kernels too, so this includes the
+            # kernels' own CPU after the claim (start-to-ready and shutdown only here)
+            "daemon_cpu_s_incl_reaped_helpers": _tree_cpu_s([daemon] + [int(k) for k in kids]),
+            "argv": env.kernel_argv["pooled"],
+        })
+        bench.results["pool"] = res
+        if n_nb > 0 and rounds > 0:
+            nbdir = tmp / "nbs"
+            nbdir.mkdir()
+            make_notebooks(nbdir, n_nb, "ikbench-plain")
+            # creates the notebook kernelspec's pool (a cold start), untimed
+            run_timed([[PYTHON, "-m", "nbconvert", "--execute", "--to", "notebook",
+                        f"--ExecutePreprocessor.kernel_name={NB_SPEC}", "--output-dir", str(tmp / "warm"),
+                        str(sorted(nbdir.glob("*.ipynb"))[0])]], os.environ.copy(), env.work)
+            res["nbconvert"] = _notebooks(bench, n_nb, rounds, nbdir, tmp / "out")
+    finally:
+        _ik(bench, "pool", "stop")
+        if old_xdg is None:
+            os.environ.pop("XDG_RUNTIME_DIR", None)
+        else:
+            os.environ["XDG_RUNTIME_DIR"] = old_xdg
+    res["load_after"] = loadavg()
+    bench.results["pool"] = res
+
+
+def _refill_s(s):
+    return s["daemon_cpu_s_incl_reaped_helpers"] / s["refills"] if s.get("refills") else float("nan")
+
+
+def targets(res):
+    s = res.get("pool")
+    if not s or "ratio_pooled_plain" not in s:
+        return []
+    r = s["ratio_pooled_plain"]
+    rows = [("pooled isolated start-to-ready ≤ 0.1× a plain cold kernel (median of ≥ 30 starts, pool refilled "
+             "between starts)", f"{fr(r)} ({s['starts']} starts)", r["ratio"] <= 0.1)]
+    nb = s.get("nbconvert")
+    if nb:
+        rn = nb["ratio_wall"]
+        rows.append(("20 small notebooks one after another with `jupyter nbconvert --execute`: pooled isolated "
+                     "wall ≤ 0.6× plain cold kernels", f"{fr(rn)} ({nb['notebooks']} notebooks)",
+                     rn["ratio"] <= 0.6))
+    rss = s["waiting_rss_kib"]
+    vals = [rss[0] / 1024 if rss else float("nan"), _refill_s(s), s["claim_ms"]["median"]]
+    rows.append(("memory per waiting sandbox, refill CPU per kernel, claim latency in the launcher: reported",
+                 f"{f(vals[0])} MiB, {f(vals[1], 2)} s, {f(vals[2])} ms", all(v == v for v in vals)))
+    return rows
+
+
+def render(res):
+    s = res.get("pool")
+    if not s or "variants" not in s:
+        return []
+    L = []
+    w = L.append
+    w(f"### 7. Warm pool: start-to-ready, pooled isolated vs plain cold ({s['starts']} starts each, interleaved; "
+      f"load {s['load_before'][0]:.1f}→{s['load_after'][0]:.1f})")
+    w("")
+    w("From `KernelManager.start_kernel()` to `wait_for_ready()` (jupyter_client's own client); the pool (this "
+      "run's daemon, one ready sandbox of the kernelspec) is refilled before each round.")
+    w("")
+    w("| kernelspec | median ms | p25–p75 ms | min–max ms | ratio to plain |")
+    w("|---|---|---|---|---|")
+    for v, d in s["variants"].items():
+        q = d["ready_ms"]
+        r = "1" if v == "plain" else fr(s["ratio_pooled_plain"])
+        w(f"| {v} | {f(q['median'], 0)} | {f(q['p25'], 0)}–{f(q['p75'], 0)} | {f(q['min'], 0)}–{f(q['max'], 0)} "
+          f"| {r} |")
+    w("")
+    rss = s["waiting_rss_kib"]
+    w(f"Claim latency inside the launcher (connect, attach, hand-over, `ok`; its `-v` line): median "
+      f"{f(s['claim_ms']['median'])} ms (p90 {f(s['claim_ms']['p90'])} ms); {s['cold_fallbacks']} of {s['starts']} "
+      f"pooled starts fell back to cold. Memory of one waiting sandbox (helper + init + waiter RSS, shared pages "
+      f"counted in each): {f(rss[0] / 1024) if rss else '–'} MiB. Daemon CPU including its reaped helpers: "
+      f"{f(s['daemon_cpu_s_incl_reaped_helpers'], 2)} s over {s['refills']} refills, "
+      f"{f(_refill_s(s), 2)} s per refill (an upper bound: a claimed kernel stays the helper's child, so its "
+      "start and shutdown are counted too).")
+    w("")
+    nb = s.get("nbconvert")
+    if nb:
+        w(f"### 7b. {nb['notebooks']} small notebooks one after another with `jupyter nbconvert --execute` "
+          f"({nb['rounds']} round(s) of the two loops, in shuffled order)")
+        w("")
+        w("Each notebook: three small cells; one `nbconvert` process per notebook, back to back (what nbgrader "
+          "does per submission), so the pool refills while the next `nbconvert` starts. CPU: the whole process "
+          f"tree. Pooled: `{NB_SPEC}`, installed with `isolated-kernel install --pool 1`.")
+        w("")
+        w("| kernel | wall median s | CPU median s | per notebook median s | wall ratio to plain | CPU ratio |")
+        w("|---|---|---|---|---|---|")
+        for v, d in nb["variants"].items():
+            rw = "1" if v == "plain" else fr(nb["ratio_wall"])
+            rc = "1" if v == "plain" else fr(nb["ratio_cpu"])
+            w(f"| {v} | {f(med(d['wall_s']))} | {f(med(d['cpu_s']))} | {f(d['per_notebook_s']['median'], 2)} "
+              f"| {rw} | {rc} |")
+        w("")
+        w(f"Pooled notebooks that started cold (the pool not yet refilled), per round: "
+          f"{', '.join(str(x) for x in nb['cold_fallbacks'])} of {nb['notebooks']}.")
+        w("")
+    return L
+
+
+register(Section(
+    name="pool", order=80, steps=(Step(80, run),),
+    counts=(Count("--pool-runs", full=30, quick=3, help="pool: interleaved start pairs (default 30)"),
+            Count("--pool-notebooks", full=20, quick=3, help="pool: notebooks of the nbconvert loop (default 20; "
+                  "0 skips it)"),
+            Count("--pool-rounds", full=1, quick=1, help="pool: rounds of the two nbconvert loops (default 1)")),
+    render=render, targets=targets))
