@@ -1,7 +1,6 @@
 #include "relay/frame_tap.hpp"
 
 #include <algorithm>
-#include <nlohmann/json.hpp>
 
 namespace ik::relay {
 namespace {
@@ -31,15 +30,5 @@ void JupyterFrameTap::frame_end(bool more, bool command) {
   frame_.clear();
   if (!more) after_delimiter_ = -1;
 }
-
-ExecuteRequestTap::ExecuteRequestTap(std::string* last)
-    : JupyterFrameTap(Part::kHeader, [last](std::string_view header, bool whole) {
-        // A cheap test first: most shell traffic is not execute_request.
-        if (!whole || header.find("execute_request") == std::string_view::npos) return;
-        auto h = nlohmann::json::parse(header, nullptr, false);
-        if (!h.is_object()) return;
-        auto t = h.find("msg_type");
-        if (t != h.end() && t->is_string() && *t == "execute_request") last->assign(header);
-      }) {}
 
 }  // namespace ik::relay

@@ -1,12 +1,8 @@
 // Reads one frame of each Jupyter message as it passes through the relay
-// (every byte is still relayed unchanged). Two users:
-// - the client -> kernel shell stream, to keep the header of the last
-//   execute_request: the launcher's notice of why the kernel died names it
-//   as parent_header, so clients show it in the output of the cell that was
-//   running. Not the parent of the kernel's iopub output: a kernel that
-//   crashes at once (SIGSEGV) dies before its IOPub thread sent anything;
-// - the kernel -> client control stream, to notice the kernel's
-//   shutdown_reply (see apply/shutdown_watch.hpp).
+// (every byte is still relayed unchanged). Used on the kernel -> client
+// control stream, to notice the kernel's shutdown_reply (see
+// apply/shutdown_watch.hpp). The shell stream's execute_request tap, which
+// checks signatures, is relay/execute_tap.hpp.
 // Bounded: at most kMaxFrame bytes of the frame are copied.
 #pragma once
 #include <cstdint>
@@ -40,14 +36,6 @@ class JupyterFrameTap : public FrameObserver {
   std::string frame_;         // the delimiter candidate or the wanted frame's start
   bool keep_ = false;         // copying this frame
   bool whole_ = false;        // the frame fits in kMaxFrame
-};
-
-// The shell user: `last` receives the header (JSON text) of each complete
-// execute_request a client sends. Unverified (the relay does not check
-// signatures): see docs/security.md, "What is not covered yet".
-class ExecuteRequestTap : public JupyterFrameTap {
- public:
-  explicit ExecuteRequestTap(std::string* last);
 };
 
 }  // namespace ik::relay

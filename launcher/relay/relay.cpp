@@ -12,6 +12,7 @@
 
 #include "common/fd.hpp"
 #include "common/log.hpp"
+#include "relay/execute_tap.hpp"
 #include "relay/jupyter_header.hpp"
 #include "relay/relay_impl.hpp"
 
@@ -46,6 +47,9 @@ Status Relay::Impl::open(const ConnectionInfo& host, const KernelSocketDir& kern
   if (!retry_timer_.valid()) return sys_error("relay: timerfd_create");
   hold_timer_ = UniqueFd(::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
   if (!hold_timer_.valid()) return sys_error("relay: timerfd_create");
+  // To check the signatures of execute_requests (relay/execute_tap.hpp).
+  key_ = host.key;
+  signature_scheme_ = host.signature_scheme;
   auto sockets = KernelSockets::open(kernel.dir_fd, kernel.prefix);
   if (!sockets) return sockets.error();
   kernel_.emplace(std::move(*sockets));
@@ -86,7 +90,7 @@ void Relay::Impl::accept_clients(Channel ch) {
     Conn& c = conns_.emplace_back(ch, options_.buffer_bytes, options_.max_message_bytes);
     c.client.fd = std::move(fd);
     if (ch == Channel::kShell) {
-      c.tap = std::make_unique<ExecuteRequestTap>(&last_execute_header_);
+      c.tap = std::make_unique<ExecuteRequestTap>(&last_execute_header_, key_, signature_scheme_);
       c.up_scan.set_observer(c.tap.get());
     } else if (ch == Channel::kControl && options_.on_shutdown_reply) {
       c.tap = std::make_unique<JupyterFrameTap>(JupyterFrameTap::Part::kHeader, [this](std::string_view header, bool) {

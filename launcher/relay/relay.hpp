@@ -74,7 +74,8 @@ class Relay {
   Status run(const std::vector<int>& extra_fds, const std::function<bool(int fd)>& on_fd_ready);
 
   // After run(): the header (JSON text) of the last execute_request a
-  // client sent on shell, or "" if none.
+  // client sent on shell whose signature checks with the connection key
+  // (relay/execute_tap.hpp), or "" if none.
   const std::string& last_execute_header() const;
   // After run(): writes `message` (one complete ZMTP message, see
   // zmtp_encode_message) to every iopub client whose stream from the kernel

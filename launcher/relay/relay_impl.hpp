@@ -88,7 +88,8 @@ class Relay::Impl {
   std::array<ChannelState, kChannelCount> channels_;
   std::optional<KernelSockets> kernel_;
   UniqueFd epoll_, retry_timer_, hold_timer_;
-  std::string last_execute_header_;
+  std::string last_execute_header_;  // the last verified one, from any shell client
+  std::string key_, signature_scheme_;
   bool retry_armed_ = false;
   long retry_ns_ = kFirstRetryNs;
   Watch dir_watch_{Watch::kKernelDir, 0, nullptr};

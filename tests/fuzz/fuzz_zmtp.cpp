@@ -2,13 +2,14 @@
 // kernel controls. Checks that feeding the same stream in one piece or in
 // arbitrary pieces gives the same verdict and counts (no state is lost
 // across reads), and that nothing over the cap is ever accepted. The shell
-// tap (execute_request headers) rides on both and must agree too.
+// tap (execute_request headers, signatures checked with a key) rides on
+// both and must agree too.
 #include <cstddef>
 #include <cstdint>
 
 #include <string>
 
-#include "relay/frame_tap.hpp"
+#include "relay/execute_tap.hpp"
 #include "relay/zmtp.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -19,7 +20,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   size -= 2;
   ik::relay::ZmtpScanner whole(cap), pieces(cap);
   std::string whole_last, pieces_last;
-  ik::relay::ExecuteRequestTap whole_tap(&whole_last), pieces_tap(&pieces_last);
+  ik::relay::ExecuteRequestTap whole_tap(&whole_last, "k", ""), pieces_tap(&pieces_last, "k", "");
   whole.set_observer(&whole_tap);
   pieces.set_observer(&pieces_tap);
   whole.feed(data, size);
@@ -30,7 +31,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     __builtin_trap();
   if (whole.payload_bytes() > size) __builtin_trap();
   if (whole.verdict() == ik::relay::ZmtpScanner::Verdict::kOk &&
-      (whole_last != pieces_last || whole_last.size() > ik::relay::JupyterFrameTap::kMaxFrame))
+      (whole_last != pieces_last || whole_last.size() > ik::relay::ExecuteRequestTap::kMaxHeader))
     __builtin_trap();
   return 0;
 }

@@ -11,6 +11,7 @@ Root and unprivileged user (see tests/kit/kernel.py).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -295,6 +296,49 @@ def test_signal_death_reaches_jupyter_client(khost):
     r = h.scenario(__file__, "death_notice", kernel=KERNEL, wait=60,
                    code="import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
     assert r["cell"]["cell"]["stderr"] == "Kernel stopped: killed by signal 9 (SIGKILL)\n", r["cell"]["cell"]
+    assert r.leftovers == []
+
+
+@scenario
+def forged_parent(out):
+    """A real cell that dies, after someone without the key sent an execute_request of their own."""
+    import zmq
+    km, kc = start_kernel(KERNEL)
+    go = os.path.abspath(f"go-{os.getpid()}")
+    try:
+        with step(out, "cell") as s:
+            cell = Cell(kc, "import os, signal, time\nprint('started', flush=True)\n"
+                            f"while not os.path.exists({go!r}):\n    time.sleep(0.02)\n"
+                            "os.kill(os.getpid(), signal.SIGKILL)")
+            cell.pump(60, until=lambda c: "started" in c.text("stdout"))
+            # A local user on the client-facing shell port, without the key:
+            # an unsigned execute_request of their own, after the real one.
+            info = km.get_connection_info()
+            forger = zmq.Context.instance().socket(zmq.DEALER)
+            forger.linger = 2000
+            forger.connect(f"tcp://{info['ip']}:{info['shell_port']}")
+            header = {"msg_id": "forged", "msg_type": "execute_request", "session": "x", "username": "x",
+                      "date": "2020-01-01T00:00:00Z", "version": "5.3"}
+            forger.send_multipart([b"<IDS|MSG>", b"", json.dumps(header).encode(), b"{}", b"{}",
+                                   json.dumps({"code": "1", "silent": False}).encode()])
+            forger.close()  # linger: sent before close returns
+            time.sleep(1.0)  # the relay passes it on within milliseconds
+            open(go, "w").close()
+            cell.pump(60, until=lambda c: "Kernel stopped" in c.text("stderr") and c.idle)
+            s["cell"] = cell.summary()
+    finally:
+        stop_kernel(km, kc, now=True)
+        with contextlib.suppress(OSError):
+            os.unlink(go)
+
+
+def test_forged_execute_request_does_not_take_the_notice(khost):
+    """The exit notice's parent is the last execute_request signed with the key, not a forged later one."""
+    h = khost
+    r = h.scenario(__file__, "forged_parent")
+    cell = r["cell"]["cell"]
+    assert cell["stderr"] == "Kernel stopped: killed by signal 9 (SIGKILL)\n", cell
+    assert cell["idle"], cell
     assert r.leftovers == []
 
 

@@ -1,6 +1,6 @@
 // The launcher's exit notice and client watch, pure parts: HMAC signing
 // (RFC 4231 vectors), wire frames, the shell tap that finds the running
-// cell's execute_request, the reason text, and which pid is the client.
+// cell's signed execute_request, the reason text, and which pid is the client.
 #include <doctest/doctest.h>
 #include <signal.h>
 
@@ -12,7 +12,7 @@
 #include "apply/exit_reason.hpp"
 #include "relay/exit_notice.hpp"
 #include "relay/hmac.hpp"
-#include "relay/frame_tap.hpp"
+#include "relay/execute_tap.hpp"
 #include "relay/zmtp.hpp"
 #include "zmtp_wire.hpp"
 
@@ -139,33 +139,90 @@ TEST_CASE("exit notice: no message boundary before the handshake or mid-message"
   CHECK(scan.at_message_boundary());
 }
 
-TEST_CASE("shell tap: keeps the header of the last execute_request only") {
+// One shell message as a DEALER client sends it, signed with KEY.
+std::string shell_message(const std::string& key, const std::string& header, const std::string& content = "{}",
+                          std::vector<std::string> identities = {}) {
+  auto sig = hmac_hex("hmac-sha256", key, {header, "{}", "{}", content});
+  REQUIRE(sig);
+  identities.insert(identities.end(), {"<IDS|MSG>", *sig, header, "{}", "{}", content});
+  return zmtp_encode_message(identities);
+}
+
+// A shell tap with the connection key KEY on a client stream past its handshake.
+struct ShellTap {
   std::string last;
-  ExecuteRequestTap tap(&last);
-  ZmtpScanner scan(SIZE_MAX);
-  scan.set_observer(&tap);
-  feed(scan, greeting() + ready_command());
+  ExecuteRequestTap tap;
+  ZmtpScanner scan{SIZE_MAX};
+  ShellTap(const std::string& key, const std::string& scheme) : tap(&last, key, scheme) {
+    scan.set_observer(&tap);
+    feed(scan, greeting() + ready_command());
+  }
+};
+
+TEST_CASE("shell tap: keeps the header of the last execute_request only") {
+  ShellTap t("Jefe", "hmac-sha256");
+  auto& [last, tap, scan] = t;
   const std::string exec1 = R"({"msg_id":"e1","msg_type":"execute_request"})";
   const std::string info = R"({"msg_id":"k1","msg_type":"kernel_info_request"})";
-  // A DEALER client: no identity frames before the delimiter.
-  feed(scan, zmtp_encode_message({"<IDS|MSG>", "sig", exec1, "{}", "{}", R"({"code":"execute_request"})"}));
+  feed(scan, shell_message("Jefe", exec1, R"({"code":"execute_request"})"));
   CHECK(last == exec1);
-  feed(scan, zmtp_encode_message({"<IDS|MSG>", "sig", info, "{}", "{}", "{}"}));
+  feed(scan, shell_message("Jefe", info));
   CHECK(last == exec1);
   // Identities first; the content naming execute_request does not count.
   const std::string exec2 = R"({"msg_id":"e2","msg_type":"execute_request"})";
-  const std::string msg = zmtp_encode_message({"id1", "id2", "<IDS|MSG>", "sig", exec2, "{}", "{}", "{}"});
+  const std::string msg = shell_message("Jefe", exec2, "{}", {"id1", "id2"});
   feed(scan, msg.substr(0, 7));  // split anywhere: the tap follows the stream
   feed(scan, msg.substr(7));
   CHECK(last == exec2);
   // A header over the bound is not copied.
-  std::string huge = R"({"msg_type":"execute_request","pad":")" + std::string(JupyterFrameTap::kMaxFrame, 'p') + "\"}";
-  feed(scan, zmtp_encode_message({"<IDS|MSG>", "sig", huge, "{}", "{}", "{}"}));
+  std::string huge = R"({"msg_type":"execute_request","pad":")" + std::string(ExecuteRequestTap::kMaxHeader, 'p') + "\"}";
+  feed(scan, shell_message("Jefe", huge));
   CHECK(last == exec2);
   // A msg_type that is not a string is ignored, not thrown on.
-  feed(scan, zmtp_encode_message({"<IDS|MSG>", "sig", R"({"msg_type":["execute_request"]})", "{}", "{}", "{}"}));
+  feed(scan, shell_message("Jefe", R"({"msg_type":["execute_request"]})"));
   CHECK(last == exec2);
   CHECK(scan.verdict() == ZmtpScanner::Verdict::kOk);
+}
+
+TEST_CASE("shell tap: only an execute_request signed with the connection key counts") {
+  ShellTap t("Jefe", "");  // no scheme in the file: hmac-sha256
+  auto& [last, tap, scan] = t;
+  const std::string real = R"({"msg_id":"real","msg_type":"execute_request"})";
+  const std::string forged = R"({"msg_id":"forged","msg_type":"execute_request"})";
+  // A big cell is checked as it passes, fed in pieces.
+  const std::string big = R"({"code":")" + std::string(3 << 20, 'x') + "\"}";
+  const std::string wire = shell_message("Jefe", real, big);
+  for (size_t off = 0; off < wire.size(); off += 4093) feed(scan, wire.substr(off, 4093));
+  CHECK(last == real);
+  // Unsigned, signed with another key, a signature of another message, one
+  // that is too long, a message cut short after its header: all ignored.
+  feed(scan, zmtp_encode_message({"<IDS|MSG>", "", forged, "{}", "{}", "{}"}));
+  feed(scan, shell_message("guess", forged));
+  feed(scan, zmtp_encode_message({"<IDS|MSG>", *hmac_hex("hmac-sha256", "Jefe", {real, "{}", "{}", "{}"}), forged,
+                                  "{}", "{}", "{}"}));
+  feed(scan, zmtp_encode_message({"<IDS|MSG>", std::string(4096, 'a'), forged, "{}", "{}", "{}"}));
+  feed(scan, zmtp_encode_message({"<IDS|MSG>", *hmac_hex("hmac-sha256", "Jefe", {forged, "{}", "{}"}), forged,
+                                  "{}", "{}"}));
+  CHECK(last == real);
+  // The signature covers the content too: the real header with other code
+  // under its signature does not count either.
+  std::string other = R"({"msg_id":"real2","msg_type":"execute_request"})";
+  feed(scan, zmtp_encode_message({"<IDS|MSG>", *hmac_hex("hmac-sha256", "Jefe", {other, "{}", "{}", "{}"}), other,
+                                  "{}", "{}", R"({"code":"rm -rf"})"}));
+  CHECK(last == real);
+  // Buffers after the content are not signed (Jupyter's rule).
+  auto sig = hmac_hex("hmac-sha256", "Jefe", {other, "{}", "{}", "{}"});
+  feed(scan, zmtp_encode_message({"<IDS|MSG>", *sig, other, "{}", "{}", "{}", "buffer"}));
+  CHECK(last == other);
+  CHECK(scan.verdict() == ZmtpScanner::Verdict::kOk);
+}
+
+TEST_CASE("shell tap: with no key in the connection file nothing is signed and any execute_request counts") {
+  ShellTap t("", "hmac-sha256");
+  auto& [last, tap, scan] = t;
+  const std::string exec = R"({"msg_id":"e","msg_type":"execute_request"})";
+  feed(scan, zmtp_encode_message({"<IDS|MSG>", "", exec, "{}", "{}", "{}"}));
+  CHECK(last == exec);
 }
 
 TEST_CASE("exit reason: wall time, limits, signals, exit status, normal end") {

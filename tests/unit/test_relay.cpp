@@ -26,6 +26,7 @@
 #include "common/fd.hpp"
 #include "common/log.hpp"
 #include "relay/exit_notice.hpp"
+#include "relay/hmac.hpp"
 #include "relay/relay.hpp"
 #include <zmq.hpp>
 
@@ -588,7 +589,7 @@ TEST_CASE("relay: an ipc host path too long for a unix socket is refused") {
 }
 
 TEST_CASE("relay: once the kernel is gone, the exit notice reaches each iopub subscriber, parented to the last "
-          "execute_request") {
+          "signed execute_request") {
   Harness h;
   h.start();
   auto sub1 = h.client(zmq::socket_type::sub, h.host.iopub_port);
@@ -602,10 +603,18 @@ TEST_CASE("relay: once the kernel is gone, the exit notice reaches each iopub su
   {
     FakeKernel k(h.ctx, h.base);
     for (int i = 0; i < 2; ++i) REQUIRE(recv_frames(k.iopub).size() == 1);  // both subscriptions
-    for (const auto& header : {exec1, exec2, info}) {
-      send_frames(shell, {"<IDS|MSG>", "sig", header, "{}", "{}", "{}"});
+    const std::string forged = R"({"msg_id":"forged","msg_type":"execute_request"})";
+    for (const auto& header : {exec1, exec2, info, forged}) {
+      // Signed with the connection key, except the one from someone without it.
+      auto sig = hmac_hex(h.host.signature_scheme, header == forged ? "guess" : h.host.key, {header, "{}", "{}", "{}"});
+      REQUIRE(sig);
+      send_frames(shell, {"<IDS|MSG>", *sig, header, "{}", "{}", "{}"});
       CHECK(recv_frames(k.shell).at(3) == header);  // relayed unchanged
     }
+    // Nor from another connection, unsigned.
+    auto other = h.client(zmq::socket_type::dealer, h.host.shell_port, "client-B");
+    send_frames(other, {"<IDS|MSG>", "", forged, "{}", "{}", "{}"});
+    CHECK(recv_frames(k.shell).at(3) == forged);
     send_frames(k.iopub, {"kernel.1.status", "<IDS|MSG>", "busy"});
     CHECK(recv_frames(sub1) == Frames{"kernel.1.status", "<IDS|MSG>", "busy"});
     CHECK(recv_frames(sub2) == Frames{"kernel.1.status", "<IDS|MSG>", "busy"});
