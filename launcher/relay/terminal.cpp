@@ -27,8 +27,19 @@ Result<RawTerminal> RawTerminal::enter(int fd) {
   return RawTerminal(fd, saved, raw);
 }
 
-void RawTerminal::restore() const {
-  if (fd_ >= 0) tcsetattr(fd_, TCSADRAIN, &saved_);
+void RawTerminal::restore(Clock::time_point deadline) const {
+  if (fd_ < 0) return;
+  // TCSADRAIN alone would wait in the kernel without limit for the output
+  // queue to empty (TIOCOUTQ: what the driver still holds; 0 on a pty,
+  // whose writes go straight to the other side's buffer).
+  int queued = 0;
+  while (ioctl(fd_, TIOCOUTQ, &queued) == 0 && queued > 0 && Clock::now() < deadline) usleep(10'000);
+  tcsetattr(fd_, queued > 0 ? TCSANOW : TCSADRAIN, &saved_);
+}
+
+void RawTerminal::restore_and_release(Clock::time_point deadline) {
+  restore(deadline);
+  fd_ = -1;
 }
 
 void RawTerminal::reapply() const {
@@ -39,6 +50,7 @@ namespace {
 
 constexpr size_t kBufferCap = 64 * 1024;  // per direction; a full one stops reading its source
 constexpr size_t kChunk = 4096;           // at most what a pipe or tty said it has room for
+constexpr auto kFinishWait = std::chrono::seconds(2);  // as StdioPump::finish's
 
 // A tty reopened through /proc with O_NONBLOCK: a new open file description,
 // so the flag never shows on the caller's (the shell's) own, and a stalled
@@ -133,7 +145,7 @@ void TerminalRelay::caller_gone(const char* why) {
 
 void TerminalRelay::suspend_self() {
   // Like ssh's ~^Z: the caller's shell gets its terminal back as it was.
-  if (raw_) raw_->restore();
+  if (raw_) raw_->restore(RawTerminal::Clock::now() + RawTerminal::kDrainWait);
   kill(getpid(), SIGSTOP);
   // Continued (SIGCONT is then pending on the signalfd too).
   if (raw_) raw_->reapply();
@@ -207,10 +219,13 @@ void TerminalRelay::write_out() {
 }
 
 // The sandbox has exited, so every slave descriptor is closed: what the
-// program wrote last is still in the master, up to EIO. Deliver all of it.
+// program wrote last is still in the master, up to EIO. Deliver all of it,
+// within kFinishWait: a caller's terminal that takes nothing (its reader
+// stopped) must not keep isolate from ending; the rest is dropped.
 int TerminalRelay::finish() {
   // The program's pid may belong to someone else by now: no SIGHUP to it.
   hup_sent_ = true;
+  const auto deadline = RawTerminal::Clock::now() + kFinishWait;
   for (;;) {
     // Nothing to read but no EIO: a descriptor of the slave went out of
     // the sandbox (SCM_RIGHTS); nothing more is owed to the caller.
@@ -220,10 +235,16 @@ int TerminalRelay::finish() {
       if (!master_open_) break;
       continue;
     }
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - RawTerminal::Clock::now()).count();
+    if (left <= 0) break;
     pollfd p{out_fd_, POLLOUT, 0};
-    if (poll(&p, 1, -1) < 0 && errno != EINTR) break;
-    write_out();
+    const int r = poll(&p, 1, static_cast<int>(left));
+    if (r < 0 && errno != EINTR) break;
+    // A blocking out_fd_ (not reopened) is written only when it has room.
+    if (r > 0) write_out();
   }
+  // Modes back within the same deadline (TCSANOW once it has passed).
+  if (raw_) raw_->restore_and_release(deadline);
   return monitor_.exit_status();
 }
 

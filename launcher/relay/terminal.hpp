@@ -7,6 +7,8 @@
 #pragma once
 #include <termios.h>
 
+#include <chrono>
+
 #include "apply/monitor.hpp"
 #include "apply/sandbox.hpp"
 #include "common/error.hpp"
@@ -18,11 +20,21 @@ namespace ik {
 // back when it is destroyed (also on error returns) and by suspend().
 class RawTerminal {
  public:
+  using Clock = std::chrono::steady_clock;
+  // How long a restore waits for the terminal to send what it holds.
+  static constexpr auto kDrainWait = std::chrono::seconds(2);
+
   static Result<RawTerminal> enter(int fd);
   RawTerminal(RawTerminal&& o) noexcept : fd_(std::exchange(o.fd_, -1)), saved_(o.saved_), raw_(o.raw_) {}
   RawTerminal& operator=(RawTerminal&&) = delete;
-  ~RawTerminal() { restore(); }
-  void restore() const;  // the caller's modes (before isolate stops itself, say)
+  ~RawTerminal() { restore(Clock::now() + kDrainWait); }
+  // The caller's modes (at the end, before isolate stops itself): after the
+  // output the terminal still holds is sent, as TCSADRAIN would, but a
+  // terminal that sends nothing (flow control, a reader that stopped) is
+  // waited for only until `deadline`, then the modes change at once.
+  void restore(Clock::time_point deadline) const;
+  // restore(), and nothing more at destruction.
+  void restore_and_release(Clock::time_point deadline);
   void reapply() const;  // raw again (after SIGCONT)
 
  private:

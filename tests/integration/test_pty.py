@@ -307,6 +307,22 @@ def test_modes_restored_after_program_is_sigkilled(sb, term):
     assert t.finish() == 128 + signal.SIGKILL
 
 
+def test_a_terminal_that_stops_reading_does_not_hold_isolate(sb, term):
+    # A flood fills the caller's terminal, whose reader (pexpect, which reads
+    # only in expect) has stopped. Once the program is gone, isolate gives
+    # what it still holds 2 s to go out, then drops it, ends and puts the
+    # modes back anyway.
+    t = term("--", "yes", "flood")
+    iso, _, prog = sandbox_pids(t)
+    time.sleep(1.0)  # the terminal, isolate's buffer and the program's pty fill up
+    os.kill(prog, signal.SIGKILL)
+    killed = time.monotonic()
+    assert wait_until(lambda: iso not in children(t.child.pid), 15), "isolate still waits for the terminal"
+    took = time.monotonic() - killed
+    assert took < 2 + 3, f"isolate took {took:.1f}s to give up on the terminal (bound 2 s)"
+    assert t.finish() == 128 + signal.SIGKILL
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
 def test_modes_restored_after_signal_to_isolate(sb, term, sig):
     t = term("--", "sleep", "100")
