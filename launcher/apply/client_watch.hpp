@@ -16,17 +16,29 @@
 
 namespace ik {
 
-// Which process is the client: JPY_PARENT_PID when it names a pid > 1 (what
-// jupyter_client sets to its own pid), else the parent at start. Pure, for
-// the unit tests. Returns <= 1 when there is nothing worth watching.
-pid_t client_pid(const char* jpy_parent_pid, pid_t parent_at_start);
+// Which process is the client: JPY_PARENT_PID when it names a pid > 1 that
+// is the launcher's parent or an ancestor of it (jupyter_client sets its own
+// pid, and starts the launcher itself or through a wrapper), else the parent
+// at start. A value naming any other process (stale, inherited from an
+// outer Jupyter, another user's) is ignored with a -v note: watching it
+// would stop the kernel when an unrelated process ends, and miss its real
+// client. One naming no process at all is returned as is: the client died
+// before the launcher looked (ClientWatch then starts no kernel). Returns
+// <= 1 when there is nothing worth watching. `ancestors_only` false: any
+// pid is taken (a pooled kernel's helper follows the launcher that claimed
+// it, which the pool told it, not its environment).
+pid_t client_pid(const char* jpy_parent_pid, pid_t parent_at_start, bool ancestors_only = true);
+
+// True if `pid` is this process's parent or one of that one's ancestors
+// (pid 1 and this process itself are not), per /proc/<pid>/stat.
+bool is_ancestor(pid_t pid);
 
 class ClientWatch : public EventSource {
  public:
   // Opens a pidfd of client_pid(). `parent_at_start` is getppid() read
   // early in main. Without pidfd_open (Linux < 5.3) or a pid to watch,
   // watches nothing (logged under -v).
-  static ClientWatch open(const char* jpy_parent_pid, pid_t parent_at_start);
+  static ClientWatch open(const char* jpy_parent_pid, pid_t parent_at_start, bool ancestors_only = true);
 
   pid_t pid() const { return pid_; }
   // The client died before the watch was set up: start no kernel.

@@ -46,8 +46,10 @@ void raise_fd_limit() {
 
 std::optional<int> KernelHooks::before_start() {
   // Before the sandbox exists: a client already gone gets no kernel.
-  const char* client_pid = settings_.client_pid.empty() ? std::getenv("JPY_PARENT_PID") : settings_.client_pid.c_str();
-  client_.emplace(ClientWatch::open(client_pid, settings_.parent_at_start));
+  // The pool's helper is told its client (the claiming launcher, not an ancestor).
+  const bool from_env = settings_.client_pid.empty();
+  const char* client_pid = from_env ? std::getenv("JPY_PARENT_PID") : settings_.client_pid.c_str();
+  client_.emplace(ClientWatch::open(client_pid, settings_.parent_at_start, from_env));
   if (!client_->gone_at_start()) return std::nullopt;
   log::warn("client process %d is gone: not starting the kernel", static_cast<int>(client_->pid()));
   return kExitSetup;

@@ -238,6 +238,48 @@ def test_restart_and_existing_clients_never_stop_the_kernel(khost):
     assert r.leftovers == []
 
 
+@scenario
+def unrelated_parent_pid(out, kernel, pid_file):
+    """JPY_PARENT_PID names a process of our own that is no ancestor of the launcher; it ends."""
+    stray = subprocess.Popen(["sleep", "300"])
+    with open(pid_file, "w") as f:
+        f.write(str(stray.pid))
+    km, kc = start_kernel(kernel)
+    try:
+        with step(out, "before") as s:
+            s["r"] = run_cell(kc, "print('before')")
+        stray.kill()
+        stray.wait()
+        time.sleep(GONE_WITHIN + SLACK)  # what the client watch would take to stop the kernel
+        with step(out, "after") as s:
+            s["alive"] = km.is_alive()
+            s["r"] = run_cell(kc, "print('after')")
+    finally:
+        stop_kernel(km, kc)
+
+
+def test_jpy_parent_pid_that_is_no_ancestor_is_ignored(khost):
+    """A JPY_PARENT_PID naming another process (stale, inherited, someone else's) does not stop the kernel
+    when that process ends; the launcher follows its parent, the real client, instead."""
+    h = khost
+    d = h.mkdir(h.base / "stray")
+    pid_file = d / "pid"
+    k = h.mkdir(h.mkdir(h.mkdir(h.base / "jupyter-stray") / "kernels") / "stray")
+    # A wrapper puts the stray pid in place of jupyter_client's own, then
+    # becomes the launcher (whose parent stays the client).
+    argv = ["/bin/sh", "-c", f'JPY_PARENT_PID=$(cat {pid_file}) exec "$0" "$@"', *kernel_argv(h.launcher, "-v")]
+    h.write(k / "kernel.json", json.dumps({"argv": argv, "display_name": "stray", "language": "python",
+                                           "interrupt_mode": "signal", "metadata": {}}))
+    env = {"JUPYTER_PATH": f"{h.base / 'jupyter-stray'}:{h.session.jupyter_path}"}
+    r = h.scenario(__file__, "unrelated_parent_pid", env=env, kernel="stray", pid_file=str(pid_file))
+    assert r["before"]["r"]["stdout"] == "before\n"
+    assert r["after"]["alive"], f"the kernel stopped when an unrelated process ended:\n{r.run.stderr}"
+    assert r["after"]["r"]["stdout"] == "after\n"
+    assert "is gone" not in r.run.stderr, r.run.stderr
+    assert "is not an ancestor of the launcher: ignored" in r.run.stderr, r.run.stderr
+    assert r.leftovers == []
+
+
 # --------------------------------------------------------------- why it died
 
 

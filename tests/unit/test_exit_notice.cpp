@@ -3,6 +3,8 @@
 // cell's signed execute_request, the reason text, and which pid is the client.
 #include <doctest/doctest.h>
 #include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 #include <string>
@@ -239,8 +241,9 @@ TEST_CASE("exit reason: wall time, limits, signals, exit status, normal end") {
         "killed by the memory limit of 256M (cgroup memory.max, --memory)");
 }
 
-TEST_CASE("client watch: JPY_PARENT_PID when it names a real pid, else the parent") {
-  CHECK(ik::client_pid("4242", 77) == 4242);
+TEST_CASE("client watch: JPY_PARENT_PID when it names an ancestor, else the parent") {
+  const pid_t parent = getppid();
+  CHECK(ik::client_pid(std::to_string(parent).c_str(), 77) == parent);
   CHECK(ik::client_pid("1", 77) == 77);  // what a kernel under a PID-1 init is given
   CHECK(ik::client_pid("0", 77) == 77);
   CHECK(ik::client_pid("", 77) == 77);
@@ -248,4 +251,25 @@ TEST_CASE("client watch: JPY_PARENT_PID when it names a real pid, else the paren
   CHECK(ik::client_pid("12ab", 77) == 77);
   CHECK(ik::client_pid("-5", 77) == 77);
   CHECK(ik::client_pid("99999999999999999999", 77) == 77);
+  // A live process that is not an ancestor (here a child; the same for
+  // another user's) is not the client: ignored, unless the pool names it.
+  const pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    pause();
+    _exit(0);
+  }
+  const std::string c = std::to_string(child);
+  CHECK_FALSE(ik::is_ancestor(child));
+  CHECK(ik::client_pid(c.c_str(), 77) == 77);
+  CHECK(ik::client_pid(c.c_str(), 77, false) == child);
+  CHECK(ik::client_pid(std::to_string(getpid()).c_str(), 77) == 77);  // not its own client
+  CHECK(ik::is_ancestor(parent));
+  CHECK_FALSE(ik::is_ancestor(1));
+  // A pid whose process is gone is kept: the client died before the launcher looked.
+  kill(child, SIGKILL);
+  waitpid(child, nullptr, 0);
+  CHECK(ik::client_pid(c.c_str(), 77) == child);
+  auto w = ik::ClientWatch::open(c.c_str(), 77);
+  CHECK(w.gone_at_start());
 }
