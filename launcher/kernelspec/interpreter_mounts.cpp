@@ -29,10 +29,17 @@ std::vector<std::string> needed_directories(const InterpreterInfo& info) {
   add(info.base_prefix);
   for (const auto& p : info.paths) add(p);
   add(fs::path(info.executable).parent_path().string());
-  std::sort(dirs.begin(), dirs.end());
+  // Shortest first, so a directory is seen after every one that can hold
+  // it. Sorted as strings, "/a/b" could come after "/a-x" and be compared
+  // with it instead of with "/a" ('-' < '/'), and get a bind of its own.
+  std::sort(dirs.begin(), dirs.end(), [](const std::string& a, const std::string& b) {
+    return a.size() != b.size() ? a.size() < b.size() : a < b;
+  });
   std::vector<std::string> top;
   for (const auto& d : dirs)
-    if (top.empty() || !path_is_within(d, top.back())) top.push_back(d);
+    if (std::none_of(top.begin(), top.end(), [&](const std::string& t) { return path_is_within(d, t); }))
+      top.push_back(d);
+  std::sort(top.begin(), top.end());
   return top;
 }
 

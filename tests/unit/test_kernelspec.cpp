@@ -108,6 +108,13 @@ TEST_CASE("interpreter mounts: what an interpreter needs beyond the system") {
     auto info = interpreter("/usr/bin/python3", "/data/env", "/usr", {"/data/env/lib", "/data", "/datb"});
     CHECK(ik::needed_directories(info) == Dirs{"/data", "/datb"});
   }
+  SUBCASE("a directory inside one whose name is a prefix of a sibling's: still only the outer one") {
+    // Sorted, "/opt/conda-envs" comes between "/opt/conda" and
+    // "/opt/conda/pkgs" ('-' < '/'): the inner one must not get a bind of its own.
+    auto info = interpreter("/opt/conda/bin/python3", "/opt/conda", "/opt/conda",
+                            {"/opt/conda-envs/x", "/opt/conda/pkgs", "/opt/conda.d/lib", "/opt/conda/lib"});
+    CHECK(ik::needed_directories(info) == Dirs{"/opt/conda", "/opt/conda-envs/x", "/opt/conda.d/lib"});
+  }
 }
 
 TEST_CASE("interpreter mounts: another program: the directory above its bin/") {
