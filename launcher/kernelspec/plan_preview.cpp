@@ -13,9 +13,7 @@ Result<Plan> preview_plan(const nlohmann::json& spec, const std::string& resourc
   auto settings = kernelspec_settings(spec, resource_dir, conn);
   if (!settings) return settings.error();
   Options opts = settings->opts;
-  opts.argv = settings->kernel_argv;
-  for (auto& a : opts.argv)
-    if (a == "{connection_file}") a = conn;
+  opts.argv = settings->kernel_argv;  // {connection_file} already replaced by conn
   drop_connection_file_mounts(opts, conn, host.cwd, host.home, *host.fs);
   return build_plan(opts, host, kernel_ops(conn, "{}", opts.net == NetMode::kNone, host.cwd));
 }

@@ -21,8 +21,10 @@ bool is_isolated_spec(const nlohmann::json& spec);
 // then the launcher flags in argv before "--" (hand-written kernelspecs,
 // docs/nbgrader.md). `kernel_argv` is what follows them. MNTDIRS of the
 // kernelspec's env applies when neither gives mounts. `connection_file`
-// replaces {connection_file} inside launcher flags (isolate.sh kernelspecs
-// mounted it: --mnt "{connection_file} ."); the kernel argv keeps it.
+// replaces {connection_file} everywhere in argv[1..], as jupyter_client does
+// at launch: inside launcher flags (isolate.sh kernelspecs mounted it:
+// --mnt "{connection_file} .") and in the kernel argv alike; the default
+// leaves the placeholder as it is.
 struct KernelspecSettings {
   Options opts;
   std::vector<std::string> kernel_argv;

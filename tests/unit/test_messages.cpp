@@ -117,6 +117,16 @@ TEST_CASE("kernelspec settings: whatever kernel.json holds, an error and no exce
   CHECK(ik::is_isolated_spec(launcher_spec(json::array())));
 }
 
+TEST_CASE("kernelspec settings: {connection_file} is replaced in launcher flags and kernel argv alike") {
+  auto r = ik::kernelspec_settings(launcher_spec(json::array({"--mnt", "{connection_file} ."})), "/k/x",
+                                   "/run/user/1/kernel-1.json");
+  REQUIRE(r.ok());
+  REQUIRE(r->opts.mounts.size() == 2);
+  CHECK(r->opts.mounts[0].text == "/run/user/1/kernel-1.json");
+  CHECK(r->kernel_argv ==
+        std::vector<std::string>{"python3", "-m", "ipykernel_launcher", "-f", "/run/user/1/kernel-1.json"});
+}
+
 TEST_CASE("kernelspec settings: metadata, then the launcher flags in argv") {
   auto r = ik::kernelspec_settings(
       launcher_spec(json::array({"--kernelspec", "{resource_dir}", "--share-net", "--memory", "4G"}),
