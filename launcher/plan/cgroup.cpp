@@ -4,6 +4,8 @@
 #include <cctype>
 #include <sstream>
 
+#include "common/strings.hpp"
+
 namespace ik {
 namespace {
 
@@ -13,15 +15,6 @@ const std::set<std::string>& known_v1_controllers() {
                                        "memory",   "devices", "freezer", "net_cls", "perf_event",
                                        "net_prio", "hugetlb", "pids",    "rdma",    "misc"};
   return k;
-}
-
-std::vector<std::string> split(const std::string& s, char sep) {
-  std::vector<std::string> out;
-  std::string cur;
-  std::istringstream in(s);
-  while (std::getline(in, cur, sep))
-    if (!cur.empty()) out.push_back(cur);
-  return out;
 }
 
 std::string join(const std::vector<std::string>& v, const char* sep) {
@@ -70,7 +63,7 @@ std::string unescape_octal(const std::string& s) {
 
 std::optional<CgroupMount> parse_mountinfo_cgroup_line(const std::string& line) {
   // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL FIELDS...] - FSTYPE SOURCE SUPEROPTIONS
-  std::vector<std::string> f = split(line, ' ');
+  std::vector<std::string> f = split_nonempty(line, ' ');
   auto dash = std::find(f.begin(), f.end(), "-");
   if (f.size() < 5 || dash == f.end() || dash - f.begin() < 6 || f.end() - dash < 3) return std::nullopt;
   const std::string& type = *(dash + 1);
@@ -80,7 +73,7 @@ std::optional<CgroupMount> parse_mountinfo_cgroup_line(const std::string& line) 
   m.mount_point = unescape_octal(f[4]);
   m.v2 = type == "cgroup2";
   if (!m.v2 && f.end() - dash >= 4)
-    for (const auto& opt : split(*(dash + 3), ','))
+    for (const auto& opt : split_nonempty(*(dash + 3), ','))
       if (known_v1_controllers().count(opt)) m.controllers.push_back(opt);
   return m;
 }

@@ -11,6 +11,7 @@
 #include "common/log.hpp"
 #include "apply/lifecycle.hpp"
 #include "common/print_error.hpp"
+#include "common/strings.hpp"
 #include "host/read_host.hpp"
 #include "kernel/launch.hpp"
 #include "plan/host.hpp"
@@ -100,12 +101,7 @@ int run_helper(Options& opts, int ctl_fd, const relay::RelayOptions& relay_optio
   const Plan kernel_plan = *plan;  // what the running step explains limits with
   plan->argv = {plan->argv[0], "-c", *waiter};
   if (const char* pre = std::getenv("IK_POOL_PRELOAD"))
-    for (std::string s = pre, m; !s.empty();) {
-      const size_t c = s.find(',');
-      m = s.substr(0, c);
-      s = c == std::string::npos ? "" : s.substr(c + 1);
-      if (!m.empty()) plan->argv.push_back(m);
-    }
+    for (auto& m : split_nonempty(pre, ',')) plan->argv.push_back(std::move(m));
   if (auto s = block_sandbox_signals(); !s) return fail_to_daemon(ctl_fd, s.error());
   auto stdio = ChildStdio::create();
   if (!stdio) return fail_to_daemon(ctl_fd, stdio.error());
