@@ -268,16 +268,23 @@ void Executor::start(const PlannedNotebook& nb) {
   running_[pid] = std::move(w);
 }
 
-void Executor::on_events(Worker& w) {
+// Reads the non-blocking `fd` until it has nothing more for now, giving each
+// chunk to `take`; closes it at end of file.
+template <typename Take>
+void read_available(UniqueFd& fd, Take take) {
   char buf[8192];
   for (;;) {
-    ssize_t n = read(w.events.get(), buf, sizeof buf);
+    ssize_t n = read(fd.get(), buf, sizeof buf);
     if (n <= 0) {
-      if (n == 0) w.events.reset();
-      break;
+      if (n == 0) fd.reset();
+      return;
     }
-    w.ev_buf.append(buf, static_cast<size_t>(n));
+    take(buf, static_cast<size_t>(n));
   }
+}
+
+void Executor::on_events(Worker& w) {
+  read_available(w.events, [&](const char* p, size_t n) { w.ev_buf.append(p, n); });
   size_t nl;
   while ((nl = w.ev_buf.find('\n')) != std::string::npos) {
     auto j = json::parse(w.ev_buf.substr(0, nl), nullptr, false);
@@ -296,16 +303,10 @@ void Executor::on_events(Worker& w) {
 }
 
 void Executor::on_stderr(Worker& w) {
-  char buf[8192];
-  for (;;) {
-    ssize_t n = read(w.err.get(), buf, sizeof buf);
-    if (n <= 0) {
-      if (n == 0) w.err.reset();
-      break;
-    }
-    w.tail.append(buf, static_cast<size_t>(n));
+  read_available(w.err, [&](const char* p, size_t n) {
+    w.tail.append(p, n);
     if (w.tail.size() > 2 * kTailBytes) w.tail.erase(0, w.tail.size() - kTailBytes);
-  }
+  });
 }
 
 void Executor::finish(Worker& w, int status) {
