@@ -606,7 +606,8 @@ TEST_CASE("relay: once the kernel is gone, the exit notice reaches each iopub su
     const std::string forged = R"({"msg_id":"forged","msg_type":"execute_request"})";
     for (const auto& header : {exec1, exec2, info, forged}) {
       // Signed with the connection key, except the one from someone without it.
-      auto sig = hmac_hex(h.host.signature_scheme, header == forged ? "guess" : h.host.key, {header, "{}", "{}", "{}"});
+      auto sig = ik::relay::hmac_hex(h.host.signature_scheme, header == forged ? "guess" : h.host.key,
+                                     {header, "{}", "{}", "{}"});
       REQUIRE(sig);
       send_frames(shell, {"<IDS|MSG>", *sig, header, "{}", "{}", "{}"});
       CHECK(recv_frames(k.shell).at(3) == header);  // relayed unchanged
