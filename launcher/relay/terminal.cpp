@@ -145,7 +145,7 @@ void TerminalRelay::caller_gone(const char* why) {
 
 void TerminalRelay::suspend_self() {
   // Like ssh's ~^Z: the caller's shell gets its terminal back as it was.
-  if (raw_) raw_->restore(RawTerminal::Clock::now() + RawTerminal::kDrainWait);
+  if (raw_) raw_->restore();
   kill(getpid(), SIGSTOP);
   // Continued (SIGCONT is then pending on the signalfd too).
   if (raw_) raw_->reapply();

@@ -27,12 +27,12 @@ class RawTerminal {
   static Result<RawTerminal> enter(int fd);
   RawTerminal(RawTerminal&& o) noexcept : fd_(std::exchange(o.fd_, -1)), saved_(o.saved_), raw_(o.raw_) {}
   RawTerminal& operator=(RawTerminal&&) = delete;
-  ~RawTerminal() { restore(Clock::now() + kDrainWait); }
+  ~RawTerminal() { restore(); }
   // The caller's modes (at the end, before isolate stops itself): after the
   // output the terminal still holds is sent, as TCSADRAIN would, but a
   // terminal that sends nothing (flow control, a reader that stopped) is
   // waited for only until `deadline`, then the modes change at once.
-  void restore(Clock::time_point deadline) const;
+  void restore(Clock::time_point deadline = Clock::now() + kDrainWait) const;
   // restore(), and nothing more at destruction.
   void restore_and_release(Clock::time_point deadline);
   void reapply() const;  // raw again (after SIGCONT)
