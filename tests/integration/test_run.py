@@ -306,3 +306,68 @@ def test_allow_errors_inplace_notebook_timeout(jup, tools):
     assert nb.cells[2].outputs[0]["text"] == "after\n", nb.cells[2]
     assert raises["output"] == str(d / "raises.ipynb")
     assert "2 cells raised, first cell 1: ValueError" in r.stdout, r.stdout
+
+
+# ------------------------------------------------------------------ pooled kernelspec
+
+
+def pool_status(jup, env) -> dict:
+    r = jup.ik("pool", "status", "--json", env=env)
+    return json.loads(r.stdout) if r.returncode == 0 and r.stdout.strip() else {}
+
+
+def run_pool(jup, env) -> dict:
+    """The daemon's pool of this run's launcher argv: the kernelspec's plus --memory 1G."""
+    pools = [p for p in pool_status(jup, env).get("pools", []) if "1G" in p["spec"] and "--memory" in p["spec"]]
+    return pools[0] if pools else {}
+
+
+def test_run_limits_get_pooled_kernels_and_hold(jup, tools):
+    """`run --memory` on a kernelspec with a pool: the run's launcher argv
+    (the kernelspec's plus the limit) gets a pool of its own in the user's
+    daemon, of the kernelspec's size; once it is filled the run's kernels are
+    claimed from it, and the limit holds in them (a memory bomb is stopped)."""
+    import tempfile
+    waiter = tools.root / "share" / "pool" / "pool_waiter.py"  # where the launcher looks: bin/../share/pool/
+    waiter.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(REPO / "share" / "pool" / "pool_waiter.py", waiter)
+    for p in (waiter.parent, waiter):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    xdg = jup.chown(Path(tempfile.mkdtemp(prefix="ikr-", dir="/tmp")))  # short: a socket path
+    env = {"XDG_RUNTIME_DIR": str(xdg)}
+    try:
+        r = jup.ik("install", "--user", "--name", "run-pooled", "--pool", "2", "--no-check")
+        assert r.returncode == 0, str(r)
+        d = jup.mkdir(jup.work / "nbs")
+        jup.write(d / "first.ipynb", nb_text(["print('first')"]))
+        common = ["--kernel", "run-pooled", "--memory", "1G", "--timeout", "60s", "-j", "1"]
+        # The first kernel starts cold and the daemon with it; the next one
+        # (cold too) makes the pool of this argv, of the kernelspec's size.
+        r = jup.ik("run", *common, "-o", "out1", "nbs", cwd=jup.work, env=env, timeout=300)
+        assert r.returncode == 0, str(r)
+        deadline = time.monotonic() + 60
+        while "pools" not in pool_status(jup, env):
+            assert time.monotonic() < deadline, "no pool daemon was started"
+            time.sleep(0.5)
+        assert run_pool(jup, env) == {}, pool_status(jup, env)
+        r = jup.ik("run", *common, "-o", "out1", "nbs", cwd=jup.work, env=env, timeout=300)
+        assert r.returncode == 0, str(r)
+        deadline = time.monotonic() + 120
+        while run_pool(jup, env).get("ready", 0) < 2:
+            assert time.monotonic() < deadline, f"the run's pool did not fill: {pool_status(jup, env)}"
+            time.sleep(0.5)
+        before = run_pool(jup, env)["claimed"]
+        jup.write(d / "ok.ipynb", nb_text(["x = 6 * 7", "print(x)"]))
+        jup.write(d / "bomb.ipynb", nb_text(["a = []\nwhile True:\n    a.append(bytearray(64 << 20))"]))
+        (d / "first.ipynb").unlink()
+        r = jup.ik("run", *common, "-o", "out2", "nbs", cwd=jup.work, env=env, timeout=300)
+        assert r.returncode == 1, str(r)
+        rep = read_report(jup.work / "out2" / "report.jsonl")
+        assert {k: v["status"] for k, v in rep.items()} == \
+            {"nbs/ok.ipynb": "ok", "nbs/bomb.ipynb": "memory-limit"}, rep
+        # Both kernels were waiting sandboxes of the run's argv (2 ready: no cold start).
+        assert run_pool(jup, env)["claimed"] - before == 2, pool_status(jup, env)
+        assert rep["nbs/bomb.ipynb"]["peak_memory_bytes"] <= (1 << 30) + (64 << 20), rep["nbs/bomb.ipynb"]
+    finally:
+        jup.ik("pool", "stop", env=env)
+        shutil.rmtree(xdg, ignore_errors=True)
