@@ -366,7 +366,9 @@ def test_run_limits_get_pooled_kernels_and_hold(jup, tools):
         assert {k: v["status"] for k, v in rep.items()} == \
             {"nbs/ok.ipynb": "ok", "nbs/bomb.ipynb": "memory-limit"}, rep
         # Both kernels were waiting sandboxes of the run's argv (2 ready: no cold start).
-        assert run_pool(jup, env)["claimed"] - before == 2, pool_status(jup, env)
+        log = xdg / "isolated-kernel" / "pool.log"
+        assert run_pool(jup, env)["claimed"] - before == 2, \
+            f"{pool_status(jup, env)}\n--- pool.log\n{log.read_text()[-3000:] if log.exists() else ''}"
         assert rep["nbs/bomb.ipynb"]["peak_memory_bytes"] <= (1 << 30) + (64 << 20), rep["nbs/bomb.ipynb"]
     finally:
         jup.ik("pool", "stop", env=env)
