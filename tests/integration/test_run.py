@@ -117,7 +117,9 @@ def test_outputs_equal_nbconvert(jup, tools):
         assert nbc.returncode == 0, str(nbc)
         ours = normalized(jup.work / "out" / "course" / f"{name}.ipynb")
         theirs = normalized(ref / f"{name}.ipynb")
-        assert ours == theirs, f"{name}: run and nbconvert differ\n{json.dumps(ours, indent=1)[:3000]}"
+        differ = [(a, b) for a, b in zip(ours["cells"], theirs["cells"]) if a != b] or [(ours, theirs)]
+        assert ours == theirs, f"{name}: run and nbconvert differ (run, nbconvert):\n" + \
+            "\n".join(f"{json.dumps(a)[:1500]}\n{json.dumps(b)[:1500]}" for a, b in differ[:2])
         # The kernel ran in the notebook's own folder.
         assert (src / Path(name).parent / "written.txt").read_text() == "in my folder"
     rep = read_report(jup.work / "out" / "report.jsonl")
