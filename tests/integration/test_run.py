@@ -52,8 +52,15 @@ def install(jup):
     assert r.returncode == 0, str(r)
 
 
-def run_dirs() -> set[str]:
-    return {d for d in os.listdir("/tmp") if d.startswith("ik-run-")}
+def run_env(jup) -> dict:
+    """XDG_RUNTIME_DIR in the test's own directory: run's private runtime
+    directory goes there, not into /tmp, where other runs on this machine
+    (other test sessions, bench/run) make theirs."""
+    return {"XDG_RUNTIME_DIR": str(jup.runtime_dir)}
+
+
+def run_dirs(jup) -> set[str]:
+    return {d for d in os.listdir(jup.runtime_dir) if d.startswith("ik-run-")}
 
 
 def read_report(path: Path) -> dict:
@@ -65,8 +72,8 @@ def assert_nothing_left(jup, before_dirs: set[str], grace: float = 10.0):
     """No worker, launcher or kernel of this test, no run-private runtime directory."""
     deadline = time.monotonic() + grace
     while True:
-        procs = processes_matching([str(jup.base), "/tmp/ik-run-"])
-        left = run_dirs() - before_dirs
+        procs = processes_matching([str(jup.base)])  # the runtime dir is in it (run_env)
+        left = run_dirs(jup) - before_dirs
         if not procs and not left:
             return
         if time.monotonic() > deadline:
@@ -134,7 +141,7 @@ def test_outputs_equal_nbconvert(jup, tools):
 
 def test_mixed_batch_statuses(jup, tools):
     install(jup)
-    before = run_dirs()
+    before = run_dirs(jup)
     b = jup.mkdir(jup.work / "batch")
     other = jup.mkdir(jup.work / "other")  # another student's folder, beside the batch
     jup.write(other / "notes.txt", "other student\n")
@@ -155,7 +162,7 @@ def test_mixed_batch_statuses(jup, tools):
         jup.write(b / "unreadable.ipynb", nb_text(["1"]), mode=0o000)
     empty = jup.mkdir(jup.work / "empty")
     r = jup.ik("run", "-j", "2", "--kernel", KERNEL, "--timeout", "4s", "--memory", "1G",
-               "--report", "report.csv", "batch", "empty", cwd=jup.work, timeout=600)
+               "--report", "report.csv", "batch", "empty", cwd=jup.work, env=run_env(jup), timeout=600)
     assert r.returncode == 1, str(r)
     rep = read_report(jup.work / "run-output" / "report.jsonl")
     st = {k: v["status"] for k, v in rep.items()}
@@ -198,7 +205,7 @@ def start_loops(jup, n: int = 3) -> subprocess.Popen:
     for i in range(n):
         jup.write(d / f"l{i}.ipynb", nb_text(["import time\nwhile True:\n    time.sleep(0.05)"]))
     return subprocess.Popen(jup.argv([jup.tools.ik, "run", "-j", "2", "--kernel", KERNEL, "loops"]),
-                            cwd=jup.work, env=jup.env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            cwd=jup.work, env=jup.env(run_env(jup)), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
@@ -216,10 +223,11 @@ def wait_running_kernels(jup, n: int, timeout: float = 120):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_stop_mid_batch_leaves_nothing(jup, tools, sig):
     install(jup)
-    before = run_dirs()
+    before = run_dirs(jup)
     p = start_loops(jup)
     try:
         wait_running_kernels(jup, 2)
+        assert run_dirs(jup) - before, "the run made no runtime directory in XDG_RUNTIME_DIR"
         time.sleep(3)  # into the first cell
         os.kill(p.pid, sig)
         out, err = p.communicate(timeout=60)
