@@ -52,8 +52,15 @@ def install(jup):
     assert r.returncode == 0, str(r)
 
 
-def run_dirs() -> set[str]:
-    return {d for d in os.listdir("/tmp") if d.startswith("ik-run-")}
+def run_env(jup) -> dict:
+    """XDG_RUNTIME_DIR in the test's own directory: run's private runtime
+    directory goes there, not into /tmp, where other runs on this machine
+    (other test sessions, bench/run) make theirs."""
+    return {"XDG_RUNTIME_DIR": str(jup.runtime_dir)}
+
+
+def run_dirs(jup) -> set[str]:
+    return {d for d in os.listdir(jup.runtime_dir) if d.startswith("ik-run-")}
 
 
 def read_report(path: Path) -> dict:
@@ -65,8 +72,8 @@ def assert_nothing_left(jup, before_dirs: set[str], grace: float = 10.0):
     """No worker, launcher or kernel of this test, no run-private runtime directory."""
     deadline = time.monotonic() + grace
     while True:
-        procs = processes_matching([str(jup.base), "/tmp/ik-run-"])
-        left = run_dirs() - before_dirs
+        procs = processes_matching([str(jup.base)])  # the runtime dir is in it (run_env)
+        left = run_dirs(jup) - before_dirs
         if not procs and not left:
             return
         if time.monotonic() > deadline:
@@ -117,7 +124,9 @@ def test_outputs_equal_nbconvert(jup, tools):
         assert nbc.returncode == 0, str(nbc)
         ours = normalized(jup.work / "out" / "course" / f"{name}.ipynb")
         theirs = normalized(ref / f"{name}.ipynb")
-        assert ours == theirs, f"{name}: run and nbconvert differ\n{json.dumps(ours, indent=1)[:3000]}"
+        differ = [(a, b) for a, b in zip(ours["cells"], theirs["cells"]) if a != b] or [(ours, theirs)]
+        assert ours == theirs, f"{name}: run and nbconvert differ (run, nbconvert):\n" + \
+            "\n".join(f"{json.dumps(a)[:1500]}\n{json.dumps(b)[:1500]}" for a, b in differ[:2])
         # The kernel ran in the notebook's own folder.
         assert (src / Path(name).parent / "written.txt").read_text() == "in my folder"
     rep = read_report(jup.work / "out" / "report.jsonl")
@@ -132,7 +141,7 @@ def test_outputs_equal_nbconvert(jup, tools):
 
 def test_mixed_batch_statuses(jup, tools):
     install(jup)
-    before = run_dirs()
+    before = run_dirs(jup)
     b = jup.mkdir(jup.work / "batch")
     other = jup.mkdir(jup.work / "other")  # another student's folder, beside the batch
     jup.write(other / "notes.txt", "other student\n")
@@ -153,7 +162,7 @@ def test_mixed_batch_statuses(jup, tools):
         jup.write(b / "unreadable.ipynb", nb_text(["1"]), mode=0o000)
     empty = jup.mkdir(jup.work / "empty")
     r = jup.ik("run", "-j", "2", "--kernel", KERNEL, "--timeout", "4s", "--memory", "1G",
-               "--report", "report.csv", "batch", "empty", cwd=jup.work, timeout=600)
+               "--report", "report.csv", "batch", "empty", cwd=jup.work, env=run_env(jup), timeout=600)
     assert r.returncode == 1, str(r)
     rep = read_report(jup.work / "run-output" / "report.jsonl")
     st = {k: v["status"] for k, v in rep.items()}
@@ -196,7 +205,7 @@ def start_loops(jup, n: int = 3) -> subprocess.Popen:
     for i in range(n):
         jup.write(d / f"l{i}.ipynb", nb_text(["import time\nwhile True:\n    time.sleep(0.05)"]))
     return subprocess.Popen(jup.argv([jup.tools.ik, "run", "-j", "2", "--kernel", KERNEL, "loops"]),
-                            cwd=jup.work, env=jup.env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            cwd=jup.work, env=jup.env(run_env(jup)), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
@@ -214,10 +223,11 @@ def wait_running_kernels(jup, n: int, timeout: float = 120):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_stop_mid_batch_leaves_nothing(jup, tools, sig):
     install(jup)
-    before = run_dirs()
+    before = run_dirs(jup)
     p = start_loops(jup)
     try:
         wait_running_kernels(jup, 2)
+        assert run_dirs(jup) - before, "the run made no runtime directory in XDG_RUNTIME_DIR"
         time.sleep(3)  # into the first cell
         os.kill(p.pid, sig)
         out, err = p.communicate(timeout=60)
@@ -306,3 +316,70 @@ def test_allow_errors_inplace_notebook_timeout(jup, tools):
     assert nb.cells[2].outputs[0]["text"] == "after\n", nb.cells[2]
     assert raises["output"] == str(d / "raises.ipynb")
     assert "2 cells raised, first cell 1: ValueError" in r.stdout, r.stdout
+
+
+# ------------------------------------------------------------------ pooled kernelspec
+
+
+def pool_status(jup, env) -> dict:
+    r = jup.ik("pool", "status", "--json", env=env)
+    return json.loads(r.stdout) if r.returncode == 0 and r.stdout.strip() else {}
+
+
+def run_pool(jup, env) -> dict:
+    """The daemon's pool of this run's launcher argv: the kernelspec's plus --memory 1G."""
+    pools = [p for p in pool_status(jup, env).get("pools", []) if "1G" in p["spec"] and "--memory" in p["spec"]]
+    return pools[0] if pools else {}
+
+
+def test_run_limits_get_pooled_kernels_and_hold(jup, tools):
+    """`run --memory` on a kernelspec with a pool: the run's launcher argv
+    (the kernelspec's plus the limit) gets a pool of its own in the user's
+    daemon, of the kernelspec's size; once it is filled the run's kernels are
+    claimed from it, and the limit holds in them (a memory bomb is stopped)."""
+    import tempfile
+    waiter = tools.root / "share" / "pool" / "pool_waiter.py"  # where the launcher looks: bin/../share/pool/
+    waiter.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(REPO / "share" / "pool" / "pool_waiter.py", waiter)
+    for p in (waiter.parent, waiter):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    xdg = jup.chown(Path(tempfile.mkdtemp(prefix="ikr-", dir="/tmp")))  # short: a socket path
+    env = {"XDG_RUNTIME_DIR": str(xdg)}
+    try:
+        r = jup.ik("install", "--user", "--name", "run-pooled", "--pool", "2", "--no-check")
+        assert r.returncode == 0, str(r)
+        d = jup.mkdir(jup.work / "nbs")
+        jup.write(d / "first.ipynb", nb_text(["print('first')"]))
+        common = ["--kernel", "run-pooled", "--memory", "1G", "--timeout", "60s", "-j", "1"]
+        # The first kernel starts cold and the daemon with it; the next one
+        # (cold too) makes the pool of this argv, of the kernelspec's size.
+        r = jup.ik("run", *common, "-o", "out1", "nbs", cwd=jup.work, env=env, timeout=300)
+        assert r.returncode == 0, str(r)
+        deadline = time.monotonic() + 60
+        while "pools" not in pool_status(jup, env):
+            assert time.monotonic() < deadline, "no pool daemon was started"
+            time.sleep(0.5)
+        assert run_pool(jup, env) == {}, pool_status(jup, env)
+        r = jup.ik("run", *common, "-o", "out1", "nbs", cwd=jup.work, env=env, timeout=300)
+        assert r.returncode == 0, str(r)
+        deadline = time.monotonic() + 120
+        while run_pool(jup, env).get("ready", 0) < 2:
+            assert time.monotonic() < deadline, f"the run's pool did not fill: {pool_status(jup, env)}"
+            time.sleep(0.5)
+        before = run_pool(jup, env)["claimed"]
+        jup.write(d / "ok.ipynb", nb_text(["x = 6 * 7", "print(x)"]))
+        jup.write(d / "bomb.ipynb", nb_text(["a = []\nwhile True:\n    a.append(bytearray(64 << 20))"]))
+        (d / "first.ipynb").unlink()
+        r = jup.ik("run", *common, "-o", "out2", "nbs", cwd=jup.work, env=env, timeout=300)
+        assert r.returncode == 1, str(r)
+        rep = read_report(jup.work / "out2" / "report.jsonl")
+        assert {k: v["status"] for k, v in rep.items()} == \
+            {"nbs/ok.ipynb": "ok", "nbs/bomb.ipynb": "memory-limit"}, rep
+        # Both kernels were waiting sandboxes of the run's argv (2 ready: no cold start).
+        log = xdg / "isolated-kernel" / "pool.log"
+        assert run_pool(jup, env)["claimed"] - before == 2, \
+            f"{pool_status(jup, env)}\n--- pool.log\n{log.read_text()[-3000:] if log.exists() else ''}"
+        assert rep["nbs/bomb.ipynb"]["peak_memory_bytes"] <= (1 << 30) + (64 << 20), rep["nbs/bomb.ipynb"]
+    finally:
+        jup.ik("pool", "stop", env=env)
+        shutil.rmtree(xdg, ignore_errors=True)

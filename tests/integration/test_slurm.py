@@ -275,6 +275,23 @@ def test_run_slurm_no_wait_then_collect(slurm, runner):
     assert "still running" not in c.stderr
     bad = j.ik("run", "--collect", "nbs", cwd=j.work)
     assert bad.returncode == 2 and "nbs/slurm/job.json: not found" in stderr_line(bad), bad
+    # --resume through --slurm: the fixed notebook runs again, the ok one is
+    # taken from the earlier records, and the report has both.
+    good_out = j.work / "out" / "nbs" / "good.ipynb"
+    good_mtime = good_out.stat().st_mtime_ns
+    j.write(d / "bad.ipynb", nb_text(["print('fixed')"]))
+    r = j.ik("run", "--slurm", "--resume", "--kernel", KERNEL, "-o", "out", "nbs", env=slurm_env(slurm),
+             cwd=j.work, timeout=300)
+    assert r.returncode == 0, r
+    rep = read_report(j.work / "out" / "report.jsonl")
+    assert {k: (v["status"], v["resumed"]) for k, v in rep.items()} == \
+        {"nbs/bad.ipynb": ("ok", False), "nbs/good.ipynb": ("ok", True)}, rep
+    assert "2 notebooks: 2 ok" in r.stdout, r
+    task_log = (j.work / "out" / "slurm" / "task-0.log").read_text()
+    assert "start    nbs/bad.ipynb" in task_log and "start    nbs/good.ipynb" not in task_log, task_log
+    assert good_out.stat().st_mtime_ns == good_mtime
+    assert outputs(j.work / "out" / "nbs" / "bad.ipynb")[0][1][0]["text"] == "fixed\n"
+    job_gone(slurm, j.work / "out")
 
 
 def test_run_slurm_ctrl_c_cancels_the_job(slurm, runner):
