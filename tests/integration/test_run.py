@@ -161,7 +161,9 @@ def test_mixed_batch_statuses(jup, tools):
     else:
         jup.write(b / "unreadable.ipynb", nb_text(["1"]), mode=0o000)
     empty = jup.mkdir(jup.work / "empty")
-    r = jup.ik("run", "-j", "2", "--kernel", KERNEL, "--timeout", "4s", "--memory", "1G",
+    # The per-cell timeout must stay well above the time the memory bomb needs to reach its limit (~1 s of CPU);
+    # at 4 s a starved CPU (load 21) once let the timeout win and the verdict changed.
+    r = jup.ik("run", "-j", "2", "--kernel", KERNEL, "--timeout", "8s", "--memory", "1G",
                "--report", "report.csv", "batch", "empty", cwd=jup.work, env=run_env(jup), timeout=600)
     assert r.returncode == 1, str(r)
     rep = read_report(jup.work / "run-output" / "report.jsonl")

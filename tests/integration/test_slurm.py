@@ -223,7 +223,9 @@ def test_run_slurm_mixed_batch_equals_the_local_run(slurm, runner):
         j.write(b / f"{name}.ipynb", nb_text(cells))
     j.write(b / "malformed.ipynb", '{"cells": [')
     j.mkdir(j.work / "empty")
-    common = ["--kernel", KERNEL, "--timeout", "4s", "--memory", "1G", "batch", "empty"]
+    # The per-cell timeout must stay well above the time the memory bomb needs to reach its limit (~1 s of CPU);
+    # at 4 s a starved CPU (load 21) once let the timeout win and the verdict changed.
+    common = ["--kernel", KERNEL, "--timeout", "8s", "--memory", "1G", "batch", "empty"]
     local = j.ik("run", "-j", "2", "-o", "local", *common, cwd=j.work, timeout=600)
     assert local.returncode == 1, local
     t0 = time.monotonic()
