@@ -227,10 +227,14 @@ Status apply_file(const MountOp& op, int index, const std::string& content, unsi
 
 Status apply_symlink(const MountOp& op) {
   std::string dst = inside(op.dest);
-  IK_TRY(make_parent_dirs(dst));
   log::step("symlink %s -> %s", op.dest.c_str(), op.src.c_str());
-  if (symlink(op.src.c_str(), dst.c_str()) != 0 && errno != EEXIST) return sys_error("symlink " + op.dest);
-  return ok();
+  // The parents only when missing: most links (/bin, /lib, ...) sit in the
+  // root, which exists; a mkdir that fails with EEXIST is a syscall a link.
+  for (int attempt = 0;; ++attempt) {
+    if (symlink(op.src.c_str(), dst.c_str()) == 0 || errno == EEXIST) return ok();
+    if (errno != ENOENT || attempt > 0) return sys_error("symlink " + op.dest);
+    IK_TRY(make_parent_dirs(dst));
+  }
 }
 
 // Fresh procfs for our pid namespace, mounted while the host's /proc is still

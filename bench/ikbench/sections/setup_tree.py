@@ -141,5 +141,5 @@ def render(res):
 
 register(Section(
     name="setup-tree", order=20, steps=(Step(20, run),),
-    counts=(Count("--tree-pairs", full=60, quick=10, help="pairs of the setup-tree section (default 60)"),),
+    counts=(Count("--tree-pairs", full=250, quick=10, help="pairs of the setup-tree section (default 250)"),),
     render=render, targets=targets))
