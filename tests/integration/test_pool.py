@@ -77,7 +77,8 @@ class PoolHost:
         return self.h.run([self.ik, *args], env=self.env(env), timeout=60)
 
     def scenario(self, name, **args):
-        return self.h.scenario(__file__, name, env=self.env(), **args)
+        # refills run at nice 19 (docs/pool.md): on a busy machine a fill takes a while
+        return self.h.scenario(__file__, name, env=self.env(), timeout=1800, **args)
 
     def markers(self):
         return [str(self.h.base), str(self.h.launcher.parent)]
@@ -112,7 +113,7 @@ def _ready() -> int:
     return sum(p.get("ready", 0) for p in _status().get("pools", []))
 
 
-def _wait_ready(timeout=90) -> bool:
+def _wait_ready(timeout=600) -> bool:  # long: refills run at nice 19, slow on a busy machine
     if wait_until(lambda: _ready() >= 1, timeout, 0.2):
         return True
     log = Path(os.environ["XDG_RUNTIME_DIR"]) / "isolated-kernel" / "pool.log"

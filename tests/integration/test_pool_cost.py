@@ -38,8 +38,13 @@ def ph(request, pool_session):  # noqa: F811
     yield from _ph.__wrapped__(request, pool_session)
 
 
+# Refills run at nice 19: on a machine busy with other work they take their
+# time (that is the point), so waits for a filled pool are long.
+FILL = 600
+
+
 def _scenario(ph, name, **args):
-    return ph.h.scenario(__file__, name, env=ph.env(), **args)
+    return ph.h.scenario(__file__, name, env=ph.env(), timeout=4 * FILL, **args)
 
 
 def _autogroup(pid: int) -> tuple[str, int]:
@@ -81,7 +86,7 @@ def priority(out, cwd, logdir):
     with step(out, "waiting") as s:
         s["start"] = _ik("pool", "start")
         s["status_at_start"] = _status()  # served after the scan: the pool is there already
-        s["settled"] = bool(wait_until(_settled, 90, 0.2))
+        s["settled"] = bool(wait_until(_settled, FILL, 0.2))
         st = _status()
         s["low_priority"], s["priority"] = st["low_priority"], st["priority"]
         s["text"] = _ik("pool", "status")["out"]
@@ -109,14 +114,14 @@ def priority(out, cwd, logdir):
 def memory_cap(out, cwd, logdir):
     with step(out, "tiny") as s:
         s["start"] = _ik("pool", "start", "--max-memory", "1M")
-        s["settled"] = bool(wait_until(_settled, 90, 0.2))
+        s["settled"] = bool(wait_until(_settled, FILL, 0.2))
         s["status"] = _status()
         s["text"] = _ik("pool", "status")["out"]
         _ik("pool", "stop")
         wait_until(lambda: not _status().get("running"), 10, 0.1)
     with step(out, "uncapped") as s:
         s["start"] = _ik("pool", "start", "--max-memory", "0")
-        s["settled"] = bool(wait_until(_settled, 120, 0.2))
+        s["settled"] = bool(wait_until(_settled, FILL, 0.2))
         s["status"] = _status()
         _ik("pool", "stop")
         wait_until(lambda: not _status().get("running"), 10, 0.1)
@@ -125,7 +130,7 @@ def memory_cap(out, cwd, logdir):
         largest = max(w["memory_kib"] for w in out["uncapped"]["status"]["pools"][0]["waiting"])
         s["cap_kib"] = largest * 3 // 2
         s["start"] = _ik("pool", "start", "--max-memory", f"{s['cap_kib']}K")
-        s["settled"] = bool(wait_until(_settled, 90, 0.2))
+        s["settled"] = bool(wait_until(_settled, FILL, 0.2))
         s["status"] = _status()
         _ik("pool", "stop")
 
@@ -140,7 +145,7 @@ def scan(out):
     with step(out, "scan") as s:
         s["start"] = _ik("pool", "start")
         s["status"] = _status()
-        s["settled"] = bool(wait_until(_settled, 90, 0.2))
+        s["settled"] = bool(wait_until(_settled, FILL, 0.2))
         s["ready"] = _status()["pools"][0]["ready"]
         _ik("pool", "stop")
 
@@ -151,10 +156,10 @@ def unit_foreground(out, argv):
     with step(out, "run") as s:
         p = subprocess.Popen([os.environ["IK_POOL_BIN"], *argv[1:]], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
-        s["running"] = bool(wait_until(lambda: _status().get("running"), 30, 0.1))
+        s["running"] = bool(wait_until(lambda: _status().get("running"), FILL, 0.1))
         st = _status()
         s["pid"], s["idle_timeout"] = st.get("pid"), st.get("idle_timeout")
-        s["settled"] = bool(wait_until(_settled, 90, 0.2))
+        s["settled"] = bool(wait_until(_settled, FILL, 0.2))
         s["ready"] = _status()["pools"][0]["ready"]
         p.send_signal(signal.SIGTERM)  # KillMode=process: systemd signals the daemon only
         o, e = p.communicate(timeout=30)
