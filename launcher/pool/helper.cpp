@@ -27,7 +27,9 @@ namespace ik::pool {
 
 namespace {
 
-constexpr int kWaiterStartMs = 60000;  // a busy machine can take a while to import ipykernel
+// A busy machine can take a while to import ipykernel, and a refill runs at
+// autogroup nice 19 (pool/priority.hpp): it gets little CPU while others run.
+constexpr int kWaiterStartMs = 600000;
 
 // Dials the waiter's claim socket until it accepts, the sandbox dies, or
 // the daemon hangs up.

@@ -64,7 +64,8 @@ def _pools() -> list:
 def _settled() -> bool:
     """No sandbox is starting and the pool is full or says why not."""
     pools = _pools()
-    return bool(pools) and all(p["starting"] == 0 and (p["ready"] >= p["size"] or p["held_back"]) for p in pools)
+    return bool(pools) and all(p["starting"] == 0 and (p["ready"] >= p["size"] or p["held_back"] or p["last_error"])
+                               for p in pools)
 
 
 def _expect_low_priority() -> bool:
