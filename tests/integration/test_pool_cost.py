@@ -54,7 +54,7 @@ def _autogroup(pid: int) -> tuple[str, int]:
 
 
 def _session(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[4])
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3])  # state ppid pgrp session
 
 
 def _pools() -> list:
