@@ -6,7 +6,6 @@ root and as the test user (the fixtures of test_pool.py).
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex
@@ -14,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +20,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kit.common import wait_until  # noqa: E402
 from kit.kernel import run_cell, scenario, scenario_main, step  # noqa: E402
-from test_pool import (POOL_KERNEL, _claimed, _ik, _start, _status, _stop, pool_session)  # noqa: E402,F401
+from test_pool import _claimed, _ik, _start, _status, _stop, pool_session  # noqa: E402,F401
 from test_pool import ph as _ph  # noqa: E402,F401
 
 REPO = Path(__file__).resolve().parents[2]
