@@ -160,6 +160,7 @@ class Daemon {
       if (m) log::warn("pool: %s", pool.last_error.c_str());
       drop(pool, e);
       ++failures_;
+      refill_ = true;  // a killed waiter is replaced; fill() stops after three failures in a row
       return;
     }
     e->key = m->body.value("key", "");
