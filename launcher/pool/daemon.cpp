@@ -204,9 +204,9 @@ class Daemon {
   }
 
   std::string memory_cap_text() const {
-    return "memory cap " + format_size(o_.max_memory) + " reached (--max-memory): " +
-           std::to_string(waiting_total()) + " waiting sandboxes use " + std::to_string(memory_total() / 1024) +
-           " MiB, one more takes about " + std::to_string(estimate_kib_ / 1024) + " MiB";
+    return "memory cap " + format_size(o_.max_memory) + " reached (--max-memory): " + std::to_string(waiting_total()) +
+           " waiting sandboxes use " + std::to_string(memory_total() / 1024) + " MiB, one more takes about " +
+           std::to_string(estimate_kib_ / 1024) + " MiB";
   }
 
   // Whether one more sandbox fits the caps; else `why`.

@@ -39,8 +39,8 @@ TEST_CASE("memory figures from smaps_rollup and status") {
   CHECK(ik::pool::kib_field("", "Pss:") == -1);
   CHECK(ik::pool::process_memory_kib(getpid()) > 0);
   CHECK(ik::pool::memory_kib({getpid(), -1, 0}) > 0);
-  CHECK(ik::pool::memory_kib({-1, 0}) == 0);                  // skipped
-  CHECK(ik::pool::process_memory_kib(0x7ffffff0) == 0);       // above pid_max: gone
+  CHECK(ik::pool::memory_kib({-1, 0}) == 0);             // skipped
+  CHECK(ik::pool::process_memory_kib(0x7ffffff0) == 0);  // above pid_max: gone
 }
 
 TEST_CASE("the pool of an installed kernelspec, as jupyter_client will launch it") {
