@@ -190,7 +190,7 @@ def test_refills_wait_at_low_priority_and_the_claimed_kernel_runs_at_normal_prio
         assert w["waiter_group"][1] == 0, w
     assert c["how"] == "claimed", c
     assert c["kernel"] == w["waiter"], c  # the waiter became the kernel
-    assert c["nice_0"] and c["kernel_group"] == (w["waiter_group"][0], 0), c
+    assert c["nice_0"] and c["kernel_group"] == [w["waiter_group"][0], 0], c  # lists: the result is JSON
     assert c["works"] == "42"
 
 
