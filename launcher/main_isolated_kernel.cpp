@@ -174,17 +174,26 @@ int main(int argc, char** argv) {
   ik::pool::DaemonOptions pool_opts;
   bool pool_json = false;
   std::string idle = "30m";
+  std::string max_memory = "1G";
+  bool no_scan = false;
   auto* pool = app.add_subcommand("pool", "Run the per-user warm pool daemon of pooled kernelspecs (install --pool N)");
   pool->require_subcommand(1);
   auto* pool_start =
       pool->add_subcommand("start", "Start the daemon (also started on demand by a pooled kernel launch)");
-  pool_start->add_option("--idle", idle, "Stop after this long without a kernel start (default 30m)")
+  pool_start->add_option("--idle", idle, "Stop after this long without a kernel start (default 30m; 0 = never)")
       ->type_name("TIME");
   pool_start
       ->add_option("--max-sandboxes", pool_opts.max_sandboxes,
                    "Waiting sandboxes kept at most, all kernelspecs (default 16)")
       ->type_name("N");
-  pool_start->add_flag("--foreground", pool_opts.foreground, "Do not detach (for a systemd user unit)");
+  pool_start
+      ->add_option("--max-memory", max_memory,
+                   "Memory (PSS) of all waiting sandboxes kept at most; 0 = no cap (default 1G)")
+      ->type_name("SIZE");
+  pool_start->add_flag("--no-scan", no_scan,
+                       "Do not fill the installed pooled kernelspecs now (pools then start at their first launch)");
+  pool_start->add_flag("--foreground", pool_opts.foreground,
+                       "Do not detach; log to stderr (for the systemd user unit isolated-kernel-pool.service)");
   pool_start->add_flag("--quiet", pool_opts.quiet, "Print nothing when started or already running");
   auto* pool_stop = pool->add_subcommand("stop", "Stop the daemon and its waiting sandboxes (running kernels go on)");
   auto* pool_status =
@@ -246,6 +255,10 @@ int main(int argc, char** argv) {
     auto secs = ik::parse_seconds(idle, "--idle");
     if (!secs) return ik::print_error(secs.error());
     pool_opts.idle_seconds = static_cast<long>(*secs);
+    auto mem = ik::parse_size(max_memory, "--max-memory");  // 0: no cap
+    if (!mem) return ik::print_error(mem.error());
+    pool_opts.max_memory = *mem;
+    pool_opts.scan = !no_scan;
     return ik::pool::pool_start(pool_opts);
   }
   if (*pool_stop) return ik::pool::pool_stop();

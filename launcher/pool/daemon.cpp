@@ -27,7 +27,11 @@
 #include "common/print_error.hpp"
 #include "host/read_host.hpp"
 #include "plan/ids.hpp"
+#include "parse/units.hpp"
 #include "pool/attach.hpp"
+#include "pool/memory.hpp"
+#include "pool/prescan.hpp"
+#include "pool/priority.hpp"
 #include "pool/proto.hpp"
 #include "pool/split.hpp"
 
@@ -49,6 +53,8 @@ struct Entry {
   std::string key;  // empty until ready
   pid_t init_pid = -1, program_pid = -1;
   unsigned long long tmpfs_size = 0;
+  long memory_kib = 0;  // PSS of helper, init and waiter, measured when it got ready
+  int nice = -1;        // its autogroup's nice as the helper reported it
   uid_t uid = 0;
   gid_t gid = 0;
   Clock::time_point started = Clock::now(), ready_at;
@@ -64,6 +70,7 @@ struct Pool {
   int size = 0;
   int claimed = 0, discarded = 0;
   std::string last_error;
+  std::string held_back;  // why it has fewer than `size` (a cap), empty otherwise
   std::vector<std::unique_ptr<Entry>> entries;
 };
 
@@ -89,6 +96,7 @@ class Daemon {
       : o_(o), dir_(std::move(dir)), listener_(std::move(listener)) {}
 
   int run() {
+    if (o_.scan) prescan();
     sigset_t sigs;
     sigemptyset(&sigs);
     for (int s : {SIGTERM, SIGINT, SIGHUP, SIGCHLD}) sigaddset(&sigs, s);
@@ -103,7 +111,8 @@ class Daemon {
           fds.push_back({e->ctl.get(), POLLIN, 0});
           owners.emplace_back(&pool, e.get());
         }
-      const double idle_left = o_.idle_seconds - seconds_since(last_claim_);
+      // --idle 0: never (the systemd user unit).
+      const double idle_left = o_.idle_seconds > 0 ? o_.idle_seconds - seconds_since(last_claim_) : 60.0;
       if (idle_left <= 0) {
         log::step("idle for %lds: stopping", o_.idle_seconds);
         break;
@@ -114,6 +123,11 @@ class Daemon {
       for (size_t i = 2; i < fds.size(); ++i)
         if (fds[i].revents) on_helper(*owners[i - 2].first, owners[i - 2].second);
       if (fds[0].revents) on_connection();
+      if (refill_) {
+        // After the loop above: fill may drop entries the loop still points at.
+        refill_ = false;
+        for (auto& [id, pool] : pools_) fill(pool);
+      }
       reap();
     }
     unlink(socket_path(dir_).c_str());
@@ -146,6 +160,7 @@ class Daemon {
       if (m) log::warn("pool: %s", pool.last_error.c_str());
       drop(pool, e);
       ++failures_;
+      refill_ = true;  // a killed waiter is replaced; fill() stops after three failures in a row
       return;
     }
     e->key = m->body.value("key", "");
@@ -154,8 +169,74 @@ class Daemon {
     e->tmpfs_size = m->body.value("tmpfs_size", 0ull);
     e->uid = m->body.value("uid", 0u);
     e->gid = m->body.value("gid", 0u);
+    e->nice = m->body.value("nice", -1);
     e->ready_at = Clock::now();
     failures_ = 0;
+    e->memory_kib = memory_kib({e->helper, e->init_pid, e->program_pid});
+    estimate_kib_ = std::max(estimate_kib_, e->memory_kib);
+    // Over the cap after all (the estimate was low, or even one sandbox is
+    // too much): this one goes, and the cap is what status says.
+    if (cap_kib() > 0 && memory_total() > cap_kib()) {
+      pool.held_back = memory_cap_text();
+      log::warn("pool: %s", pool.held_back.c_str());
+      drop(pool, e);
+      return;
+    }
+    refill_ = true;
+  }
+
+  long cap_kib() const { return static_cast<long>(o_.max_memory / 1024); }
+
+  // What the ready sandboxes use (as measured when ready) plus an estimate
+  // of those still starting.
+  long memory_total() const {
+    long sum = 0;
+    for (const auto& [id, p] : pools_)
+      for (const auto& e : p.entries) sum += e->ready() ? e->memory_kib : estimate_kib_;
+    return sum;
+  }
+
+  int starting_total() const {
+    int n = 0;
+    for (const auto& [id, p] : pools_)
+      for (const auto& e : p.entries) n += e->ready() ? 0 : 1;
+    return n;
+  }
+
+  std::string memory_cap_text() const {
+    return "memory cap " + format_size(o_.max_memory) + " reached (--max-memory): " + std::to_string(waiting_total()) +
+           " waiting sandboxes use " + std::to_string(memory_total() / 1024) + " MiB, one more takes about " +
+           std::to_string(estimate_kib_ / 1024) + " MiB";
+  }
+
+  // Whether one more sandbox fits the caps; else `why`.
+  bool fits(std::string& why) const {
+    if (waiting_total() >= o_.max_sandboxes) {
+      why = "count cap reached (--max-sandboxes " + std::to_string(o_.max_sandboxes) + ")";
+      return false;
+    }
+    if (cap_kib() <= 0) return true;
+    // Until one sandbox has been measured, one starts at a time.
+    if (estimate_kib_ == 0) return starting_total() == 0;
+    if (memory_total() + estimate_kib_ > cap_kib()) {
+      why = memory_cap_text();
+      return false;
+    }
+    return true;
+  }
+
+  // The installed kernelspecs that ask for a pool get one now, from our own
+  // environment; a launch whose environment differs replaces its entries.
+  void prescan() {
+    auto found = prescan_kernelspecs(environ);
+    for (const auto& problem : found.problems) log::warn("%s", problem.c_str());
+    for (auto& ps : found.specs) {
+      Pool& pool = pools_[spec_id(ps.spec)];
+      pool.spec = ps.spec;
+      pool.env = ps.env;
+      pool.size = std::min(ps.size, o_.max_sandboxes);
+      fill(pool);
+    }
   }
 
   int waiting_total() const {
@@ -168,7 +249,14 @@ class Daemon {
   void fill(Pool& pool) {
     // A kernelspec whose helpers keep failing is not retried in a loop.
     if (failures_ >= 3) return;
-    while (static_cast<int>(pool.entries.size()) < pool.size && waiting_total() < o_.max_sandboxes) {
+    if (static_cast<int>(pool.entries.size()) >= pool.size) pool.held_back.clear();
+    while (static_cast<int>(pool.entries.size()) < pool.size) {
+      std::string why;
+      if (!fits(why)) {
+        if (!why.empty()) pool.held_back = why;
+        return;
+      }
+      pool.held_back.clear();
       int sv[2];
       if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return;
       auto e = std::make_unique<Entry>();
@@ -226,14 +314,22 @@ class Daemon {
   nlohmann::json status() const {
     nlohmann::json pools = nlohmann::json::array();
     for (const auto& [id, p] : pools_) {
-      nlohmann::json ages = nlohmann::json::array();
+      nlohmann::json ages = nlohmann::json::array(), waiting = nlohmann::json::array();
       int ready = 0;
-      long rss = 0;
+      long rss = 0, mem = 0;
       for (const auto& e : p.entries) {
         if (!e->ready()) continue;
         ++ready;
-        ages.push_back(std::round(seconds_since(e->ready_at) * 10) / 10);
+        const double age = std::round(seconds_since(e->ready_at) * 10) / 10;
+        ages.push_back(age);
         rss += rss_kib(e->helper) + rss_kib(e->init_pid) + rss_kib(e->program_pid);
+        const long m = memory_kib({e->helper, e->init_pid, e->program_pid});
+        mem += m;
+        waiting.push_back({{"helper_pid", e->helper},
+                           {"program_pid", e->program_pid},
+                           {"age", age},
+                           {"memory_kib", m},
+                           {"nice", e->nice}});
       }
       pools.push_back({{"spec", p.spec},
                        {"size", p.size},
@@ -243,9 +339,20 @@ class Daemon {
                        {"discarded", p.discarded},
                        {"ages", ages},
                        {"rss_kib", rss},
+                       {"memory_kib", mem},
+                       {"waiting", waiting},
+                       {"held_back", p.held_back},
                        {"last_error", p.last_error}});
     }
-    return {{"pid", getpid()}, {"socket", socket_path(dir_)}, {"idle_timeout", o_.idle_seconds}, {"pools", pools}};
+    return {{"pid", getpid()},
+            {"socket", socket_path(dir_)},
+            {"idle_timeout", o_.idle_seconds},
+            {"max_sandboxes", o_.max_sandboxes},
+            {"max_memory_kib", cap_kib()},
+            {"memory_kib", memory_total()},
+            {"low_priority", priority_.low},
+            {"priority", priority_.why},
+            {"pools", pools}};
   }
 
   void claim(UniqueFd c, Message& m) {
@@ -310,6 +417,9 @@ class Daemon {
   Clock::time_point last_claim_;
   int failures_ = 0;
   bool stop_ = false;
+  bool refill_ = false;
+  long estimate_kib_ = 0;  // the largest waiting sandbox measured: what one more will take
+  PriorityProbe priority_ = probe_refill_priority();
 };
 
 // Our own user and mount namespace, ids mapped to themselves, so the daemon
@@ -401,7 +511,9 @@ int pool_start(const DaemonOptions& o) {
         std::fprintf(stderr, "isolated-kernel: %s\n", buf);
         return kExitSetup;
       }
-      if (!o.quiet) std::printf("pool daemon started (pid %s, socket %s)\n", buf + 1, socket_path(dir).c_str());
+      if (!o.quiet)
+        std::printf("pool daemon started (pid %s, socket %s); %s\n", buf + 1, socket_path(dir).c_str(),
+                    probe_refill_priority().why.c_str());
       return 0;
     }
     close(ready[0]);
@@ -433,6 +545,9 @@ int pool_start(const DaemonOptions& o) {
     report("O" + pid);
     close(ready[1]);
   }
+  if (o.foreground && !o.quiet)
+    std::fprintf(stderr, "isolated-kernel: pool daemon pid %s, socket %s; %s\n", pid.c_str(), socket_path(dir).c_str(),
+                 probe_refill_priority().why.c_str());
   Daemon d(o, dir, std::move(*listener));
   return d.run();
 }
@@ -462,12 +577,26 @@ int pool_status(bool json) {
   }
   std::printf("pool daemon pid %d, socket %s, idle timeout %lds\n", r->value("pid", 0),
               r->value("socket", std::string()).c_str(), r->value("idle_timeout", 0L));
+  const long cap = r->value("max_memory_kib", 0L);
+  std::printf("waiting sandboxes use %ld MiB of %s (--max-memory), at most %d sandboxes (--max-sandboxes)\n",
+              r->value("memory_kib", 0L) / 1024, cap > 0 ? (std::to_string(cap / 1024) + " MiB").c_str() : "no cap",
+              r->value("max_sandboxes", 0));
+  std::printf("%s\n", r->value("priority", std::string()).c_str());
   for (const auto& p : (*r)["pools"]) {
-    std::string spec;
+    std::string spec, ages;
     for (const auto& a : p["spec"]) spec += (spec.empty() ? "" : " ") + a.get<std::string>();
-    std::printf("  %s\n    size %d, ready %d, starting %d, claimed %d, discarded %d, memory %ld KiB\n", spec.c_str(),
-                p.value("size", 0), p.value("ready", 0), p.value("starting", 0), p.value("claimed", 0),
-                p.value("discarded", 0), p.value("rss_kib", 0L));
+    for (const auto& w : p["waiting"]) {
+      char one[96];
+      std::snprintf(one, sizeof one, "%s%.0fs/%ld MiB", ages.empty() ? "" : ", ", w.value("age", 0.0),
+                    w.value("memory_kib", 0L) / 1024);
+      ages += one;
+    }
+    std::printf("  %s\n    size %d, ready %d, starting %d, claimed %d, discarded %d, memory %ld MiB (PSS)\n",
+                spec.c_str(), p.value("size", 0), p.value("ready", 0), p.value("starting", 0), p.value("claimed", 0),
+                p.value("discarded", 0), p.value("memory_kib", 0L) / 1024);
+    if (!ages.empty()) std::printf("    waiting (age/memory): %s\n", ages.c_str());
+    if (!p.value("held_back", std::string()).empty())
+      std::printf("    fewer than %d: %s\n", p.value("size", 0), p["held_back"].get<std::string>().c_str());
     if (!p.value("last_error", std::string()).empty())
       std::printf("    last error: %s\n", p["last_error"].get<std::string>().c_str());
   }

@@ -16,6 +16,7 @@
 #include "kernel/launch.hpp"
 #include "plan/host.hpp"
 #include "plan/planner.hpp"
+#include "pool/priority.hpp"
 #include "pool/proto.hpp"
 #include "pool/split.hpp"
 #include "relay/kernel_run.hpp"
@@ -27,7 +28,9 @@ namespace ik::pool {
 
 namespace {
 
-constexpr int kWaiterStartMs = 60000;  // a busy machine can take a while to import ipykernel
+// A busy machine can take a while to import ipykernel, and a refill runs at
+// autogroup nice 19 (pool/priority.hpp): it gets little CPU while others run.
+constexpr int kWaiterStartMs = 600000;
 
 // Dials the waiter's claim socket until it accepts, the sandbox dies, or
 // the daemon hangs up.
@@ -88,6 +91,9 @@ int fail_to_daemon(int ctl_fd, const Error& e) {
 }  // namespace
 
 int run_helper(Options& opts, int ctl_fd, const relay::RelayOptions& relay_options) {
+  // Low CPU priority for this session (us, the sandbox, its waiter) until
+  // the claim (pool/priority.hpp).
+  const int nice = lower_refill_priority();
   auto waiter = waiter_source();
   if (!waiter) return fail_to_daemon(ctl_fd, waiter.error());
   auto host = read_host_info(environ, cgroup_probe_needed(opts.limits, opts.limits_via));
@@ -115,7 +121,8 @@ int run_helper(Options& opts, int ctl_fd, const relay::RelayOptions& relay_optio
                                      {"program_pid", sandbox->program_pid()},
                                      {"tmpfs_size", plan->tmpfs_size},
                                      {"uid", plan->id.inner_uid},
-                                     {"gid", plan->id.inner_gid}});
+                                     {"gid", plan->id.inner_gid},
+                                     {"nice", nice}});
       !s)
     return print_error(s.error());
 
@@ -129,6 +136,7 @@ int run_helper(Options& opts, int ctl_fd, const relay::RelayOptions& relay_optio
   if (!claim || claim->fds.size() != 3) return kExitSetup;
   UniqueFd launcher(std::move(claim->fds[0]));
   if (!claim->body.contains("kernel") || !claim->body["kernel"].is_object()) return kExitSetup;
+  const NormalPriorityAtClaim normal_priority;  // the kernel and its relay: nice 0 again
   const nlohmann::json& k = claim->body["kernel"];
   const auto refuse = [&](const Error& e) {
     (void)send_message(launcher.get(), {{"ok", false}, {"reason", e.describe()}});

@@ -379,7 +379,8 @@ def test_deb_package(tmp_path):
     expected = {f"/usr/bin/{p}" for p in PROGRAMS} | {f"/usr/share/man/man1/{p}.1.gz" for p in PROGRAMS} | {
         f"/usr/share/bash-completion/completions/{p}" for p in PROGRAMS} | {
         f"{template}/{f}" for f in ("kernel.json", "logo-32x32.png", "logo-64x64.png", "logo-svg.svg")} | {
-        f"/usr/share/doc/{PACKAGE}/{f}" for f in ("README.md", "config.md", "nbgrader.md", "security.md")}
+        f"/usr/share/doc/{PACKAGE}/{f}" for f in ("README.md", "config.md", "nbgrader.md", "security.md")} | {
+        "/usr/lib/systemd/user/isolated-kernel-pool.service"}  # the optional pool unit (docs/pool.md)
     assert expected <= files, f"missing from the .deb: {sorted(expected - files)}"
     assert not [f for f in files if f.startswith("/usr/local")], "the .deb installs into /usr/local"
 

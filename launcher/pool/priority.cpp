@@ -1,0 +1,125 @@
+#include "pool/priority.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <sstream>
+
+#include "common/file_io.hpp"
+#include "common/fd.hpp"
+#include "common/log.hpp"
+
+namespace ik::pool {
+
+namespace {
+
+constexpr int kRetryStepMs = 5;
+
+// One write of "N" to /proc/self/autogroup: 0 or the errno (EAGAIN: rate-limited).
+int write_own_autogroup(int nice) {
+  UniqueFd fd(open("/proc/self/autogroup", O_WRONLY | O_CLOEXEC));
+  if (!fd.valid()) return errno;
+  const std::string text = std::to_string(nice);
+  if (write(fd.get(), text.data(), text.size()) < 0) return errno;
+  return 0;
+}
+
+}  // namespace
+
+PriorityProbe refill_priority_from(const std::string& autogroup_enabled, const std::string& proc_cgroup,
+                                   const std::string& v2_root_subtree_control) {
+  if (autogroup_enabled.empty())
+    return {false, "refills run at normal priority: the kernel has no scheduler autogroups (CONFIG_SCHED_AUTOGROUP)"};
+  if (autogroup_enabled[0] != '1')
+    return {false, "refills run at normal priority: scheduler autogroups are off (kernel.sched_autogroup_enabled=0)"};
+  // /proc/self/cgroup: "ID:CONTROLLERS:PATH" per hierarchy; v1's cpu
+  // controller has its own line, v2 is "0::PATH".
+  std::istringstream in(proc_cgroup);
+  std::string v2_path;
+  bool v1_cpu = false;
+  for (std::string line; std::getline(in, line);) {
+    const size_t a = line.find(':'), b = line.find(':', a + 1);
+    if (a == std::string::npos || b == std::string::npos) continue;
+    const std::string ctrls = "," + line.substr(a + 1, b - a - 1) + ",";
+    const std::string path = line.substr(b + 1);
+    if (ctrls == ",,") v2_path = path;
+    if (ctrls.find(",cpu,") != std::string::npos) {
+      v1_cpu = true;
+      if (path != "/")
+        return {false, "refills run at normal priority: this process is in the cpu cgroup " + path +
+                           ", where scheduler autogroups do not apply"};
+    }
+  }
+  // v2: the cpu controller applies below the root only where the root
+  // enables it for its children.
+  if (!v1_cpu && !v2_path.empty() && v2_path != "/" &&
+      (" " + v2_root_subtree_control + " ").find(" cpu ") != std::string::npos)
+    return {false, "refills run at normal priority: this process is in the cgroup " + v2_path +
+                       " with the cpu controller, where scheduler autogroups do not apply"};
+  return {true, "refills run at low CPU priority (scheduler autogroup nice " + std::to_string(kRefillNice) +
+                    ", back to 0 when claimed)"};
+}
+
+PriorityProbe probe_refill_priority() {
+  std::string ctl = read_small_file_or_empty("/sys/fs/cgroup/cgroup.subtree_control");
+  for (char& c : ctl)
+    if (c == '\n') c = ' ';
+  return refill_priority_from(read_sysctl("kernel/sched_autogroup_enabled"),
+                              read_small_file_or_empty("/proc/self/cgroup"), ctl);
+}
+
+int set_own_autogroup_nice(int nice, int retry_ms) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(retry_ms);
+  for (;;) {
+    const int err = write_own_autogroup(nice);
+    if (err != EAGAIN || std::chrono::steady_clock::now() >= until) return err;
+    usleep(kRetryStepMs * 1000);
+  }
+}
+
+int lower_refill_priority() {
+  constexpr int kRetryMs = 2000;  // not on a claim's path: a refill may wait
+  if (probe_refill_priority().low) {
+    if (int err = set_own_autogroup_nice(kRefillNice, kRetryMs); err != 0)
+      log::warn("pool: refill at normal priority: /proc/self/autogroup: %s", std::strerror(err));
+  }
+  return own_autogroup_nice();
+}
+
+int own_autogroup_nice() {
+  const std::string text = read_small_file_or_empty("/proc/self/autogroup");
+  const size_t at = text.find(" nice ");
+  return at == std::string::npos ? -1 : std::atoi(text.c_str() + at + 6);
+}
+
+NormalPriorityAtClaim::NormalPriorityAtClaim() {
+  if (own_autogroup_nice() <= 0) return;  // never lowered (autogroups off, or the write failed)
+  if (write_own_autogroup(0) != EAGAIN) return;
+  // Rate-limited: another process changed an autogroup in the last 100 ms.
+  // Threads share the autogroup (it is the session's), so the thread's
+  // /proc/self is as good as ours.
+  retry_ = std::thread([this] {
+    while (!stop_.load()) {
+      const int err = write_own_autogroup(0);
+      if (err == 0) return;
+      if (err != EAGAIN) {
+        log::warn("pool: could not raise the kernel's CPU priority again (/proc/self/autogroup: %s)",
+                  std::strerror(err));
+        return;
+      }
+      usleep(kRetryStepMs * 1000);
+    }
+  });
+}
+
+NormalPriorityAtClaim::~NormalPriorityAtClaim() {
+  stop_ = true;
+  if (retry_.joinable()) retry_.join();
+}
+
+}  // namespace ik::pool
