@@ -168,6 +168,8 @@ int run_helper(Options& opts, int ctl_fd, const relay::RelayOptions& relay_optio
     std::vector<UniqueFd> ports;
     for (size_t i = 3; i < 8; ++i) ports.push_back(std::move(claim->fds[i]));
     options.prebound = relay::PreboundListeners::adopt(*conn, std::move(ports));
+    log::step("pool: relaying on %zu of the 5 host ports the launcher bound",
+              options.prebound ? options.prebound->count() : size_t{0});
   }
   KernelRunSettings settings{*conn, options, true, kKernelIpcBase, 0};
   settings.client_pid = std::to_string(claim->body.value("launcher_pid", 0));

@@ -57,6 +57,12 @@ std::vector<int> PreboundListeners::fds() const {
   return out;
 }
 
+size_t PreboundListeners::count() const {
+  size_t n = 0;
+  for (const auto& l : listeners_) n += l ? 1 : 0;
+  return n;
+}
+
 std::optional<HostListener> PreboundListeners::take(Channel c) {
   auto& slot = listeners_[static_cast<size_t>(c)];
   std::optional<HostListener> out = std::move(slot);

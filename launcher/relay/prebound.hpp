@@ -36,6 +36,8 @@ class PreboundListeners {
   // The descriptors still held, in channel order (for SCM_RIGHTS); empty
   // unless all five are held.
   std::vector<int> fds() const;
+  // How many listeners are held.
+  size_t count() const;
   // The listener of channel `c`, once; nullopt when not held.
   std::optional<HostListener> take(Channel c);
   // Closes every listener still held (they were passed on).

@@ -227,7 +227,24 @@ def stale(out, cwd, logdir, spec_file):
 
 
 def _helpers() -> list[int]:
-    return [p for p, cmd in processes_matching(["--pool-helper"])]
+    """This scenario's helpers: their --kernelspec is under our JUPYTER_PATH
+    (other pool tests on the machine run helpers and waiters of their own)."""
+    mine = os.environ["JUPYTER_PATH"]
+    return [p for p, cmd in processes_matching(["--pool-helper"]) if mine in cmd]
+
+
+def _waiters() -> list[int]:
+    """This scenario's waiting processes: children of the sandbox init that
+    one of our helpers started."""
+    helpers = set(_helpers())
+    out = []
+    for p, _ in processes_matching([WAITER_MARK]):
+        try:
+            if _ppid(_ppid(p)) in helpers:
+                out.append(p)
+        except (OSError, IndexError):
+            pass
+    return out
 
 
 def _ppid(pid: int) -> int:
@@ -268,7 +285,7 @@ def kill9(out, cwd, logdir):
         km.cleanup_resources()
     with step(out, "waiter") as s:
         _wait_ready()
-        waiters = [p for p, cmd in processes_matching([WAITER_MARK])]
+        waiters = _waiters()
         s["waiters"] = len(waiters)
         for p in waiters:
             os.kill(p, signal.SIGKILL)
@@ -278,9 +295,10 @@ def kill9(out, cwd, logdir):
     with step(out, "daemon") as s:
         _wait_ready()
         pid = _status()["pid"]
+        waiters = _waiters()
         os.kill(pid, signal.SIGKILL)
         s["helpers_gone"] = bool(wait_until(lambda: not _helpers(), 10, 0.2))
-        s["waiters_gone"] = bool(wait_until(lambda: not processes_matching([WAITER_MARK]), 10, 0.2))
+        s["waiters_gone"] = bool(waiters) and bool(wait_until(lambda: not any(_alive(p) for p in waiters), 10, 0.2))
         km, kc = _start(cwd, logdir / "d.log")  # no daemon: cold, and a new daemon starts on demand
         s["how"] = _claimed(logdir / "d.log")
         s["works"] = run_cell(kc, "print(2+2)")["stdout"].strip()
