@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <filesystem>
 
 #include "apply/lifecycle.hpp"
 #include "common/log.hpp"
@@ -20,6 +21,7 @@
 #include "pool/helper.hpp"
 #include "relay/connection_file.hpp"
 #include "relay/kernel_run.hpp"
+#include "relay/prebound.hpp"
 
 extern char** environ;
 
@@ -48,7 +50,21 @@ struct LauncherArgs {
 
 int fail(const ik::Error& e) { return ik::print_error(e); }
 
+// A pooled kernelspec binds the host's tcp ports before anything else, so
+// that the client's first connection waits in the backlog instead of being
+// refused and retried 100-200 ms later (relay/prebound.hpp). Best effort:
+// nullptr, and the relay binds them itself, on any problem.
+std::shared_ptr<ik::relay::PreboundListeners> bind_ports_early(const ik::Options& opts, const LauncherArgs& args) {
+  if (opts.pool <= 0 || opts.print_plan || opts.net == ik::NetMode::kShare) return nullptr;
+  std::string path = args.connection_file.empty() ? ik::find_connection_file(opts.argv) : args.connection_file;
+  if (path.empty()) return nullptr;
+  std::error_code ec;
+  auto conn = ik::relay::read_connection_file(std::filesystem::absolute(path, ec).string());
+  return conn ? ik::relay::PreboundListeners::bind(*conn) : nullptr;
+}
+
 int run(ik::Options& opts, const LauncherArgs& args) {
+  auto early_ports = bind_ports_early(opts, args);
   auto host = ik::read_host_info(environ, ik::cgroup_probe_needed(opts.limits, opts.limits_via));
   if (!host) return fail(host.error());
   std::string conn_path = args.connection_file.empty() ? ik::find_connection_file(opts.argv) : args.connection_file;
@@ -67,6 +83,7 @@ int run(ik::Options& opts, const LauncherArgs& args) {
     if (!size) return fail(size.error());
     relay_options.max_message_bytes = *size;
   }
+  relay_options.prebound = early_ports;  // a cold start relays on them too
   // With a shared network and tcp, the kernel binds the host ports itself.
   const bool use_relay = !(opts.net == ik::NetMode::kShare && conn->transport == "tcp");
   std::string kernel_conn =
@@ -77,7 +94,8 @@ int run(ik::Options& opts, const LauncherArgs& args) {
   // Warm pool (docs/pool.md): a waiting sandbox built from this same plan;
   // any failure to claim one is a cold start.
   if (!opts.print_plan && opts.pool > 0 && use_relay) {
-    auto status = ik::pool::try_claim({opts, *host, *plan, conn_path, args.raw_args, args.parent_at_start});
+    auto status =
+        ik::pool::try_claim({opts, *host, *plan, conn_path, args.raw_args, args.parent_at_start, early_ports});
     if (status) return *status;
   }
   ik::KernelHooks hooks({*conn, relay_options, use_relay, ik::kKernelIpcBase, args.parent_at_start});

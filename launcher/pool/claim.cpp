@@ -151,7 +151,10 @@ std::optional<int> try_claim(const ClaimInput& in) {
                          {"connection_file", in.connection_file}}},
                        {"launcher_pid", getpid()}};
   const auto started = std::chrono::steady_clock::now();
-  if (auto s = send_message(sock->get(), claim, {STDOUT_FILENO, STDERR_FILENO}); !s) return cold(s.error().describe());
+  std::vector<int> fds{STDOUT_FILENO, STDERR_FILENO};
+  if (in.listeners)
+    for (int fd : in.listeners->fds()) fds.push_back(fd);
+  if (auto s = send_message(sock->get(), claim, fds); !s) return cold(s.error().describe());
   pollfd p{sock->get(), POLLIN, 0};
   if (poll(&p, 1, kClaimTimeoutMs) <= 0) return cold("the pool did not answer in time");
   auto reply = recv_message(sock->get());
@@ -159,6 +162,7 @@ std::optional<int> try_claim(const ClaimInput& in) {
   if (!reply->body.value("ok", false)) return cold(reply->body.value("reason", std::string("refused")));
   const auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started);
   const pid_t program = reply->body.value("program_pid", -1);
+  if (in.listeners) in.listeners->close_all();  // the helper's relay holds the ports now
   log::step("pool: claimed a waiting sandbox in %.1f ms (kernel pid %d)", us.count() / 1000.0,
             static_cast<int>(program));
   return follow_claimed_kernel(sock->get(), program, in.parent_at_start);

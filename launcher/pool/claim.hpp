@@ -10,6 +10,7 @@
 #include "parse/options.hpp"
 #include "plan/host.hpp"
 #include "plan/plan.hpp"
+#include "relay/prebound.hpp"
 
 namespace ik::pool {
 
@@ -20,6 +21,10 @@ struct ClaimInput {
   std::string connection_file;             // absolute
   std::vector<std::string> launcher_args;  // our argv[1..], as given
   pid_t parent_at_start = 0;
+  // The host ports, bound first thing (relay/prebound.hpp): passed to the
+  // helper with the claim, closed here once it took them; kept for our own
+  // relay on a cold start. May be null.
+  std::shared_ptr<relay::PreboundListeners> listeners;
 };
 
 // The kernel's exit status when a pooled sandbox ran it; nullopt when the

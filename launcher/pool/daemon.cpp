@@ -357,7 +357,8 @@ class Daemon {
 
   void claim(UniqueFd c, Message& m) {
     const auto refuse = [&](const std::string& why) { (void)send_message(c.get(), {{"ok", false}, {"reason", why}}); };
-    if (m.fds.size() != 2) return refuse("bad claim");
+    // stdout, stderr, and optionally the five bound host ports (relay/prebound.hpp)
+    if (m.fds.size() != 2 && m.fds.size() != 7) return refuse("bad claim");
     std::vector<std::string> spec;
     std::vector<MountOp> ops;
     std::string key;
@@ -396,7 +397,9 @@ class Daemon {
       }
       nlohmann::json body = m.body;
       body.erase("launch_ops");
-      if (auto s = send_message(found->ctl.get(), body, {c.get(), m.fds[0].get(), m.fds[1].get()}); !s) {
+      std::vector<int> pass{c.get()};
+      for (const auto& fd : m.fds) pass.push_back(fd.get());
+      if (auto s = send_message(found->ctl.get(), body, pass); !s) {
         refuse(s.error().describe());
         drop(pool, found);
       } else {

@@ -21,6 +21,7 @@
 #include "pool/split.hpp"
 #include "relay/kernel_run.hpp"
 #include "relay/kernel_sockets.hpp"
+#include "relay/prebound.hpp"
 
 extern char** environ;
 
@@ -133,7 +134,9 @@ int run_helper(Options& opts, int ctl_fd, const relay::RelayOptions& relay_optio
   }
   if (fds[1].revents) return kExitSetup;
   auto claim = recv_message(ctl_fd);
-  if (!claim || claim->fds.size() != 3) return kExitSetup;
+  // [launcher connection, stdout, stderr] and optionally the five host
+  // ports the launcher bound first thing (relay/prebound.hpp).
+  if (!claim || (claim->fds.size() != 3 && claim->fds.size() != 8)) return kExitSetup;
   UniqueFd launcher(std::move(claim->fds[0]));
   if (!claim->body.contains("kernel") || !claim->body["kernel"].is_object()) return kExitSetup;
   const NormalPriorityAtClaim normal_priority;  // the kernel and its relay: nice 0 again
@@ -164,7 +167,15 @@ int run_helper(Options& opts, int ctl_fd, const relay::RelayOptions& relay_optio
   dup2(claim->fds[1].get(), STDOUT_FILENO);
   dup2(claim->fds[2].get(), STDERR_FILENO);
   // We follow the claiming launcher: SIGKILL of it ends the kernel, as cold.
-  KernelRunSettings settings{*conn, relay_options, true, kKernelIpcBase, 0};
+  relay::RelayOptions options = relay_options;
+  if (claim->fds.size() == 8) {
+    std::vector<UniqueFd> ports;
+    for (size_t i = 3; i < 8; ++i) ports.push_back(std::move(claim->fds[i]));
+    options.prebound = relay::PreboundListeners::adopt(*conn, std::move(ports));
+    log::step("pool: relaying on %zu of the 5 host ports the launcher bound",
+              options.prebound ? options.prebound->count() : size_t{0});
+  }
+  KernelRunSettings settings{*conn, options, true, kKernelIpcBase, 0};
   settings.client_pid = std::to_string(claim->body.value("launcher_pid", 0));
   KernelHooks hooks(std::move(settings));
   if (hooks.before_start()) return kExitSetup;

@@ -92,6 +92,14 @@ Result<HostListener> HostListener::bind(const ConnectionInfo& host, int port, co
   return l;
 }
 
+HostListener HostListener::adopt_tcp(UniqueFd fd, std::string address) {
+  HostListener l;
+  l.fd_ = std::move(fd);
+  l.address_ = std::move(address);
+  l.tcp_ = true;
+  return l;
+}
+
 HostListener::~HostListener() {
   if (!ipc_path_.empty() && fd_.valid()) ::unlink(ipc_path_.c_str());
 }

@@ -15,6 +15,8 @@ class HostListener {
   // accepted sockets as libzmq does; ipc: the socket file "<ip>-<port>",
   // replaced if stale and removed again when the listener is destroyed.
   static Result<HostListener> bind(const ConnectionInfo& host, int port, const char* channel);
+  // A tcp listener bound elsewhere (relay/prebound.hpp), at `address`.
+  static HostListener adopt_tcp(UniqueFd fd, std::string address);
   HostListener() = default;
   HostListener(HostListener&&) noexcept = default;
   HostListener& operator=(HostListener&&) noexcept = default;

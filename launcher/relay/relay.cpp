@@ -15,6 +15,7 @@
 #include "relay/execute_tap.hpp"
 #include "relay/jupyter_header.hpp"
 #include "relay/relay_impl.hpp"
+#include "relay/prebound.hpp"
 
 namespace ik::relay {
 namespace {
@@ -58,10 +59,14 @@ Status Relay::Impl::open(const ConnectionInfo& host, const KernelSocketDir& kern
   IK_TRY(add(hold_timer_.get(), EPOLLIN, &hold_watch_));
   for (size_t i = 0; i < kChannelCount; ++i) {
     const auto c = static_cast<Channel>(i);
-    auto l = HostListener::bind(host, host_port(host, c), channel_name(c));
-    if (!l) return l.error();
     ChannelState& s = channels_[i];
-    s.listener = std::move(*l);
+    if (auto pre = options_.prebound ? options_.prebound->take(c) : std::nullopt) {
+      s.listener = std::move(*pre);
+    } else {
+      auto l = HostListener::bind(host, host_port(host, c), channel_name(c));
+      if (!l) return l.error();
+      s.listener = std::move(*l);
+    }
     s.watch.index = static_cast<int>(i);
     IK_TRY(add(s.listener.fd(), EPOLLIN, &s.watch));
     log::step("relay: %s %s <-> %s", channel_name(c), s.listener.address().c_str(),

@@ -27,6 +27,8 @@
 
 namespace ik::relay {
 
+class PreboundListeners;
+
 struct RelayOptions {
   // Cap on one message from the kernel: the sum of its frame sizes plus
   // 64 bytes per frame (so a flood of empty frames counts too). A kernel
@@ -45,6 +47,9 @@ struct RelayOptions {
   // Called (from run()) when the kernel sends a shutdown_reply on control,
   // before it is passed on: see apply/shutdown_watch.hpp.
   std::function<void()> on_shutdown_reply;
+  // Host listeners bound earlier (relay/prebound.hpp): used instead of
+  // binding those ports again.
+  std::shared_ptr<PreboundListeners> prebound;
 };
 
 // Where the kernel's sockets are: an O_PATH fd of the sandbox directory

@@ -227,10 +227,6 @@ def stale(out, cwd, logdir, spec_file):
         s["discarded"] = sum(p.get("discarded", 0) for p in _status().get("pools", []))
 
 
-def _helpers() -> list[int]:
-    return [p for p, cmd in processes_matching(["--pool-helper"])]
-
-
 def _ppid(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
@@ -336,6 +332,9 @@ def test_pooled_kernels_work_and_see_nothing_of_each_other(ph):
     first, second = res["first"], res["second"]
     assert first["how"] == "claimed", first
     assert second["how"] == "claimed", second
+    # the claiming launcher bound the host ports first thing and the helper's
+    # relay took all five (relay/prebound.hpp)
+    assert "pool: relaying on 5 of the 5 host ports" in (logs / "b.log").read_text()
     # the pooled kernel's view is the cold one's
     assert first["probe"]["cwd"] == str(a)
     assert first["probe"]["host"] == "isolated" and first["probe"]["pid"] == 2
