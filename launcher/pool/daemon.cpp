@@ -63,6 +63,7 @@ struct Pool {
   std::string cwd;
   int size = 0;
   int claimed = 0, discarded = 0;
+  int refused = 0;  // claims answered "start cold" (empty pool, attach or hand-over failed)
   std::string last_error;
   std::vector<std::unique_ptr<Entry>> entries;
 };
@@ -241,6 +242,7 @@ class Daemon {
                        {"starting", static_cast<int>(p.entries.size()) - ready},
                        {"claimed", p.claimed},
                        {"discarded", p.discarded},
+                       {"refused", p.refused},
                        {"ages", ages},
                        {"rss_kib", rss},
                        {"last_error", p.last_error}});
@@ -275,6 +277,7 @@ class Daemon {
       for (auto& e : pool.entries)
         if (e->ready() && (!found || e->ready_at < found->ready_at)) found = e.get();
       if (!found) {
+        ++pool.refused;
         refuse(pool.entries.empty()
                    ? "the pool of this kernelspec is empty: filling it"
                    : "no waiting sandbox is ready yet (" + std::to_string(pool.entries.size()) + " starting)");
@@ -282,6 +285,7 @@ class Daemon {
         return;
       }
       if (auto s = attach_launch_ops(found->init_pid, ops, found->tmpfs_size, found->uid, found->gid); !s) {
+        ++pool.refused;
         refuse(s.error().describe());
         drop(pool, found);
         fill(pool);
@@ -290,6 +294,7 @@ class Daemon {
       nlohmann::json body = m.body;
       body.erase("launch_ops");
       if (auto s = send_message(found->ctl.get(), body, {c.get(), m.fds[0].get(), m.fds[1].get()}); !s) {
+        ++pool.refused;
         refuse(s.error().describe());
         drop(pool, found);
       } else {
@@ -465,9 +470,9 @@ int pool_status(bool json) {
   for (const auto& p : (*r)["pools"]) {
     std::string spec;
     for (const auto& a : p["spec"]) spec += (spec.empty() ? "" : " ") + a.get<std::string>();
-    std::printf("  %s\n    size %d, ready %d, starting %d, claimed %d, discarded %d, memory %ld KiB\n", spec.c_str(),
-                p.value("size", 0), p.value("ready", 0), p.value("starting", 0), p.value("claimed", 0),
-                p.value("discarded", 0), p.value("rss_kib", 0L));
+    std::printf("  %s\n    size %d, ready %d, starting %d, claimed %d, refused %d, discarded %d, memory %ld KiB\n",
+                spec.c_str(), p.value("size", 0), p.value("ready", 0), p.value("starting", 0), p.value("claimed", 0),
+                p.value("refused", 0), p.value("discarded", 0), p.value("rss_kib", 0L));
     if (!p.value("last_error", std::string()).empty())
       std::printf("    last error: %s\n", p["last_error"].get<std::string>().c_str());
   }
