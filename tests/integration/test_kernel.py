@@ -22,15 +22,20 @@ from pathlib import Path
 import pytest
 
 from kit.common import PYTHON, fd_count, mount_table, pid_alive, processes_matching, wait_until
-from kit.kernel import (Cell, HOST_PARAMS, KERNEL, START_TIMEOUT, _make_host, eval_json, new_connection_file, run_cell, scenario,
-                        scenario_main, start_kernel, step, stop_kernel)
+from kit.kernel import (Cell, HOST_PARAMS, KERNEL, START_TIMEOUT, _make_host, eval_json, new_connection_file, run_cell,
+                        scenario, scenario_main, start_kernel, step, stop_kernel)
+from kit.pool import claimed_kernels, client_status
 
 
 INTERRUPT_ROUNDS = 12
 
 
 def kernel_processes(connection_file: str) -> list[tuple[int, str]]:
-    """ipykernel processes (host view) started with CONNECTION_FILE."""
+    """ipykernel processes (host view) started with CONNECTION_FILE. A pooled
+    host's client (IK_POOL_BIN set): the claimed kernels still running, whose
+    command line is the waiter's (one test at a time uses its user's daemon)."""
+    if os.environ.get("IK_POOL_BIN"):
+        return claimed_kernels(client_status)
     return [(p, c) for p, c in processes_matching([connection_file])
             if c.startswith(f"{PYTHON} -m ipykernel_launcher")]
 

@@ -226,8 +226,26 @@ def stale(out, cwd, logdir, spec_file):
         s["discarded"] = sum(p.get("discarded", 0) for p in _status().get("pools", []))
 
 
+def _ours(pid: int) -> bool:
+    """PID is a helper of this test's daemon (its launcher copy), or below one: the
+    session's pooled-kernel daemons (kit/pool.py) have helpers and waiters too."""
+    bindir = str(Path(os.environ["IK_POOL_BIN"]).parent)
+    for _ in range(3):
+        try:
+            if bindir in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                return True
+            pid = _ppid(pid)
+        except (OSError, ValueError, IndexError):
+            return False
+    return False
+
+
 def _helpers() -> list[int]:
-    return [p for p, cmd in processes_matching(["--pool-helper"])]
+    return [p for p, cmd in processes_matching(["--pool-helper"]) if _ours(p)]
+
+
+def _waiters() -> list[int]:
+    return [p for p, cmd in processes_matching([WAITER_MARK]) if _ours(p)]
 
 
 def _ppid(pid: int) -> int:
@@ -268,7 +286,7 @@ def kill9(out, cwd, logdir):
         km.cleanup_resources()
     with step(out, "waiter") as s:
         _wait_ready()
-        waiters = [p for p, cmd in processes_matching([WAITER_MARK])]
+        waiters = _waiters()
         s["waiters"] = len(waiters)
         for p in waiters:
             os.kill(p, signal.SIGKILL)
@@ -280,7 +298,7 @@ def kill9(out, cwd, logdir):
         pid = _status()["pid"]
         os.kill(pid, signal.SIGKILL)
         s["helpers_gone"] = bool(wait_until(lambda: not _helpers(), 10, 0.2))
-        s["waiters_gone"] = bool(wait_until(lambda: not processes_matching([WAITER_MARK]), 10, 0.2))
+        s["waiters_gone"] = bool(wait_until(lambda: not _waiters(), 10, 0.2))
         km, kc = _start(cwd, logdir / "d.log")  # no daemon: cold, and a new daemon starts on demand
         s["how"] = _claimed(logdir / "d.log")
         s["works"] = run_cell(kc, "print(2+2)")["stdout"].strip()

@@ -134,29 +134,11 @@ class Daemon:
                             f"--- pool.log\n{self.log_tail()}")
 
     # -- what became of the claims ------------------------------------------------
-    def entries(self) -> int:
-        return sum(p.get("ready", 0) + p.get("starting", 0) for p in self.status().get("pools", []))
-
-    def helpers(self) -> list[tuple[int, str]]:
-        """The daemon's helper processes (waiting, starting or serving a claimed kernel)."""
-        out = []
-        for pid, cmd in processes_matching(["--pool-helper"]):
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                stat = Path(f"/proc/{pid}/stat").read_text()
-                if int(stat.rsplit(")", 1)[1].split()[1]) == self.pid:
-                    out.append((pid, cmd))
-        return out
-
     def claimed_still_running(self, grace: float = 0.0) -> list[tuple[int, str]]:
-        """Helpers beyond the pool's entries: kernels claimed and not yet ended.
-        The count is what can be checked (a helper does not say which claim it serves)."""
-        def extra():
-            h = self.helpers()
-            n = len(h) - self.entries()
-            return [(0, f"{n} claimed pooled kernel(s) of {self.user} still running (helpers {h})")] if n > 0 else []
+        """The kernels claimed from this daemon and not yet ended (see claimed_kernels)."""
         if grace:
-            wait_until(lambda: not extra(), grace, 0.1)
-        return extra()
+            wait_until(lambda: not claimed_kernels(self.status), grace, 0.1)
+        return claimed_kernels(self.status)
 
     def stop(self):
         with contextlib.suppress(Exception):
@@ -234,7 +216,50 @@ class ClaimCheck:
         return claimed
 
 
+# ----------------------------------------------------------------- claimed kernels
+
+
+def _entries(status: dict) -> int:
+    return sum(p.get("ready", 0) + p.get("starting", 0) for p in status.get("pools", []))
+
+
+def _helpers(daemon_pid) -> list[tuple[int, str]]:
+    """The daemon's helpers (its children; a helper's sandbox init is the helper's child)."""
+    out = []
+    for pid, cmd in processes_matching(["--pool-helper"]):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) == daemon_pid:
+                out.append((pid, cmd))
+    return out
+
+
+def claimed_kernels(status_fn) -> list[tuple[int, str]]:
+    """One (helper pid, description) per pooled kernel claimed and still running: the
+    daemon's helpers beyond its pools' entries (waiting or starting). A pooled kernel's
+    command line is the waiter's and names nothing of its claim, so which helper serves
+    which claim cannot be told; the count can. STATUS_FN returns `pool status --json`;
+    the helpers are counted between two equal statuses (a refill may start meanwhile)."""
+    for _ in range(20):
+        before = status_fn()
+        helpers = _helpers(before.get("pid"))
+        after = status_fn()
+        if before.get("pid") and _entries(before) == _entries(after):
+            n = len(helpers) - _entries(after)
+            return [(pid, f"claimed pooled kernel (helper: {cmd})") for pid, cmd in helpers[:max(n, 0)]]
+        time.sleep(0.05)
+    return []
+
+
 # ----------------------------------------------------------------- client side
+
+
+def client_status() -> dict:
+    """`pool status --json` from a client process of a pooled host ({} elsewhere)."""
+    ik = os.environ.get("IK_POOL_BIN")
+    if not ik:
+        return {}
+    r = subprocess.run([ik, "pool", "status", "--json"], capture_output=True, text=True, timeout=30)
+    return json.loads(r.stdout) if r.returncode == 0 else {}
 
 
 def wait_for_waiting_sandbox(argv: list[str], timeout: float = READY_TIMEOUT) -> None:
@@ -248,9 +273,7 @@ def wait_for_waiting_sandbox(argv: list[str], timeout: float = READY_TIMEOUT) ->
     spec = list(map(str, argv[1:]))
 
     def ready():
-        r = subprocess.run([ik, "pool", "status", "--json"], capture_output=True, text=True, timeout=30)
-        pools = json.loads(r.stdout).get("pools", []) if r.returncode == 0 else []
-        mine = [p for p in pools if p.get("spec") == spec]
+        mine = [p for p in client_status().get("pools", []) if p.get("spec") == spec]
         return not mine or mine[0].get("ready", 0) >= 1
     wait_until(ready, timeout, 0.1)
 
