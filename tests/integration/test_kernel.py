@@ -427,12 +427,18 @@ def kill_launcher(out, signame, tokens):
         s["before"] = processes_matching(markers)
         os.kill(proc.pid, sig)
         t = time.monotonic()
-        everything = markers + [conn, launcher]
-        wait_until(lambda: not processes_matching(everything), 2)
-        s["left_at_2s"] = processes_matching(everything)
-        gone = wait_until(lambda: not processes_matching(everything), 10)
+        # Pooled: the launcher copy is also every waiting helper's; the claimed
+        # kernel is counted by its helper (kernel_processes).
+        pooled = bool(os.environ.get("IK_POOL_BIN"))
+        everything = markers + [conn] + ([] if pooled else [launcher])
+
+        def left():
+            return processes_matching(everything) + (kernel_processes(conn) if pooled else [])
+        wait_until(lambda: not left(), 2)
+        s["left_at_2s"] = left()
+        gone = wait_until(lambda: not left(), 10)
         s["gone_after"] = time.monotonic() - t if gone else None
-        s["left_at_12s"] = processes_matching(everything)
+        s["left_at_12s"] = left()
         try:
             s["returncode"] = proc.wait(timeout=5)
         except Exception as e:
