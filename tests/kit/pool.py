@@ -212,6 +212,7 @@ class ClaimCheck:
         if claimed < min_claims or refused:
             raise PoolError(f"{what}: not (only) pooled: {claimed} claimed (expected >= {min_claims}), "
                             f"{refused} refused (started cold); before {self.before}, after {after}\n"
+                            f"pools: {json.dumps(self.daemon.status().get('pools'))}\n"
                             f"--- pool.log\n{self.daemon.log_tail()}")
         return claimed
 
