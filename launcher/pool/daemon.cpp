@@ -69,6 +69,7 @@ struct Pool {
   std::string cwd;
   int size = 0;
   int claimed = 0, discarded = 0;
+  int refused = 0;  // claims answered "start cold" (empty pool, attach or hand-over failed)
   std::string last_error;
   std::string held_back;  // why it has fewer than `size` (a cap), empty otherwise
   std::vector<std::unique_ptr<Entry>> entries;
@@ -158,8 +159,12 @@ class Daemon {
     if (!m || m->body.contains("error")) {
       pool.last_error = m ? m->body["error"].get<std::string>() : "helper ended";
       if (m) log::warn("pool: %s", pool.last_error.c_str());
+      // Only a helper that never got ready is a failure (a broken kernelspec, say);
+      // a ready sandbox killed from outside is replaced without counting, or three
+      // such deaths would stop every pool's refills for good.
+      const bool failed_to_start = !e->ready();
       drop(pool, e);
-      ++failures_;
+      if (failed_to_start) ++failures_;
       refill_ = true;  // a killed waiter is replaced; fill() stops after three failures in a row
       return;
     }
@@ -337,6 +342,7 @@ class Daemon {
                        {"starting", static_cast<int>(p.entries.size()) - ready},
                        {"claimed", p.claimed},
                        {"discarded", p.discarded},
+                       {"refused", p.refused},
                        {"ages", ages},
                        {"rss_kib", rss},
                        {"memory_kib", mem},
@@ -383,6 +389,7 @@ class Daemon {
       for (auto& e : pool.entries)
         if (e->ready() && (!found || e->ready_at < found->ready_at)) found = e.get();
       if (!found) {
+        ++pool.refused;
         refuse(pool.entries.empty()
                    ? "the pool of this kernelspec is empty: filling it"
                    : "no waiting sandbox is ready yet (" + std::to_string(pool.entries.size()) + " starting)");
@@ -390,6 +397,7 @@ class Daemon {
         return;
       }
       if (auto s = attach_launch_ops(found->init_pid, ops, found->tmpfs_size, found->uid, found->gid); !s) {
+        ++pool.refused;
         refuse(s.error().describe());
         drop(pool, found);
         fill(pool);
@@ -400,6 +408,7 @@ class Daemon {
       std::vector<int> pass{c.get()};
       for (const auto& fd : m.fds) pass.push_back(fd.get());
       if (auto s = send_message(found->ctl.get(), body, pass); !s) {
+        ++pool.refused;
         refuse(s.error().describe());
         drop(pool, found);
       } else {
@@ -594,9 +603,10 @@ int pool_status(bool json) {
                     w.value("memory_kib", 0L) / 1024);
       ages += one;
     }
-    std::printf("  %s\n    size %d, ready %d, starting %d, claimed %d, discarded %d, memory %ld MiB (PSS)\n",
-                spec.c_str(), p.value("size", 0), p.value("ready", 0), p.value("starting", 0), p.value("claimed", 0),
-                p.value("discarded", 0), p.value("memory_kib", 0L) / 1024);
+    std::printf(
+        "  %s\n    size %d, ready %d, starting %d, claimed %d, refused %d, discarded %d, memory %ld MiB (PSS)\n",
+        spec.c_str(), p.value("size", 0), p.value("ready", 0), p.value("starting", 0), p.value("claimed", 0),
+        p.value("refused", 0), p.value("discarded", 0), p.value("memory_kib", 0L) / 1024);
     if (!ages.empty()) std::printf("    waiting (age/memory): %s\n", ages.c_str());
     if (!p.value("held_back", std::string()).empty())
       std::printf("    fewer than %d: %s\n", p.value("size", 0), p["held_back"].get<std::string>().c_str());

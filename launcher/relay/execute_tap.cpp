@@ -78,8 +78,8 @@ void ExecuteRequestTap::header_done() {
   }
   if (auto st = mac_.start(scheme_, key_); !st) {
     // Once per connection is enough to explain a notice without a parent.
-    if (!warned_) log::warn("relay: shell: cannot check an execute_request's signature: %s",
-                            st.error().describe().c_str());
+    if (!warned_)
+      log::warn("relay: shell: cannot check an execute_request's signature: %s", st.error().describe().c_str());
     warned_ = true;
     return;
   }

@@ -84,8 +84,7 @@ Status HmacStream::start(const std::string& scheme, const std::string& key) {
   if (scheme.compare(0, kPrefix.size(), kPrefix) != 0)
     return usage_error("signature_scheme '" + scheme + "' is not hmac-<digest>");
   const Crypto& c = crypto();
-  if (!c.error.empty())
-    return Error{"load OpenSSL's libcrypto for an HMAC", 0, c.error, "install libssl3", kExitSetup};
+  if (!c.error.empty()) return Error{"load OpenSSL's libcrypto for an HMAC", 0, c.error, "install libssl3", kExitSetup};
   if (!ctx_) {
     auto fresh = std::make_unique<Ctx>();
     fresh->mac = c.mac_fetch(nullptr, "HMAC", nullptr);

@@ -48,8 +48,8 @@ void RawTerminal::reapply() const {
 
 namespace {
 
-constexpr size_t kBufferCap = 64 * 1024;  // per direction; a full one stops reading its source
-constexpr size_t kChunk = 4096;           // at most what a pipe or tty said it has room for
+constexpr size_t kBufferCap = 64 * 1024;               // per direction; a full one stops reading its source
+constexpr size_t kChunk = 4096;                        // at most what a pipe or tty said it has room for
 constexpr auto kFinishWait = std::chrono::seconds(2);  // as StdioPump::finish's
 
 // A tty reopened through /proc with O_NONBLOCK: a new open file description,

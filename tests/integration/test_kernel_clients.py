@@ -21,7 +21,7 @@ import nbformat
 import pytest
 
 from kit.common import PYTHON, REPO, pid_alive
-from kit.kernel import (KERNEL, KERNEL_PROBE, START_TIMEOUT, _make_host, default_launcher, drain_iopub, run_cell,
+from kit.kernel import (HOST_PARAMS, KERNEL, KERNEL_PROBE, START_TIMEOUT, _make_host, default_launcher, drain_iopub, run_cell,
                         scenario, scenario_main, start_kernel, step, write_kernelspecs)
 
 EXAMPLES = REPO / "share" / "examples"
@@ -50,10 +50,10 @@ def _by_tag(nb) -> dict:
     return {t: c for c in nb["cells"] for t in c.get("metadata", {}).get("tags", [])}
 
 
-@pytest.fixture(scope="module", params=["root", "user"])
+@pytest.fixture(scope="module", params=HOST_PARAMS)
 def executed(request, ik_session):
     """Every example notebook executed by `jupyter nbconvert --execute` in its own
-    folder (as the notebooks' cwd), once as root and once as the test user."""
+    folder (as the notebooks' cwd), as root and as the test user, cold and pooled."""
     h = _make_host(request, ik_session, request.param)
     notebooks = sorted(p.name for p in EXAMPLES.glob("*.ipynb"))
     assert "hello-isolated.ipynb" in notebooks and "rich-output.ipynb" in notebooks
@@ -69,11 +69,14 @@ def executed(request, ik_session):
     # hello-isolated first: it lists its folder before the others write into it
     order = ["hello-isolated.ipynb"] + [n for n in notebooks if n != "hello-isolated.ipynb"]
     try:
+        h.pool_ready(KERNEL_PROBE, env={"IK_PROBE_PORT": port})
         run = h.run([PYTHON, "-m", "nbconvert", "--to", "notebook", "--execute",
                      f"--ExecutePreprocessor.kernel_name={KERNEL_PROBE}", "--ExecutePreprocessor.timeout=120",
                      "--output-dir", outdir, *order],
                     cwd=h.workdir, env={"IK_PROBE_PORT": port})
         leftovers = h.leftovers(grace=5)
+        if run.returncode == 0:
+            h.check_claims(min_claims=len(notebooks))
         results = {}
         for name in notebooks:
             f = outdir / name
@@ -227,7 +230,8 @@ class IsolatedKernelTests(jkt.KernelTests if jkt else unittest.TestCase):
         from jupyter_client.manager import start_new_kernel
         cls._tmp = Path(tempfile.mkdtemp(prefix="ik-jkt-"))
         cls._old_env = {k: os.environ.get(k) for k in ("JUPYTER_PATH", "JUPYTER_RUNTIME_DIR")}
-        os.environ["JUPYTER_PATH"] = str(write_kernelspecs(cls._tmp / "jupyter", default_launcher()))
+        if not os.environ.get("IK_POOL_BIN"):  # a pooled host's JUPYTER_PATH has its pooled kernelspecs
+            os.environ["JUPYTER_PATH"] = str(write_kernelspecs(cls._tmp / "jupyter", default_launcher()))
         os.environ["JUPYTER_RUNTIME_DIR"] = str(cls._tmp / "runtime")
         work = cls._tmp / "work"
         work.mkdir()
@@ -256,13 +260,22 @@ class IsolatedKernelTests(jkt.KernelTests if jkt else unittest.TestCase):
         self.assertEqual(text, "ipc\n")
 
 
+# Pooled runs that differ from cold ones (tests/README.md, "Pooled kernels").
+KNOWN_BUGS = {
+    "test_kernel_test_suite_as_user": (
+        ["user-pooled"],
+        "POOL: jupyter_kernel_test's kernel start (cwd and runtime dir under the client's 0700 TMPDIR) is "
+        "refused by the daemon with a sandbox ready and no stale key (an entry is dropped: the attach of the "
+        "launch ops failed) and starts cold; the suite itself passes"),
+}
+
 JKT_TESTS = 13  # jupyter_kernel_test's 12 + test_runs_behind_the_relay
 
 
-@pytest.mark.parametrize("khost", ["user"], indirect=True)
+@pytest.mark.parametrize("khost", ["user", "user-pooled"], indirect=True)
 def test_kernel_test_suite_as_user(khost):
     """The same suite, run by the unprivileged user through setpriv (pytest's own
-    user runs it in-process: IsolatedKernelTests above)."""
+    user runs it in-process: IsolatedKernelTests above), cold and pooled."""
     if khost.mode != "user":
         pytest.skip("not root: IsolatedKernelTests already ran as this user")
     script = khost.session.scripts / Path(__file__).name
@@ -272,6 +285,7 @@ def test_kernel_test_suite_as_user(khost):
     assert re.search(rf"\b{JKT_TESTS} passed\b", r.stdout), r
     assert not re.search(r"\d+ (skipped|failed|error)", r.stdout), r
     assert khost.leftovers(grace=5) == []
+    khost.check_claims()   # here, not only in the fixture: KNOWN_BUGS makes this run an xfail
 
 
 # =========================================================== several clients

@@ -224,6 +224,7 @@ def flood(out, total, stall_seconds):
     out["log"] = log.read_text()[-6000:]
 
 
+@pytest.mark.cold_only("reads the launcher's -v counters of its own kernelspec; a pooled kernel's stdio is pumped by the pool helper")
 def test_flood_keeps_launcher_memory_bounded_and_relay_responsive(khost):
     total = 1 << 30  # 1 GiB
     r = _scenario(khost, "flood", total=total, stall_seconds=3, timeout=400)
@@ -268,6 +269,7 @@ def blocked_shutdown(out):
     out["log"] = log.read_text()[-6000:]
 
 
+@pytest.mark.cold_only("reads the launcher's -v counters of its own kernelspec; a pooled kernel's stdio is pumped by the pool helper")
 def test_kernel_blocked_on_a_full_stdout_still_shuts_down(khost):
     r = _scenario(khost, "blocked_shutdown")
     written, done = r["before"]["cell"]["stdout"].split()

@@ -13,6 +13,10 @@ import pytest
 
 from kit.kernel import START_TIMEOUT, kernel_argv, run_cell, scenario, scenario_main, step
 
+# Not run pooled (tests/README.md).
+pytestmark = pytest.mark.cold_only(
+    'writes a kernelspec of its own per variant; --share-net tcp kernels are never pooled')
+
 PROBE = ("import os, socket\n"
          "ifs = sorted(n for _, n in socket.if_nameindex())\n"
          "print(os.getcwd(), ifs)")

@@ -43,6 +43,7 @@ import pytest
 
 from kit.common import (KIT, PYTHON, REPO, base_env, ensure_test_user, kill_quietly, merge_env, processes_matching,
                         resolve_mode, setpriv_prefix, wait_until)
+from kit.pool import ClaimCheck, PoolKit, install_client_wait
 
 KERNEL = "isolated-test"              # what a user would write: launcher -- python -m ipykernel_launcher
 KERNEL_PROBE = "isolated-test-probe"  # the same plus --keep-env IK_PROBE_PORT (for the notebooks)
@@ -63,8 +64,14 @@ def kernel_argv(launcher: Path | str, *opts: str) -> list[str]:
     return [str(launcher), *opts, "--", PYTHON, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
 
 
-def write_kernelspecs(jupyter_dir: Path, launcher: Path | str) -> Path:
-    """Writes the test kernelspecs under JUPYTER_DIR/kernels; returns JUPYTER_DIR."""
+# Pool sizes of the pooled test kernelspecs: KERNEL_PROBE runs the three
+# example notebooks in one nbconvert, one kernel each.
+POOL_SIZES = {KERNEL: 2, KERNEL_PROBE: 3}
+
+
+def write_kernelspecs(jupyter_dir: Path, launcher: Path | str, pool: PoolKit | None = None) -> Path:
+    """Writes the test kernelspecs under JUPYTER_DIR/kernels; returns JUPYTER_DIR.
+    With POOL (kit/pool.py): pooled kernelspecs of the pool's launcher copy."""
     specs = {
         KERNEL: ([], "Python 3 (isolated, test)"),
         KERNEL_PROBE: (["--keep-env", "IK_PROBE_PORT"], "Python 3 (isolated, probe port)"),
@@ -72,7 +79,9 @@ def write_kernelspecs(jupyter_dir: Path, launcher: Path | str) -> Path:
     for name, (opts, display) in specs.items():
         d = jupyter_dir / "kernels" / name
         d.mkdir(parents=True, exist_ok=True)
-        spec = {"argv": kernel_argv(launcher, *opts), "display_name": display,
+        argv = kernel_argv(launcher, *opts) if pool is None else \
+            [*pool.argv_prefix(POOL_SIZES[name]), *kernel_argv("", *opts)[1:]]
+        spec = {"argv": argv, "display_name": display,
                 "language": "python", "interrupt_mode": "signal", "metadata": {}}
         (d / "kernel.json").write_text(json.dumps(spec, indent=1) + "\n")
     for p in [jupyter_dir, *jupyter_dir.rglob("*")]:
@@ -90,6 +99,8 @@ class IkSession:
     jupyter_path: Path         # JUPYTER_PATH with the test kernelspecs
     scripts: Path              # directory holding the client scripts (readable by the test user)
     test_user: pwd.struct_passwd | None
+    pool: PoolKit | None = None        # the pool launcher and daemons (kit/pool.py)
+    pooled_jupyter_path: Path | None = None  # the same kernelspecs, pooled
 
 
 def copy_scripts(root: Path) -> Path:
@@ -120,7 +131,10 @@ def ik_session():
     launcher.chmod(0o755)
     jupyter_path = write_kernelspecs(root / "jupyter", launcher)
     scripts = copy_scripts(root)
-    yield IkSession(root, launcher, jupyter_path, scripts, test_user)
+    pool = PoolKit(root, src.parent)
+    pooled = write_kernelspecs(root / "jupyter-pooled", pool.launcher, pool)
+    yield IkSession(root, launcher, jupyter_path, scripts, test_user, pool, pooled)
+    pool.close()
     leftovers = processes_matching([str(root)])
     kill_quietly(p for p, _ in leftovers)
     shutil.rmtree(root, ignore_errors=True)
@@ -168,10 +182,16 @@ class ScenarioResult:
 
 
 class KernelHost:
-    """One test's view: who runs the clients and where their files live."""
+    """One test's view: who runs the clients and where their files live. A
+    pooled host (kind "pooled") finds pooled kernelspecs under the same names
+    and talks to its user's session pool daemon (kit/pool.py)."""
 
-    def __init__(self, mode: str, pw: pwd.struct_passwd, session: IkSession, base: Path):
+    def __init__(self, mode: str, pw: pwd.struct_passwd, session: IkSession, base: Path, kind: str = "cold"):
         self.mode = mode
+        self.kind = kind
+        self.pooled = kind == "pooled"
+        self.daemon = session.pool.daemon(mode, pw) if self.pooled else None
+        self.claims: ClaimCheck | None = None
         self.pw = pw
         self.user = pw.pw_name
         self.uid, self.gid = pw.pw_uid, pw.pw_gid
@@ -217,7 +237,7 @@ class KernelHost:
 
     def env(self, extra: dict | None = None) -> dict:
         e = base_env(self.user, self.home, {
-            "JUPYTER_PATH": str(self.session.jupyter_path),
+            "JUPYTER_PATH": str(self.session.pooled_jupyter_path if self.pooled else self.session.jupyter_path),
             "JUPYTER_RUNTIME_DIR": str(self.runtime),
             "JUPYTER_CONFIG_DIR": str(self.private / "config"),
             "JUPYTER_DATA_DIR": str(self.private / "data"),
@@ -228,7 +248,34 @@ class KernelHost:
             "IK_LAUNCHER": str(self.launcher),
             "IK_TEST_TOKEN": self.token,
         })
+        if self.pooled:
+            e["XDG_RUNTIME_DIR"] = str(self.daemon.xdg)
+            e["IK_POOL_BIN"] = str(self.session.pool.ik)   # the client waits for a refill (kit/pool.py)
         return merge_env(e, extra)
+
+    # -- pooled kernels -----------------------------------------------------------
+    def spec_argv(self, name: str = KERNEL) -> list[str]:
+        return json.loads((Path(self.env()["JUPYTER_PATH"].split(":")[0]) / "kernels" / name / "kernel.json")
+                          .read_text())["argv"]
+
+    def pool_ready(self, *names: str, env: dict | None = None):
+        """Pooled host: waits until the pools of kernelspecs NAMES (default the
+        test kernelspec) have a sandbox waiting (KERNEL_PROBE: one per example
+        notebook; nbconvert's starts do not wait), then counts claims
+        from here on (check_claims). ENV: what the test adds to the clients'
+        environment (a kept variable is part of the pool key). Cold: nothing."""
+        if not self.pooled:
+            return
+        for name in names or (KERNEL,):
+            self.daemon.ensure_ready(self.spec_argv(name), self.env(env), self.workdir, self.runtime,
+                                     need=POOL_SIZES[name] if name == KERNEL_PROBE else 1)
+        self.claims = ClaimCheck(self.daemon)
+
+    def check_claims(self, min_claims: int = 1):
+        """Pooled host: every kernel start since pool_ready got a waiting sandbox."""
+        if self.pooled and self.claims is not None:
+            claims, self.claims = self.claims, None   # once: a test may check before the fixture does
+            claims.check(f"{self.kind} {self.mode}", min_claims)
 
     def run(self, args, cwd=None, env=None, input=None, timeout=CLIENT_TIMEOUT) -> Completed:
         cmd = self.prefix() + [str(a) for a in args]
@@ -265,10 +312,14 @@ class KernelHost:
         return [str(self.base), str(self.launcher)]
 
     def leftovers(self, grace: float = 0.0) -> list[tuple[int, str]]:
-        """Our processes (launcher copy, kernels with our connection files) still alive after GRACE s."""
+        """Our processes (launcher copy, kernels with our connection files) still alive after GRACE s.
+        Pooled: also the claimed kernels whose helper still runs (their command line is the
+        waiter's and names nothing of this test; the count is what can be checked)."""
+        def left():
+            return processes_matching(self.markers()) + (self.daemon.claimed_still_running() if self.pooled else [])
         if grace:
-            wait_until(lambda: not processes_matching(self.markers()), grace)
-        return processes_matching(self.markers())
+            wait_until(lambda: not left(), grace)
+        return left()
 
     def kill_leftovers(self):
         kill_quietly(p for p, _ in processes_matching(self.markers()))
@@ -280,7 +331,13 @@ class KernelHost:
                 p.unlink()
 
 
+# The kernel fixtures' parameters: mode, then "-pooled" for a pooled kernel.
+HOST_PARAMS = ["root", "user", "root-pooled", "user-pooled"]
+
+
 def _make_host(request, session: IkSession, mode: str) -> KernelHost:
+    """MODE: "root" | "user", with "-pooled" for a pooled host."""
+    mode, _, pooled = mode.partition("-")
     try:
         real_mode, pw = resolve_mode(mode, session.test_user)
     except LookupError as e:
@@ -288,15 +345,24 @@ def _make_host(request, session: IkSession, mode: str) -> KernelHost:
     safe = "".join(c if c.isalnum() else "-" for c in request.node.name)[:60]
     base = Path(tempfile.mkdtemp(prefix=f"{real_mode}-{safe}-", dir=session.root))
     base.chmod(0o755)
-    return KernelHost(real_mode, pw, session, base)
+    return KernelHost(real_mode, pw, session, base, pooled or "cold")
 
 
-@pytest.fixture(params=["root", "user"])
+@pytest.fixture(params=HOST_PARAMS)
 def khost(request, ik_session):
-    """A KernelHost for one test, once as root and once as the test user."""
+    """A KernelHost for one test: as root and as the test user, each with a
+    cold and with a pooled kernel. A pooled run fails unless every kernel start
+    of the test claimed a waiting sandbox. Tests that start no kernel through
+    a kernelspec are marked @pytest.mark.cold_only (conftest drops their
+    pooled runs)."""
     h = _make_host(request, ik_session, request.param)
+    h.pool_ready()
     yield h
-    h.close()
+    try:
+        if request.node.rep_call.passed if hasattr(request.node, "rep_call") else True:
+            h.check_claims()
+    finally:
+        h.close()
 
 
 # --------------------------------------------------------------- client side
@@ -327,6 +393,7 @@ def scenario_main(argv=None) -> None:
     if len(argv) != 4 or argv[0] != "--ik-scenario":
         sys.exit("usage: MODULE --ik-scenario NAME ARGS_JSON RESULT_FILE")
     name, args, result = argv[1], json.loads(argv[2]), Path(argv[3])
+    install_client_wait()
     out: dict = {}
     try:
         SCENARIOS[name](out, **args)

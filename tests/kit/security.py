@@ -16,6 +16,10 @@ Each probe runs through the `runner` fixture, four times:
                  [launcher, OPTS..., "--", python3, -m, ipykernel_launcher,
                  -f, {connection_file}], started by jupyter_client as root
   kernel-user    the same, with the client (and so the launcher) as iktest
+  pooled-root    the kernel runners with a pooled kernelspec (docs/pool.md): the
+  pooled-user    kernel is claimed from the user's session pool daemon
+                 (kit/pool.py); the start fails unless it was claimed
+                 (no silent cold fallback)
 
 Kernels are started by a client driver process (kdriver.py) that runs as the
 caller, one kernel per (mode, options) per test module, and reused by every
@@ -60,10 +64,11 @@ import pytest
 
 from kit.common import (KIT, PYTHON, REPO, TEST_USER, base_env, ensure_test_user, kill_quietly, processes_matching,
                         resolve_mode, setpriv_prefix)
+from kit.pool import ClaimCheck, PoolError
 
 VERDICT = "@@VERDICT@@ "
 DRIVER_PREFIX = "@@IKSEC@@ "
-RUNNERS = ["isolate-root", "isolate-user", "kernel-root", "kernel-user"]
+RUNNERS = ["isolate-root", "isolate-user", "kernel-root", "kernel-user", "pooled-root", "pooled-user"]
 KERNEL_START_TIMEOUT = 60
 PROBE_TIMEOUT = 30
 
@@ -513,16 +518,20 @@ def pty_pending(fd: int) -> dict:
 class KernelHandle:
     """One kernel, driven by kdriver.py running as the caller."""
 
-    def __init__(self, ctx: Ctx, opts: list[str]):
+    def __init__(self, ctx: Ctx, opts: list[str], pool=None):
         self.ctx = ctx
         self.opts = opts
         sec = ctx.sec
-        h = hashlib.sha1(json.dumps([ctx.mode, opts]).encode()).hexdigest()[:10]
+        h = hashlib.sha1(json.dumps([ctx.mode, opts, bool(pool)]).encode()).hexdigest()[:10]
         self.kernel_name = f"iksec-{h}"
         kdir = sec.jupyter_path / "kernels" / self.kernel_name
         kdir.mkdir(mode=0o755, exist_ok=True)
         kdir.chmod(0o755)
-        spec = {"argv": [str(sec.launcher), *opts, "--", PYTHON, "-m", "ipykernel_launcher", "-f",
+        if pool and "--share-net" in opts:
+            pytest.skip("a --share-net tcp kernel binds the host's ports itself: the launcher never pools it "
+                        "(docs/pool.md)")
+        launcher = pool.argv_prefix(1) if pool else [str(sec.launcher)]
+        spec = {"argv": [*launcher, *opts, "--", PYTHON, "-m", "ipykernel_launcher", "-f",
                          "{connection_file}"],
                 "display_name": f"iksec {opts}", "language": "python", "interrupt_mode": "signal",
                 "metadata": {}}
@@ -540,6 +549,13 @@ class KernelHandle:
             "IPYTHONDIR": str(f.private / "ipython"), "TMPDIR": str(f.private),
             "PYTHONDONTWRITEBYTECODE": "1", "PYDEVD_DISABLE_FILE_VALIDATION": "1",
         })
+        claims = None
+        if pool:
+            # One waiting sandbox of this kernelspec, then its start must claim it.
+            daemon = pool.daemon(ctx.ident.mode, ctx.ident.pw)
+            env["XDG_RUNTIME_DIR"] = str(daemon.xdg)
+            daemon.ensure_ready(spec["argv"], env, f.work, f.runtime, need=1)
+            claims = ClaimCheck(daemon)
         self.proc = subprocess.Popen(ctx.ident.prefix() + [PYTHON, str(sec.driver)], cwd=f.work, env=env,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=open(f.private / f"driver-{h}.err", "ab"), text=True,
@@ -555,6 +571,12 @@ class KernelHandle:
             self.close()
             pytest.fail(f"kernel {opts} as {ctx.mode} did not start:\n{err}\n--- kernel log\n{self.log_tail()}")
         self.dead = False
+        if claims:
+            try:
+                claims.check(f"pooled kernel {opts} as {ctx.mode}")
+            except PoolError as e:
+                self.close()
+                pytest.fail(str(e))
 
     def _reader(self):
         for line in self.proc.stdout:
@@ -599,18 +621,20 @@ class KernelHandle:
 
 
 class KernelPool:
+    """The module's kernels (one per mode, options and cold/pooled), reused by its probes."""
+
     def __init__(self, sec: SecSession):
         self.sec = sec
         self.kernels: dict[tuple, KernelHandle] = {}
 
-    def get(self, ctx: Ctx, opts: list[str], fresh=False) -> KernelHandle:
-        key = (ctx.mode, tuple(opts))
+    def get(self, ctx: Ctx, opts: list[str], fresh=False, pool=None) -> KernelHandle:
+        key = (ctx.mode, tuple(opts), bool(pool))
         k = self.kernels.get(key)
         if k is not None and (fresh or k.dead):
             k.close()
             k = None
         if k is None:
-            k = KernelHandle(ctx, opts)
+            k = KernelHandle(ctx, opts, pool)
             self.kernels[key] = k
         return k
 
@@ -630,15 +654,17 @@ def kernel_pool(sec):
 class KernelRunner:
     kind = "kernel"
 
-    def __init__(self, ctx: Ctx, module_opts, pool: KernelPool):
+    def __init__(self, ctx: Ctx, module_opts, pool: KernelPool, warm=None):
         self.ctx = ctx
         self.mode = ctx.mode
-        self.name = f"kernel-{ctx.mode}"
+        self.name = f"{'pooled' if warm else 'kernel'}-{ctx.mode}"
         self.module_opts = list(module_opts)
         self.pool = pool
+        self.warm = warm   # kit/pool.py PoolKit: pooled kernels
 
     def kernel(self, opts=None, fresh=False) -> KernelHandle:
-        return self.pool.get(self.ctx, self.ctx.fmt(self.module_opts if opts is None else opts), fresh=fresh)
+        return self.pool.get(self.ctx, self.ctx.fmt(self.module_opts if opts is None else opts), fresh=fresh,
+                             pool=self.warm)
 
     def probe(self, code: str, opts=None, params=None, timeout=PROBE_TIMEOUT, pty=False,
               expect_verdict=True, allow_death=False, fresh=False) -> ProbeResult:
@@ -676,11 +702,12 @@ class KernelRunner:
 @pytest.fixture(params=RUNNERS)
 def runner(request, sec):
     kind, mode = request.param.split("-")
-    ctx = Ctx(sec, mode, kind)
+    ctx = Ctx(sec, mode, "isolate" if kind == "isolate" else "kernel")
     opts = getattr(request.module, "SANDBOX_OPTS", [])
     if kind == "isolate":
         return IsolateRunner(ctx, opts)
-    return KernelRunner(ctx, opts, request.getfixturevalue("kernel_pool"))
+    warm = request.getfixturevalue("ik_session").pool if kind == "pooled" else None
+    return KernelRunner(ctx, opts, request.getfixturevalue("kernel_pool"), warm)
 
 
 # ====================================================================== assertions

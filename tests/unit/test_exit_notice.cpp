@@ -177,7 +177,8 @@ TEST_CASE("shell tap: keeps the header of the last execute_request only") {
   feed(scan, msg.substr(7));
   CHECK(last == exec2);
   // A header over the bound is not copied.
-  std::string huge = R"({"msg_type":"execute_request","pad":")" + std::string(ExecuteRequestTap::kMaxHeader, 'p') + "\"}";
+  std::string huge =
+      R"({"msg_type":"execute_request","pad":")" + std::string(ExecuteRequestTap::kMaxHeader, 'p') + "\"}";
   feed(scan, shell_message("Jefe", huge));
   CHECK(last == exec2);
   // A msg_type that is not a string is ignored, not thrown on.
@@ -200,17 +201,17 @@ TEST_CASE("shell tap: only an execute_request signed with the connection key cou
   // that is too long, a message cut short after its header: all ignored.
   feed(scan, zmtp_encode_message({"<IDS|MSG>", "", forged, "{}", "{}", "{}"}));
   feed(scan, shell_message("guess", forged));
-  feed(scan, zmtp_encode_message({"<IDS|MSG>", *hmac_hex("hmac-sha256", "Jefe", {real, "{}", "{}", "{}"}), forged,
-                                  "{}", "{}", "{}"}));
-  feed(scan, zmtp_encode_message({"<IDS|MSG>", std::string(4096, 'a'), forged, "{}", "{}", "{}"}));
-  feed(scan, zmtp_encode_message({"<IDS|MSG>", *hmac_hex("hmac-sha256", "Jefe", {forged, "{}", "{}"}), forged,
+  feed(scan, zmtp_encode_message({"<IDS|MSG>", *hmac_hex("hmac-sha256", "Jefe", {real, "{}", "{}", "{}"}), forged, "{}",
                                   "{}", "{}"}));
+  feed(scan, zmtp_encode_message({"<IDS|MSG>", std::string(4096, 'a'), forged, "{}", "{}", "{}"}));
+  feed(scan,
+       zmtp_encode_message({"<IDS|MSG>", *hmac_hex("hmac-sha256", "Jefe", {forged, "{}", "{}"}), forged, "{}", "{}"}));
   CHECK(last == real);
   // The signature covers the content too: the real header with other code
   // under its signature does not count either.
   std::string other = R"({"msg_id":"real2","msg_type":"execute_request"})";
-  feed(scan, zmtp_encode_message({"<IDS|MSG>", *hmac_hex("hmac-sha256", "Jefe", {other, "{}", "{}", "{}"}), other,
-                                  "{}", "{}", R"({"code":"rm -rf"})"}));
+  feed(scan, zmtp_encode_message({"<IDS|MSG>", *hmac_hex("hmac-sha256", "Jefe", {other, "{}", "{}", "{}"}), other, "{}",
+                                  "{}", R"({"code":"rm -rf"})"}));
   CHECK(last == real);
   // Buffers after the content are not signed (Jupyter's rule).
   auto sig = hmac_hex("hmac-sha256", "Jefe", {other, "{}", "{}", "{}"});
