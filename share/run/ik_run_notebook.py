@@ -167,7 +167,14 @@ async def execute(job, state):
     total = len(code)
     state["cells"] = total
 
-    km = AsyncKernelManager(kernel_name=job["kernel"],
+    # The connection file goes into the run's private runtime directory (run
+    # sets JUPYTER_RUNTIME_DIR; its janitor removes it however the run ends).
+    # Without a name, jupyter_client makes one with mkstemp in /tmp, which a
+    # SIGKILLed worker leaves behind.
+    from jupyter_core.paths import jupyter_runtime_dir
+    import uuid
+    connection_file = os.path.join(jupyter_runtime_dir(), f"kernel-{uuid.uuid4()}.json")
+    km = AsyncKernelManager(kernel_name=job["kernel"], connection_file=connection_file,
                             kernel_spec_manager=spec_manager(job.get("kernel_options", []),
                                                              set(job.get("override", []))))
     state["km"] = km

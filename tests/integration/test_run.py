@@ -10,6 +10,7 @@ errors.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -68,16 +69,30 @@ def read_report(path: Path) -> dict:
     return {r["notebook"]: r for r in recs}
 
 
-def assert_nothing_left(jup, before_dirs: set[str], grace: float = 10.0):
-    """No worker, launcher or kernel of this test, no run-private runtime directory."""
+def tmp_json(jup) -> set[str]:
+    """The test user's .json files in the host's /tmp (jupyter_client's
+    mkstemp connection files land there when a kernel manager has no name)."""
+    out = set()
+    for name in os.listdir("/tmp"):
+        if name.endswith(".json"):
+            with contextlib.suppress(OSError):
+                if os.lstat(f"/tmp/{name}").st_uid == jup.uid:
+                    out.add(name)
+    return out
+
+
+def assert_nothing_left(jup, before_dirs: set[str], before_tmp: set[str] | None = None, grace: float = 10.0):
+    """No worker, launcher or kernel of this test, no run-private runtime
+    directory, no connection file of the test user left in /tmp."""
     deadline = time.monotonic() + grace
     while True:
         procs = processes_matching([str(jup.base)])  # the runtime dir is in it (run_env)
         left = run_dirs(jup) - before_dirs
-        if not procs and not left:
+        tmp = tmp_json(jup) - before_tmp if before_tmp is not None else set()
+        if not procs and not left and not tmp:
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"left behind: processes {procs}, runtime dirs {left}")
+            raise AssertionError(f"left behind: processes {procs}, runtime dirs {left}, in /tmp {tmp}")
         time.sleep(0.2)
 
 
@@ -225,7 +240,7 @@ def wait_running_kernels(jup, n: int, timeout: float = 120):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_stop_mid_batch_leaves_nothing(jup, tools, sig):
     install(jup)
-    before = run_dirs(jup)
+    before, before_tmp = run_dirs(jup), tmp_json(jup)
     p = start_loops(jup)
     try:
         wait_running_kernels(jup, 2)
@@ -243,7 +258,7 @@ def test_stop_mid_batch_leaves_nothing(jup, tools, sig):
         assert sorted(v["status"] for v in rep.values()) == ["interrupted", "interrupted"], rep
         assert "2 notebooks: 0 ok, 2 failed (2 interrupted)" in out, out + err
         assert "stopping" in err
-    assert_nothing_left(jup, before)
+    assert_nothing_left(jup, before, before_tmp)
 
 
 # ------------------------------------------------------------------ resume
