@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -20,6 +21,7 @@
 #include "common/print_error.hpp"
 #include "kernelspec/subprocess.hpp"
 #include "parse/units.hpp"
+#include "slurm/cancel_guard.hpp"
 #include "slurm/slurm_cli.hpp"
 
 namespace ik::slurm {
@@ -417,6 +419,22 @@ int submit_run(const batch::RunPlan& plan, const SlurmRunOptions& o) {
     return print_error(s.error());
   }
 
+  // Armed before sbatch so no moment is left where a SIGKILLed submitter
+  // leaves an unwatched job behind; --no-wait means the job goes on alone.
+  std::optional<CancelGuard> guard;
+  if (!o.no_wait) {
+    auto scancel = find_slurm_command("scancel");
+    if (!scancel) {
+      undo();
+      return print_error(scancel.error());
+    }
+    auto g = CancelGuard::start(*scancel, plan.output_dir + "/slurm/cancel.log");
+    if (!g) {
+      undo();
+      return print_error(g.error());
+    }
+    guard.emplace(std::move(*g));
+  }
   job.submitted = batch::utc_now();
   auto r = run_capture(sub->sbatch_argv, {}, 120);
   if (!r || r->status != 0) undo();
@@ -425,6 +443,7 @@ int submit_run(const batch::RunPlan& plan, const SlurmRunOptions& o) {
     return print_error(Error{"sbatch " + sub->script_path, 0, one_line(r->err),
                              "check the --slurm-opt options ('sinfo' lists the partitions)", kExitSetup});
   job.job_id = one_line(r->out.substr(0, r->out.find_first_of(";\n")));
+  if (guard) guard->job_submitted(job.job_id);
   if (auto s = write_text(plan.output_dir + "/slurm/job.json", to_json(job).dump(1) + "\n", fs::perms(0644)); !s)
     return print_error(s.error());
   std::fprintf(stderr,
@@ -438,7 +457,9 @@ int submit_run(const batch::RunPlan& plan, const SlurmRunOptions& o) {
                  plan.output_dir.c_str());
     return 0;
   }
-  return Follower(plan.output_dir, job).run();
+  const int status = Follower(plan.output_dir, job).run();
+  if (guard) guard->release();  // followed to its end (or cancelled by Ctrl-C)
+  return status;
 }
 
 int collect_run(const std::string& dir_arg) {

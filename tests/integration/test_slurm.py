@@ -296,8 +296,9 @@ def test_run_slurm_no_wait_then_collect(slurm, runner):
     job_gone(slurm, j.work / "out")
 
 
-def test_run_slurm_ctrl_c_cancels_the_job(slurm, runner):
-    j = runner
+def start_slurm_loops(slurm, j) -> subprocess.Popen:
+    """`run --slurm` of three endless notebooks, returned once two array
+    tasks' kernels run (two tasks fit on the node's 2 CPUs)."""
     d = j.mkdir(j.work / "loops")
     for i in range(3):
         j.write(d / f"l{i}.ipynb", nb_text(["import time\nwhile True:\n    time.sleep(0.05)"]))
@@ -306,24 +307,51 @@ def test_run_slurm_ctrl_c_cancels_the_job(slurm, runner):
                          cwd=j.work, env=j.env(slurm_env(slurm)), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        # Two tasks fit on the node's 2 CPUs: wait for their kernels.
         deadline = time.monotonic() + 120
         while len([x for x in processes_matching([str(j.tools.launcher)]) if str(j.base) in x[1]]) < 2:
             assert time.monotonic() < deadline and p.poll() is None, "kernels did not start"
             time.sleep(0.2)
         time.sleep(2)
-        os.kill(p.pid, signal.SIGINT)
-        out, err = p.communicate(timeout=120)
+    except BaseException:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate()
+        raise
+    return p
+
+
+def stop_slurm_loops(p: subprocess.Popen, sig: int) -> tuple[str, str]:
+    try:
+        os.kill(p.pid, sig)
+        return p.communicate(timeout=120)
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
             p.communicate()
+
+
+def test_run_slurm_ctrl_c_cancels_the_job(slurm, runner):
+    j = runner
+    p = start_slurm_loops(slurm, j)
+    out, err = stop_slurm_loops(p, signal.SIGINT)
     assert p.returncode == 130, f"{p.returncode}\n{out}\n{err}"
     assert "cancelling Slurm job" in err, err
     rep = read_report(j.work / "run-output" / "report.jsonl")
     assert [v["status"] for v in rep.values()] == ["interrupted"] * 3, rep
     assert "3 notebooks: 0 ok, 3 failed (3 interrupted)" in out, out + err
     job_gone(slurm, j.work / "run-output")
+    assert_no_kernels(j)
+
+
+def test_run_slurm_sigkill_cancels_the_job(slurm, runner):
+    """SIGKILL of the submitter (nothing it can catch): its cancel guard, in
+    a session of its own, cancels the job array; no task or kernel goes on."""
+    j = runner
+    p = start_slurm_loops(slurm, j)
+    stop_slurm_loops(p, signal.SIGKILL)
+    assert p.returncode == -signal.SIGKILL, p.returncode
+    job = json.loads((j.work / "run-output" / "slurm" / "job.json").read_text())["job_id"]
+    wait_gone(slurm, job, timeout=60)
+    assert f"scancel {job}" in (j.work / "run-output" / "slurm" / "cancel.log").read_text()
     assert_no_kernels(j)
 
 
