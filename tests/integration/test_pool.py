@@ -266,16 +266,25 @@ def kill9(out, cwd, logdir):
     with step(out, "waiter") as s:
         # Ready waiters killed three times in a row: each is replaced, and the
         # deaths do not count as failing helpers (three of those stop refills).
-        s["refilled"] = []
+        # Only live waiters not killed before count: the daemon lists a killed
+        # one until its helper has told it, so the status lags the kill.
+        killed: set[int] = set()
+
+        def fresh() -> list[int]:  # our daemon's waiters only: other pools may run on this machine
+            return [w["program_pid"] for p in _status().get("pools", []) for w in p.get("waiting", [])
+                    if w["program_pid"] not in killed and _alive(w["program_pid"])]
+
+        s["refilled"], s["marked"] = [], True
         for _ in range(3):
-            s["refilled"].append(_wait_ready())
-            # our daemon's waiters only: other pools may run on this machine
-            waiters = [w["program_pid"] for p in _status()["pools"] for w in p["waiting"]]
+            waiters = wait_until(fresh, 600, 0.2) or []
+            s["refilled"].append(bool(waiters))
             s["waiters"] = len(waiters)
-            s["marked"] = all(WAITER_MARK in Path(f"/proc/{p}/cmdline").read_text() for p in waiters)
             for p in waiters:
-                os.kill(p, signal.SIGKILL)
-        s["refilled_after_kills"] = _wait_ready(timeout=120)
+                with contextlib.suppress(OSError):  # gone already: its helper ended it (fine)
+                    s["marked"] &= WAITER_MARK in Path(f"/proc/{p}/cmdline").read_text()
+                    os.kill(p, signal.SIGKILL)
+                killed.add(p)
+        s["refilled_after_kills"] = bool(wait_until(fresh, 120, 0.2))
         km, kc = _start(cwd, logdir / "w.log")  # a claim racing the refill: claimed or cold, never broken
         s["works"] = run_cell(kc, "print(1+1)")["stdout"].strip()
         _stop(km, kc)
