@@ -77,12 +77,9 @@ def _copy_worker(env):
             return
 
 
-def run(bench):
-    n, jobs, rounds = bench.args.batch_notebooks, bench.args.batch_jobs, bench.args.batch_rounds
-    ik = str(bench.env.bin / "isolated-kernel")
-    bench.log(f"8. batch: {n} notebooks, `isolated-kernel run -j {jobs}` vs an nbconvert loop, {rounds} round(s)")
-    tmp = Path(tempfile.mkdtemp(prefix="batch-", dir=bench.env.tmp))
-    env = os.environ.copy()  # the run's private JUPYTER_* (see Env)
+def install_and_make_notebooks(bench, ik, env, tmp: Path, n: int) -> Path:
+    """The worker next to the programs, the isolated kernelspec installed
+    for the user, and N small notebooks in TMP/nbs (shared with slurm)."""
     _copy_worker(bench.env)
     r = subprocess.run([ik, "install", "--user", "--no-check", "--replace"], env=env, stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT, text=True)
@@ -91,6 +88,16 @@ def run(bench):
     nbs = tmp / "nbs"
     nbs.mkdir()
     make_notebooks(nbs, n)
+    return nbs
+
+
+def run(bench):
+    n, jobs, rounds = bench.args.batch_notebooks, bench.args.batch_jobs, bench.args.batch_rounds
+    ik = str(bench.env.bin / "isolated-kernel")
+    bench.log(f"8. batch: {n} notebooks, `isolated-kernel run -j {jobs}` vs an nbconvert loop, {rounds} round(s)")
+    tmp = Path(tempfile.mkdtemp(prefix="batch-", dir=bench.env.tmp))
+    env = os.environ.copy()  # the run's private JUPYTER_* (see Env)
+    nbs = install_and_make_notebooks(bench, ik, env, tmp, n)
     la0 = loadavg()
     wall = {"loop": [], "run": []}
     cpu = {"loop": [], "run": []}

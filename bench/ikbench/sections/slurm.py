@@ -28,7 +28,7 @@ from ..procfs import loadavg
 from ..registry import Count, Section, Step, register
 from ..report import f
 from ..stats import med
-from .batch import SPEC, _copy_worker, make_notebooks, run_timed
+from .batch import SPEC, install_and_make_notebooks, run_timed
 
 
 def _kit():
@@ -130,14 +130,7 @@ def run(bench):
     env = os.environ.copy()
     forced, outs = [], []
     try:
-        _copy_worker(bench.env)
-        r = subprocess.run([ik, "install", "--user", "--no-check", "--replace"], env=env, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True)
-        if r.returncode != 0:
-            raise RuntimeError(f"isolated-kernel install failed:\n{r.stdout}")
-        nbs = tmp / "nbs"
-        nbs.mkdir()
-        make_notebooks(nbs, n)
+        nbs = install_and_make_notebooks(bench, ik, env, tmp, n)
         la0 = loadavg()
         wall = {"local": [], "slurm": []}
         diffs = []
