@@ -10,6 +10,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -132,8 +133,10 @@ class Daemon {
       reap();
     }
     unlink(socket_path(dir_).c_str());
-    pools_.clear();  // closes every helper's socket: the waiting sandboxes end with them
-    reap();
+    listener_.reset();  // claims queued meanwhile see a hang-up and start cold at once
+    end_waiting_sandboxes();
+    // `pool stop` returns once nothing of ours is left (as systemctl stop).
+    if (stop_reply_.valid()) (void)send_message(stop_reply_.get(), {{"ok", true}});
     return 0;
   }
 
@@ -147,6 +150,38 @@ class Daemon {
   void reap() {
     while (waitpid(-1, nullptr, WNOHANG) > 0) {
     }
+  }
+
+  // Hangs up on every helper (a waiting one ends with its sandbox), then
+  // waits for helpers and sandbox inits to be gone: a helper still setting up
+  // at nice 19 on a busy machine notices the hang-up late, so after a grace
+  // period it and its init get SIGKILL (init would get it anyway, PDEATHSIG).
+  // Claimed kernels are not in pools_ any more: they are spared.
+  void end_waiting_sandboxes() {
+    std::vector<std::pair<pid_t, UniqueFd>> left;
+    for (auto& [id, pool] : pools_)
+      for (auto& e : pool.entries)
+        for (pid_t pid : {e->helper, e->init_pid})
+          if (pid > 0)
+            if (int fd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0)); fd >= 0)
+              left.emplace_back(pid, UniqueFd(fd));
+    pools_.clear();  // closes every helper's socket
+    const auto gone_within = [&](int ms) {
+      for (const auto until = Clock::now() + std::chrono::milliseconds(ms); !left.empty() && Clock::now() < until;) {
+        reap();
+        std::vector<pollfd> fds;
+        for (auto& [pid, fd] : left) fds.push_back({fd.get(), POLLIN, 0});
+        poll(fds.data(), fds.size(), 50);
+        for (size_t i = fds.size(); i-- > 0;)
+          if (fds[i].revents) left.erase(left.begin() + static_cast<long>(i));
+      }
+      reap();
+      return left.empty();
+    };
+    if (gone_within(3000)) return;
+    log::warn("pool: %zu helper(s) or sandbox(es) still setting up after the stop: SIGKILL", left.size());
+    for (auto& [pid, fd] : left) syscall(SYS_pidfd_send_signal, fd.get(), SIGKILL, nullptr, 0);
+    (void)gone_within(5000);
   }
 
   void drop(Pool& pool, Entry* e) {
@@ -306,7 +341,7 @@ class Daemon {
     const std::string op = m->body.value("op", "");
     if (op == "status") (void)send_message(c.get(), status());
     else if (op == "stop") {
-      (void)send_message(c.get(), {{"ok", true}});
+      stop_reply_ = std::move(c);  // answered once the waiting sandboxes are gone
       stop_ = true;
     } else if (op == "claim") {
       last_claim_ = Clock::now();
@@ -429,6 +464,7 @@ class Daemon {
   Clock::time_point last_claim_;
   int failures_ = 0;
   bool stop_ = false;
+  UniqueFd stop_reply_;
   bool refill_ = false;
   long estimate_kib_ = 0;  // the largest waiting sandbox measured: what one more will take
   PriorityProbe priority_ = probe_refill_priority();
