@@ -600,12 +600,41 @@ int pool_start(const DaemonOptions& o) {
   return d.run();
 }
 
+namespace {
+
+// The daemon's pid as the kernel saw it at connect (SO_PEERCRED), as a pidfd
+// opened before we ask it to stop, so the pid cannot be reused under us.
+UniqueFd daemon_pidfd(int sock) {
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.pid <= 0) return UniqueFd();
+  return UniqueFd(static_cast<int>(syscall(SYS_pidfd_open, cred.pid, 0)));
+}
+
+// The daemon answers once its waiting sandboxes are gone.
+Result<Message> ask_to_stop(UniqueFd& pidfd) {
+  auto sock = connect_daemon(socket_dir());
+  if (!sock) return sock.error();
+  pidfd = daemon_pidfd(sock->get());
+  IK_TRY(send_message(sock->get(), {{"op", "stop"}}));
+  return recv_message(sock->get());
+}
+
+}  // namespace
+
 int pool_stop() {
-  auto r = request(socket_dir(), {{"op", "stop"}});
-  if (!r) {
+  UniqueFd pidfd;
+  auto reply = ask_to_stop(pidfd);
+  if (!reply) {
     std::fprintf(stderr, "isolated-kernel: pool stop: no pool daemon runs for this user (%s)\n",
-                 r.error().describe().c_str());
+                 reply.error().describe().c_str());
     return 1;
+  }
+  // We return once the daemon is gone too: a `pool start` right after never meets it.
+  if (pidfd.valid()) {
+    pollfd p{pidfd.get(), POLLIN, 0};
+    while (poll(&p, 1, 10000) < 0 && errno == EINTR) {
+    }
   }
   std::printf("pool daemon stopped\n");
   return 0;

@@ -403,6 +403,47 @@ def test_claim_racing_the_daemons_stop_gets_a_working_kernel(ph):
         assert "error" not in r["start"] and r["start"]["works"] == "9", r
 
 
+def _children(pid: int) -> list[int]:
+    kids = []
+    with contextlib.suppress(OSError):
+        for t in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{t}/children") as f:
+                kids += [int(k) for k in f.read().split()]
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_stop_during_a_fill_returns_when_nothing_is_left(ph):
+    # `pool start` fills the installed pooled kernelspec at once (pool/prescan.cpp);
+    # stopping while the helper is still setting up (its sandbox exists, its
+    # waiter is importing at nice 19) must not return before the helper, its
+    # sandbox's init and the waiter are gone: no settle time after `pool stop`.
+    assert ph.ik_run("pool", "start").returncode == 0
+    found = {}
+
+    def setting_up():
+        for pid, cmd in processes_matching(ph.markers()):
+            inits = _children(pid) if "--pool-helper" in cmd else []
+            if inits:
+                found.update(helper=pid, init=inits[0], waiters=_children(inits[0]))
+                return bool(found["waiters"])
+        return False
+
+    assert wait_until(setting_up, 600), "no helper with a sandbox appeared"
+    r = ph.ik_run("pool", "stop")
+    assert r.returncode == 0 and "stopped" in r.stdout, r
+    left = [p for p in (found["helper"], found["init"], *found["waiters"]) if _alive(p)]
+    assert not left, f"alive right after `pool stop` returned: {left} (found {found})"
+    assert not processes_matching(ph.markers())
+
+
 def test_clear_errors(ph):
     r = ph.ik_run("pool", "start")
     assert r.returncode == 0, r
