@@ -155,6 +155,7 @@ int RunCommand::run() {
   setup.worker = find_worker();
   if (setup.worker.empty())
     return print_error(sys_error("find ik_run_notebook.py", ENOENT, "reinstall isolated-kernel, or set IK_DATA_DIR"));
+  setup.spec = it->second;
   setup.memory_limit = !memory_.empty();
   setup.nproc_limit = !nproc_.empty();
   if (auto settings = kernelspec_settings(it->second.spec, it->second.resource_dir)) {

@@ -20,13 +20,20 @@ namespace {
 
 constexpr int kRetryStepMs = 5;
 
-// One write of "N" to /proc/self/autogroup: 0 or the errno (EAGAIN: rate-limited).
-int write_own_autogroup(int nice) {
-  UniqueFd fd(open("/proc/self/autogroup", O_WRONLY | O_CLOEXEC));
+// One write of "N" to /proc/PID/autogroup: 0 or the errno (EAGAIN: rate-limited).
+int write_autogroup(const std::string& proc_dir, int nice) {
+  UniqueFd fd(open((proc_dir + "/autogroup").c_str(), O_WRONLY | O_CLOEXEC));
   if (!fd.valid()) return errno;
   const std::string text = std::to_string(nice);
   if (write(fd.get(), text.data(), text.size()) < 0) return errno;
   return 0;
+}
+
+int write_own_autogroup(int nice) { return write_autogroup("/proc/self", nice); }
+
+int nice_in(const std::string& text) {
+  const size_t at = text.find(" nice ");
+  return at == std::string::npos ? -1 : std::atoi(text.c_str() + at + 6);
 }
 
 }  // namespace
@@ -91,10 +98,12 @@ int lower_refill_priority() {
   return own_autogroup_nice();
 }
 
-int own_autogroup_nice() {
-  const std::string text = read_small_file_or_empty("/proc/self/autogroup");
-  const size_t at = text.find(" nice ");
-  return at == std::string::npos ? -1 : std::atoi(text.c_str() + at + 6);
+int own_autogroup_nice() { return nice_in(read_small_file_or_empty("/proc/self/autogroup")); }
+
+int set_autogroup_nice_of(pid_t pid, int nice) { return write_autogroup("/proc/" + std::to_string(pid), nice); }
+
+int autogroup_nice_of(pid_t pid) {
+  return nice_in(read_small_file_or_empty("/proc/" + std::to_string(pid) + "/autogroup"));
 }
 
 NormalPriorityAtClaim::NormalPriorityAtClaim() {

@@ -38,6 +38,10 @@ int set_own_autogroup_nice(int nice, int retry_ms);
 int lower_refill_priority();
 // The nice of our own autogroup ("/autogroup-N nice K"), -1 if unknown.
 int own_autogroup_nice();
+// The same for another process of ours (the daemon raising a starting
+// sandbox a claim waits for, pool/run_hold.hpp): one write, 0 or the errno.
+int set_autogroup_nice_of(pid_t pid, int nice);
+int autogroup_nice_of(pid_t pid);
 
 // At a claim: our autogroup (the kernel's, its init's and the relay's) back
 // to nice 0 without making the claim wait. One try now; if the kernel asks
