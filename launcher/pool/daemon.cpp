@@ -805,6 +805,9 @@ int pool_status(bool json) {
         "  %s\n    size %d, ready %d, starting %d, claimed %d, refused %d, discarded %d, memory %ld MiB (PSS)\n",
         spec.c_str(), p.value("size", 0), p.value("ready", 0), p.value("starting", 0), p.value("claimed", 0),
         p.value("refused", 0), p.value("discarded", 0), p.value("memory_kib", 0L) / 1024);
+    if (p.contains("run") && p["run"].is_object())
+      std::printf("    the pool of 'isolated-kernel run' pid %d (sized by its -j; ends with it)\n",
+                  p["run"].value("pid", 0));
     if (!ages.empty()) std::printf("    waiting (age/memory): %s\n", ages.c_str());
     if (!p.value("held_back", std::string()).empty())
       std::printf("    fewer than %d: %s\n", p.value("size", 0), p["held_back"].get<std::string>().c_str());
