@@ -21,9 +21,9 @@
 namespace ik::batch {
 
 // jupyter_client's view of the kernelspec's argv with the run's options,
-// as share/run/ik_run_notebook.py's with_options() builds it (options after
-// argv[0]; an option in `override` that the kernelspec gives before `--` is
-// dropped there). Pure; unit-tested against the same cases.
+// as share/run/ik_run_notebook.py's with_options() builds it (the options
+// after the kernelspec's own, before `--`; an option in `override` that the
+// kernelspec gives before `--` is dropped there). Pure; unit-tested.
 std::vector<std::string> argv_with_options(const std::vector<std::string>& argv,
                                            const std::vector<std::string>& options,
                                            const std::vector<std::string>& override);
