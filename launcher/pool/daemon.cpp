@@ -33,6 +33,7 @@
 #include "pool/memory.hpp"
 #include "pool/prescan.hpp"
 #include "pool/priority.hpp"
+#include "pool/cpu_cgroup.hpp"
 #include "pool/proto.hpp"
 #include "pool/run_hold.hpp"
 #include "pool/split.hpp"
@@ -144,6 +145,7 @@ class Daemon {
     unlink(socket_path(dir_).c_str());
     listener_.reset();  // claims queued meanwhile see a hang-up and start cold at once
     end_waiting_sandboxes();
+    remove_refill_cgroup();  // pool/cpu_cgroup.hpp; before `pool stop` is answered
     // `pool stop` returns once nothing of ours is left (as systemctl stop).
     if (stop_reply_.valid()) (void)send_message(stop_reply_.get(), {{"ok", true}});
     return 0;
@@ -315,6 +317,8 @@ class Daemon {
       args.insert(args.end(), pool.spec.begin(), pool.spec.end());
       std::vector<std::string> env;
       for (const auto& [k, v] : pool.env) env.push_back(k + "=" + v);
+      if (const auto cg = refill_cgroup_env_value(refill_cgroups()); !cg.empty())  // pool/cpu_cgroup.hpp
+        env.push_back(std::string(kRefillCgroupEnv) + "=" + cg);
       pid_t pid = fork();
       if (pid < 0) return;
       if (pid == 0) {
@@ -405,6 +409,7 @@ class Daemon {
             {"memory_kib", memory_total()},
             {"low_priority", priority_.low},
             {"priority", priority_.why},
+            {"priority_mechanism", priority_.mechanism},
             {"pools", pools}};
   }
 
@@ -629,7 +634,7 @@ class Daemon {
   UniqueFd stop_reply_;
   bool refill_ = false;
   long estimate_kib_ = 0;  // the largest waiting sandbox measured: what one more will take
-  PriorityProbe priority_ = probe_refill_priority();
+  PriorityProbe priority_ = daemon_refill_priority();
 };
 
 // Our own user and mount namespace, ids mapped to themselves, so the daemon
@@ -721,9 +726,12 @@ int pool_start(const DaemonOptions& o) {
         std::fprintf(stderr, "isolated-kernel: %s\n", buf);
         return kExitSetup;
       }
+      // "O<pid>\n<how refills are prioritised>"
+      char* why = std::strchr(buf, '\n');
+      if (why) *why++ = 0;
       if (!o.quiet)
         std::printf("pool daemon started (pid %s, socket %s); %s\n", buf + 1, socket_path(dir).c_str(),
-                    probe_refill_priority().why.c_str());
+                    why ? why : "");
       return 0;
     }
     close(ready[0]);
@@ -733,6 +741,9 @@ int pool_start(const DaemonOptions& o) {
     if (!o.foreground && write(ready[1], text.data(), text.size()) < 0) {
     }
   };
+  // Where autogroups do not apply: a low-weight cpu cgroup for refills, made
+  // from the host's user namespace (pool/cpu_cgroup.hpp).
+  if (!probe_refill_priority().low) (void)prepare_refill_cgroups();
   if (auto s = enter_own_namespaces(); !s) {
     report(s.error().describe());
     return print_error(s.error());
@@ -752,12 +763,12 @@ int pool_start(const DaemonOptions& o) {
     dup2(null.get(), 0);
     dup2(null.get(), 1);
     dup2(logf.valid() ? logf.get() : null.get(), 2);
-    report("O" + pid);
+    report("O" + pid + "\n" + daemon_refill_priority().why);
     close(ready[1]);
   }
   if (o.foreground && !o.quiet)
     std::fprintf(stderr, "isolated-kernel: pool daemon pid %s, socket %s; %s\n", pid.c_str(), socket_path(dir).c_str(),
-                 probe_refill_priority().why.c_str());
+                 daemon_refill_priority().why.c_str());
   Daemon d(o, dir, std::move(*listener));
   return d.run();
 }

@@ -13,6 +13,7 @@
 #include "common/file_io.hpp"
 #include "common/fd.hpp"
 #include "common/log.hpp"
+#include "pool/cpu_cgroup.hpp"
 
 namespace ik::pool {
 
@@ -68,8 +69,22 @@ PriorityProbe refill_priority_from(const std::string& autogroup_enabled, const s
       (" " + v2_root_subtree_control + " ").find(" cpu ") != std::string::npos)
     return {false, "refills run at normal priority: this process is in the cgroup " + v2_path +
                        " with the cpu controller, where scheduler autogroups do not apply"};
-  return {true, "refills run at low CPU priority (scheduler autogroup nice " + std::to_string(kRefillNice) +
-                    ", back to 0 when claimed)"};
+  return {true,
+          "refills run at low CPU priority (scheduler autogroup nice " + std::to_string(kRefillNice) +
+              ", back to 0 when claimed)",
+          "autogroup"};
+}
+
+PriorityProbe daemon_refill_priority() {
+  PriorityProbe p = probe_refill_priority();
+  if (p.low) return p;
+  const RefillCgroups& c = refill_cgroups();
+  // "refills run at normal priority: <why autogroups do not apply>"
+  const std::string no_autogroup = p.why.substr(p.why.find(": ") + 2);
+  if (!c.refill.empty())
+    return {true, "refills run at low CPU priority (" + c.why + "); scheduler autogroups do not apply: " + no_autogroup,
+            "cgroup"};
+  return {false, p.why + "; no cgroup fallback: " + (c.why.empty() ? "not tried" : c.why), "none"};
 }
 
 PriorityProbe probe_refill_priority() {

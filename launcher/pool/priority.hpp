@@ -22,8 +22,12 @@ inline constexpr int kRefillNice = 19;
 struct PriorityProbe {
   bool low = false;
   std::string why;  // what decides it, for `pool status` and `pool start`
+  std::string mechanism = "none";  // "autogroup", "cgroup" (pool/cpu_cgroup.hpp) or "none"
 };
 PriorityProbe probe_refill_priority();
+// The daemon's: autogroups where they apply, else the cgroup fallback it
+// made at start (pool/cpu_cgroup.hpp), else none and why.
+PriorityProbe daemon_refill_priority();
 // The same from its inputs (unit-tested): the sysctl's value, the text of
 // /proc/self/cgroup, and cgroup v2's root cgroup.subtree_control.
 PriorityProbe refill_priority_from(const std::string& autogroup_enabled, const std::string& proc_cgroup,

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "common/log.hpp"
+#include "pool/cpu_cgroup.hpp"
 #include "pool/priority.hpp"
 
 namespace ik::pool {
@@ -71,6 +72,7 @@ Result<HoldRequest> parse_hold(const nlohmann::json& body) {
 }
 
 bool boost_waited_for(pid_t helper) {
+  if (!raise_from_refill_cgroup(helper)) return false;  // the cgroup fallback (pool/cpu_cgroup.hpp)
   const int nice = autogroup_nice_of(helper);
   if (nice <= 0) return true;  // never lowered (autogroups off) or raised already
   return set_autogroup_nice_of(helper, 0) == 0;
