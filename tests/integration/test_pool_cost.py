@@ -255,6 +255,7 @@ def test_systemd_user_unit_runs_the_installed_program_in_the_foreground(ph):
     assert argv[0] == f"{prefix}/bin/isolated-kernel", argv
     assert argv[1:4] == ["pool", "start", "--foreground"], argv
     assert "KillMode=process" in text and "WantedBy=default.target" in text
+    assert "Delegate=cpu" in text  # the refill cgroup fallback (pool/cpu_cgroup.hpp)
     res = _scenario(ph, "unit_foreground", argv=argv)
     r = res["run"]
     assert r["running"] and r["idle_timeout"] == 0, r
