@@ -159,7 +159,8 @@ std::string RunPool::release() {
   UniqueFd conn = std::move(conn_);
   if (auto s = pool::send_message(conn.get(), {{"op", "release"}}); !s) return {};
   auto reply = reply_within(conn.get(), kReleaseReplyMs);
-  if (!reply || !reply->value("ok", false)) return "the run's pool did not confirm its end";
+  if (!reply || !reply->value("ok", false))
+    return "the run's pool did not confirm its end (the pool daemon stopped or did not answer)";
   const int claimed = reply->value("claimed", 0), refused = reply->value("refused", 0);
   return std::to_string(claimed) + " of " + std::to_string(claimed + refused) +
          " kernels came from the run's pool (the rest started cold); the pool has ended";
