@@ -460,11 +460,10 @@ int execute_plan(const RunPlan& plan, const ExecSetup& setup) {
   auto rt = RuntimeDir::create();
   if (!rt) return print_error(rt.error());
   // Sized by -j, at most the notebooks (fewer when --resume skips some: shrunk as it goes).
-  RunPool pool = RunPool::open(setup.spec, plan.options, static_cast<int>(std::min<size_t>(plan.slots, plan.notebooks.size())),
-                               {{"JUPYTER_RUNTIME_DIR", rt->path},
-                                {"PYDEVD_DISABLE_FILE_VALIDATION", "1"},
-                                {"PYTHONDONTWRITEBYTECODE", "1"}},
-                               setup.python);
+  RunPool pool = RunPool::open(
+      setup.spec, plan.options, static_cast<int>(std::min<size_t>(plan.slots, plan.notebooks.size())),
+      {{"JUPYTER_RUNTIME_DIR", rt->path}, {"PYDEVD_DISABLE_FILE_VALIDATION", "1"}, {"PYTHONDONTWRITEBYTECODE", "1"}},
+      setup.python);
   if (!pool.note().empty()) std::fprintf(stderr, "isolated-kernel run: %s\n", pool.note().c_str());
   int rc;
   {
@@ -472,7 +471,8 @@ int execute_plan(const RunPlan& plan, const ExecSetup& setup) {
     rc = ex.run();
   }
   // After the workers: the pool ends with the run (its sandboxes gone before we return).
-  if (const std::string said = pool.release(); !said.empty()) std::fprintf(stderr, "isolated-kernel run: %s\n", said.c_str());
+  if (const std::string said = pool.release(); !said.empty())
+    std::fprintf(stderr, "isolated-kernel run: %s\n", said.c_str());
   // Our write end closes: the janitor removes the directory once the
   // workers (which hold copies) are gone too.
   rt->lifeline.reset();

@@ -58,8 +58,8 @@ Result<UniqueFd> daemon_connection() {
   const ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
   if (n <= 0) return sock;
   // Returns once the daemon listens (pool/daemon.cpp, pool_start).
-  auto started = run_capture({std::string(exe, static_cast<size_t>(n)), "pool", "start", "--quiet", "--no-scan"}, {},
-                             30);
+  auto started =
+      run_capture({std::string(exe, static_cast<size_t>(n)), "pool", "start", "--quiet", "--no-scan"}, {}, 30);
   if (!started) return started.error();
   return pool::connect_daemon(dir);
 }

@@ -84,8 +84,7 @@ RefillCgroups prepare_v2(const std::string& dir, const std::string& mount_root) 
   std::string base = dir;
   if (base.size() > std::strlen(kV2Normal) && base.substr(base.rfind('/') + 1) == kV2Normal)
     base = base.substr(0, base.rfind('/'));
-  if (base == mount_root)
-    return none("this process is in the root cgroup, which is not ours to divide");
+  if (base == mount_root) return none("this process is in the root cgroup, which is not ours to divide");
   if (!has_word(read_small_file_or_empty(base + "/cgroup.controllers"), "cpu", ' '))
     return none("the cpu controller is not available in the cgroup " + base + " (not delegated to this user)");
   if (!writable(base + "/cgroup.procs") || !writable(base + "/cgroup.subtree_control"))
@@ -98,8 +97,8 @@ RefillCgroups prepare_v2(const std::string& dir, const std::string& mount_root) 
   const auto procs = procs_of(base);
   for (pid_t p : procs)
     if (!ours.count(p))
-      return none("the cgroup " + base + " holds other processes (run the pool as a service of its own: " +
-                  "the systemd user unit)");
+      return none("the cgroup " + base +
+                  " holds other processes (run the pool as a service of its own: " + "the systemd user unit)");
   if (int e = make_dir(normal); e != 0) return none("mkdir " + normal + ": " + std::strerror(e));
   for (pid_t p : procs)
     if (int e = move_to_cgroup(normal, p); e != 0 && e != ESRCH)
@@ -161,8 +160,8 @@ CpuCgroupPlace locate_cpu_cgroup(const std::string& proc_cgroup, const std::stri
 }
 
 RefillCgroups prepare_refill_cgroups() {
-  const auto place =
-      locate_cpu_cgroup(read_small_file_or_empty("/proc/self/cgroup"), read_small_file_or_empty("/proc/self/mountinfo", nullptr, 1 << 20));
+  const auto place = locate_cpu_cgroup(read_small_file_or_empty("/proc/self/cgroup"),
+                                       read_small_file_or_empty("/proc/self/mountinfo", nullptr, 1 << 20));
   if (place.version == 1) g_refill = prepare_v1(place.dir);
   else if (place.version == 2) {
     // The mount point: the directory where the hierarchy's root is.

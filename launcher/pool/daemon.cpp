@@ -126,8 +126,8 @@ class Daemon {
         log::step("idle for %lds: stopping", o_.idle_seconds);
         break;
       }
-      int n = poll(fds.data(), fds.size(),
-                   std::min(static_cast<int>(std::min(idle_left, 60.0) * 1000) + 1, run_poll_ms()));
+      int n =
+          poll(fds.data(), fds.size(), std::min(static_cast<int>(std::min(idle_left, 60.0) * 1000) + 1, run_poll_ms()));
       if (n < 0 && errno != EINTR) break;
       if (fds[1].revents) on_signal(sigfd.get());
       for (size_t i = 2; i < run_fds_at; ++i)
@@ -482,14 +482,14 @@ class Daemon {
     }
   }
 
-
   // --- a run's own pool (pool/run_hold.hpp) ---
 
   void hold(UniqueFd c, const nlohmann::json& body) {
     auto h = parse_hold(body);
     if (!h) return (void)send_message(c.get(), {{"ok", false}, {"reason", h.error().describe()}});
     const std::string id = run_pool_id(spec_id(h->spec), h->token);
-    if (pools_.count(id)) return (void)send_message(c.get(), {{"ok", false}, {"reason", "this run holds a pool already"}});
+    if (pools_.count(id))
+      return (void)send_message(c.get(), {{"ok", false}, {"reason", "this run holds a pool already"}});
     Pool& pool = pools_[id];
     pool.spec = h->spec;
     pool.env = h->env;
@@ -730,8 +730,7 @@ int pool_start(const DaemonOptions& o) {
       char* why = std::strchr(buf, '\n');
       if (why) *why++ = 0;
       if (!o.quiet)
-        std::printf("pool daemon started (pid %s, socket %s); %s\n", buf + 1, socket_path(dir).c_str(),
-                    why ? why : "");
+        std::printf("pool daemon started (pid %s, socket %s); %s\n", buf + 1, socket_path(dir).c_str(), why ? why : "");
       return 0;
     }
     close(ready[0]);

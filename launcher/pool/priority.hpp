@@ -21,7 +21,7 @@ inline constexpr int kRefillNice = 19;
 // in another cpu cgroup is scheduled by that group, not by its autogroup).
 struct PriorityProbe {
   bool low = false;
-  std::string why;  // what decides it, for `pool status` and `pool start`
+  std::string why;                 // what decides it, for `pool status` and `pool start`
   std::string mechanism = "none";  // "autogroup", "cgroup" (pool/cpu_cgroup.hpp) or "none"
 };
 PriorityProbe probe_refill_priority();

@@ -11,9 +11,7 @@
 
 namespace ik::pool {
 
-std::string run_pool_id(const std::string& spec_id, const std::string& token) {
-  return spec_id + "\nrun " + token;
-}
+std::string run_pool_id(const std::string& spec_id, const std::string& token) { return spec_id + "\nrun " + token; }
 
 EndingPool::EndingPool(std::vector<pid_t> pids, UniqueFd reply_to, nlohmann::json reply)
     : reply_to_(std::move(reply_to)),

@@ -15,9 +15,9 @@ TEST_CASE("run pool: the workers' launcher argv, as with_options() builds it") {
   // No options: the kernelspec's argv unchanged (the worker does not touch it).
   CHECK(argv_with_options(spec, {}, {}) == spec);
   // Options go after the kernelspec's own, before `--`; `--` and what follows stay.
-  CHECK(argv_with_options(spec, {"--memory", "1G"}, {"--memory"}) ==
-        V{"/usr/bin/isolated-kernel-launcher", "--kernelspec", "/k", "--memory", "1G", "--", "python3", "-f",
-          "{connection_file}"});
+  CHECK(argv_with_options(spec, {"--memory", "1G"}, {"--memory"}) == V{"/usr/bin/isolated-kernel-launcher",
+                                                                       "--kernelspec", "/k", "--memory", "1G", "--",
+                                                                       "python3", "-f", "{connection_file}"});
   // An overridden option the kernelspec gives (both spellings) is dropped there, only before `--`.
   const V own{"/l", "--memory", "2G", "--nproc=50", "--kernelspec", "/k", "--", "py", "--memory", "x"};
   CHECK(argv_with_options(own, {"--memory", "1G", "--nproc", "9"}, {"--memory", "--nproc"}) ==
@@ -27,8 +27,8 @@ TEST_CASE("run pool: the workers' launcher argv, as with_options() builds it") {
 }
 
 TEST_CASE("run pool: a hold names spec, env, size and the run") {
-  nlohmann::json ok{{"op", "hold"}, {"spec", {"--kernelspec", "/k"}}, {"env", {{"PATH", "/usr/bin"}}}, {"size", 2},
-                    {"run", "12-ab"}};
+  nlohmann::json ok{
+      {"op", "hold"}, {"spec", {"--kernelspec", "/k"}}, {"env", {{"PATH", "/usr/bin"}}}, {"size", 2}, {"run", "12-ab"}};
   auto h = ik::pool::parse_hold(ok);
   REQUIRE(h);
   CHECK(h->size == 2);
