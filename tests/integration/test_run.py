@@ -424,14 +424,15 @@ def test_run_pool_sized_by_jobs_first_kernels_pooled_ends_with_run(jup, tools):
         cmd = [jup.tools.ik, "run", "--kernel", "run-pooled", "--memory", "1G", "--timeout", "60s", "-j", "2", "nbs"]
         p = subprocess.Popen(jup.argv(cmd), cwd=jup.work, env=jup.env(env), stdin=subprocess.DEVNULL,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-        seen, pids = None, set()
+        seen, pids, text = None, set(), ""
         try:
             deadline = time.monotonic() + 120
             while p.poll() is None and time.monotonic() < deadline:
                 for rp in run_pools(jup, env):
                     assert rp["run"]["pid"] == p.pid, rp
                     assert "--memory" in rp["spec"] and "1G" in rp["spec"], rp
-                    seen = seen or rp  # the first view: before any kernel started
+                    if seen is None:  # the first view: before any kernel started
+                        seen, text = rp, jup.ik("pool", "status", env=env).stdout
                     pids |= {w[k] for w in rp["waiting"] for k in ("helper_pid", "program_pid")}
                 pids |= set(pool_run_processes(p.pid))
                 time.sleep(0.1)
@@ -443,6 +444,7 @@ def test_run_pool_sized_by_jobs_first_kernels_pooled_ends_with_run(jup, tools):
         assert p.returncode == 1, f"{p.returncode}\n{out}\n{err}"
         assert seen is not None, f"no pool of the run was seen\n{err}"
         assert seen["size"] == 2, seen  # -j 2, not the kernelspec's pool 1
+        assert f"the pool of 'isolated-kernel run' pid {p.pid} (sized by its -j; ends with it)" in text, text
         rep = read_report(jup.work / "run-output" / "report.jsonl")
         assert {k: v["status"] for k, v in rep.items()} == {
             "nbs/s0.ipynb": "ok", "nbs/s1.ipynb": "ok", "nbs/s2.ipynb": "ok", "nbs/z-bomb.ipynb": "memory-limit"}, rep
