@@ -18,7 +18,10 @@ RunCommand::RunCommand(CLI::App& parent) {
   app_->add_option("NOTEBOOK_OR_DIR", o_.inputs, "Notebooks (.ipynb) and directories searched for them");
   app_->add_option("--kernel", o_.kernel, "Isolated kernelspec to run them with (default python3-isolated)")
       ->type_name("NAME");
-  app_->add_option("-j,--jobs", o_.jobs, "Notebooks at a time (default: the number of CPUs)")->type_name("N");
+  app_->add_option("-j,--jobs", o_.jobs,
+                   "Notebooks at a time (default: the number of CPUs); with a pooled kernelspec also the size of "
+                   "the run's own warm pool, which ends with the run")
+      ->type_name("N");
   app_->add_option("--timeout", timeout_, "Per-cell time limit, e.g. 60s or 5m (default: none)")->type_name("TIME");
   app_->add_option("--notebook-timeout", notebook_timeout_,
                    "Time limit of a whole notebook, its kernel's start included (default: none)")
@@ -155,6 +158,7 @@ int RunCommand::run() {
   setup.worker = find_worker();
   if (setup.worker.empty())
     return print_error(sys_error("find ik_run_notebook.py", ENOENT, "reinstall isolated-kernel, or set IK_DATA_DIR"));
+  setup.spec = it->second;
   setup.memory_limit = !memory_.empty();
   setup.nproc_limit = !nproc_.empty();
   if (auto settings = kernelspec_settings(it->second.spec, it->second.resource_dir)) {

@@ -17,6 +17,7 @@
 #include <map>
 #include <memory>
 
+#include "batch/run_pool.hpp"
 #include "batch/run_progress.hpp"
 #include "batch/run_record.hpp"
 #include "common/fd.hpp"
@@ -106,10 +107,11 @@ class RuntimeDir {
 
 class Executor {
  public:
-  Executor(const RunPlan& plan, const ExecSetup& setup, RuntimeDir& rt)
+  Executor(const RunPlan& plan, const ExecSetup& setup, RuntimeDir& rt, RunPool& pool)
       : plan_(plan),
         setup_(setup),
         rt_(rt),
+        pool_(pool),
         progress_(isatty(STDERR_FILENO) != 0, plan.notebooks.size() + plan.empty_dirs.size(), 0) {}
 
   int run();
@@ -128,6 +130,7 @@ class Executor {
   const RunPlan& plan_;
   const ExecSetup& setup_;
   RuntimeDir& rt_;
+  RunPool& pool_;
   Progress progress_;
   UniqueFd sigfd_;
   FILE* report_ = nullptr;
@@ -242,6 +245,7 @@ void Executor::start(const PlannedNotebook& nb) {
     setenv("JUPYTER_RUNTIME_DIR", rt_.path.c_str(), 1);
     setenv("PYDEVD_DISABLE_FILE_VALIDATION", "1", 1);
     setenv("PYTHONDONTWRITEBYTECODE", "1", 1);
+    if (pool_.active()) setenv("IK_POOL_RUN", pool_.token().c_str(), 1);  // its launchers claim from the run's pool
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -378,6 +382,12 @@ int Executor::run() {
       pending_.pop_front();
       start(nb);
     }
+    {
+      // The run's pool needs no more sandboxes than kernels still to start.
+      size_t to_start = pending_.size();
+      for (const auto& [pid, w] : running_) to_start += w->ready ? 0 : 1;
+      pool_.shrink_to(static_cast<int>(to_start));
+    }
     if (running_.empty()) continue;
     std::vector<pollfd> fds{{sigfd_.get(), POLLIN, 0}};
     std::vector<std::pair<Worker*, bool>> who{{nullptr, false}};
@@ -449,11 +459,20 @@ std::string find_worker() {
 int execute_plan(const RunPlan& plan, const ExecSetup& setup) {
   auto rt = RuntimeDir::create();
   if (!rt) return print_error(rt.error());
+  // Sized by -j, at most the notebooks (fewer when --resume skips some: shrunk as it goes).
+  RunPool pool = RunPool::open(
+      setup.spec, plan.options, static_cast<int>(std::min<size_t>(plan.slots, plan.notebooks.size())),
+      {{"JUPYTER_RUNTIME_DIR", rt->path}, {"PYDEVD_DISABLE_FILE_VALIDATION", "1"}, {"PYTHONDONTWRITEBYTECODE", "1"}},
+      setup.python);
+  if (!pool.note().empty()) std::fprintf(stderr, "isolated-kernel run: %s\n", pool.note().c_str());
   int rc;
   {
-    Executor ex(plan, setup, *rt);
+    Executor ex(plan, setup, *rt, pool);
     rc = ex.run();
   }
+  // After the workers: the pool ends with the run (its sandboxes gone before we return).
+  if (const std::string said = pool.release(); !said.empty())
+    std::fprintf(stderr, "isolated-kernel run: %s\n", said.c_str());
   // Our write end closes: the janitor removes the directory once the
   // workers (which hold copies) are gone too.
   rt->lifeline.reset();

@@ -64,6 +64,7 @@
 #include <string>
 
 #include "batch/run_plan.hpp"
+#include "kernelspec/jupyter.hpp"
 
 namespace ik::batch {
 
@@ -71,6 +72,7 @@ struct ExecSetup {
   std::string python;                              // the Jupyter Python
   std::string worker;                              // ik_run_notebook.py
   bool memory_limit = false, nproc_limit = false;  // in force for this run's kernels
+  KernelspecInfo spec;                             // a pooled one gets a pool of the run's own (run_pool.hpp)
 };
 
 // Runs the plan; returns the exit status. Prints progress on stderr and the

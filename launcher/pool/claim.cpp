@@ -150,6 +150,8 @@ std::optional<int> try_claim(const ClaimInput& in) {
                          {"cwd", in.cold_plan.cwd},
                          {"connection_file", in.connection_file}}},
                        {"launcher_pid", getpid()}};
+  // Set by `isolated-kernel run` (pool/run_hold.hpp): claim from the run's own pool.
+  if (const char* run = std::getenv("IK_POOL_RUN"); run && *run) claim["run"] = run;
   const auto started = std::chrono::steady_clock::now();
   std::vector<int> fds{STDOUT_FILENO, STDERR_FILENO};
   if (in.listeners)

@@ -33,7 +33,9 @@
 #include "pool/memory.hpp"
 #include "pool/prescan.hpp"
 #include "pool/priority.hpp"
+#include "pool/cpu_cgroup.hpp"
 #include "pool/proto.hpp"
+#include "pool/run_hold.hpp"
 #include "pool/split.hpp"
 
 extern char** environ;
@@ -74,6 +76,8 @@ struct Pool {
   std::string last_error;
   std::string held_back;  // why it has fewer than `size` (a cap), empty otherwise
   std::vector<std::unique_ptr<Entry>> entries;
+  std::string run;  // a run's own pool (pool/run_hold.hpp): its token; it ends with the run
+  pid_t run_pid = 0;
 };
 
 std::string spec_id(const std::vector<std::string>& spec) { return nlohmann::json(spec).dump(); }
@@ -113,28 +117,35 @@ class Daemon {
           fds.push_back({e->ctl.get(), POLLIN, 0});
           owners.emplace_back(&pool, e.get());
         }
+      if (!holds_.empty()) last_claim_ = Clock::now();  // a run holds a pool: not idle
+      const size_t run_fds_at = fds.size();
+      add_run_fds(fds);
       // --idle 0: never (the systemd user unit).
       const double idle_left = o_.idle_seconds > 0 ? o_.idle_seconds - seconds_since(last_claim_) : 60.0;
       if (idle_left <= 0) {
         log::step("idle for %lds: stopping", o_.idle_seconds);
         break;
       }
-      int n = poll(fds.data(), fds.size(), static_cast<int>(std::min(idle_left, 60.0) * 1000) + 1);
+      int n =
+          poll(fds.data(), fds.size(), std::min(static_cast<int>(std::min(idle_left, 60.0) * 1000) + 1, run_poll_ms()));
       if (n < 0 && errno != EINTR) break;
       if (fds[1].revents) on_signal(sigfd.get());
-      for (size_t i = 2; i < fds.size(); ++i)
+      for (size_t i = 2; i < run_fds_at; ++i)
         if (fds[i].revents) on_helper(*owners[i - 2].first, owners[i - 2].second);
+      on_run_fds(fds, run_fds_at);
       if (fds[0].revents) on_connection();
       if (refill_) {
         // After the loop above: fill may drop entries the loop still points at.
         refill_ = false;
         for (auto& [id, pool] : pools_) fill(pool);
       }
+      serve_waiting_claims();
       reap();
     }
     unlink(socket_path(dir_).c_str());
     listener_.reset();  // claims queued meanwhile see a hang-up and start cold at once
     end_waiting_sandboxes();
+    remove_refill_cgroup();  // pool/cpu_cgroup.hpp; before `pool stop` is answered
     // `pool stop` returns once nothing of ours is left (as systemctl stop).
     if (stop_reply_.valid()) (void)send_message(stop_reply_.get(), {{"ok", true}});
     return 0;
@@ -306,6 +317,8 @@ class Daemon {
       args.insert(args.end(), pool.spec.begin(), pool.spec.end());
       std::vector<std::string> env;
       for (const auto& [k, v] : pool.env) env.push_back(k + "=" + v);
+      if (const auto cg = refill_cgroup_env_value(refill_cgroups()); !cg.empty())  // pool/cpu_cgroup.hpp
+        env.push_back(std::string(kRefillCgroupEnv) + "=" + cg);
       pid_t pid = fork();
       if (pid < 0) return;
       if (pid == 0) {
@@ -346,6 +359,8 @@ class Daemon {
     } else if (op == "claim") {
       last_claim_ = Clock::now();
       claim(std::move(c), *m);
+    } else if (op == "hold") {
+      hold(std::move(c), m->body);
     } else {
       (void)send_message(c.get(), {{"ok", false}, {"reason", "unknown op"}});
     }
@@ -383,7 +398,8 @@ class Daemon {
                        {"memory_kib", mem},
                        {"waiting", waiting},
                        {"held_back", p.held_back},
-                       {"last_error", p.last_error}});
+                       {"last_error", p.last_error},
+                       {"run", p.run.empty() ? nlohmann::json(nullptr) : nlohmann::json{{"pid", p.run_pid}}}});
     }
     return {{"pid", getpid()},
             {"socket", socket_path(dir_)},
@@ -393,10 +409,13 @@ class Daemon {
             {"memory_kib", memory_total()},
             {"low_priority", priority_.low},
             {"priority", priority_.why},
+            {"priority_mechanism", priority_.mechanism},
             {"pools", pools}};
   }
 
-  void claim(UniqueFd c, Message& m) {
+  // may_wait: a claim of a run's pool may wait for a starting sandbox
+  // (pool/run_hold.hpp); false when a waiting claim is served.
+  void claim(UniqueFd c, Message& m, bool may_wait = true) {
     const auto refuse = [&](const std::string& why) { (void)send_message(c.get(), {{"ok", false}, {"reason", why}}); };
     // stdout, stderr, and optionally the five bound host ports (relay/prebound.hpp)
     if (m.fds.size() != 2 && m.fds.size() != 7) return refuse("bad claim");
@@ -411,10 +430,15 @@ class Daemon {
         if (!op) return refuse(op.error().describe());
         ops.push_back(*op);
       }
-      Pool& pool = pools_[spec_id(spec)];
+      // A run's launchers claim from the run's own pool, sized by the run.
+      std::string id = spec_id(spec);
+      const std::string run = m.body.value("run", std::string());
+      const bool of_run = !run.empty() && pools_.count(run_pool_id(id, run)) > 0;
+      if (of_run) id = run_pool_id(id, run);
+      Pool& pool = pools_[id];
       pool.spec = spec;
       pool.env = m.body.at("env").get<std::map<std::string, std::string>>();
-      pool.size = std::max(0, std::min(m.body.at("size").get<int>(), o_.max_sandboxes));
+      if (!of_run) pool.size = std::max(0, std::min(m.body.at("size").get<int>(), o_.max_sandboxes));
       // Stale entries (kernelspec, interpreter, env or version changed) are
       // never handed out.
       const size_t before = pool.entries.size();
@@ -424,6 +448,7 @@ class Daemon {
       for (auto& e : pool.entries)
         if (e->ready() && (!found || e->ready_at < found->ready_at)) found = e.get();
       if (!found) {
+        if (of_run && may_wait && wait_for_starting(pool, id, c, m)) return;
         ++pool.refused;
         refuse(pool.entries.empty()
                    ? "the pool of this kernelspec is empty: filling it"
@@ -457,6 +482,148 @@ class Daemon {
     }
   }
 
+  // --- a run's own pool (pool/run_hold.hpp) ---
+
+  void hold(UniqueFd c, const nlohmann::json& body) {
+    auto h = parse_hold(body);
+    if (!h) return (void)send_message(c.get(), {{"ok", false}, {"reason", h.error().describe()}});
+    const std::string id = run_pool_id(spec_id(h->spec), h->token);
+    if (pools_.count(id))
+      return (void)send_message(c.get(), {{"ok", false}, {"reason", "this run holds a pool already"}});
+    Pool& pool = pools_[id];
+    pool.spec = h->spec;
+    pool.env = h->env;
+    pool.size = std::min(h->size, o_.max_sandboxes);
+    pool.run = h->token;
+    pool.run_pid = peer_pid(c.get());
+    (void)send_message(c.get(), {{"ok", true}, {"size", pool.size}});
+    holds_.push_back({h->token, id, pool.run_pid, std::move(c)});
+    fill(pool);
+  }
+
+  void add_run_fds(std::vector<pollfd>& fds) const {
+    for (const auto& h : holds_) fds.push_back({h.conn.get(), POLLIN, 0});
+    for (const auto& w : waiting_) fds.push_back({w.conn.get(), POLLIN, 0});  // the launcher gave up
+  }
+
+  int run_poll_ms() const {
+    int ms = 60000;
+    if (!waiting_.empty()) ms = kRunBoostEveryMs;
+    for (const auto& e : ending_) ms = std::min(ms, e.ms_to_next_step());
+    if (!ending_.empty()) ms = std::min(ms, 100);
+    return ms;
+  }
+
+  void on_run_fds(const std::vector<pollfd>& fds, size_t at) {
+    std::vector<std::pair<std::string, bool>> ends;  // pool id, released (else hung up)
+    for (size_t i = 0; i < holds_.size(); ++i) {
+      if (!fds[at + i].revents) continue;
+      auto m = recv_message(holds_[i].conn.get());
+      const std::string op = m ? m->body.value("op", "") : "";
+      if (op == "resize") resize_run_pool(holds_[i].pool_id, m->body.value("size", 0));
+      else ends.emplace_back(holds_[i].pool_id, op == "release");
+    }
+    at += holds_.size();
+    for (size_t i = 0; i < waiting_.size(); ++i)
+      if (fds[at + i].revents) waiting_[i].conn.reset();  // its launcher went on cold or died
+    std::erase_if(waiting_, [](const WaitingClaim& w) { return !w.conn.valid(); });
+    for (const auto& [id, released] : ends) end_run_pool(id, released);
+    std::erase_if(ending_, [](EndingPool& e) { return e.step(); });
+  }
+
+  // Fewer notebooks left than sandboxes: the surplus goes (starting ones first).
+  void resize_run_pool(const std::string& id, int size) {
+    auto it = pools_.find(id);
+    if (it == pools_.end()) return;
+    Pool& pool = it->second;
+    int waiting = 0;
+    for (const auto& w : waiting_) waiting += w.pool_id == id ? 1 : 0;
+    pool.size = std::max(waiting, std::min(size, o_.max_sandboxes));
+    std::stable_partition(pool.entries.begin(), pool.entries.end(), [](const auto& e) { return e->ready(); });
+    while (static_cast<int>(pool.entries.size()) > pool.size) pool.entries.pop_back();
+  }
+
+  void end_run_pool(const std::string& id, bool released) {
+    UniqueFd reply_to;
+    for (auto& h : holds_)
+      if (h.pool_id == id && released) reply_to = std::move(h.conn);
+    std::erase_if(holds_, [&](const HeldRun& h) { return h.pool_id == id; });
+    nlohmann::json reply{{"ok", true}};
+    std::vector<pid_t> pids;
+    if (auto it = pools_.find(id); it != pools_.end()) {
+      reply["claimed"] = it->second.claimed;
+      reply["refused"] = it->second.refused;
+      reply["discarded"] = it->second.discarded;
+      for (const auto& e : it->second.entries) pids.insert(pids.end(), {e->helper, e->init_pid});
+      EndingPool ending(pids, std::move(reply_to), reply);  // pidfds first, then the sockets close
+      pools_.erase(it);
+      ending_.push_back(std::move(ending));
+    }
+    for (auto& w : waiting_)
+      if (w.pool_id == id) (void)send_message(w.conn.get(), {{"ok", false}, {"reason", "the run's pool ended"}});
+    std::erase_if(waiting_, [&](const WaitingClaim& w) { return w.pool_id == id; });
+  }
+
+  // A claim of a run's pool with nothing ready waits for a starting sandbox
+  // that no earlier claim waits for; false when there is none.
+  bool wait_for_starting(const Pool& pool, const std::string& id, UniqueFd& c, Message& m) {
+    int starting = 0, waiting = 0;
+    for (const auto& e : pool.entries) starting += e->ready() ? 0 : 1;
+    for (const auto& w : waiting_) waiting += w.pool_id == id ? 1 : 0;
+    if (starting <= waiting) return false;
+    const auto now = Clock::now();
+    waiting_.push_back({std::move(c), std::move(m), id, now, now + std::chrono::milliseconds(kRunClaimWaitMs)});
+    boost_waited_for_entries();
+    return true;
+  }
+
+  // The oldest starting sandboxes of each run pool, one per waiting claim,
+  // run at normal priority: they stand in for cold starts.
+  void boost_waited_for_entries() {
+    std::map<std::string, int> want;
+    for (const auto& w : waiting_) ++want[w.pool_id];
+    for (auto& [id, n] : want) {
+      auto it = pools_.find(id);
+      if (it == pools_.end()) continue;
+      for (const auto& e : it->second.entries)
+        if (!e->ready() && n-- > 0) (void)boost_waited_for(e->helper);
+    }
+  }
+
+  // Waiting claims whose pool has a ready sandbox get it (oldest claim
+  // first); those past their time, or whose sandbox failed, start cold.
+  void serve_waiting_claims() {
+    if (waiting_.empty()) return;
+    const auto now = Clock::now();
+    std::map<std::string, int> starting, ready;
+    for (const auto& [id, p] : pools_)
+      for (const auto& e : p.entries) ++(e->ready() ? ready : starting)[id];
+    std::vector<WaitingClaim> keep, serve;
+    std::map<std::string, int> kept;
+    for (auto& w : waiting_) {
+      if (ready[w.pool_id] > 0) {
+        --ready[w.pool_id];
+        serve.push_back(std::move(w));
+      } else if (now < w.deadline && kept[w.pool_id] < starting[w.pool_id]) {
+        ++kept[w.pool_id];
+        keep.push_back(std::move(w));
+      } else {
+        const double waited = std::chrono::duration<double>(now - w.since).count();
+        if (auto it = pools_.find(w.pool_id); it != pools_.end()) ++it->second.refused;
+        (void)send_message(w.conn.get(), {{"ok", false},
+                                          {"reason", "waited " + std::to_string(static_cast<int>(waited * 1000)) +
+                                                         " ms for the run's pool: starting cold"}});
+      }
+    }
+    waiting_ = std::move(keep);
+    for (auto& w : serve) claim(std::move(w.conn), w.msg, false);
+    boost_waited_for_entries();
+  }
+
+  std::vector<HeldRun> holds_;
+  std::vector<WaitingClaim> waiting_;
+  std::vector<EndingPool> ending_;
+
   DaemonOptions o_;
   std::string dir_;
   UniqueFd listener_;
@@ -467,7 +634,7 @@ class Daemon {
   UniqueFd stop_reply_;
   bool refill_ = false;
   long estimate_kib_ = 0;  // the largest waiting sandbox measured: what one more will take
-  PriorityProbe priority_ = probe_refill_priority();
+  PriorityProbe priority_ = daemon_refill_priority();
 };
 
 // Our own user and mount namespace, ids mapped to themselves, so the daemon
@@ -559,9 +726,11 @@ int pool_start(const DaemonOptions& o) {
         std::fprintf(stderr, "isolated-kernel: %s\n", buf);
         return kExitSetup;
       }
+      // "O<pid>\n<how refills are prioritised>"
+      char* why = std::strchr(buf, '\n');
+      if (why) *why++ = 0;
       if (!o.quiet)
-        std::printf("pool daemon started (pid %s, socket %s); %s\n", buf + 1, socket_path(dir).c_str(),
-                    probe_refill_priority().why.c_str());
+        std::printf("pool daemon started (pid %s, socket %s); %s\n", buf + 1, socket_path(dir).c_str(), why ? why : "");
       return 0;
     }
     close(ready[0]);
@@ -571,6 +740,9 @@ int pool_start(const DaemonOptions& o) {
     if (!o.foreground && write(ready[1], text.data(), text.size()) < 0) {
     }
   };
+  // Where autogroups do not apply: a low-weight cpu cgroup for refills, made
+  // from the host's user namespace (pool/cpu_cgroup.hpp).
+  if (!probe_refill_priority().low) (void)prepare_refill_cgroups();
   if (auto s = enter_own_namespaces(); !s) {
     report(s.error().describe());
     return print_error(s.error());
@@ -590,12 +762,12 @@ int pool_start(const DaemonOptions& o) {
     dup2(null.get(), 0);
     dup2(null.get(), 1);
     dup2(logf.valid() ? logf.get() : null.get(), 2);
-    report("O" + pid);
+    report("O" + pid + "\n" + daemon_refill_priority().why);
     close(ready[1]);
   }
   if (o.foreground && !o.quiet)
     std::fprintf(stderr, "isolated-kernel: pool daemon pid %s, socket %s; %s\n", pid.c_str(), socket_path(dir).c_str(),
-                 probe_refill_priority().why.c_str());
+                 daemon_refill_priority().why.c_str());
   Daemon d(o, dir, std::move(*listener));
   return d.run();
 }
@@ -672,6 +844,9 @@ int pool_status(bool json) {
         "  %s\n    size %d, ready %d, starting %d, claimed %d, refused %d, discarded %d, memory %ld MiB (PSS)\n",
         spec.c_str(), p.value("size", 0), p.value("ready", 0), p.value("starting", 0), p.value("claimed", 0),
         p.value("refused", 0), p.value("discarded", 0), p.value("memory_kib", 0L) / 1024);
+    if (p.contains("run") && p["run"].is_object())
+      std::printf("    the pool of 'isolated-kernel run' pid %d (sized by its -j; ends with it)\n",
+                  p["run"].value("pid", 0));
     if (!ages.empty()) std::printf("    waiting (age/memory): %s\n", ages.c_str());
     if (!p.value("held_back", std::string()).empty())
       std::printf("    fewer than %d: %s\n", p.value("size", 0), p["held_back"].get<std::string>().c_str());

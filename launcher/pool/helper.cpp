@@ -16,6 +16,7 @@
 #include "kernel/launch.hpp"
 #include "plan/host.hpp"
 #include "plan/planner.hpp"
+#include "pool/cpu_cgroup.hpp"
 #include "pool/priority.hpp"
 #include "pool/proto.hpp"
 #include "pool/split.hpp"
@@ -110,6 +111,8 @@ int run_helper(Options& opts, int ctl_fd, const relay::RelayOptions& relay_optio
   if (const char* pre = std::getenv("IK_POOL_PRELOAD"))
     for (auto& m : split_nonempty(pre, ',')) plan->argv.push_back(std::move(m));
   if (auto s = block_sandbox_signals(); !s) return fail_to_daemon(ctl_fd, s.error());
+  // Where autogroups do not apply: a low-weight cpu cgroup (pool/cpu_cgroup.hpp).
+  const bool in_refill_cgroup = enter_refill_cgroup(plan->cgroup.use);
   auto stdio = ChildStdio::create();
   if (!stdio) return fail_to_daemon(ctl_fd, stdio.error());
   auto sandbox = spawn_sandbox(*plan, &*stdio);
@@ -140,6 +143,7 @@ int run_helper(Options& opts, int ctl_fd, const relay::RelayOptions& relay_optio
   UniqueFd launcher(std::move(claim->fds[0]));
   if (!claim->body.contains("kernel") || !claim->body["kernel"].is_object()) return kExitSetup;
   const NormalPriorityAtClaim normal_priority;  // the kernel and its relay: nice 0 again
+  if (in_refill_cgroup) leave_refill_cgroup({getpid(), sandbox->pid(), sandbox->program_pid()});
   const nlohmann::json& k = claim->body["kernel"];
   const auto refuse = [&](const Error& e) {
     (void)send_message(launcher.get(), {{"ok", false}, {"reason", e.describe()}});

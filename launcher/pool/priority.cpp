@@ -13,6 +13,7 @@
 #include "common/file_io.hpp"
 #include "common/fd.hpp"
 #include "common/log.hpp"
+#include "pool/cpu_cgroup.hpp"
 
 namespace ik::pool {
 
@@ -20,13 +21,20 @@ namespace {
 
 constexpr int kRetryStepMs = 5;
 
-// One write of "N" to /proc/self/autogroup: 0 or the errno (EAGAIN: rate-limited).
-int write_own_autogroup(int nice) {
-  UniqueFd fd(open("/proc/self/autogroup", O_WRONLY | O_CLOEXEC));
+// One write of "N" to /proc/PID/autogroup: 0 or the errno (EAGAIN: rate-limited).
+int write_autogroup(const std::string& proc_dir, int nice) {
+  UniqueFd fd(open((proc_dir + "/autogroup").c_str(), O_WRONLY | O_CLOEXEC));
   if (!fd.valid()) return errno;
   const std::string text = std::to_string(nice);
   if (write(fd.get(), text.data(), text.size()) < 0) return errno;
   return 0;
+}
+
+int write_own_autogroup(int nice) { return write_autogroup("/proc/self", nice); }
+
+int nice_in(const std::string& text) {
+  const size_t at = text.find(" nice ");
+  return at == std::string::npos ? -1 : std::atoi(text.c_str() + at + 6);
 }
 
 }  // namespace
@@ -61,8 +69,22 @@ PriorityProbe refill_priority_from(const std::string& autogroup_enabled, const s
       (" " + v2_root_subtree_control + " ").find(" cpu ") != std::string::npos)
     return {false, "refills run at normal priority: this process is in the cgroup " + v2_path +
                        " with the cpu controller, where scheduler autogroups do not apply"};
-  return {true, "refills run at low CPU priority (scheduler autogroup nice " + std::to_string(kRefillNice) +
-                    ", back to 0 when claimed)"};
+  return {true,
+          "refills run at low CPU priority (scheduler autogroup nice " + std::to_string(kRefillNice) +
+              ", back to 0 when claimed)",
+          "autogroup"};
+}
+
+PriorityProbe daemon_refill_priority() {
+  PriorityProbe p = probe_refill_priority();
+  if (p.low) return p;
+  const RefillCgroups& c = refill_cgroups();
+  // "refills run at normal priority: <why autogroups do not apply>"
+  const std::string no_autogroup = p.why.substr(p.why.find(": ") + 2);
+  if (!c.refill.empty())
+    return {true, "refills run at low CPU priority (" + c.why + "); scheduler autogroups do not apply: " + no_autogroup,
+            "cgroup"};
+  return {false, p.why + "; no cgroup fallback: " + (c.why.empty() ? "not tried" : c.why), "none"};
 }
 
 PriorityProbe probe_refill_priority() {
@@ -91,10 +113,12 @@ int lower_refill_priority() {
   return own_autogroup_nice();
 }
 
-int own_autogroup_nice() {
-  const std::string text = read_small_file_or_empty("/proc/self/autogroup");
-  const size_t at = text.find(" nice ");
-  return at == std::string::npos ? -1 : std::atoi(text.c_str() + at + 6);
+int own_autogroup_nice() { return nice_in(read_small_file_or_empty("/proc/self/autogroup")); }
+
+int set_autogroup_nice_of(pid_t pid, int nice) { return write_autogroup("/proc/" + std::to_string(pid), nice); }
+
+int autogroup_nice_of(pid_t pid) {
+  return nice_in(read_small_file_or_empty("/proc/" + std::to_string(pid) + "/autogroup"));
 }
 
 NormalPriorityAtClaim::NormalPriorityAtClaim() {

@@ -21,9 +21,13 @@ inline constexpr int kRefillNice = 19;
 // in another cpu cgroup is scheduled by that group, not by its autogroup).
 struct PriorityProbe {
   bool low = false;
-  std::string why;  // what decides it, for `pool status` and `pool start`
+  std::string why;                 // what decides it, for `pool status` and `pool start`
+  std::string mechanism = "none";  // "autogroup", "cgroup" (pool/cpu_cgroup.hpp) or "none"
 };
 PriorityProbe probe_refill_priority();
+// The daemon's: autogroups where they apply, else the cgroup fallback it
+// made at start (pool/cpu_cgroup.hpp), else none and why.
+PriorityProbe daemon_refill_priority();
 // The same from its inputs (unit-tested): the sysctl's value, the text of
 // /proc/self/cgroup, and cgroup v2's root cgroup.subtree_control.
 PriorityProbe refill_priority_from(const std::string& autogroup_enabled, const std::string& proc_cgroup,
@@ -38,6 +42,10 @@ int set_own_autogroup_nice(int nice, int retry_ms);
 int lower_refill_priority();
 // The nice of our own autogroup ("/autogroup-N nice K"), -1 if unknown.
 int own_autogroup_nice();
+// The same for another process of ours (the daemon raising a starting
+// sandbox a claim waits for, pool/run_hold.hpp): one write, 0 or the errno.
+int set_autogroup_nice_of(pid_t pid, int nice);
+int autogroup_nice_of(pid_t pid);
 
 // At a claim: our autogroup (the kernel's, its init's and the relay's) back
 // to nice 0 without making the claim wait. One try now; if the kernel asks

@@ -343,17 +343,39 @@ def pool_status(jup, env) -> dict:
     return json.loads(r.stdout) if r.returncode == 0 and r.stdout.strip() else {}
 
 
-def run_pool(jup, env) -> dict:
-    """The daemon's pool of this run's launcher argv: the kernelspec's plus --memory 1G."""
-    pools = [p for p in pool_status(jup, env).get("pools", []) if "1G" in p["spec"] and "--memory" in p["spec"]]
-    return pools[0] if pools else {}
+def run_pools(jup, env) -> list[dict]:
+    """The daemon's pools that belong to a run (`pool status` names the run)."""
+    return [p for p in pool_status(jup, env).get("pools", []) if p.get("run")]
 
 
-def test_run_limits_get_pooled_kernels_and_hold(jup, tools):
-    """`run --memory` on a kernelspec with a pool: the run's launcher argv
-    (the kernelspec's plus the limit) gets a pool of its own in the user's
-    daemon, of the kernelspec's size; once it is filled the run's kernels are
-    claimed from it, and the limit holds in them (a memory bomb is stopped)."""
+def pool_run_processes(run_pid: int) -> list[int]:
+    """Processes of the run with pid RUN_PID that carry its pool token
+    (IK_POOL_RUN=<pid>-...): its workers, their launchers, and the helpers of
+    its pool (the daemon starts them with the run's environment)."""
+    needle = f"IK_POOL_RUN={run_pid}-".encode()
+    found = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            with contextlib.suppress(OSError):
+                if needle in Path(f"/proc/{d}/environ").read_bytes():
+                    found.append(int(d))
+    return found
+
+
+def alive(pids) -> list[int]:
+    out = []
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z":
+                out.append(pid)
+    return out
+
+
+@contextlib.contextmanager
+def pooled_kernelspec(jup, tools, size: int = 1):
+    """A kernelspec `run-pooled` with a pool of SIZE, the waiter where the
+    launcher looks for it, and a private XDG_RUNTIME_DIR (the daemon's
+    socket); the daemon is stopped afterwards."""
     import tempfile
     waiter = tools.root / "share" / "pool" / "pool_waiter.py"  # where the launcher looks: bin/../share/pool/
     waiter.parent.mkdir(parents=True, exist_ok=True)
@@ -363,40 +385,124 @@ def test_run_limits_get_pooled_kernels_and_hold(jup, tools):
     xdg = jup.chown(Path(tempfile.mkdtemp(prefix="ikr-", dir="/tmp")))  # short: a socket path
     env = {"XDG_RUNTIME_DIR": str(xdg)}
     try:
-        r = jup.ik("install", "--user", "--name", "run-pooled", "--pool", "2", "--no-check")
+        r = jup.ik("install", "--user", "--name", "run-pooled", "--pool", str(size), "--no-check")
         assert r.returncode == 0, str(r)
-        d = jup.mkdir(jup.work / "nbs")
-        jup.write(d / "first.ipynb", nb_text(["print('first')"]))
-        common = ["--kernel", "run-pooled", "--memory", "1G", "--timeout", "60s", "-j", "1"]
-        # The first kernel starts cold and the daemon with it; the next one
-        # (cold too) makes the pool of this argv, of the kernelspec's size.
-        r = jup.ik("run", *common, "-o", "out1", "nbs", cwd=jup.work, env=env, timeout=300)
-        assert r.returncode == 0, str(r)
-        deadline = time.monotonic() + 60
-        while "pools" not in pool_status(jup, env):
-            assert time.monotonic() < deadline, "no pool daemon was started"
-            time.sleep(0.5)
-        assert run_pool(jup, env) == {}, pool_status(jup, env)
-        r = jup.ik("run", *common, "-o", "out1", "nbs", cwd=jup.work, env=env, timeout=300)
-        assert r.returncode == 0, str(r)
-        deadline = time.monotonic() + 120
-        while run_pool(jup, env).get("ready", 0) < 2:
-            assert time.monotonic() < deadline, f"the run's pool did not fill: {pool_status(jup, env)}"
-            time.sleep(0.5)
-        before = run_pool(jup, env)["claimed"]
-        jup.write(d / "ok.ipynb", nb_text(["x = 6 * 7", "print(x)"]))
-        jup.write(d / "bomb.ipynb", nb_text(["a = []\nwhile True:\n    a.append(bytearray(64 << 20))"]))
-        (d / "first.ipynb").unlink()
-        r = jup.ik("run", *common, "-o", "out2", "nbs", cwd=jup.work, env=env, timeout=300)
-        assert r.returncode == 1, str(r)
-        rep = read_report(jup.work / "out2" / "report.jsonl")
-        assert {k: v["status"] for k, v in rep.items()} == \
-            {"nbs/ok.ipynb": "ok", "nbs/bomb.ipynb": "memory-limit"}, rep
-        # Both kernels were waiting sandboxes of the run's argv (2 ready: no cold start).
-        log = xdg / "isolated-kernel" / "pool.log"
-        assert run_pool(jup, env)["claimed"] - before == 2, \
-            f"{pool_status(jup, env)}\n--- pool.log\n{log.read_text()[-3000:] if log.exists() else ''}"
-        assert rep["nbs/bomb.ipynb"]["peak_memory_bytes"] <= (1 << 30) + (64 << 20), rep["nbs/bomb.ipynb"]
+        yield env
     finally:
         jup.ik("pool", "stop", env=env)
         shutil.rmtree(xdg, ignore_errors=True)
+
+
+def pool_log(env) -> str:
+    log = Path(env["XDG_RUNTIME_DIR"]) / "isolated-kernel" / "pool.log"
+    return log.read_text()[-3000:] if log.exists() else ""
+
+
+def test_run_pool_sized_by_jobs_first_kernels_pooled_ends_with_run(jup, tools):
+    """`run -j 2 --memory 1G` on a pooled kernelspec with a daemon running:
+    the run gets a pool of its own launcher argv (the kernelspec's plus the
+    limit) sized by -j, not the kernelspec's 1; every kernel of the run,
+    the first two included, is claimed from it (none cold), the limit holds
+    in them (a memory bomb is stopped), `pool status` shows the pool as the
+    run's, and when the run returns its pool, its sandboxes and everything
+    carrying its token are gone while the kernelspec's own pool is untouched."""
+    with pooled_kernelspec(jup, tools, size=1) as env:
+        r = jup.ik("pool", "start", env=env)
+        assert r.returncode == 0, str(r)
+        deadline = time.monotonic() + 120
+        # The kernelspec's own pool, filled by the scan: a sandbox measured,
+        # so the run's pool may start two at once (the memory cap's rule).
+        while not any(p["ready"] for p in pool_status(jup, env).get("pools", []) if not p.get("run")):
+            assert time.monotonic() < deadline, f"the kernelspec's pool did not fill: {pool_status(jup, env)}"
+            time.sleep(0.3)
+        own = [p for p in pool_status(jup, env)["pools"] if not p.get("run")]
+        own_helpers = {w["helper_pid"] for p in own for w in p["waiting"]}
+        d = jup.mkdir(jup.work / "nbs")
+        for i in range(3):
+            jup.write(d / f"s{i}.ipynb", nb_text(["import time; time.sleep(4)", f"print({i})"]))
+        jup.write(d / "z-bomb.ipynb", nb_text(["a = []\nwhile True:\n    a.append(bytearray(64 << 20))"]))
+        cmd = [jup.tools.ik, "run", "--kernel", "run-pooled", "--memory", "1G", "--timeout", "60s", "-j", "2", "nbs"]
+        p = subprocess.Popen(jup.argv(cmd), cwd=jup.work, env=jup.env(env), stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        seen, pids, text = None, set(), ""
+        try:
+            deadline = time.monotonic() + 120
+            while p.poll() is None and time.monotonic() < deadline:
+                for rp in run_pools(jup, env):
+                    assert rp["run"]["pid"] == p.pid, rp
+                    assert "--memory" in rp["spec"] and "1G" in rp["spec"], rp
+                    if seen is None:  # the first view: before any kernel started
+                        seen, text = rp, jup.ik("pool", "status", env=env).stdout
+                    pids |= {w[k] for w in rp["waiting"] for k in ("helper_pid", "program_pid")}
+                pids |= set(pool_run_processes(p.pid))
+                time.sleep(0.1)
+            out, err = p.communicate(timeout=300)
+        finally:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.communicate()
+        assert p.returncode == 1, f"{p.returncode}\n{out}\n{err}"
+        assert seen is not None, f"no pool of the run was seen\n{err}"
+        assert seen["size"] == 2, seen  # -j 2, not the kernelspec's pool 1
+        assert f"the pool of 'isolated-kernel run' pid {p.pid} (sized by its -j; ends with it)" in text, text
+        rep = read_report(jup.work / "run-output" / "report.jsonl")
+        assert {k: v["status"] for k, v in rep.items()} == {
+            "nbs/s0.ipynb": "ok", "nbs/s1.ipynb": "ok", "nbs/s2.ipynb": "ok", "nbs/z-bomb.ipynb": "memory-limit"}, rep
+        assert rep["nbs/z-bomb.ipynb"]["peak_memory_bytes"] <= (1 << 30) + (64 << 20), rep["nbs/z-bomb.ipynb"]
+        # Every kernel, the first two included, was a waiting sandbox of the run's pool.
+        assert "4 of 4 kernels came from the run's pool" in err, f"{err}\n--- pool.log\n{pool_log(env)}"
+        # Gone when the run returned: no pool of a run, none of its processes.
+        assert run_pools(jup, env) == [], pool_status(jup, env)
+        # (a claimed kernel's helper may take a moment after its kernel's exit notice)
+        deadline = time.monotonic() + 5
+        while alive(pids) or pool_run_processes(p.pid):
+            assert time.monotonic() < deadline, (pids, alive(pids), pool_run_processes(p.pid))
+            time.sleep(0.1)
+        assert pids
+        after = [p for p in pool_status(jup, env)["pools"] if not p.get("run")]
+        assert {w["helper_pid"] for p in after for w in p["waiting"]} == own_helpers, (own, after)
+
+
+def test_run_pool_gone_after_sigkill_of_the_run(jup, tools):
+    """With no daemon running, `run -j 2` starts one and holds a pool of 2;
+    its first kernel is pooled (it waits for the sandbox already starting
+    rather than start cold). SIGKILL of the run mid-batch: the daemon sees
+    the run's connection hang up and ends the run's pool; nothing of the run
+    is left (waiting sandboxes, helpers, workers, launchers, kernels)."""
+    with pooled_kernelspec(jup, tools, size=1) as env:
+        d = jup.mkdir(jup.work / "loops")
+        for i in range(3):
+            jup.write(d / f"l{i}.ipynb", nb_text(["import time\nwhile True:\n    time.sleep(0.05)"]))
+        cmd = [jup.tools.ik, "run", "--kernel", "run-pooled", "-j", "2", "loops"]
+        p = subprocess.Popen(jup.argv(cmd), cwd=jup.work, env=jup.env(env), stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        pids = set()
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                assert p.poll() is None, p.communicate()
+                assert time.monotonic() < deadline, f"the run's pool did not claim and refill: {pool_status(jup, env)}"
+                rps = run_pools(jup, env)
+                for rp in rps:
+                    assert rp["run"]["pid"] == p.pid, rp
+                    pids |= {w[k] for w in rp["waiting"] for k in ("helper_pid", "program_pid")}
+                pids |= set(pool_run_processes(p.pid))
+                # Two kernels running, the third notebook's sandbox waiting.
+                # (size 1: shrunk once both kernels are up, one notebook left to start)
+                if rps and rps[0]["claimed"] >= 1 and rps[0]["claimed"] + rps[0]["refused"] >= 2 and \
+                        rps[0]["ready"] and rps[0]["size"] == 1:
+                    break
+                time.sleep(0.2)
+            assert rps[0]["claimed"] >= 1, rps  # the first kernel was pooled
+            os.kill(p.pid, signal.SIGKILL)
+            p.communicate(timeout=60)
+        finally:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.communicate()
+        deadline = time.monotonic() + 15
+        while run_pools(jup, env) or alive(pids) or pool_run_processes(p.pid):
+            assert time.monotonic() < deadline, \
+                f"left behind: {run_pools(jup, env)}, {alive(pids)}, {pool_run_processes(p.pid)}\n{pool_log(env)}"
+            time.sleep(0.2)
+        assert pool_status(jup, env)["running"], "the daemon itself stays (idle timeout)"
