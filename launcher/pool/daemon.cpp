@@ -98,8 +98,8 @@ std::string launcher_path() {
 
 class Daemon {
  public:
-  Daemon(const DaemonOptions& o, std::string dir, UniqueFd listener)
-      : o_(o), dir_(std::move(dir)), listener_(std::move(listener)) {}
+  Daemon(const DaemonOptions& o, std::string dir, UniqueFd listener, PriorityProbe priority)
+      : o_(o), dir_(std::move(dir)), listener_(std::move(listener)), priority_(std::move(priority)) {}
 
   int run() {
     if (o_.scan) prescan();
@@ -163,36 +163,30 @@ class Daemon {
     }
   }
 
-  // Hangs up on every helper (a waiting one ends with its sandbox), then
-  // waits for helpers and sandbox inits to be gone: a helper still setting up
-  // at nice 19 on a busy machine notices the hang-up late, so after a grace
-  // period it and its init get SIGKILL (init would get it anyway, PDEATHSIG).
-  // Claimed kernels are not in pools_ any more: they are spared.
+  // Hangs up on every helper (a waiting one ends with its sandbox) and
+  // follows them, their sandbox inits and the run pools already ending until
+  // they are gone (EndingPool: SIGKILL after the grace, for a helper still
+  // setting up at nice 19 that notices late). Claimed kernels are not in
+  // pools_ any more: they are spared. Bounded: a process stuck in the kernel
+  // must not keep `pool stop` waiting for ever.
   void end_waiting_sandboxes() {
-    std::vector<std::pair<pid_t, UniqueFd>> left;
+    std::vector<pid_t> pids;
     for (auto& [id, pool] : pools_)
-      for (auto& e : pool.entries)
-        for (pid_t pid : {e->helper, e->init_pid})
-          if (pid > 0)
-            if (int fd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0)); fd >= 0)
-              left.emplace_back(pid, UniqueFd(fd));
-    pools_.clear();  // closes every helper's socket
-    const auto gone_within = [&](int ms) {
-      for (const auto until = Clock::now() + std::chrono::milliseconds(ms); !left.empty() && Clock::now() < until;) {
-        reap();
-        std::vector<pollfd> fds;
-        for (auto& [pid, fd] : left) fds.push_back({fd.get(), POLLIN, 0});
-        poll(fds.data(), fds.size(), 50);
-        for (size_t i = fds.size(); i-- > 0;)
-          if (fds[i].revents) left.erase(left.begin() + static_cast<long>(i));
+      for (auto& e : pool.entries) pids.insert(pids.end(), {e->helper, e->init_pid});
+    ending_.emplace_back(pids, UniqueFd(), nlohmann::json());  // pidfds first, then the sockets close
+    pools_.clear();
+    for (const auto until = Clock::now() + std::chrono::seconds(10); !ending_.empty() && Clock::now() < until;) {
+      std::vector<pollfd> fds;
+      int ms = 100;
+      for (const auto& e : ending_) {
+        for (int fd : e.fds()) fds.push_back({fd, POLLIN, 0});
+        ms = std::min(ms, e.ms_to_next_step());
       }
+      poll(fds.data(), fds.size(), ms);
       reap();
-      return left.empty();
-    };
-    if (gone_within(3000)) return;
-    log::warn("pool: %zu helper(s) or sandbox(es) still setting up after the stop: SIGKILL", left.size());
-    for (auto& [pid, fd] : left) syscall(SYS_pidfd_send_signal, fd.get(), SIGKILL, nullptr, 0);
-    (void)gone_within(5000);
+      std::erase_if(ending_, [](EndingPool& e) { return e.step(); });
+    }
+    reap();
   }
 
   void drop(Pool& pool, Entry* e) {
@@ -633,8 +627,8 @@ class Daemon {
   bool stop_ = false;
   UniqueFd stop_reply_;
   bool refill_ = false;
-  long estimate_kib_ = 0;  // the largest waiting sandbox measured: what one more will take
-  PriorityProbe priority_ = daemon_refill_priority();
+  long estimate_kib_ = 0;   // the largest waiting sandbox measured: what one more will take
+  PriorityProbe priority_;  // decided once at start: what `pool start` printed is what status shows
 };
 
 // Our own user and mount namespace, ids mapped to themselves, so the daemon
@@ -743,6 +737,7 @@ int pool_start(const DaemonOptions& o) {
   // Where autogroups do not apply: a low-weight cpu cgroup for refills, made
   // from the host's user namespace (pool/cpu_cgroup.hpp).
   if (!probe_refill_priority().low) (void)prepare_refill_cgroups();
+  const PriorityProbe priority = daemon_refill_priority();
   if (auto s = enter_own_namespaces(); !s) {
     report(s.error().describe());
     return print_error(s.error());
@@ -762,13 +757,13 @@ int pool_start(const DaemonOptions& o) {
     dup2(null.get(), 0);
     dup2(null.get(), 1);
     dup2(logf.valid() ? logf.get() : null.get(), 2);
-    report("O" + pid + "\n" + daemon_refill_priority().why);
+    report("O" + pid + "\n" + priority.why);
     close(ready[1]);
   }
   if (o.foreground && !o.quiet)
     std::fprintf(stderr, "isolated-kernel: pool daemon pid %s, socket %s; %s\n", pid.c_str(), socket_path(dir).c_str(),
-                 daemon_refill_priority().why.c_str());
-  Daemon d(o, dir, std::move(*listener));
+                 priority.why.c_str());
+  Daemon d(o, dir, std::move(*listener), priority);
   return d.run();
 }
 
