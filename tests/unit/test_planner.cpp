@@ -347,6 +347,13 @@ TEST_CASE("planner: id maps: one line, or root's identity map of all its ids") {
     CHECK(ik::parse_id_map("").empty());
     CHECK(ik::parse_id_map("x y z\n0 0 0\n1 2\n").empty());
     CHECK(ik::parse_id_map("5 6 7").size() == 1);
+    // Beyond 32 bits, a sign, a blank line: skipped; the lines around kept.
+    CHECK(ik::parse_id_map("0 0 4294967296\n-1 0 1\n\n0 0 4294967295\n\t7\t8\t9\n") ==
+          std::vector<ik::IdExtent>{{0, 0, 4294967295u}, {7, 8, 9}});
+    CHECK(ik::parse_id_map("1 2").empty());
+    CHECK(ik::parse_id_map("1 2\n3").empty());
+    // What the kernel writes: right-aligned in 10 columns.
+    CHECK(ik::parse_id_map("         0          0 4294967295\n") == std::vector<ik::IdExtent>{{0, 0, 4294967295u}});
   }
 }
 
