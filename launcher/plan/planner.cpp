@@ -67,6 +67,28 @@ void add_file(std::vector<MountOp>& ops, const std::string& dest, std::string co
   ops.push_back(std::move(op));
 }
 
+// Whether every directory between /etc and a path below it is a plain
+// directory, not a symlink (lstat). Remembers each answer: the curated
+// entries share their subdirectories (ssl/certs, ssl/openssl.cnf).
+class PlainDirs {
+ public:
+  bool holds(const HostFs& fs, const std::string& path) {
+    for (size_t slash = path.find('/', 5); slash != std::string::npos; slash = path.find('/', slash + 1))
+      if (!plain(fs, path.substr(0, slash))) return false;
+    return true;
+  }
+
+ private:
+  bool plain(const HostFs& fs, const std::string& dir) {
+    for (const auto& [d, yes] : seen_)
+      if (d == dir) return yes;
+    const bool yes = fs.lstat_type(dir) == FileType::kDir;
+    seen_.emplace_back(dir, yes);
+    return yes;
+  }
+  std::vector<std::pair<std::string, bool>> seen_;
+};
+
 void add_etc(std::vector<MountOp>& ops, const Options& opts, const HostInfo& host, const Identity& id) {
   const HostFs& fs = *host.fs;
   ops.push_back(make_op(OpKind::kDir, "/etc", "etc"));
@@ -76,10 +98,12 @@ void add_etc(std::vector<MountOp>& ops, const Options& opts, const HostInfo& hos
   const std::string resolv = "resolv.conf";
   const size_t count = curated.size() + (opts.net == NetMode::kShare ? 1 : 0);
   // realpath(3) costs a readlink per component: only pay it for entries that
-  // are symlinks or lie in a subdirectory (which may be one), unless /etc
-  // itself is not a plain directory.
+  // are symlinks or lie below one (a subdirectory of /etc that is a link),
+  // or when /etc itself is not a plain directory. With no link on the way
+  // the real path is the path, and its type the lstat's.
   std::string real;
-  const bool etc_plain = fs.real_path("/etc", real) == 0 && real == "/etc";
+  const bool etc_plain = fs.lstat_type("/etc") == FileType::kDir;
+  PlainDirs plain_dirs;
   for (size_t i = 0; i < count; ++i) {
     const std::string& name = i < curated.size() ? curated[i] : resolv;
     std::string path = "/etc/" + name;
@@ -99,7 +123,7 @@ void add_etc(std::vector<MountOp>& ops, const Options& opts, const HostInfo& hos
     }
     MountOp op = make_op(OpKind::kBind, path, "etc");
     op.src = path;
-    if (is_link || !etc_plain || name.find('/') != std::string::npos) {
+    if (is_link || !etc_plain || !plain_dirs.holds(fs, path)) {
       if (fs.real_path(path, real) != 0 || !(type = fs.stat_type(real))) continue;
       op.src = real;
     }
