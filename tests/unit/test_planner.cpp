@@ -914,7 +914,7 @@ TEST_CASE("op_kind_name") {
   CHECK(std::string(ik::op_kind_name(OpKind::kDev)) == "dev");
 }
 
-TEST_CASE("planner: curated /etc entries below a linked subdirectory, or in a linked /etc, are bound from their real path") {
+TEST_CASE("planner: /etc entries below a linked subdirectory, or in a linked /etc, are bound from their real path") {
   // The planner skips realpath(3) when no directory on the way is a link;
   // these hosts have one.
   auto host_with = [](const std::function<void(ik::MemoryFs&)>& build) {
