@@ -9,25 +9,29 @@
 namespace ik {
 
 Result<std::string> read_small_file(const std::string& path, size_t max_bytes) {
-  const std::string step = "read " + path;
-  const std::string too_large = "larger than " + (max_bytes % (1 << 20) == 0 ? std::to_string(max_bytes >> 20) + " MiB"
-                                                                             : std::to_string(max_bytes) + " bytes");
+  // The messages are built only on the way out: this runs several times at
+  // every start.
+  auto fail = [&](int err, std::string what) { return Error{"read " + path, err, std::move(what), {}, kExitSetup}; };
+  auto too_large = [&] {
+    return fail(0, "larger than " + (max_bytes % (1 << 20) == 0 ? std::to_string(max_bytes >> 20) + " MiB"
+                                                                : std::to_string(max_bytes) + " bytes"));
+  };
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
-  if (!fd.valid()) return Error{step, errno, {}, {}, kExitSetup};
+  if (!fd.valid()) return fail(errno, {});
   struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) return Error{step, errno, {}, {}, kExitSetup};
-  if (!S_ISREG(st.st_mode)) return Error{step, 0, "not a regular file", {}, kExitSetup};
-  if (st.st_size > static_cast<off_t>(max_bytes)) return Error{step, 0, too_large, {}, kExitSetup};
+  if (::fstat(fd.get(), &st) != 0) return fail(errno, {});
+  if (!S_ISREG(st.st_mode)) return fail(0, "not a regular file");
+  if (st.st_size > static_cast<off_t>(max_bytes)) return too_large();
   std::string text;
   char buf[4096];
   for (;;) {
     ssize_t n = ::read(fd.get(), buf, sizeof buf);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return Error{step, errno, {}, {}, kExitSetup};
+    if (n < 0) return fail(errno, {});
     if (n == 0) break;
     text.append(buf, static_cast<size_t>(n));
     // procfs files report size 0: cap what is read too.
-    if (text.size() > max_bytes) return Error{step, 0, too_large, {}, kExitSetup};
+    if (text.size() > max_bytes) return too_large();
   }
   return text;
 }

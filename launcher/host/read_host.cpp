@@ -1,18 +1,18 @@
 #include "host/read_host.hpp"
 
-#include <pwd.h>
-#include <grp.h>
 #include <linux/capability.h>
 #include <sys/syscall.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <climits>
+#include <cstring>
 #include <initializer_list>
 
 #include "common/file_io.hpp"
 #include "host/cgroup_probe.hpp"
 #include "host/real_fs.hpp"
+#include "host/user_db.hpp"
 
 namespace ik {
 namespace {
@@ -54,22 +54,21 @@ MappableIds read_mappable_ids() {
 Result<HostInfo> read_host_info(char** envp, bool probe_cgroup) {
   HostInfo h;
   for (char** e = envp; e && *e; ++e) {
-    std::string kv = *e;
-    auto eq = kv.find('=');
-    if (eq != std::string::npos) h.env.emplace(kv.substr(0, eq), kv.substr(eq + 1));
+    const char* eq = std::strchr(*e, '=');
+    if (eq) h.env.emplace(std::string(*e, static_cast<size_t>(eq - *e)), std::string(eq + 1));
   }
   h.uid = getuid();
   h.gid = getgid();
   h.ids = read_mappable_ids();
-  if (const passwd* pw = getpwuid(h.uid)) {
-    h.user = pw->pw_name;
-    h.home = pw->pw_dir;
-    h.shell = pw->pw_shell;
+  if (auto pw = lookup_user(h.uid)) {
+    h.user = std::move(pw->name);
+    h.home = std::move(pw->home);
+    h.shell = std::move(pw->shell);
   } else {
     h.user = "user" + std::to_string(h.uid);
     h.shell = "/bin/sh";
   }
-  if (const group* gr = getgrgid(h.gid)) h.group = gr->gr_name;
+  if (auto gr = lookup_group_name(h.gid)) h.group = std::move(*gr);
   else h.group = h.user;
   if (auto it = h.env.find("HOME"); it != h.env.end() && !it->second.empty()) h.home = it->second;
   if (h.home.empty() || h.home[0] != '/') h.home = "/nonexistent";

@@ -1,6 +1,6 @@
 #include "plan/ids.hpp"
 
-#include <sstream>
+#include <cstring>
 
 namespace ik {
 namespace {
@@ -13,20 +13,36 @@ std::vector<IdExtent> identity_of(const std::vector<IdExtent>& own) {
   return out;
 }
 
+// One unsigned decimal number after optional blanks; false if there is none
+// or it does not fit 32 bits.
+bool read_id(const char*& p, const char* end, std::uint32_t& out) {
+  while (p < end && (*p == ' ' || *p == '\t')) ++p;
+  if (p == end || *p < '0' || *p > '9') return false;
+  std::uint64_t v = 0;
+  for (; p < end && *p >= '0' && *p <= '9'; ++p) {
+    v = v * 10 + static_cast<std::uint64_t>(*p - '0');
+    if (v > UINT32_MAX) return false;
+  }
+  out = static_cast<std::uint32_t>(v);
+  return true;
+}
+
 }  // namespace
 
+// A loop over the bytes, not istringstream: root's every start reads both
+// maps, and a stream (its locale, its buffers) cost more than the reads.
 std::vector<IdExtent> parse_id_map(const std::string& text) {
   std::vector<IdExtent> out;
-  std::istringstream in(text);
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream fields(line);
-    unsigned long long inner, outer, count;
-    if (!(fields >> inner >> outer >> count) || count == 0 || inner > UINT32_MAX || outer > UINT32_MAX ||
-        count > UINT32_MAX)
-      continue;
-    out.push_back({static_cast<std::uint32_t>(inner), static_cast<std::uint32_t>(outer),
-                   static_cast<std::uint32_t>(count)});
+  const char* p = text.data();
+  const char* const end = p + text.size();
+  while (p < end) {
+    const char* eol = static_cast<const char*>(std::memchr(p, '\n', static_cast<size_t>(end - p)));
+    if (!eol) eol = end;
+    IdExtent e;
+    const char* q = p;
+    if (read_id(q, eol, e.inner) && read_id(q, eol, e.outer) && read_id(q, eol, e.count) && e.count != 0)
+      out.push_back(e);
+    p = eol + 1;
   }
   return out;
 }

@@ -29,12 +29,12 @@ void add_system_dirs(std::vector<MountOp>& ops, const HostFs& fs) {
       if (!target || target->empty()) continue;
       MountOp op = make_op(OpKind::kSymlink, dir, "system");
       op.src = *target;
-      ops.push_back(op);
+      ops.push_back(std::move(op));
     } else if (*type == FileType::kDir) {
       MountOp op = make_op(OpKind::kBind, dir, "system");
       op.src = dir;
       op.readonly = true;
-      ops.push_back(op);
+      ops.push_back(std::move(op));
     }
   }
 }
@@ -64,20 +64,48 @@ void add_file(std::vector<MountOp>& ops, const std::string& dest, std::string co
   op.content = std::move(content);
   op.readonly = true;
   op.mode = 0644;
-  ops.push_back(op);
+  ops.push_back(std::move(op));
 }
+
+// Whether every directory between /etc and a path below it is a plain
+// directory, not a symlink (lstat). Remembers each answer: the curated
+// entries share their subdirectories (ssl/certs, ssl/openssl.cnf).
+class PlainDirs {
+ public:
+  bool holds(const HostFs& fs, const std::string& path) {
+    for (size_t slash = path.find('/', 5); slash != std::string::npos; slash = path.find('/', slash + 1))
+      if (!plain(fs, path.substr(0, slash))) return false;
+    return true;
+  }
+
+ private:
+  bool plain(const HostFs& fs, const std::string& dir) {
+    for (const auto& [d, yes] : seen_)
+      if (d == dir) return yes;
+    const bool yes = fs.lstat_type(dir) == FileType::kDir;
+    seen_.emplace_back(dir, yes);
+    return yes;
+  }
+  std::vector<std::pair<std::string, bool>> seen_;
+};
 
 void add_etc(std::vector<MountOp>& ops, const Options& opts, const HostInfo& host, const Identity& id) {
   const HostFs& fs = *host.fs;
   ops.push_back(make_op(OpKind::kDir, "/etc", "etc"));
-  std::vector<std::string> entries = curated_etc_entries();
-  if (opts.net == NetMode::kShare) entries.push_back("resolv.conf");
+  // The curated list, plus resolv.conf when the network is shared (no copy
+  // of the list: this runs at every start).
+  const std::vector<std::string>& curated = curated_etc_entries();
+  const std::string resolv = "resolv.conf";
+  const size_t count = curated.size() + (opts.net == NetMode::kShare ? 1 : 0);
   // realpath(3) costs a readlink per component: only pay it for entries that
-  // are symlinks or lie in a subdirectory (which may be one), unless /etc
-  // itself is not a plain directory.
+  // are symlinks or lie below one (a subdirectory of /etc that is a link),
+  // or when /etc itself is not a plain directory. With no link on the way
+  // the real path is the path, and its type the lstat's.
   std::string real;
-  const bool etc_plain = fs.real_path("/etc", real) == 0 && real == "/etc";
-  for (const auto& name : entries) {
+  const bool etc_plain = fs.lstat_type("/etc") == FileType::kDir;
+  PlainDirs plain_dirs;
+  for (size_t i = 0; i < count; ++i) {
+    const std::string& name = i < curated.size() ? curated[i] : resolv;
     std::string path = "/etc/" + name;
     auto type = fs.lstat_type(path);
     if (!type) continue;
@@ -89,19 +117,19 @@ void add_etc(std::vector<MountOp>& ops, const Options& opts, const HostInfo& hos
       if (target && !target->empty() && path_is_within(*target, "/usr")) {
         MountOp op = make_op(OpKind::kSymlink, path, "etc");
         op.src = *target;
-        ops.push_back(op);
+        ops.push_back(std::move(op));
         continue;
       }
     }
     MountOp op = make_op(OpKind::kBind, path, "etc");
     op.src = path;
-    if (is_link || !etc_plain || name.find('/') != std::string::npos) {
+    if (is_link || !etc_plain || !plain_dirs.holds(fs, path)) {
       if (fs.real_path(path, real) != 0 || !(type = fs.stat_type(real))) continue;
       op.src = real;
     }
     op.readonly = true;
     op.src_is_dir = *type == FileType::kDir;
-    ops.push_back(op);
+    ops.push_back(std::move(op));
   }
   add_file(ops, "/etc/passwd", passwd_content(host, id), "etc (synthesized)");
   add_file(ops, "/etc/group", group_content(host, id), "etc (synthesized)");
@@ -115,12 +143,12 @@ void add_runtime_dirs(std::vector<MountOp>& ops, const Identity& id) {
   ops.push_back(make_op(OpKind::kDev, "/dev", "dev"));
   MountOp tmp = make_op(OpKind::kTmpfs, "/tmp", "private /tmp");
   tmp.mode = 01777;
-  ops.push_back(tmp);
+  ops.push_back(std::move(tmp));
   if (id.home != "/" && id.home != "/nonexistent") {
     MountOp home = make_op(OpKind::kTmpfs, id.home, "private HOME");
     home.mode = 0700;
     home.owned = true;
-    ops.push_back(home);
+    ops.push_back(std::move(home));
   }
 }
 
@@ -167,7 +195,7 @@ Status add_user_entry(std::vector<MountOp>& ops, const MountEntry& e, const Host
     MountOp op = make_op(is_file ? OpKind::kEmpty : OpKind::kTmpfs, dest, why);
     op.readonly = is_file;
     op.mode = 0755;
-    ops.push_back(op);
+    ops.push_back(std::move(op));
     return ok();
   }
   auto src_t = expand_tilde(e.src.empty() ? e.dest : e.src, host.home, fs);
@@ -189,9 +217,9 @@ Status add_user_entry(std::vector<MountOp>& ops, const MountEntry& e, const Host
     // Typed through symlinks (e.g. HOME /u/x really /m/home/x): show it at both.
     MountOp at_real = op;
     at_real.dest = *real;
-    ops.push_back(at_real);
+    ops.push_back(std::move(at_real));
   }
-  ops.push_back(op);
+  ops.push_back(std::move(op));
   return ok();
 }
 
@@ -216,23 +244,17 @@ std::string canonical_dest(const std::string& dest, const Links& links, int dept
   return dest;
 }
 
+// Every op's destination with our own symlinks followed, in the order of
+// the ops: computed once, by order_ops, for every pass after it (they
+// compare every pair of ops and never change a destination or a link).
+using CanonicalDests = std::vector<std::string>;
+
 // A mount point that does not exist inside a host bind would have to be
 // created on the host. Refuse instead of writing to the user's files.
-// Every op's destination with our own symlinks followed, computed once (the
-// checks below compare every pair of ops).
-std::vector<std::string> canonical_dests(const std::vector<MountOp>& ops) {
-  const Links links = collect_links(ops);
-  std::vector<std::string> out;
-  out.reserve(ops.size());
-  for (const auto& op : ops) out.push_back(canonical_dest(op.dest, links));
-  return out;
-}
-
 // Also marks the mount points that lie inside a host bind: apply never
 // creates those (nothing is ever made on the host, even if the path vanished
 // since this check).
-Status check_mount_points(std::vector<MountOp>& ops, const HostFs& fs) {
-  const std::vector<std::string> canon = canonical_dests(ops);
+Status check_mount_points(std::vector<MountOp>& ops, const CanonicalDests& canon, const HostFs& fs) {
   for (size_t i = 0; i < ops.size(); ++i) {
     const std::string& dest = canon[i];
     const MountOp* parent = nullptr;
@@ -256,13 +278,31 @@ Status check_mount_points(std::vector<MountOp>& ops, const HostFs& fs) {
 }
 
 // Parents before children; equal depth keeps the given order (later wins).
-void order_ops(std::vector<MountOp>& ops) {
+// Returns the canonical destinations in the new order.
+CanonicalDests order_ops(std::vector<MountOp>& ops) {
   const Links links = collect_links(ops);
-  std::vector<std::pair<size_t, MountOp>> keyed;
-  for (auto& op : ops) keyed.emplace_back(path_depth(canonical_dest(op.dest, links)), std::move(op));
-  std::stable_sort(keyed.begin(), keyed.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
-  ops.clear();
-  for (auto& [depth, op] : keyed) ops.push_back(std::move(op));
+  struct Keyed {
+    size_t depth;
+    size_t index;
+    std::string canon;
+  };
+  std::vector<Keyed> keyed;
+  keyed.reserve(ops.size());
+  for (size_t i = 0; i < ops.size(); ++i) {
+    std::string canon = canonical_dest(ops[i].dest, links);
+    keyed.push_back({path_depth(canon), i, std::move(canon)});
+  }
+  std::stable_sort(keyed.begin(), keyed.end(), [](const Keyed& a, const Keyed& b) { return a.depth < b.depth; });
+  std::vector<MountOp> sorted;
+  sorted.reserve(ops.size());
+  CanonicalDests canon;
+  canon.reserve(ops.size());
+  for (auto& k : keyed) {
+    sorted.push_back(std::move(ops[k.index]));
+    canon.push_back(std::move(k.canon));
+  }
+  ops = std::move(sorted);
+  return canon;
 }
 
 bool is_file_op(OpKind k) { return k == OpKind::kFile || k == OpKind::kEmpty; }
@@ -273,8 +313,7 @@ bool is_file_op(OpKind k) { return k == OpKind::kFile || k == OpKind::kEmpty; }
 // read-only file, any other tmpfs (they stay writable) for a writable one.
 // That saves a mount point, a bind and its remount per file. Anywhere else
 // (inside a host bind, /dev, over a bound file) it is staged and bound.
-void place_files(std::vector<MountOp>& ops) {
-  const std::vector<std::string> canon = canonical_dests(ops);
+void place_files(std::vector<MountOp>& ops, const CanonicalDests& canon) {
   for (size_t i = 0; i < ops.size(); ++i) {
     MountOp& op = ops[i];
     if (!is_file_op(op.kind)) continue;
@@ -298,8 +337,7 @@ void place_files(std::vector<MountOp>& ops) {
 // read-only bind or file: a user's rw mount there, a DEST=none tmpfs, or
 // another op at /etc itself (it would cover the sealed mount) keep the
 // per-bind way.
-void seal_etc(std::vector<MountOp>& ops) {
-  const std::vector<std::string> canon = canonical_dests(ops);
+void seal_etc(std::vector<MountOp>& ops, const CanonicalDests& canon) {
   MountOp* etc = nullptr;
   for (auto& op : ops)
     if (op.kind == OpKind::kDir && op.dest == "/etc" && op.why == "etc") etc = &op;
@@ -417,21 +455,25 @@ Result<Plan> build_plan(const Options& opts, const HostInfo& host, const std::ve
 
   std::vector<MountOp>& ops = plan.ops;
   MountOp root = make_op(OpKind::kTmpfs, "/", "new root");
-  ops.push_back(root);
+  ops.push_back(std::move(root));
   add_system_dirs(ops, fs);
   add_etc(ops, opts, host, plan.id);
   add_runtime_dirs(ops, plan.id);
   // First every bind (so DEST=none can see what will be there), then the
-  // entries in the order given.
-  std::vector<MountOp> view = ops;
-  for (const auto& e : opts.mounts)
-    if (!e.none) IK_TRY(add_user_entry(view, e, host, view));
+  // entries in the order given. Only DEST=none looks at `view`: without one
+  // (the usual case) the copy is not made.
+  std::vector<MountOp> view;
+  if (std::any_of(opts.mounts.begin(), opts.mounts.end(), [](const MountEntry& e) { return e.none; })) {
+    view = ops;
+    for (const auto& e : opts.mounts)
+      if (!e.none) IK_TRY(add_user_entry(view, e, host, view));
+  }
   for (const auto& e : opts.mounts) IK_TRY(add_user_entry(ops, e, host, view));
   for (const auto& op : extra) ops.push_back(op);
-  order_ops(ops);
-  IK_TRY(check_mount_points(ops, fs));
-  place_files(ops);
-  seal_etc(ops);
+  const CanonicalDests canon = order_ops(ops);
+  IK_TRY(check_mount_points(ops, canon, fs));
+  place_files(ops, canon);
+  seal_etc(ops, canon);
 
   if (!opts.chdir.empty()) {
     auto t = expand_tilde(opts.chdir, host.home, fs);

@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <functional>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -347,6 +348,13 @@ TEST_CASE("planner: id maps: one line, or root's identity map of all its ids") {
     CHECK(ik::parse_id_map("").empty());
     CHECK(ik::parse_id_map("x y z\n0 0 0\n1 2\n").empty());
     CHECK(ik::parse_id_map("5 6 7").size() == 1);
+    // Beyond 32 bits, a sign, a blank line: skipped; the lines around kept.
+    CHECK(ik::parse_id_map("0 0 4294967296\n-1 0 1\n\n0 0 4294967295\n\t7\t8\t9\n") ==
+          std::vector<ik::IdExtent>{{0, 0, 4294967295u}, {7, 8, 9}});
+    CHECK(ik::parse_id_map("1 2").empty());
+    CHECK(ik::parse_id_map("1 2\n3").empty());
+    // What the kernel writes: right-aligned in 10 columns.
+    CHECK(ik::parse_id_map("         0          0 4294967295\n") == std::vector<ik::IdExtent>{{0, 0, 4294967295u}});
   }
 }
 
@@ -904,4 +912,50 @@ TEST_CASE("op_kind_name") {
   CHECK(std::string(ik::op_kind_name(OpKind::kEmpty)) == "empty-file");
   CHECK(std::string(ik::op_kind_name(OpKind::kProc)) == "proc");
   CHECK(std::string(ik::op_kind_name(OpKind::kDev)) == "dev");
+}
+
+TEST_CASE("planner: /etc entries below a linked subdirectory, or in a linked /etc, are bound from their real path") {
+  // The planner skips realpath(3) when no directory on the way is a link;
+  // these hosts have one.
+  auto host_with = [](const std::function<void(ik::MemoryFs&)>& build) {
+    Tree t;
+    t.fs = std::make_shared<ik::MemoryFs>();
+    for (const char* d : {"/usr/bin", "/usr/lib", "/tmp", "/srv/ik-unit-plan/home", "/srv/ik-unit-plan/work"})
+      t.fs->dir(d);
+    build(*t.fs);
+    return make_host(t);
+  };
+  SUBCASE("plain: the path itself") {
+    Tree t;
+    Plan p = plan_ok(Options{}, make_host(t));
+    CHECK(op_at(p, "/etc/ssl/certs", OpKind::kBind).src == "/etc/ssl/certs");
+    CHECK(op_at(p, "/etc/ssl/openssl.cnf", OpKind::kBind).src == "/etc/ssl/openssl.cnf");
+    CHECK(op_at(p, "/etc/ld.so.cache", OpKind::kBind).src == "/etc/ld.so.cache");
+  }
+  SUBCASE("/etc/ssl a link") {
+    HostInfo h = host_with([](ik::MemoryFs& fs) {
+      fs.dir("/usr/share/ca/certs");
+      fs.file("/usr/share/ca/openssl.cnf");
+      fs.file("/etc/ld.so.cache");
+      fs.link("/etc/ssl", "../usr/share/ca");
+    });
+    Plan p = plan_ok(Options{}, h);
+    const MountOp& certs = op_at(p, "/etc/ssl/certs", OpKind::kBind);
+    CHECK(certs.src == "/usr/share/ca/certs");
+    CHECK(certs.src_is_dir);
+    const MountOp& cnf = op_at(p, "/etc/ssl/openssl.cnf", OpKind::kBind);
+    CHECK(cnf.src == "/usr/share/ca/openssl.cnf");
+    CHECK_FALSE(cnf.src_is_dir);
+    CHECK(op_at(p, "/etc/ld.so.cache", OpKind::kBind).src == "/etc/ld.so.cache");
+  }
+  SUBCASE("/etc a link") {
+    HostInfo h = host_with([](ik::MemoryFs& fs) {
+      fs.dir("/private/etc/ssl/certs");
+      fs.file("/private/etc/ld.so.cache");
+      fs.link("/etc", "private/etc");
+    });
+    Plan p = plan_ok(Options{}, h);
+    CHECK(op_at(p, "/etc/ld.so.cache", OpKind::kBind).src == "/private/etc/ld.so.cache");
+    CHECK(op_at(p, "/etc/ssl/certs", OpKind::kBind).src == "/private/etc/ssl/certs");
+  }
 }
