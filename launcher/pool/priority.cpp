@@ -62,7 +62,7 @@ PriorityProbe refill_priority_from(const std::string& autogroup_enabled, const s
     return {false, "refills run at normal priority: this process is in the cgroup " + v2_path +
                        " with the cpu controller, where scheduler autogroups do not apply"};
   return {true, "refills run at low CPU priority (scheduler autogroup nice " + std::to_string(kRefillNice) +
-                    ", back to 0 when claimed)"};
+                    ", back to 0 once ready)"};
 }
 
 PriorityProbe probe_refill_priority() {
