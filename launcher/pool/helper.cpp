@@ -83,6 +83,10 @@ Status wait_ok(int fd) {
     if (n == 0) break;
     if (n > 0) got.append(buf, static_cast<size_t>(n));
   }
+  // "no REASON": the waiter's imports could differ from a cold start's
+  // with this claim (share/pool/pool_waiter.py); the launcher starts cold.
+  if (got.rfind("no ", 0) == 0)
+    return Error{"pool: the waiter refused the claim", 0, got.substr(3, got.find('\n') - 3), {}, kExitSetup};
   if (got != "ok\n") return Error{"pool: the waiter did not take the claim", 0, {}, {}, kExitSetup};
   return ok();
 }
