@@ -61,12 +61,13 @@ def _shadowed(cwd):
     except OSError:
         return None  # not a directory we can read: a cold start could not import from it either
     suffixes = importlib.machinery.all_suffixes()
-    for mod in sorted(m for m in sys.modules
-                      if "." not in m and m != "__main__" and m not in sys.builtin_module_names):
-        if any(mod + s in names for s in suffixes):
-            return mod
-        if mod in names and any(os.path.exists(os.path.join(cwd, mod, "__init__" + s)) for s in suffixes):
-            return mod
+    ours = {m for m in sys.modules if "." not in m and m != "__main__"} - set(sys.builtin_module_names)
+    for name in sorted(names):  # usually far fewer than our modules
+        for suffix in suffixes:
+            if name.endswith(suffix) and name[:-len(suffix)] in ours:
+                return name[:-len(suffix)]
+        if name in ours and any(os.path.exists(os.path.join(cwd, name, "__init__" + s)) for s in suffixes):
+            return name
     return None
 
 

@@ -363,8 +363,12 @@ print(json.dumps(_n({
     "status": {k: _status[k].strip() for k in ("NSpid", "NStgid", "Uid", "Gid", "CapInh", "CapPrm", "CapEff",
                                                  "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp", "Threads")
                if k in _status},
-    # which fd number each got depends on the kernel's threads' timing, cold or not
-    "fds": sorted(_fd(fd) for fd in os.listdir("/proc/self/fd")),
+    # Which number each fd got, and how many eventfd/epoll descriptors zmq's
+    # inproc event pipes hold, depend on the kernel's threads' timing, cold or
+    # not; every other descriptor counts. (The listing's own fd is gone by
+    # the time it is read: left out.)
+    "fds": sorted(t for t in map(_fd, os.listdir("/proc/self/fd"))
+                  if not t.startswith("[Errno") and t not in ("anon_inode:[eventfd]", "anon_inode:[eventpoll]")),
     "threads": sorted(t.name for t in threading.enumerate()),
     "modules": sorted(sys.modules),
     "main": [sys.modules["__main__"].__name__, type(sys.modules["__main__"]).__name__],
@@ -583,8 +587,10 @@ def _diff(cold, pooled):
     if isinstance(cold, dict) and isinstance(pooled, dict):
         return {k: {"cold": cold.get(k), "pooled": pooled.get(k)} for k in sorted(set(cold) | set(pooled))
                 if cold.get(k) != pooled.get(k)}
-    if isinstance(cold, list) and isinstance(pooled, list) and sorted(map(str, cold)) != sorted(map(str, pooled)):
-        return {"cold only": [x for x in cold if x not in pooled], "pooled only": [x for x in pooled if x not in cold]}
+    if isinstance(cold, list) and isinstance(pooled, list):
+        from collections import Counter
+        a, b = Counter(map(json.dumps, cold)), Counter(map(json.dumps, pooled))
+        return {"cold only": sorted((a - b).elements()), "pooled only": sorted((b - a).elements())}
     return {"cold": cold, "pooled": pooled}
 
 
