@@ -33,6 +33,9 @@ namespace {
 // A busy machine can take a while to import ipykernel, and a refill runs at
 // autogroup nice 19 (pool/priority.hpp): it gets little CPU while others run.
 constexpr int kWaiterStartMs = 600000;
+// How long a ready helper retries raising its autogroup to nice 0 before it
+// reports ready anyway (then the claim raises it, pool/priority.hpp).
+constexpr int kReadyRaiseRetryMs = 5000;
 
 // Dials the waiter's claim socket until it accepts, the sandbox dies, or
 // the daemon hangs up.
@@ -81,6 +84,10 @@ Status wait_ok(int fd) {
     if (n == 0) break;
     if (n > 0) got.append(buf, static_cast<size_t>(n));
   }
+  // "no REASON": the waiter's imports could differ from a cold start's
+  // with this claim (share/pool/pool_waiter.py); the launcher starts cold.
+  if (got.rfind("no ", 0) == 0)
+    return Error{"pool: the waiter refused the claim", 0, got.substr(3, got.find('\n') - 3), {}, kExitSetup};
   if (got != "ok\n") return Error{"pool: the waiter did not take the claim", 0, {}, {}, kExitSetup};
   return ok();
 }
@@ -119,6 +126,14 @@ int run_helper(Options& opts, int ctl_fd, const relay::RelayOptions& relay_optio
   if (!sandbox) return fail_to_daemon(ctl_fd, sandbox.error());
   auto waiter_fd = dial_waiter(*sandbox, ctl_fd);
   if (!waiter_fd) return fail_to_daemon(ctl_fd, waiter_fd.error());
+  // Ready: the waiter sleeps in accept() and the fill's CPU is spent, so the
+  // autogroup goes back to nice 0 now rather than at the claim. The kernel
+  // lets an unprivileged writer change one autogroup per 100 ms system-wide;
+  // with other pools refilling (every user's daemon on a shared server) a
+  // write at the claim can wait several such windows while the claimed
+  // kernel initialises at nice 19 (profiled: 0.2-0.5 s stalls at load 9).
+  // Waiting here costs nothing; the claim's own write stays as the fallback.
+  if (nice > 0) (void)set_own_autogroup_nice(0, kReadyRaiseRetryMs);
   if (auto s = send_message(ctl_fd, {{"ready", true},
                                      {"key", key},
                                      {"init_pid", sandbox->pid()},
@@ -126,7 +141,7 @@ int run_helper(Options& opts, int ctl_fd, const relay::RelayOptions& relay_optio
                                      {"tmpfs_size", plan->tmpfs_size},
                                      {"uid", plan->id.inner_uid},
                                      {"gid", plan->id.inner_gid},
-                                     {"nice", nice}});
+                                     {"nice", nice}});  // what the fill ran at
       !s)
     return print_error(s.error());
 

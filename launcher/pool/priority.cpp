@@ -71,7 +71,7 @@ PriorityProbe refill_priority_from(const std::string& autogroup_enabled, const s
                        " with the cpu controller, where scheduler autogroups do not apply"};
   return {true,
           "refills run at low CPU priority (scheduler autogroup nice " + std::to_string(kRefillNice) +
-              ", back to 0 when claimed)",
+              ", back to 0 once ready)",
           "autogroup"};
 }
 

@@ -1,8 +1,8 @@
 // Refills at a low CPU priority (docs/pool.md "Cost control"). A waiting
 // sandbox (its helper, init and waiter: one session, since the sandbox takes
 // no session of its own, apply/session.hpp) runs in the scheduler autogroup
-// of that session. Its nice is set to 19 while it is built and waits, and
-// back to 0 when it is claimed. Unlike a process's nice value (which an
+// of that session. Its nice is set to 19 while it is built, and back to 0
+// once it waits ready (pool/helper.cpp). Unlike a process's nice value (which an
 // unprivileged kernel could never lower again), an autogroup's nice may be
 // set to any value >= 0 by the owner (kernel: proc_sched_autogroup_set_nice).
 #pragma once

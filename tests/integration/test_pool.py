@@ -24,10 +24,11 @@ from pathlib import Path
 import pytest
 
 from kit.common import PYTHON, REPO, kill_quietly, processes_matching, wait_until
-from kit.kernel import (IkSession, _make_host, default_launcher, new_connection_file, run_cell, scenario,
-                        scenario_main, step)
+from kit.kernel import (IkSession, _make_host, default_launcher, eval_json, new_connection_file, run_cell,
+                        scenario, scenario_main, step)
 
 POOL_KERNEL = "isolated-pool"
+COLD_KERNEL = "isolated-cold"  # the same kernelspec without a pool
 WAITER_MARK = "isolated-kernel warm pool"  # in the waiter's -c source, so in its command line
 
 
@@ -61,12 +62,12 @@ class PoolHost:
         self.spec_dir = h.mkdir(self.jupyter / "kernels" / POOL_KERNEL)
         self.write_spec({"mounts": ["."], "pool": 1})
 
-    def write_spec(self, settings: dict):
+    def write_spec(self, settings: dict, spec_dir: Path | None = None):
         spec = {"argv": [str(self.h.launcher), "--kernelspec", "{resource_dir}", "-v", "--", PYTHON, "-m",
                          "ipykernel_launcher", "-f", "{connection_file}"],
                 "display_name": "pooled", "language": "python", "interrupt_mode": "signal",
                 "metadata": {"isolated_kernel": settings}}
-        self.h.write(self.spec_dir / "kernel.json", json.dumps(spec, indent=1))
+        self.h.write((spec_dir or self.spec_dir) / "kernel.json", json.dumps(spec, indent=1))
 
     def env(self, extra=None) -> dict:
         e = {"XDG_RUNTIME_DIR": str(self.xdg), "JUPYTER_PATH": str(self.jupyter), "IK_POOL_BIN": str(self.ik)}
@@ -122,9 +123,9 @@ def _wait_ready(timeout=600) -> bool:  # long: refills run at nice 19, slow on a
     return False
 
 
-def _start(cwd: str, log: Path):
+def _start(cwd: str, log: Path, kernel_name: str = POOL_KERNEL):
     from jupyter_client.manager import KernelManager
-    km = KernelManager(kernel_name=POOL_KERNEL, connection_file=new_connection_file(), shutdown_wait_time=20)
+    km = KernelManager(kernel_name=kernel_name, connection_file=new_connection_file(), shutdown_wait_time=20)
     f = open(log, "w")
     km.start_kernel(cwd=cwd, stderr=f)
     kc = km.client()
@@ -326,7 +327,118 @@ def claim_races_stop(out, cwd, logdir):
     out["daemon_running"] = _status().get("running", False)
 
 
-# ----------------------------------------------------------- pytest side
+# What a kernel can see of its start (issue 12: a pooled kernel must not be
+# able to tell that it was pooled, except by its speed). Run as the first
+# cell of a cold and of a pooled kernel of the same kernelspec; values that
+# name this launch's connection file are normalised to {cf}.
+VIEW = r"""
+import json, os, re, resource, signal, sys, threading
+_ip = get_ipython()
+_cf = _ip.kernel.parent.connection_file if _ip.kernel.parent is not None else ""
+def _n(v):
+    if isinstance(v, str):
+        v = v.replace(_cf, "{cf}") if _cf else v
+        return re.sub(r" at 0x[0-9a-f]+", "", v)
+    if isinstance(v, dict):
+        return {_n(k): _n(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_n(x) for x in v]
+    return v if v is None or isinstance(v, (int, float, bool)) else _n(str(v))
+def _fd(fd):
+    try:
+        t = os.readlink("/proc/self/fd/" + fd)
+    except OSError as e:
+        return str(e)
+    return re.sub(r"\[\d+\]$", "[]", t)
+_status = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines() if ":" in l)
+print(json.dumps(_n({
+    "argv": sys.argv, "path": sys.path, "cwd": os.getcwd(), "env": dict(os.environ),
+    "ids": [os.getpid(), os.getppid(), os.getpgrp(), os.getsid(0), os.getuid(), os.geteuid(), os.getgid(),
+            os.getegid(), sorted(os.getgroups())],
+    "umask": os.umask(0o22), "nice": os.nice(0),
+    "rlimits": {n: resource.getrlimit(getattr(resource, n)) for n in dir(resource) if n.startswith("RLIMIT_")},
+    "signals": {s.name: repr(signal.getsignal(s)) for s in signal.Signals
+                if s not in (signal.SIGKILL, signal.SIGSTOP)},
+    "blocked": sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, [])),
+    "status": {k: _status[k].strip() for k in ("NSpid", "NStgid", "Uid", "Gid", "CapInh", "CapPrm", "CapEff",
+                                                 "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp", "Threads")
+               if k in _status},
+    # Which number each fd got, and how many eventfd/epoll descriptors zmq's
+    # inproc event pipes hold, depend on the kernel's threads' timing, cold or
+    # not; every other descriptor counts. (The listing's own fd is gone by
+    # the time it is read: left out.)
+    "fds": sorted(t for t in map(_fd, os.listdir("/proc/self/fd"))
+                  if not t.startswith("[Errno") and t not in ("anon_inode:[eventfd]", "anon_inode:[eventpoll]")),
+    "threads": sorted(t.name for t in threading.enumerate()),
+    "modules": sorted(sys.modules),
+    "main": [sys.modules["__main__"].__name__, type(sys.modules["__main__"]).__name__],
+    "hooks": [type(sys.stdout).__name__, type(sys.stderr).__name__, type(sys.stdin).__name__,
+              repr(sys.displayhook), repr(sys.excepthook)],
+    "flags": repr(sys.flags), "executable": sys.executable, "prefix": [sys.prefix, sys.exec_prefix],
+    "user_ns": sorted(_ip.user_ns), "dh": _ip.user_ns.get("_dh"), "execution_count": _ip.execution_count,
+    "history": [list(h) for h in _ip.history_manager.get_range(output=False)],
+    "hist_file": str(_ip.history_manager.hist_file), "session": _ip.history_manager.session_number,
+    "ipython_dir": _ip.ipython_dir, "profile_dir": _ip.profile_dir.location,
+    "config": repr(sorted(_ip.config.keys())), "kernel_config": repr(sorted(_ip.kernel.config.keys())),
+    "magics": sorted(_ip.magics_manager.lsmagic()["line"]) + sorted(_ip.magics_manager.lsmagic()["cell"]),
+    "home": sorted(os.listdir(os.environ.get("HOME", "/"))),
+    "ipython_tree": sorted(str(p) for p in __import__("pathlib").Path(_ip.ipython_dir).rglob("*")),
+    "tmp": sorted(os.listdir("/tmp")), "run": sorted(os.listdir("/run")),
+    "cwd_ls": sorted(os.listdir(".")),
+})))
+"""
+
+
+@scenario
+def same_view(out, cwd, logdir):
+    logdir = Path(logdir)
+    with step(out, "cold") as s:
+        km, kc = _start(cwd, logdir / "cold.log", COLD_KERNEL)
+        s["how"] = _claimed(logdir / "cold.log")
+        s["view"] = eval_json(kc, VIEW)
+        _stop(km, kc)
+    with step(out, "pooled") as s:
+        _ik("pool", "start")
+        km, kc = _start(cwd, logdir / "prime.log")  # registers the pool (cold unless the scan filled it)
+        _stop(km, kc)
+        s["ready"] = _wait_ready()
+        km, kc = _start(cwd, logdir / "pooled.log")
+        s["how"] = _claimed(logdir / "pooled.log")
+        s["view"] = eval_json(kc, VIEW)
+        _stop(km, kc)
+
+
+
+SHADOW = """# a module of the working directory that shadows one ipykernel imports
+import importlib.util, os, sys
+for _d in sys.path[1:]:
+    _spec = importlib.util.spec_from_file_location("decorator", os.path.join(_d or ".", "decorator.py"))
+    if _d != os.getcwd() and os.path.exists(_spec.origin):
+        _real = importlib.util.module_from_spec(_spec)
+        _spec.loader.exec_module(_real)
+        globals().update({k: v for k, v in vars(_real).items() if not k.startswith("__")})
+        break
+SHADOWED_BY_THE_WORKING_DIRECTORY = True
+"""
+
+
+@scenario
+def shadowed(out, cwd, logdir):
+    logdir = Path(logdir)
+    with step(out, "start") as s:
+        _ik("pool", "start")
+        km, kc = _start(cwd, logdir / "prime.log")
+        _stop(km, kc)
+        s["ready"] = _wait_ready()
+    with step(out, "shadowed") as s:
+        Path(cwd, "decorator.py").write_text(SHADOW)
+        km, kc = _start(cwd, logdir / "shadowed.log")
+        s["how"] = _claimed(logdir / "shadowed.log")
+        s["module"] = eval_json(kc, "import sys, json; m = sys.modules['decorator']; "
+                                    "print(json.dumps([m.__file__, hasattr(m, 'SHADOWED_BY_THE_WORKING_DIRECTORY')]))")
+        _stop(km, kc)
+        Path(cwd, "decorator.py").unlink()
+        s["status"] = _status()
 
 def _ok(res, *steps):
     for st in steps:
@@ -471,6 +583,56 @@ def test_install_pool_is_stored_listed_and_shown(ph):
     assert r.returncode == 0 and "pool=2" in r.stdout, r
     r = ph.ik_run("show", "pooled-x", env=env)
     assert r.returncode == 0 and '"pool": 2' in r.stdout, r
+
+
+def test_pooled_kernel_sees_what_a_cold_kernel_sees(ph):
+    """Issue 12's rule: same argv, env, sys.path, cwd, ids, limits, signal
+    handlers, descriptors, threads, modules, shell namespace, history and
+    profile as a cold start of the same kernelspec: whatever the waiter
+    prepares before the claim (share/pool/pool_waiter.py) must not show."""
+    h = ph.h
+    ph.write_spec({"mounts": ["."]}, h.mkdir(ph.jupyter / "kernels" / COLD_KERNEL))
+    work = h.mkdir(h.base / "work")
+    logs = h.mkdir(h.base / "logs")
+    res = ph.scenario("same_view", cwd=str(work), logdir=str(logs))
+    _ok(res, "cold", "pooled")
+    cold, pooled = res["cold"], res["pooled"]
+    assert cold["how"].startswith("cold"), cold["how"]
+    assert pooled["ready"] and pooled["how"] == "claimed", (pooled["how"], res.context())
+    a, b = cold["view"], pooled["view"]
+    assert a["cwd"] == str(work) and a["argv"][-1] == "{cf}" and a["ids"][0] == 2, a  # the probe saw what it should
+    assert a["history"] and a["execution_count"] == 1 and a["modules"], a
+    differ = {k: _diff(a[k], b.get(k)) for k in a if a[k] != b.get(k)}
+    assert not differ, json.dumps(differ, indent=1)[:20000]
+
+
+def test_working_directory_shadowing_a_preloaded_module_starts_cold(ph):
+    """A cold `python -m ipykernel_launcher` imports a module of its working
+    directory before the installed one; the waiter imported the installed
+    one before the claim, so it refuses the claim and the kernel starts cold
+    and sees the directory's module."""
+    h = ph.h
+    work = h.mkdir(h.base / "work", 0o777)
+    logs = h.mkdir(h.base / "logs")
+    res = ph.scenario("shadowed", cwd=str(work), logdir=str(logs))
+    _ok(res, "start", "shadowed")
+    assert res["start"]["ready"], res.context()
+    s = res["shadowed"]
+    assert s["module"] == [str(work / "decorator.py"), True], s
+    assert s["how"].startswith("cold") and "refused the claim" in s["how"] and "decorator" in s["how"], s["how"]
+    assert sum(p.get("refused", 0) for p in s["status"]["pools"]) >= 1, s["status"]
+
+
+def _diff(cold, pooled):
+    """What differs, compactly: the differing items of dicts, the items only one side has of lists."""
+    if isinstance(cold, dict) and isinstance(pooled, dict):
+        return {k: {"cold": cold.get(k), "pooled": pooled.get(k)} for k in sorted(set(cold) | set(pooled))
+                if cold.get(k) != pooled.get(k)}
+    if isinstance(cold, list) and isinstance(pooled, list):
+        from collections import Counter
+        a, b = Counter(map(json.dumps, cold)), Counter(map(json.dumps, pooled))
+        return {"cold only": sorted((a - b).elements()), "pooled only": sorted((b - a).elements())}
+    return {"cold": cold, "pooled": pooled}
 
 
 if __name__ == "__main__":

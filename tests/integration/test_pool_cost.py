@@ -1,5 +1,5 @@
 """Warm pool cost control (docs/pool.md "Cost control"): refills at a low CPU
-priority (scheduler autogroup nice 19, back to 0 at the claim), the cap on
+priority (scheduler autogroup nice 19 while filling, back to 0 once ready), the cap on
 the pooled memory, `pool start` filling the installed pooled kernelspecs,
 and the systemd user unit. Real daemons, sandboxes and ipykernel kernels, as
 root and as the test user (the fixtures of test_pool.py).
@@ -187,7 +187,10 @@ def test_refills_wait_at_low_priority_and_the_claimed_kernel_runs_at_normal_prio
     assert waiter_s == helper_s == w["helper"] and daemon_s != helper_s, w
     assert w["waiter_group"] == w["helper_group"] and w["waiter_group"][0] != w["daemon_group"][0], w
     if low:  # autogroup
-        assert w["waiter_group"][1] == 19 and w["reported_nice"] == 19, w
+        # The fill ran at nice 19 (what the helper read back after lowering
+        # it); once ready the sandbox waits idle at nice 0, so that a claim
+        # needs no rate-limited autogroup write before the kernel runs.
+        assert w["reported_nice"] == 19 and w["waiter_group"][1] == 0, w
         assert w["daemon_group"][1] == 0, w
     else:
         assert w["waiter_group"][1] == 0, w

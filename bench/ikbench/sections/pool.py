@@ -105,7 +105,15 @@ def _first_kernel_info_reply(kc, km, deadline):
             return
 
 
-def _start_ready(name, cwd, out, stderr=None, how="kernel_info"):
+def _sched_ns(pid):
+    """CPU time of a process so far in ns (/proc/PID/schedstat: ns, where stat has 10 ms ticks), or None."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _start_ready(name, cwd, out, stderr=None, how="kernel_info", on_ready=None):
     """Seconds from KernelManager.start_kernel() to the first
     kernel_info_reply (how="kernel_info": the issue's definition of ready) or
     to the return of jupyter_client's wait_for_ready() (how="wait_for_ready":
@@ -123,7 +131,10 @@ def _start_ready(name, cwd, out, stderr=None, how="kernel_info"):
                 kc.wait_for_ready(timeout=120)
             else:
                 _first_kernel_info_reply(kc, km, t0 + 120)
-            return time.perf_counter() - t0
+            took = time.perf_counter() - t0
+            if on_ready:
+                on_ready(km)
+            return took
         finally:
             kc.stop_channels()
     finally:
@@ -166,29 +177,77 @@ def _starts(bench, n, logdir):
     pooled start."""
     work = str(bench.env.work)
     ready = {v: {how: [] for how in MEASURES} for v in ("plain", "pooled")}
+    cpu = {"plain": [], "pooled": []}  # CPU ms to the first kernel_info_reply, see _cpu_probe
     claim_ms, fallbacks, pooled_starts = [], 0, 0
     for i in range(n):
         for v, how in bench.shuffled([(v, how) for v in ("plain", "pooled") for how in MEASURES]):
+            probe = _CpuProbe() if how == "kernel_info" else None
             if v == "pooled":
-                _wait_ready(bench, "ikbench-pooled",
-                            kick=lambda: _start_ready("ikbench-pooled", work, bench.kernel_log, bench.kernel_log))
+                st, pools = _wait_ready(bench, "ikbench-pooled",
+                                        kick=lambda: _start_ready("ikbench-pooled", work, bench.kernel_log,
+                                                                  bench.kernel_log))
+                if probe:
+                    probe.before(st, pools)
                 log = logdir / f"pooled-{i}-{how}.log"
                 with open(log, "w") as err:
-                    ready[v][how].append(_start_ready("ikbench-pooled", work, bench.kernel_log, err, how) * 1e3)
+                    ready[v][how].append(_start_ready("ikbench-pooled", work, bench.kernel_log, err, how,
+                                                      probe and probe.after) * 1e3)
                 pooled_starts += 1
-                m = CLAIM_RE.search(log.read_text())
+                text = log.read_text()
+                m = CLAIM_RE.search(text)
                 if m:
                     claim_ms.append(float(m.group(1)))
                 else:
                     fallbacks += 1
+                if probe and m and probe.claimed(text):
+                    cpu[v].append(probe.ms)
             else:
-                ready[v][how].append(_start_ready("ikbench-plain", work, bench.kernel_log, None, how) * 1e3)
+                ready[v][how].append(_start_ready("ikbench-plain", work, bench.kernel_log, None, how,
+                                                  probe and probe.after) * 1e3)
+                if probe and probe.ms is not None:
+                    cpu[v].append(probe.ms)
         if (i + 1) % 5 == 0:
             bench.log(f"  round {i + 1}/{n}: median to the first kernel_info_reply plain "
                       f"{med(ready['plain']['kernel_info']):.0f} ms, pooled {med(ready['pooled']['kernel_info']):.0f} ms"
                       f"; to wait_for_ready() plain {med(ready['plain']['wait_for_ready']):.0f} ms, pooled "
                       f"{med(ready['pooled']['wait_for_ready']):.0f} ms")
-    return ready, claim_ms, fallbacks, pooled_starts
+    return ready, cpu, claim_ms, fallbacks, pooled_starts
+
+
+class _CpuProbe:
+    """CPU time spent on a start up to its first kernel_info_reply, less
+    sensitive to a loaded machine than the wall time. Plain: the kernel
+    process's whole CPU when the reply came. Pooled: the launcher's whole
+    CPU, plus what the waiting sandbox's program (the kernel to be), its
+    helper (claim, relay) and the daemon used between the pool status read
+    before the start and the reply; the waiting sandbox's earlier CPU (its
+    imports, the refill) is not counted (the refill CPU is reported apart).
+    The jupyter_client side is the same for both and not counted."""
+
+    def __init__(self):
+        self.pids, self.base, self.ms = {}, {}, None
+
+    def before(self, st, pools):
+        waiting = [w for p in pools for w in p.get("waiting", [])]
+        if len(waiting) != 1:  # more than one: which one is claimed is the daemon's choice
+            return
+        self.pids = {"kernel": waiting[0]["program_pid"], "helper": waiting[0]["helper_pid"], "daemon": st.get("pid")}
+        self.base = {k: _sched_ns(p) for k, p in self.pids.items()}
+
+    def after(self, km):
+        launcher = _sched_ns(km.provisioner.process.pid)
+        if not self.pids:  # plain: the kernel is the process jupyter_client started
+            self.ms = launcher / 1e6 if launcher is not None else None
+            return
+        now = {k: _sched_ns(p) for k, p in self.pids.items()}
+        if launcher is None or any(now[k] is None or self.base[k] is None for k in now):
+            return
+        self.ms = (launcher + sum(now[k] - self.base[k] for k in now)) / 1e6
+
+    def claimed(self, log_text):
+        """Whether the sandbox measured is the one the launcher claimed (its -v line names the kernel pid)."""
+        m = re.search(r"kernel pid (\d+)", log_text)
+        return self.ms is not None and m is not None and int(m.group(1)) == self.pids.get("kernel")
 
 
 def _notebooks(bench, n, rounds, nbdir, outdir):
@@ -248,7 +307,7 @@ def run(bench):
         if not _pools(bench, "ikbench-pooled")[1]:
             why = [line for line in first.read_text().splitlines() if "pool" in line]
             raise RuntimeError(f"the first pooled launch created no pool: {why[-3:]} (full log {first})")
-        ready, claim_ms, fallbacks, pooled_starts = _starts(bench, n, tmp)
+        ready, cpu, claim_ms, fallbacks, pooled_starts = _starts(bench, n, tmp)
         st, pools = _wait_ready(bench, "ikbench-pooled")  # the last refill is done: its CPU is counted whole
         daemon = st.get("pid")
         kids = subprocess.run(["pgrep", "-P", str(daemon)], capture_output=True, text=True).stdout.split()
@@ -261,6 +320,9 @@ def run(bench):
             "ratio_pooled_plain": paired_ratio_ci(ready["pooled"]["kernel_info"], ready["plain"]["kernel_info"]),
             "ratio_wait_for_ready": paired_ratio_ci(ready["pooled"]["wait_for_ready"],
                                                     ready["plain"]["wait_for_ready"]),
+            # CPU ms to the first kernel_info_reply (_CpuProbe); not paired (a
+            # pooled sample is dropped when another sandbox was claimed)
+            "cpu_ms": {v: summary(cpu[v]) for v in cpu}, "cpu_samples": cpu,
             "claim_ms": summary(claim_ms), "cold_fallbacks": fallbacks, "pooled_starts": pooled_starts,
             "waiting_rss_kib": [p["rss_kib"] for p in pools if p["ready"]],
             "refills": 1 + pooled_starts - fallbacks,
@@ -347,6 +409,15 @@ def render(res):
         w(f"| {v} | {f(q['median'], 0)} | {f(q['p25'], 0)}–{f(q['p75'], 0)} | {f(q['min'], 0)}–{f(q['max'], 0)} "
           f"| {r} | {wcols} |")
     w("")
+    c = s.get("cpu_ms")
+    if c and c["plain"].get("n") and c["pooled"].get("n"):
+        w(f"CPU time to the first `kernel_info_reply` (`/proc/PID/schedstat`, less sensitive to a loaded machine "
+          f"than the wall time): plain {f(c['plain']['median'])} ms median (the kernel process, {c['plain']['n']} "
+          f"starts), pooled {f(c['pooled']['median'])} ms (the launcher, and from before the start to the reply "
+          f"the claimed program, its helper and the daemon; {c['pooled']['n']} starts): "
+          f"**{c['pooled']['median'] / c['plain']['median']:.3f}x** (ratio of the medians). The client's own CPU, "
+          "the same for both, is not counted; nor is the refill (below).")
+        w("")
     rss = s["waiting_rss_kib"]
     w(f"Claim latency inside the launcher (connect, attach, hand-over, `ok`; its `-v` line): median "
       f"{f(s['claim_ms']['median'])} ms (p90 {f(s['claim_ms']['p90'])} ms); {s['cold_fallbacks']} of "
