@@ -101,7 +101,7 @@ int fail_to_daemon(int ctl_fd, const Error& e) {
 
 int run_helper(Options& opts, int ctl_fd, const relay::RelayOptions& relay_options) {
   // Low CPU priority for this session (us, the sandbox, its waiter) until
-  // the claim (pool/priority.hpp).
+  // the sandbox is ready (pool/priority.hpp).
   const int nice = lower_refill_priority();
   auto waiter = waiter_source();
   if (!waiter) return fail_to_daemon(ctl_fd, waiter.error());
