@@ -44,6 +44,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr int kExitAlreadyRunning = 3;
+constexpr int kRequestWaitMs = 2000;  // from accept to the request (on_connection)
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
@@ -336,6 +337,13 @@ class Daemon {
     if (!c.valid()) return;
     auto uid = peer_uid(c.get());
     if (!uid || *uid != getuid()) return;  // only our own uid is served
+    // A client that connected but says nothing (stopped, or a stray
+    // connect) must not hold up every claim: the request is sent right
+    // after connect(), so a short wait is plenty.
+    if (pollfd p{c.get(), POLLIN, 0}; poll(&p, 1, kRequestWaitMs) <= 0) {
+      log::warn("pool: a client connected but sent no request within %d ms: dropped", kRequestWaitMs);
+      return;
+    }
     auto m = recv_message(c.get());
     if (!m) return;
     const std::string op = m->body.value("op", "");
