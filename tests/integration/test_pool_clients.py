@@ -6,7 +6,10 @@ from __future__ import annotations
 import json
 
 from kit.common import PYTHON
-from test_pool import ph, pool_session  # noqa: F401 (fixtures)
+import test_pool
+
+# The fixtures of test_pool.py: a daemon of its own per test, as root and as the test user.
+ph, pool_session = test_pool.ph, test_pool.pool_session
 
 STALLED_CLIENT = r"""
 import os, socket, subprocess, sys, time
