@@ -23,6 +23,7 @@
 #include <map>
 #include <memory>
 
+#include "apply/client_watch.hpp"
 #include "apply/userns.hpp"
 #include "common/log.hpp"
 #include "common/print_error.hpp"
@@ -162,10 +163,14 @@ class Daemon {
     std::vector<std::pair<pid_t, UniqueFd>> left;
     for (auto& [id, pool] : pools_)
       for (auto& e : pool.entries)
-        for (pid_t pid : {e->helper, e->init_pid})
-          if (pid > 0)
-            if (int fd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0)); fd >= 0)
-              left.emplace_back(pid, UniqueFd(fd));
+        // A helper is our child, an init its helper's. Checked once the pidfd
+        // pins the process: the number may be stale (a helper reap() took
+        // before its hang-up was read, an init its helper reaped) and name
+        // another process now, which must not get our SIGKILL.
+        for (auto [pid, parent] : {std::pair{e->helper, getpid()}, std::pair{e->init_pid, e->helper}})
+          if (UniqueFd fd(pid > 0 ? static_cast<int>(syscall(SYS_pidfd_open, pid, 0)) : -1);
+              fd.valid() && parent_of(pid) == parent)
+            left.emplace_back(pid, std::move(fd));
     pools_.clear();  // closes every helper's socket
     const auto gone_within = [&](int ms) {
       for (const auto until = Clock::now() + std::chrono::milliseconds(ms); !left.empty() && Clock::now() < until;) {
