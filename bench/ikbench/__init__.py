@@ -10,6 +10,7 @@ Layout:
                PortPool, and the "pair" fixture (one plain + one isolated kernel)
   procfs.py    /proc and memory-cgroup readings
   stats.py     percentiles, summaries, bootstrap intervals (stdlib only)
+  rounds.py    interleaved(): each round runs every variant once, shuffled anew
   machine.py   what the run ran on
   report.py    the markdown report and docs/performance.md
   common.py    REPO, PYTHON, the build directory's programs (stdlib only)
@@ -26,7 +27,7 @@ changes (every module of sections/ is imported, the registry orders them):
     def run(bench):                      # measure; keep the raw data
         n = bench.args.slurm_jobs        # its count option, see counts below
         bench.log(f"9. slurm: {n} jobs")
-        ...                              # bench.env, Kernel(bench, "isolated"), bench.shuffled(...)
+        ...                              # bench.env, Kernel(bench, "isolated"), rounds.interleaved(...)
         bench.results["slurm"] = {"jobs": n, "submit_s": summary(samples)}
 
     def render(res):                     # markdown lines; [] when not measured

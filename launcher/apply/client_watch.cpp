@@ -17,9 +17,6 @@
 
 namespace ik {
 
-namespace {
-
-// The parent of `pid` from /proc/<pid>/stat, or -1.
 pid_t parent_of(pid_t pid) {
   const std::string path = "/proc/" + std::to_string(pid) + "/stat";
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
@@ -36,8 +33,6 @@ pid_t parent_of(pid_t pid) {
   if (std::sscanf(close + 1, " %c %d", &state, &ppid) != 2) return -1;
   return ppid;
 }
-
-}  // namespace
 
 bool is_ancestor(pid_t pid) {
   if (pid <= 1) return false;

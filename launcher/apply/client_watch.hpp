@@ -29,6 +29,10 @@ namespace ik {
 // it, which the pool told it, not its environment).
 pid_t client_pid(const char* jpy_parent_pid, pid_t parent_at_start, bool ancestors_only = true);
 
+// The parent of `pid` (as this process's pid namespace numbers it) from
+// /proc/<pid>/stat, or -1 when there is no such process.
+pid_t parent_of(pid_t pid);
+
 // True if `pid` is this process's parent or one of that one's ancestors
 // (pid 1 and this process itself are not), per /proc/<pid>/stat.
 bool is_ancestor(pid_t pid);

@@ -23,6 +23,7 @@
 #include <map>
 #include <memory>
 
+#include "apply/client_watch.hpp"
 #include "apply/userns.hpp"
 #include "common/log.hpp"
 #include "common/print_error.hpp"
@@ -46,6 +47,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr int kExitAlreadyRunning = 3;
+constexpr int kRequestWaitMs = 2000;  // from accept to the request (on_connection)
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
@@ -170,10 +172,10 @@ class Daemon {
   // pools_ any more: they are spared. Bounded: a process stuck in the kernel
   // must not keep `pool stop` waiting for ever.
   void end_waiting_sandboxes() {
-    std::vector<pid_t> pids;
+    std::vector<ExpectedChild> procs;
     for (auto& [id, pool] : pools_)
-      for (auto& e : pool.entries) pids.insert(pids.end(), {e->helper, e->init_pid});
-    ending_.emplace_back(pids, UniqueFd(), nlohmann::json());  // pidfds first, then the sockets close
+      for (auto& e : pool.entries) procs.insert(procs.end(), {{e->helper, getpid()}, {e->init_pid, e->helper}});
+    ending_.emplace_back(procs, UniqueFd(), nlohmann::json());  // pidfds first, then the sockets close
     pools_.clear();
     for (const auto until = Clock::now() + std::chrono::seconds(10); !ending_.empty() && Clock::now() < until;) {
       std::vector<pollfd> fds;
@@ -343,6 +345,13 @@ class Daemon {
     if (!c.valid()) return;
     auto uid = peer_uid(c.get());
     if (!uid || *uid != getuid()) return;  // only our own uid is served
+    // A client that connected but says nothing (stopped, or a stray
+    // connect) must not hold up every claim: the request is sent right
+    // after connect(), so a short wait is plenty.
+    if (pollfd p{c.get(), POLLIN, 0}; poll(&p, 1, kRequestWaitMs) <= 0) {
+      log::warn("pool: a client connected but sent no request within %d ms: dropped", kRequestWaitMs);
+      return;
+    }
     auto m = recv_message(c.get());
     if (!m) return;
     const std::string op = m->body.value("op", "");
@@ -543,13 +552,14 @@ class Daemon {
       if (h.pool_id == id && released) reply_to = std::move(h.conn);
     std::erase_if(holds_, [&](const HeldRun& h) { return h.pool_id == id; });
     nlohmann::json reply{{"ok", true}};
-    std::vector<pid_t> pids;
+    std::vector<ExpectedChild> procs;
     if (auto it = pools_.find(id); it != pools_.end()) {
       reply["claimed"] = it->second.claimed;
       reply["refused"] = it->second.refused;
       reply["discarded"] = it->second.discarded;
-      for (const auto& e : it->second.entries) pids.insert(pids.end(), {e->helper, e->init_pid});
-      EndingPool ending(pids, std::move(reply_to), reply);  // pidfds first, then the sockets close
+      for (const auto& e : it->second.entries)
+        procs.insert(procs.end(), {{e->helper, getpid()}, {e->init_pid, e->helper}});
+      EndingPool ending(procs, std::move(reply_to), reply);  // pidfds first, then the sockets close
       pools_.erase(it);
       ending_.push_back(std::move(ending));
     }

@@ -40,6 +40,13 @@ Status ensure_private_dir(const std::string& dir) {
 }
 
 Status send_message(int sock, const nlohmann::json& body, const std::vector<int>& fds) {
+  // The control buffer below holds kMaxFds; a longer list would be copied past its end.
+  if (fds.size() > kMaxFds)
+    return Error{"pool: send",
+                 0,
+                 std::to_string(fds.size()) + " descriptors in one message (at most " + std::to_string(kMaxFds) + ")",
+                 {},
+                 kExitSetup};
   std::string text = body.dump();
   iovec iov{text.data(), text.size()};
   msghdr msg{};

@@ -5,6 +5,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "apply/client_watch.hpp"
 #include "common/log.hpp"
 #include "pool/cpu_cgroup.hpp"
 #include "pool/priority.hpp"
@@ -13,15 +14,19 @@ namespace ik::pool {
 
 std::string run_pool_id(const std::string& spec_id, const std::string& token) { return spec_id + "\nrun " + token; }
 
-EndingPool::EndingPool(std::vector<pid_t> pids, UniqueFd reply_to, nlohmann::json reply)
+EndingPool::EndingPool(const std::vector<ExpectedChild>& procs, UniqueFd reply_to, nlohmann::json reply)
     : reply_to_(std::move(reply_to)),
       reply_(std::move(reply)),
       kill_at_(RunClock::now() + std::chrono::milliseconds(kRunEndGraceMs)) {
   // pidfds taken before the pool's sockets close, so a pid reused later is
-  // never signalled.
-  for (pid_t pid : pids)
-    if (pid > 0)
-      if (int fd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0)); fd >= 0) left_.emplace_back(fd);
+  // never signalled. A helper is the daemon's child, an init its helper's;
+  // checked once the pidfd pins the process: the number may be stale (a
+  // helper reap() took before its hang-up was read, an init its helper
+  // reaped) and name another process now, which must not get our SIGKILL.
+  for (const auto& [pid, parent] : procs)
+    if (UniqueFd fd(pid > 0 ? static_cast<int>(syscall(SYS_pidfd_open, pid, 0)) : -1);
+        fd.valid() && parent_of(pid) == parent)
+      left_.push_back(std::move(fd));
 }
 
 std::vector<int> EndingPool::fds() const {

@@ -65,9 +65,16 @@ struct WaitingClaim {
 // The processes of an ended run pool (helpers, sandbox inits), followed
 // until they are gone (pidfds), SIGKILLed after the grace; then the release
 // is answered (when the run asked for it rather than hung up).
+// A process and the parent it must still have to be ours: a remembered pid
+// may be stale (reaped, and reused by another process).
+struct ExpectedChild {
+  pid_t pid;
+  pid_t parent;
+};
+
 class EndingPool {
  public:
-  EndingPool(std::vector<pid_t> pids, UniqueFd reply_to, nlohmann::json reply);
+  EndingPool(const std::vector<ExpectedChild>& procs, UniqueFd reply_to, nlohmann::json reply);
   // The pidfds to poll (POLLIN: that process ended).
   std::vector<int> fds() const;
   // Call after poll: drops ended processes, SIGKILLs after the grace.

@@ -1,6 +1,7 @@
 #include "slurm/cancel_guard.hpp"
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -57,9 +58,13 @@ std::string read_until_eof(int fd) {
 
 Result<CancelGuard> CancelGuard::start(const std::string& scancel, const std::string& log_path) {
   int p[2];
-  // O_CLOEXEC: sbatch and squeue, run by this process, must not hold the
-  // write end (the guard would then wait for them too).
-  if (pipe2(p, O_CLOEXEC) != 0) return sys_error("pipe for the Slurm cancel guard");
+  // A socket pair, not a pipe: writes to it use MSG_NOSIGNAL, so a guard
+  // that died (killed along with stray processes, the OOM killer) is an
+  // EPIPE to ignore, not a SIGPIPE that kills this run with the job just
+  // submitted or followed to its end. CLOEXEC: sbatch and squeue, run by
+  // this process, must not hold our end (the guard would wait for them too).
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p) != 0)
+    return sys_error("socket pair for the Slurm cancel guard");
   pid_t pid = fork();
   if (pid < 0) {
     int e = errno;
@@ -81,12 +86,12 @@ Result<CancelGuard> CancelGuard::start(const std::string& scancel, const std::st
 void CancelGuard::job_submitted(const std::string& job_id) {
   if (!pipe_.valid()) return;
   const std::string line = "job " + job_id + "\n";
-  (void)!write(pipe_.get(), line.data(), line.size());  // a short pipe write of < PIPE_BUF is whole
+  (void)!send(pipe_.get(), line.data(), line.size(), MSG_NOSIGNAL);  // short: sent whole
 }
 
 void CancelGuard::release() {
   if (!pipe_.valid()) return;
-  (void)!write(pipe_.get(), "done\n", 5);
+  (void)!send(pipe_.get(), "done\n", 5, MSG_NOSIGNAL);
   pipe_ = UniqueFd();
   while (pid_ > 0 && waitpid(pid_, nullptr, 0) < 0 && errno == EINTR) {
   }

@@ -13,7 +13,7 @@ namespace ik::slurm {
 class CancelGuard {
  public:
   // Starts the guard: a child in a session of its own (a group kill or the
-  // terminal's hangup does not take it) that waits for EOF on a pipe only
+  // terminal's hangup does not take it) that waits for EOF on a socket only
   // this process holds. SCANCEL is the program's path; its output and the
   // guard's one line go to LOG_PATH.
   static Result<CancelGuard> start(const std::string& scancel, const std::string& log_path);
@@ -29,7 +29,7 @@ class CancelGuard {
 
  private:
   CancelGuard() = default;
-  UniqueFd pipe_;  // write end
+  UniqueFd pipe_;  // our end of the socket pair
   pid_t pid_ = -1;
 };
 

@@ -94,13 +94,33 @@ class Lab:
         assert p.read_bytes().startswith(PNG_MAGIC)
         return p
 
-    def menu(self, *labels: str):
-        """Clicks through the menu bar: menu("File", "New", "Notebook")."""
+    def menu(self, *labels: str, timeout: float = 30):
+        """Clicks through the menu bar: menu("File", "New", "Notebook").
+
+        An open menu does not always stay open until the next click: JupyterLab
+        closes it when the menu bar changes (a plugin whose settings load late
+        adds or moves a menu, and Lumino's MenuBar.insertMenu first closes the
+        open one), which on a busy machine can happen after the page said it was
+        ready. A path whose menus closed before its last item is clicked again
+        from the bar, as a user would, within the same TIMEOUT."""
+        deadline = time.monotonic() + timeout
+        while not self._menu_path(labels, deadline):
+            pass
+
+    def _menu_open(self) -> bool:
+        return self.js("return Array.from(document.querySelectorAll('.lm-Menu')).some(m => m.offsetParent)")
+
+    def _menu_path(self, labels, deadline: float) -> bool:
+        """One try of menu(): True when the last item was clicked, False when the menus closed before."""
         from selenium.webdriver.common.action_chains import ActionChains
 
+        left = lambda: max(0.0, deadline - time.monotonic())  # noqa: E731
         top = wait_for(lambda: next(e for e in self.all_css(".lm-MenuBar-item") if e.text.strip() == labels[0]),
-                         30, f"menu {labels[0]}")
-        top.click()
+                       left(), f"menu {labels[0]}")
+        # The bar's click toggles: open the menu unless it is open already.
+        if not ("lm-mod-active" in (top.get_attribute("class") or "") and self._menu_open()):
+            top.click()
+        opened = False
         for label in labels[1:]:
             # Any open menu, the newest (last in the document) first: a
             # submenu is appended to <body>, but not always as its last
@@ -111,9 +131,22 @@ class Lab:
                 items = [e for e in self.all_css(".lm-Menu .lm-Menu-item")
                          if e.is_displayed() and
                          e.find_element("css selector", ".lm-Menu-itemLabel").text.strip() == label]
-                return items[-1] if items else None
-            item = wait_for(find, 30, f"menu item {label}")
+                if items:
+                    return items[-1]
+                # No menu open any more, after one was (its item was clicked,
+                # or it was seen open): closed under us, start again from the bar.
+                nonlocal opened
+                open_now = self._menu_open()
+                if opened and not open_now:
+                    return "closed"
+                opened = opened or open_now
+                return None
+            item = wait_for(find, left(), f"menu item {label}")
+            if item == "closed":
+                return False
+            opened = True
             ActionChains(self.driver).move_to_element(item).click().perform()
+        return True
 
     # -- the current notebook -------------------------------------------------
     def notebook_state(self) -> dict:
@@ -387,3 +420,4 @@ def kernel_processes(lab) -> list[tuple[int, str]]:
     """ipykernel processes of this server's kernels (their argv names a connection file in its runtime dir)."""
     return [(pid, cmd) for pid, cmd in processes_matching([str(lab.j.runtime_dir)])
             if "ipykernel" in cmd]
+

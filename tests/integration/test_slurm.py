@@ -355,6 +355,39 @@ def test_run_slurm_sigkill_cancels_the_job(slurm, runner):
     assert_no_kernels(j)
 
 
+KILL_GUARD_SBATCH = """#!/bin/sh
+# Kills the submitter's Slurm cancel guard (its other child, in a session of
+# its own) before submitting, as a stray kill or the OOM killer could.
+for d in /proc/[0-9]*; do
+  pid=${d#/proc/}
+  [ "$pid" = "$$" ] && continue
+  # /proc/PID/stat after the command name: state ppid pgrp session ...
+  if awk -v parent="$PPID" -v pid="$pid" '{ sub(/^.*\\) /, ""); exit !($2 == parent && $4 == pid) }' \
+      "$d/stat" 2>/dev/null; then
+    kill -9 "$pid" && echo "$pid" >"${0%/*}/killed-guard"  # (sbatch's stderr is captured)
+  fi
+done
+exec /usr/bin/sbatch "$@"
+"""
+
+
+def test_run_slurm_guard_gone_does_not_kill_the_run(slurm, runner):
+    """A cancel guard that died is no reason for the run to die: telling it
+    the job id (and, at the end, that all is done) used to raise SIGPIPE in
+    the submitter, which then left its job unfollowed (exit -13)."""
+    j = runner
+    d = j.mkdir(j.work / "nbs")
+    j.write(d / "good.ipynb", nb_text(["print('good')"]))
+    bindir = j.mkdir(j.base / "kill-guard-bin")
+    j.write(bindir / "sbatch", KILL_GUARD_SBATCH, 0o755)
+    r = j.ik("run", "--slurm", "--kernel", KERNEL, "-o", "out", "nbs", cwd=j.work, timeout=300,
+             env={**slurm_env(slurm), "PATH": f"{bindir}:/usr/bin:/bin"})
+    assert r.returncode == 0, r  # was -13
+    assert (bindir / "killed-guard").read_text().strip().isdigit()
+    assert "1 notebooks: 1 ok" in r.stdout or "1 notebook: 1 ok" in r.stdout, r
+    job_gone(slurm, j.work / "out")
+
+
 def test_run_slurm_usage(slurm, runner):
     j = runner
     d = j.mkdir(j.work / "nbs")

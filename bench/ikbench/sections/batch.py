@@ -23,6 +23,7 @@ from ..common import PYTHON
 from ..procfs import loadavg
 from ..registry import Count, Section, Step, register
 from ..report import f, fr
+from ..rounds import interleaved
 from ..stats import med, paired_ratio_ci
 
 CELLS = [
@@ -99,34 +100,35 @@ def run(bench):
     env = os.environ.copy()  # the run's private JUPYTER_* (see Env)
     nbs = install_and_make_notebooks(bench, ik, env, tmp, n)
     la0 = loadavg()
-    wall = {"loop": [], "run": []}
-    cpu = {"loop": [], "run": []}
     overhead, orchestrator, phases = [], [], []
-    for rnd in range(rounds):
-        for side in bench.shuffled(("loop", "run")):
-            out = tmp / f"out-{side}-{rnd}"
-            if side == "loop":
-                cmds = [[PYTHON, "-m", "nbconvert", "--execute", "--to", "notebook",
-                         "--ExecutePreprocessor.kernel_name=python3", "--output-dir", str(out), str(nb)]
-                        for nb in sorted(nbs.glob("*.ipynb"))]
-            else:
-                cmds = [[ik, "run", "-j", str(jobs), "--kernel", SPEC, "-o", str(out), str(nbs)]]
-            w, c, _ = run_timed(cmds, env, tmp)
-            wall[side].append(w)
-            cpu[side].append(c)
-            bench.log(f"  round {rnd + 1}/{rounds}, {side}: {w:.1f} s wall, {c:.1f} s CPU")
-            if side == "run":
-                recs = [json.loads(line) for line in (out / "report.jsonl").read_text().splitlines()]
-                bad = [rec for rec in recs if rec["status"] != "ok"]
-                if bad:
-                    raise RuntimeError(f"isolated-kernel run: not ok: {bad[:3]}")
-                # the worker's time beyond its kernel's start and the notebook's execution
-                overhead += [rec["seconds"] - rec["timing"]["kernel_start"] - rec["timing"]["execute"]
-                             for rec in recs]
-                # wall time not spent inside any worker, per notebook
-                busy = sum(rec["seconds"] for rec in recs) / jobs
-                orchestrator.append(max(0.0, w - busy) / len(recs))
-                phases.append({k: statistics.mean(rec["timing"][k] for rec in recs) for k in PHASES})
+
+    def one(side, rnd):
+        nonlocal overhead
+        out = tmp / f"out-{side}-{rnd}"
+        if side == "loop":
+            cmds = [[PYTHON, "-m", "nbconvert", "--execute", "--to", "notebook",
+                     "--ExecutePreprocessor.kernel_name=python3", "--output-dir", str(out), str(nb)]
+                    for nb in sorted(nbs.glob("*.ipynb"))]
+        else:
+            cmds = [[ik, "run", "-j", str(jobs), "--kernel", SPEC, "-o", str(out), str(nbs)]]
+        w, c, _ = run_timed(cmds, env, tmp)
+        bench.log(f"  round {rnd + 1}/{rounds}, {side}: {w:.1f} s wall, {c:.1f} s CPU")
+        if side == "run":
+            recs = [json.loads(line) for line in (out / "report.jsonl").read_text().splitlines()]
+            bad = [rec for rec in recs if rec["status"] != "ok"]
+            if bad:
+                raise RuntimeError(f"isolated-kernel run: not ok: {bad[:3]}")
+            # the worker's time beyond its kernel's start and the notebook's execution
+            overhead += [rec["seconds"] - rec["timing"]["kernel_start"] - rec["timing"]["execute"]
+                         for rec in recs]
+            # wall time not spent inside any worker, per notebook
+            busy = sum(rec["seconds"] for rec in recs) / jobs
+            orchestrator.append(max(0.0, w - busy) / len(recs))
+            phases.append({k: statistics.mean(rec["timing"][k] for rec in recs) for k in PHASES})
+        return w, c
+    got = interleaved(bench, ("loop", "run"), rounds, one)
+    wall = {side: [w for w, _ in got[side]] for side in got}
+    cpu = {side: [c for _, c in got[side]] for side in got}
     bench.results["batch"] = {
         "notebooks": n, "jobs": jobs, "rounds": rounds, "load_before": la0, "load_after": loadavg(),
         "variants": {"nbconvert_loop_plain": {"wall_s": wall["loop"], "cpu_s": cpu["loop"]},

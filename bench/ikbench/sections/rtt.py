@@ -11,6 +11,7 @@ from ..kernels import Kernel
 from ..procfs import loadavg, sched, sched_delta
 from ..registry import Count, Section, Step, register
 from ..report import f
+from ..rounds import interleaved
 from ..stats import diff_ci, pct, summary
 
 
@@ -48,34 +49,31 @@ def run_rtt(bench, kernels):
     n = bench.args.rtt_count
     warm = min(100, n // 10)
     bench.log(f"3. round trip: {n} tiny execute_requests per kernel, interleaved (+{warm} warm-up)")
-    reply = {v: [] for v in kernels}
-    idle = {v: [] for v in kernels}
     la0 = loadavg()
     content = {"code": "pass", "silent": False, "store_history": False, "allow_stdin": False}
     lpid = kernels["isolated"][0].pid
     gc.collect()
     gc.disable()
-    s0 = None
+    s0 = []  # the launcher's scheduler counters when the kept requests begin
+
+    def one(v, r):
+        _, c = kernels[v]
+        t0 = time.perf_counter()
+        mid = c.send("execute_request", content)
+        c.reply(mid, 30)
+        t1 = time.perf_counter()
+        c.wait_idle(mid, 30)
+        t2 = time.perf_counter()
+        return (t1 - t0) * 1e6, (t2 - t0) * 1e6
     try:
-        for i in range(n + warm):
-            if i == warm:
-                s0 = sched(lpid)
-            for v in bench.shuffled(kernels):
-                _, c = kernels[v]
-                t0 = time.perf_counter()
-                mid = c.send("execute_request", content)
-                c.reply(mid, 30)
-                t1 = time.perf_counter()
-                c.wait_idle(mid, 30)
-                t2 = time.perf_counter()
-                if i >= warm:
-                    reply[v].append((t1 - t0) * 1e6)
-                    idle[v].append((t2 - t0) * 1e6)
+        got = interleaved(bench, kernels, n, one, warmup=warm, before_kept=lambda: s0.append(sched(lpid)))
         s1 = sched(lpid)
     finally:
         gc.enable()
+    reply = {v: [x for x, _ in got[v]] for v in kernels}
+    idle = {v: [x for _, x in got[v]] for v in kernels}
     res = {"requests": n, "code": "pass", "load_before": la0, "load_after": loadavg(), "variants": {}}
-    d = sched_delta(s0, s1)
+    d = sched_delta(s0[0] if s0 else None, s1)
     if d:  # per request: 2 shell messages and 3 iopub messages (busy, execute_input, idle)
         res["launcher_per_request"] = {"cpu_us": d[0] / 1e3 / n, "runqueue_wait_us": d[1] / 1e3 / n,
                                        "slices": d[2] / n}
@@ -102,23 +100,20 @@ def run_echo(bench):
         c.shell.recv_multipart()
         kernels[v] = (k, c)
     lpid = kernels["echo-isolated"][0].pid
-    rtt = {v: [] for v in kernels}
     la0 = loadavg()
     warm = n // 10
     gc.collect()
     gc.disable()
-    s0 = s1 = None
+    s0, s1 = [], None  # the launcher's scheduler counters when the kept messages begin, and at the end
+
+    def one(v, r):
+        _, c = kernels[v]
+        t0 = time.perf_counter()
+        c.session.send(c.shell, "echo_request", {})
+        c.shell.recv_multipart()
+        return (time.perf_counter() - t0) * 1e6
     try:
-        for i in range(n + warm):
-            if i == warm:
-                s0 = sched(lpid)
-            for v in bench.shuffled(kernels):
-                _, c = kernels[v]
-                t0 = time.perf_counter()
-                c.session.send(c.shell, "echo_request", {})
-                c.shell.recv_multipart()
-                if i >= warm:
-                    rtt[v].append((time.perf_counter() - t0) * 1e6)
+        rtt = interleaved(bench, kernels, n, one, warmup=warm, before_kept=lambda: s0.append(sched(lpid)))
         s1 = sched(lpid)
     finally:
         gc.enable()
@@ -128,7 +123,7 @@ def run_echo(bench):
            "variants": {v: {"rtt_us": summary(x)} for v, x in rtt.items()},
            "p50_added_us": diff_ci(rtt["echo-isolated"], rtt["echo-plain"]),
            "p99_added_us": diff_ci(rtt["echo-isolated"], rtt["echo-plain"], stat=lambda x: pct(x, 99))}
-    d = sched_delta(s0, s1)
+    d = sched_delta(s0[0] if s0 else None, s1)
     if d:
         res["launcher_per_message"] = {"cpu_us": d[0] / 1e3 / n, "runqueue_wait_us": d[1] / 1e3 / n,
                                        "slices": d[2] / n}

@@ -15,6 +15,7 @@ from ..env import root_symlinks
 from ..procfs import loadavg
 from ..registry import Count, Section, Step, register
 from ..report import f, fr
+from ..rounds import interleaved
 from ..stats import med, paired_ratio_ci, ratio_ci, summary
 
 
@@ -91,29 +92,23 @@ def run(bench):
         rc, _, _ = _spawn(bench, argv, files, check_output=True)
         if rc != 0:
             sys.exit(f"bench/run: set-up variant {name} failed (exit {rc}): {' '.join(argv)}")
-    wall = {k: [] for k in cmds}
     cpu = {k: [] for k in cmds}
     bench.log(f"1. set-up: {len(cmds)} variants x {n} runs, interleaved (+5 warm-up rounds)")
     la0 = loadavg()
-    for r in range(n + 5):
-        for name in bench.shuffled(cmds):
-            argv, files = cmds[name]
-            rc, w, _ = _spawn(bench, argv, files)
-            if rc != 0:
-                bench.log(f"  {name} exited {rc}")
-            if r >= 5:
-                wall[name].append(w * 1e3)
+
+    def wall_ms(name, r):
+        rc, w, _ = _spawn(bench, *cmds[name])
+        if rc != 0:
+            bench.log(f"  {name} exited {rc}")
+        return w * 1e3
+    wall = interleaved(bench, cmds, n, wall_ms, warmup=5)
     # CPU: rusage misses bubblewrap's sandbox init (never waited for), so
     # count with perf stat, which follows every descendant.
     if shutil.which("perf") and bench.args.setup_cpu_runs:
         m = bench.args.setup_cpu_runs
         bench.log(f"   CPU: {m} interleaved runs each under perf stat -e task-clock")
-        for r in range(m):
-            for name in bench.shuffled(cmds):
-                argv, files = cmds[name]
-                c = _perf_task_clock(bench, argv, files)
-                if c is not None:
-                    cpu[name].append(c)
+        got = interleaved(bench, cmds, m, lambda name, r: _perf_task_clock(bench, *cmds[name]))
+        cpu = {k: [c for c in got[k] if c is not None] for k in cmds}
     res = {"runs": n, "load_before": la0, "load_after": loadavg(), "variants": {},
            "diagnostics": list(diag)}
     for name in cmds:

@@ -12,6 +12,7 @@ import time
 from ..procfs import loadavg
 from ..registry import Count, Section, Step, register
 from ..report import f, fr
+from ..rounds import interleaved
 from ..stats import paired_ratio_ci, summary
 
 # Issue 10's reference line, exactly: bubblewrap's minimal sandbox.
@@ -62,8 +63,6 @@ def run(bench):
     empty = bench.env.tmp / "empty"
     empty.mkdir(exist_ok=True)
     cmds = {"isolate": [bench.env.isolate, "--", "/bin/true"], "bwrap": TREE_BWRAP}
-    wall = {k: [] for k in cmds}
-    cpu = {k: [] for k in cmds}
     reap_all()  # nothing of ours may be left to blur the deltas
     bench.log(f"1b. set-up, whole tree: {len(cmds)} variants x {n} pairs from an empty directory "
               "(+5 warm-up pairs)")
@@ -73,14 +72,14 @@ def run(bench):
             rc, _, _ = _tree_run(argv, empty)
             if rc != 0:
                 sys.exit(f"bench/run: {name} failed (exit {rc}): {' '.join(argv)}")
-        for r in range(n + 5):
-            for name in bench.shuffled(cmds):
-                rc, w, c = _tree_run(cmds[name], empty)
-                if rc != 0:
-                    bench.log(f"  {name} exited {rc}")
-                if r >= 5:
-                    wall[name].append(w)
-                    cpu[name].append(c)
+        def wall_cpu(name, r):
+            rc, w, c = _tree_run(cmds[name], empty)
+            if rc != 0:
+                bench.log(f"  {name} exited {rc}")
+            return w, c
+        got = interleaved(bench, cmds, n, wall_cpu, warmup=5)
+    wall = {k: [w for w, _ in got[k]] for k in cmds}
+    cpu = {k: [c for _, c in got[k]] for k in cmds}
     res = {"pairs": n, "cwd": "an empty directory", "load_before": la0, "load_after": loadavg(),
            "variants": {k: {"argv": cmds[k], "wall_ms": summary(wall[k]), "cpu_ms": summary(cpu[k]),
                             "wall_samples": wall[k], "cpu_samples": cpu[k]} for k in cmds},

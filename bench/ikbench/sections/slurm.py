@@ -27,6 +27,7 @@ from ..common import REPO
 from ..procfs import loadavg
 from ..registry import Count, Section, Step, register
 from ..report import f
+from ..rounds import interleaved
 from ..stats import med
 from .batch import SPEC, install_and_make_notebooks, run_timed
 
@@ -132,24 +133,25 @@ def run(bench):
     try:
         nbs = install_and_make_notebooks(bench, ik, env, tmp, n)
         la0 = loadavg()
-        wall = {"local": [], "slurm": []}
         diffs = []
-        for rnd in range(rounds):
-            out = {}
-            for side in bench.shuffled(("local", "slurm")):
-                out[side] = tmp / f"out-{side}-{rnd}"
-                outs.append(out[side])
-                cmd = [ik, "run", "--kernel", SPEC, "-o", str(out[side])]
-                cmd += ["-j", str(jobs)] if side == "local" else \
-                    ["--slurm", "--tasks", str(tasks), "-j", str(task_slots)]
-                w, _, _ = run_timed([cmd + [str(nbs)]], cluster.env(env) if side == "slurm" else env, tmp)
-                wall[side].append(w)
-                bench.log(f"  round {rnd + 1}/{rounds}, {side}: {w:.1f} s "
-                          f"{'submission to summary' if side == 'slurm' else 'wall'}")
-                bad = [k for k, v in results_of(out[side]).items() if v["status"] != "ok"]
-                if bad:
-                    raise RuntimeError(f"isolated-kernel run ({side}): not ok: {bad[:3]}; see {out[side]}")
-            diffs += compare(out["local"], out["slurm"])
+
+        def one(side, rnd):
+            out = tmp / f"out-{side}-{rnd}"
+            outs.append(out)
+            cmd = [ik, "run", "--kernel", SPEC, "-o", str(out)]
+            cmd += ["-j", str(jobs)] if side == "local" else \
+                ["--slurm", "--tasks", str(tasks), "-j", str(task_slots)]
+            w, _, _ = run_timed([cmd + [str(nbs)]], cluster.env(env) if side == "slurm" else env, tmp)
+            bench.log(f"  round {rnd + 1}/{rounds}, {side}: {w:.1f} s "
+                      f"{'submission to summary' if side == 'slurm' else 'wall'}")
+            bad = [k for k, v in results_of(out).items() if v["status"] != "ok"]
+            if bad:
+                raise RuntimeError(f"isolated-kernel run ({side}): not ok: {bad[:3]}; see {out}")
+            return w
+
+        def compare_round(done, _):
+            diffs.extend(compare(tmp / f"out-local-{done - 1}", tmp / f"out-slurm-{done - 1}"))
+        wall = interleaved(bench, ("local", "slurm"), rounds, one, after_round=compare_round)
     finally:
         for o in outs:
             cluster.cancel(o)

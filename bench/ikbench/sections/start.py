@@ -10,28 +10,25 @@ from ..kernels import Kernel
 from ..procfs import cpu_ms, loadavg
 from ..registry import Count, Section, Step, register
 from ..report import f, fr
+from ..rounds import interleaved
 from ..stats import med, paired_ratio_ci, summary
 
 
 def run(bench):
     n = bench.args.start_runs
     variants = ("plain", "isolated", "bwrap")
-    fast = {v: [] for v in variants}     # client reconnect interval 5 ms
-    default = {v: [] for v in variants}  # jupyter_client's default (libzmq 100 ms)
-    launcher_cpu = []
     bench.log(f"2. start-to-ready: {len(variants)} kernelspecs x {n} starts, interleaved (+1 warm-up round)")
     la0 = loadavg()
-    for r in range(n + 1):
-        for v in bench.shuffled(variants):
-            t_fast, t_def, lcpu = _one_start(bench, v)
-            if r >= 1:
-                fast[v].append(t_fast * 1e3)
-                default[v].append(t_def * 1e3)
-                if lcpu is not None:
-                    launcher_cpu.append(lcpu)
-        if r and r % 5 == 0:
-            bench.log(f"  round {r}/{n}: median plain {med(fast['plain']):.0f} ms, "
-                      f"isolated {med(fast['isolated']):.0f} ms, bwrap {med(fast['bwrap']):.0f} ms")
+
+    def progress(done, got):
+        if done % 5 == 0:
+            m = {v: med([x[0] * 1e3 for x in got[v]]) for v in variants}
+            bench.log(f"  round {done}/{n}: median plain {m['plain']:.0f} ms, "
+                      f"isolated {m['isolated']:.0f} ms, bwrap {m['bwrap']:.0f} ms")
+    got = interleaved(bench, variants, n, lambda v, r: _one_start(bench, v), warmup=1, after_round=progress)
+    fast = {v: [x[0] * 1e3 for x in got[v]] for v in variants}     # client reconnect interval 5 ms
+    default = {v: [x[1] * 1e3 for x in got[v]] for v in variants}  # jupyter_client's default (libzmq 100 ms)
+    launcher_cpu = [x[2] for v in variants for x in got[v] if x[2] is not None]
     res = {"starts": n, "load_before": la0, "load_after": loadavg(), "variants": {},
            "argv": bench.env.kernel_argv}
     for v in variants:

@@ -11,6 +11,7 @@ from ..kernels import DELIM
 from ..procfs import cpu_ms, loadavg, status_kb
 from ..registry import Count, Section, Step, register
 from ..report import f, fr
+from ..rounds import interleaved
 from ..stats import med, paired_ratio_ci, summary
 
 
@@ -35,29 +36,24 @@ def run_throughput(bench, kernels):
     lpid = kl.pid
     out = {"reps": reps, "cells": {}, "load_before": loadavg()}
     for cell, (code, expect, expect_msgs) in cells.items():
-        rate = {v: [] for v in kernels}
-        secs = {v: [] for v in kernels}
-        got_bytes = {v: [] for v in kernels}
-        got_msgs = {v: [] for v in kernels}
-        relay_cpu = []
         relay_rss_max = 0
-        for r in range(reps + 1):  # first round warms up
-            for v in bench.shuffled(kernels):
-                _, c = kernels[v]
-                sampler = RssSampler(lpid) if v == "isolated" else None
-                t_cpu0 = cpu_ms(lpid)
-                el, nbytes, nmsg = _one_output(c, code)
-                t_cpu1 = cpu_ms(lpid)
-                if sampler:
-                    relay_rss_max = max(relay_rss_max, sampler.stop())
-                if r == 0:
-                    continue
-                rate[v].append(nbytes / el / 1e6)
-                secs[v].append(el)
-                got_bytes[v].append(nbytes)
-                got_msgs[v].append(nmsg)
-                if v == "isolated":
-                    relay_cpu.append({"cpu_s": (t_cpu1 - t_cpu0) / 1e3, "wall_s": el, "messages": nmsg})
+
+        def one(v, r, code=code):
+            nonlocal relay_rss_max
+            _, c = kernels[v]
+            sampler = RssSampler(lpid) if v == "isolated" else None
+            t_cpu0 = cpu_ms(lpid)
+            el, nbytes, nmsg = _one_output(c, code)
+            t_cpu1 = cpu_ms(lpid)
+            if sampler:
+                relay_rss_max = max(relay_rss_max, sampler.stop())
+            return el, nbytes, nmsg, (t_cpu1 - t_cpu0) / 1e3
+        got = interleaved(bench, kernels, reps, one, warmup=1)
+        rate = {v: [nbytes / el / 1e6 for el, nbytes, _, _ in got[v]] for v in kernels}
+        secs = {v: [el for el, _, _, _ in got[v]] for v in kernels}
+        got_bytes = {v: [nbytes for _, nbytes, _, _ in got[v]] for v in kernels}
+        got_msgs = {v: [nmsg for _, _, nmsg, _ in got[v]] for v in kernels}
+        relay_cpu = [{"cpu_s": cpu_s, "wall_s": el, "messages": nmsg} for el, _, nmsg, cpu_s in got["isolated"]]
         lost = {v: [expect_msgs - x for x in got_msgs[v] if x < expect_msgs] for v in kernels}
         res = {"expected_payload_bytes": expect, "expected_messages": expect_msgs, "variants": {},
                "lost_messages_per_rep": lost}
