@@ -1,0 +1,118 @@
+"""Pooled kernels driven by `jupyter nbconvert --execute`, one process per
+notebook as nbgrader runs them (docs/pool.md "Shutdown"), and what the
+pooled kernel's shutdown keeps of a cold kernel's: the waiter freezes what
+its imports built (gc.freeze), so neither the kernel's collections nor the
+interpreter's exit walk it again, while what the notebook made is collected
+and finalized as in a cold kernel. Real daemons, sandboxes, ipykernel
+kernels and nbconvert, as root and as the test user (test_pool.py's fixtures).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from kit.common import PYTHON  # noqa: E402
+from kit.kernel import scenario, scenario_main, step  # noqa: E402
+from test_pool import POOL_KERNEL, _ik, _start, _status, _stop, _wait_ready, pool_session  # noqa: E402,F401
+from test_pool import ph as _ph  # noqa: E402,F401
+
+
+@pytest.fixture(params=["root", "user"])
+def ph(request, pool_session):  # noqa: F811
+    # This module runs its client scenarios from the session's script copy too.
+    dst = pool_session.scripts / Path(__file__).name
+    if not dst.exists():
+        shutil.copy2(__file__, dst)
+        dst.chmod(0o644)
+    yield from _ph.__wrapped__(request, pool_session)
+
+
+# What a pooled kernel must still do like a cold one: collect the notebook's
+# cyclic garbage (the weakref callback runs), and at its exit finalize what
+# the notebook left (a cycle with __del__, a file written and never closed).
+CELLS = [
+    "import gc\nfrozen = gc.get_freeze_count()\nprint('frozen', frozen)",
+    "import weakref\nclass Node:\n    pass\nn = Node(); n.me = n\ngone = []\nweakref.finalize(n, gone.append, 1)\n"
+    "del n\ngc.collect()\nprint('collected', gone == [1])",
+    "class Bye:\n    def __del__(self):\n        open('bye.txt', 'w').write('bye')\nb = Bye(); b.me = b\n"
+    "f = open('unclosed.txt', 'w'); f.write('data')\nprint('left', 6 * 7)",
+]
+
+
+def _notebook(path: Path):
+    cells = [{"cell_type": "code", "execution_count": None, "id": f"c{i}", "metadata": {}, "outputs": [],
+              "source": src} for i, src in enumerate(CELLS)]
+    path.write_text(json.dumps({"cells": cells, "metadata": {"kernelspec": {"name": POOL_KERNEL, "display_name": "x",
+                                                                            "language": "python"}},
+                                "nbformat": 4, "nbformat_minor": 5}))
+
+
+def _stdout(nb: Path) -> list[str]:
+    out = json.loads(nb.read_text())
+    def text(o):  # a string, or its lines as stored on disk
+        t = o.get("text", "")
+        return "".join(t) if isinstance(t, list) else t
+    return ["".join(text(o) for o in c["outputs"] if o.get("name") == "stdout").strip() for c in out["cells"]]
+
+
+# ----------------------------------------------------------- client side
+
+@scenario
+def nbconvert_loop(out, cwd, logdir, runs):
+    cwd, logdir = Path(cwd), Path(logdir)
+    with step(out, "fill") as s:
+        s["start"] = _ik("pool", "start")
+        km, kc = _start(str(cwd), logdir / "prime.log")  # registers the kernelspec: cold, then the pool fills
+        _stop(km, kc)
+        s["ready"] = _wait_ready()
+    out["runs"] = []
+    for i in range(runs):
+        r: dict = {}
+        with step(r, "run") as s:
+            d = cwd / f"run{i}"
+            d.mkdir()
+            _notebook(d / "nb.ipynb")
+            s["ready_before"] = _wait_ready()  # each run claims: back to back would race the refill
+            p = subprocess.run([PYTHON, "-m", "nbconvert", "--execute", "--to", "notebook",
+                                f"--ExecutePreprocessor.kernel_name={POOL_KERNEL}", "--output", "out.ipynb",
+                                "nb.ipynb"], cwd=d, capture_output=True, text=True, timeout=600)
+            s["rc"], s["stderr"] = p.returncode, p.stderr[-3000:]
+            s["claimed"] = "pool: claimed" in p.stderr  # the launcher's -v line, through nbconvert's stderr
+            s["stdout"] = _stdout(d / "out.ipynb") if p.returncode == 0 else []
+            # nbconvert returned: the kernel has exited (its launcher waited for it)
+            s["files"] = {f: (d / f).read_text() if (d / f).exists() else None for f in ("bye.txt", "unclosed.txt")}
+        out["runs"].append(r)
+    out["status"] = _status()
+
+
+# ----------------------------------------------------------- pytest side
+
+def test_nbconvert_runs_pooled_kernels_that_collect_and_finalize_as_cold_ones(ph):
+    h = ph.h
+    logs = h.mkdir(h.base / "logs")
+    res = ph.h.scenario(__file__, "nbconvert_loop", env=ph.env(), timeout=3600, cwd=str(h.workdir),
+                        logdir=str(logs), runs=2)
+    assert "error" not in res["fill"] and res["fill"]["ready"], res.context()
+    assert len(res["runs"]) == 2, res.context()
+    for r in res["runs"]:
+        s = r["run"]
+        assert "error" not in s and s["rc"] == 0, s
+        assert s["claimed"], s["stderr"]
+        frozen, collected, left = s["stdout"]
+        # the waiter froze what its imports built (ipykernel, IPython, zmq, tornado: many thousands of objects)
+        assert frozen.startswith("frozen ") and int(frozen.split()[1]) > 10000, s["stdout"]
+        assert collected == "collected True", s["stdout"]
+        assert left == "left 42", s["stdout"]
+        assert s["files"] == {"bye.txt": "bye", "unclosed.txt": "data"}, s
+    pools = res["status"]["pools"]
+    assert pools and pools[0]["claimed"] >= 2 and pools[0]["refused"] <= 1, pools  # the prime's claim is refused
+
+
+if __name__ == "__main__":
+    scenario_main()
