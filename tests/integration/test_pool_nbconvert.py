@@ -9,6 +9,8 @@ kernels and nbconvert, as root and as the test user (test_pool.py's fixtures).
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,8 +19,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kit.common import PYTHON  # noqa: E402
-from kit.kernel import scenario, scenario_main, step  # noqa: E402
+from kit.common import PYTHON, wait_until  # noqa: E402
+from kit.kernel import run_cell, scenario, scenario_main, step  # noqa: E402
 from test_pool import POOL_KERNEL, _ik, _start, _status, _stop, _wait_ready, pool_session  # noqa: E402,F401
 from test_pool import ph as _ph  # noqa: E402,F401
 
@@ -61,6 +63,24 @@ def _stdout(nb: Path) -> list[str]:
     return ["".join(text(o) for o in c["outputs"] if o.get("name") == "stdout").strip() for c in out["cells"]]
 
 
+def _ppid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _inotify_watches(pid: int) -> list[int]:
+    """The number of watches of each inotify instance PID holds (its fdinfo's "inotify wd:" lines)."""
+    out = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:inotify":
+                continue
+            info = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
+        except OSError:
+            continue
+        out.append(sum(line.startswith("inotify wd:") for line in info.splitlines()))
+    return out
+
+
 # ----------------------------------------------------------- client side
 
 @scenario
@@ -71,6 +91,17 @@ def nbconvert_loop(out, cwd, logdir, runs):
         km, kc = _start(str(cwd), logdir / "prime.log")  # registers the kernelspec: cold, then the pool fills
         _stop(km, kc)
         s["ready"] = _wait_ready()
+    with step(out, "relay_watch") as s:
+        # The claimed kernel's relay (in its helper) drops its directory watch
+        # once every channel is joined, so the close at its exit is quick.
+        km, kc = _start(str(cwd), logdir / "watch.log")
+        s["claimed"] = "pool: claimed" in (logdir / "watch.log").read_text()
+        kernel = int(re.search(r"kernel pid (\d+)", (logdir / "watch.log").read_text()).group(1))
+        helper = _ppid(_ppid(kernel))  # kernel, sandbox init, helper
+        s["works"] = run_cell(kc, "print(5*5)")["stdout"].strip()
+        s["watches"] = wait_until(lambda: (lambda w: w if w and not any(w) else None)(_inotify_watches(helper)),
+                                  10, 0.1) or _inotify_watches(helper)
+        _stop(km, kc)
     out["runs"] = []
     for i in range(runs):
         r: dict = {}
@@ -99,6 +130,9 @@ def test_nbconvert_runs_pooled_kernels_that_collect_and_finalize_as_cold_ones(ph
     res = ph.h.scenario(__file__, "nbconvert_loop", env=ph.env(), timeout=3600, cwd=str(h.workdir),
                         logdir=str(logs), runs=2)
     assert "error" not in res["fill"] and res["fill"]["ready"], res.context()
+    w = res["relay_watch"]
+    assert "error" not in w and w["claimed"] and w["works"] == "25", w
+    assert w["watches"] == [0], w  # one inotify instance (the relay's), its watch gone
     assert len(res["runs"]) == 2, res.context()
     for r in res["runs"]:
         s = r["run"]
