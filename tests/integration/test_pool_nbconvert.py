@@ -122,6 +122,32 @@ def nbconvert_loop(out, cwd, logdir, runs):
     out["status"] = _status()
 
 
+@scenario
+def behind(out, cwd, logdir):
+    """A claim that finds no ready sandbox puts its pool behind its demand:
+    the refill in flight is raised to nice 0, and so are the next ones."""
+    logdir = Path(logdir)
+    with step(out, "claim_while_filling") as s:
+        s["start"] = _ik("pool", "start")  # fills the installed pooled kernelspec at nice 19 (or not: its key may differ)
+        s["status_at_start"] = _status()
+        km, kc = _start(str(cwd), logdir / "a.log")  # at once: nothing is ready yet, so this starts cold
+        s["how"] = "claimed" if "pool: claimed" in (logdir / "a.log").read_text() else "cold"
+        _stop(km, kc)
+        s["ready"] = _wait_ready()
+        st = _status()
+        s["behind"] = [p.get("behind") for p in st["pools"]]
+        s["refused"] = sum(p.get("refused", 0) for p in st["pools"])
+        s["waiting"] = [(w["nice"], w["program_pid"]) for p in st["pools"] for w in p["waiting"]]
+        s["text"] = _ik("pool", "status")["out"]
+    with step(out, "next") as s:
+        km, kc = _start(str(cwd), logdir / "b.log")  # the raised one
+        s["how"] = "claimed" if "pool: claimed" in (logdir / "b.log").read_text() else "cold"
+        _stop(km, kc)
+        s["ready"] = _wait_ready()
+        st = _status()
+        s["waiting"] = [(w["nice"], w["program_pid"]) for p in st["pools"] for w in p["waiting"]]
+
+
 # ----------------------------------------------------------- pytest side
 
 def test_nbconvert_runs_pooled_kernels_that_collect_and_finalize_as_cold_ones(ph):
@@ -146,6 +172,30 @@ def test_nbconvert_runs_pooled_kernels_that_collect_and_finalize_as_cold_ones(ph
         assert s["files"] == {"bye.txt": "bye", "unclosed.txt": "data"}, s
     pools = res["status"]["pools"]
     assert pools and pools[0]["claimed"] >= 2 and pools[0]["refused"] <= 1, pools  # the prime's claim is refused
+
+
+
+
+def _autogroup_nice(pid: int) -> int:
+    return int(re.search(r"nice (-?\d+)", Path(f"/proc/{pid}/autogroup").read_text()).group(1))
+
+
+def test_a_claim_that_finds_the_pool_filling_raises_its_refills_to_normal_priority(ph):
+    h = ph.h
+    logs = h.mkdir(h.base / "logs")
+    res = ph.h.scenario(__file__, "behind", env=ph.env(), timeout=3600, cwd=str(h.workdir), logdir=str(logs))
+    a, b = res["claim_while_filling"], res["next"]
+    assert "error" not in a and "error" not in b, res.context()
+    assert a["start"]["rc"] == 0 and a["how"] == "cold" and a["refused"] >= 1, a
+    assert a["ready"] and a["behind"] == [True], a
+    assert "behind its demand" in a["text"] and "refills at normal priority" in a["text"], a["text"]
+    # the sandbox that was filling when the claim came (or the refill it started) waits at nice 0, not 19
+    assert [n for n, _ in a["waiting"]] == [0], a
+    assert b["how"] == "claimed" and b["ready"], b
+    # the pool is still behind (within the window): its next refill runs at nice 0 from the start
+    assert [n for n, _ in b["waiting"]] == [0], b
+    for _, pid in b["waiting"]:
+        assert _autogroup_nice(pid) == 0, b  # the waiter itself, not only what the daemon reports
 
 
 if __name__ == "__main__":
