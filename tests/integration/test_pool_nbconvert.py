@@ -3,8 +3,12 @@ notebook as nbgrader runs them (docs/pool.md "Shutdown"), and what the
 pooled kernel's shutdown keeps of a cold kernel's: the waiter freezes what
 its imports built (gc.freeze), so neither the kernel's collections nor the
 interpreter's exit walk it again, while what the notebook made is collected
-and finalized as in a cold kernel. Real daemons, sandboxes, ipykernel
-kernels and nbconvert, as root and as the test user (test_pool.py's fixtures).
+and finalized as in a cold kernel; the claimed kernel's relay holds no
+inotify watch once its clients are joined (a quick close at its exit); and
+a claim that finds the pool still filling puts it behind its demand, whose
+refills then wait at normal priority (docs/pool.md "Cost control"). Real
+daemons, sandboxes, ipykernel kernels and nbconvert, as root and as the test
+user (test_pool.py's fixtures).
 """
 from __future__ import annotations
 
