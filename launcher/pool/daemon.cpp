@@ -22,6 +22,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <optional>
 
 #include "apply/client_watch.hpp"
 #include "apply/userns.hpp"
@@ -31,6 +32,7 @@
 #include "plan/ids.hpp"
 #include "parse/units.hpp"
 #include "pool/attach.hpp"
+#include "pool/demand.hpp"
 #include "pool/memory.hpp"
 #include "pool/prescan.hpp"
 #include "pool/priority.hpp"
@@ -60,6 +62,7 @@ struct Entry {
   unsigned long long tmpfs_size = 0;
   long memory_kib = 0;  // PSS of helper, init and waiter, measured when it got ready
   int nice = -1;        // its autogroup's nice as the helper reported it
+  bool raise = false;   // to be raised to nice 0: its pool fell behind while it started (pool/demand.hpp)
   uid_t uid = 0;
   gid_t gid = 0;
   Clock::time_point started = Clock::now(), ready_at;
@@ -77,6 +80,8 @@ struct Pool {
   int refused = 0;  // claims answered "start cold" (empty pool, attach or hand-over failed)
   std::string last_error;
   std::string held_back;  // why it has fewer than `size` (a cap), empty otherwise
+  std::optional<Clock::time_point> behind_at;  // the last claim that found no ready sandbox
+  bool behind() const { return behind_at && Clock::now() - *behind_at < kBehindWindow; }
   std::vector<std::unique_ptr<Entry>> entries;
   std::string run;  // a run's own pool (pool/run_hold.hpp): its token; it ends with the run
   pid_t run_pid = 0;
@@ -128,8 +133,9 @@ class Daemon {
         log::step("idle for %lds: stopping", o_.idle_seconds);
         break;
       }
-      int n =
-          poll(fds.data(), fds.size(), std::min(static_cast<int>(std::min(idle_left, 60.0) * 1000) + 1, run_poll_ms()));
+      // Raises the kernel rate-limited are tried again soon.
+      const int wait_ms = raise_pending() ? 20 : static_cast<int>(std::min(idle_left, 60.0) * 1000) + 1;
+      int n = poll(fds.data(), fds.size(), std::min(wait_ms, run_poll_ms()));
       if (n < 0 && errno != EINTR) break;
       if (fds[1].revents) on_signal(sigfd.get());
       for (size_t i = 2; i < run_fds_at; ++i)
@@ -142,6 +148,7 @@ class Daemon {
         for (auto& [id, pool] : pools_) fill(pool);
       }
       serve_waiting_claims();
+      raise_behind_refills();
       reap();
     }
     unlink(socket_path(dir_).c_str());
@@ -189,6 +196,20 @@ class Daemon {
       std::erase_if(ending_, [](EndingPool& e) { return e.step(); });
     }
     reap();
+  }
+
+  bool raise_pending() const {
+    for (const auto& [id, pool] : pools_)
+      for (const auto& e : pool.entries)
+        if (e->raise) return true;
+    return false;
+  }
+
+  // The refills in flight of a pool behind its demand: nice 0 now.
+  void raise_behind_refills() {
+    for (auto& [id, pool] : pools_)
+      for (auto& e : pool.entries)
+        if (e->raise && raise_refill(e->helper)) e->raise = false;
   }
 
   void drop(Pool& pool, Entry* e) {
@@ -315,6 +336,7 @@ class Daemon {
       for (const auto& [k, v] : pool.env) env.push_back(k + "=" + v);
       if (const auto cg = refill_cgroup_env_value(refill_cgroups()); !cg.empty())  // pool/cpu_cgroup.hpp
         env.push_back(std::string(kRefillCgroupEnv) + "=" + cg);
+      if (pool.behind()) env.push_back(std::string(kNormalRefillEnv) + "=1");  // pool/demand.hpp
       pid_t pid = fork();
       if (pid < 0) return;
       if (pid == 0) {
@@ -387,7 +409,7 @@ class Daemon {
                            {"program_pid", e->program_pid},
                            {"age", age},
                            {"memory_kib", m},
-                           {"nice", e->nice}});
+                           {"nice", autogroup_nice(e->helper)}});
       }
       pools.push_back({{"spec", p.spec},
                        {"size", p.size},
@@ -401,6 +423,7 @@ class Daemon {
                        {"memory_kib", mem},
                        {"waiting", waiting},
                        {"held_back", p.held_back},
+                       {"behind", p.behind()},
                        {"last_error", p.last_error},
                        {"run", p.run.empty() ? nlohmann::json(nullptr) : nlohmann::json{{"pid", p.run_pid}}}});
     }
@@ -453,6 +476,9 @@ class Daemon {
       if (!found) {
         if (of_run && may_wait && wait_for_starting(pool, id, c, m)) return;
         ++pool.refused;
+        // Behind its demand: what starts now, and what is starting, at normal priority.
+        pool.behind_at = Clock::now();
+        for (auto& e : pool.entries) e->raise = !e->ready();
         refuse(pool.entries.empty()
                    ? "the pool of this kernelspec is empty: filling it"
                    : "no waiting sandbox is ready yet (" + std::to_string(pool.entries.size()) + " starting)");
@@ -853,6 +879,9 @@ int pool_status(bool json) {
       std::printf("    the pool of 'isolated-kernel run' pid %d (sized by its -j; ends with it)\n",
                   p["run"].value("pid", 0));
     if (!ages.empty()) std::printf("    waiting (age/memory): %s\n", ages.c_str());
+    if (p.value("behind", false))
+      std::printf("    behind its demand (a claim found no ready sandbox in the last %llds): refills at normal priority\n",
+                  static_cast<long long>(kBehindWindow.count()));
     if (!p.value("held_back", std::string()).empty())
       std::printf("    fewer than %d: %s\n", p.value("size", 0), p["held_back"].get<std::string>().c_str());
     if (!p.value("last_error", std::string()).empty())

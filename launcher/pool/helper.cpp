@@ -17,6 +17,7 @@
 #include "plan/host.hpp"
 #include "plan/planner.hpp"
 #include "pool/cpu_cgroup.hpp"
+#include "pool/demand.hpp"
 #include "pool/priority.hpp"
 #include "pool/proto.hpp"
 #include "pool/split.hpp"
@@ -101,8 +102,9 @@ int fail_to_daemon(int ctl_fd, const Error& e) {
 
 int run_helper(Options& opts, int ctl_fd, const relay::RelayOptions& relay_options) {
   // Low CPU priority for this session (us, the sandbox, its waiter) until
-  // the sandbox is ready (pool/priority.hpp).
-  const int nice = lower_refill_priority();
+  // the sandbox is ready (pool/priority.hpp), unless the pool is behind its
+  // demand (pool/demand.hpp).
+  const int nice = take_normal_refill_request() ? own_autogroup_nice() : lower_refill_priority();
   auto waiter = waiter_source();
   if (!waiter) return fail_to_daemon(ctl_fd, waiter.error());
   auto host = read_host_info(environ, cgroup_probe_needed(opts.limits, opts.limits_via));

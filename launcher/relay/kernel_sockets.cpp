@@ -41,22 +41,45 @@ Result<KernelSockets> KernelSockets::open(int dir_fd, std::string prefix) {
   if (!k.dir_.valid()) return sys_error("relay: dup the kernel socket directory fd");
   k.inotify_ = UniqueFd(::inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
   if (!k.inotify_.valid()) return sys_error("relay: inotify_init1", errno, "raise fs.inotify.max_user_instances");
-  // inotify has no *at() form; the magic link of our own fd names the very
-  // directory we opened, whatever the kernel later does to its path.
-  const std::string self = "/proc/self/fd/" + std::to_string(k.dir_.get());
-  // IN_CREATE for bind(); IN_ATTRIB/IN_MOVED_TO for files put in place
-  // atomically or chmod'ed after bind.
-  if (::inotify_add_watch(k.inotify_.get(), self.c_str(), IN_CREATE | IN_MOVED_TO | IN_ATTRIB | IN_ONLYDIR) < 0)
-    return sys_error("relay: watch the kernel socket directory", errno, "raise fs.inotify.max_user_watches");
+  IK_TRY(k.watch());
   return k;
 }
 
-KernelSockets::Outcome KernelSockets::dial(int n) const {
+Status KernelSockets::watch() {
+  if (wd_ >= 0) return ok();
+  // inotify has no *at() form; the magic link of our own fd names the very
+  // directory we opened, whatever the kernel later does to its path.
+  const std::string self = "/proc/self/fd/" + std::to_string(dir_.get());
+  // IN_CREATE for bind(); IN_ATTRIB/IN_MOVED_TO for files put in place
+  // atomically or chmod'ed after bind.
+  wd_ = ::inotify_add_watch(inotify_.get(), self.c_str(), IN_CREATE | IN_MOVED_TO | IN_ATTRIB | IN_ONLYDIR);
+  if (wd_ < 0) return sys_error("relay: watch the kernel socket directory", errno, "raise fs.inotify.max_user_watches");
+  return ok();
+}
+
+void KernelSockets::unwatch() {
+  if (wd_ < 0) return;
+  // Queues the mark for the reaper and returns; the IN_IGNORED event it
+  // leaves makes watch_fd() readable once more (drained like any event).
+  ::inotify_rm_watch(inotify_.get(), wd_);
+  wd_ = -1;
+}
+
+KernelSockets::Outcome KernelSockets::dial(int n) {
   const std::string file = name(n);
   // One component below the directory, no symlinks, no mount crossing: a
   // kernel that plants a symlink to a host socket gets nothing followed.
-  UniqueFd path(openat2_fd(dir_.get(), file.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC,
-                           RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV | RESOLVE_NO_MAGICLINKS));
+  const auto open_path = [&] {
+    return UniqueFd(openat2_fd(dir_.get(), file.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC,
+                               RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV | RESOLVE_NO_MAGICLINKS));
+  };
+  UniqueFd path = open_path();
+  if (!path.valid() && errno == ENOENT && wd_ < 0) {
+    // Watch first, then look again: a file created before the watch is
+    // found now, one created after it raises an event.
+    if (auto s = watch(); !s) return {Dial::kRejected, {}, s.error().describe()};
+    path = open_path();
+  }
   if (!path.valid()) {
     if (errno == ENOENT) return {Dial::kAbsent, {}, {}};
     return {Dial::kRejected, {}, file + ": " + std::strerror(errno)};

@@ -141,6 +141,10 @@ void Relay::Impl::dial(Conn& c) {
   c.dialled = true;
   retry_ns_ = kFirstRetryNs;
   log::step("relay: %s: joined a client to the kernel", channel_name(c.channel));
+  // Nothing waits for a socket file any more: the watch goes now, not in
+  // the close at our exit (kernel_sockets.hpp, unwatch()).
+  if (std::none_of(conns_.begin(), conns_.end(), [](const Conn& o) { return !o.dead && !o.dialled; }))
+    kernel_->unwatch();
   pump(c);  // the client's greeting may be waiting
 }
 

@@ -835,8 +835,14 @@ def test_kernel_abort_after_shutdown_reply_counts_as_the_shutdown(khost):
     libzmq's assertion) after its shutdown_reply, in its own teardown
     (bench/soak.md). The shutdown was complete, so the launcher exits 0 and
     says on stderr what happened; made certain here by an atexit handler
-    that aborts (atexit runs after the reply)."""
-    r = khost.scenario(__file__, "exit_after_shutdown", code="import atexit, os\natexit.register(os.abort)")
+    that aborts once the kernel's sockets are closed, as in that race (atexit
+    runs after the reply is queued, but libzmq's I/O thread writes it: an
+    abort before the close could lose it, and then the shutdown was not
+    complete; a pooled kernel, whose import-time objects are frozen, reaches
+    its atexit handlers soon enough for that to happen under load)."""
+    code = ("import atexit, os\nfrom ipykernel.kernelapp import IPKernelApp\n"
+            "atexit.register(lambda: (IPKernelApp.instance().close(), os.abort()))")
+    r = khost.scenario(__file__, "exit_after_shutdown", code=code)
     s = r["shutdown"]
     assert s["how"] == "_ShutdownStatus.ShutdownRequest", (s, r.context())
     assert s["returncode"] == 0, (s, r.context())
