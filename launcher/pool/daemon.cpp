@@ -79,7 +79,7 @@ struct Pool {
   int claimed = 0, discarded = 0;
   int refused = 0;  // claims answered "start cold" (empty pool, attach or hand-over failed)
   std::string last_error;
-  std::string held_back;  // why it has fewer than `size` (a cap), empty otherwise
+  std::string held_back;                       // why it has fewer than `size` (a cap), empty otherwise
   std::optional<Clock::time_point> behind_at;  // the last claim that found no ready sandbox
   bool behind() const { return behind_at && Clock::now() - *behind_at < kBehindWindow; }
   std::vector<std::unique_ptr<Entry>> entries;
@@ -880,8 +880,9 @@ int pool_status(bool json) {
                   p["run"].value("pid", 0));
     if (!ages.empty()) std::printf("    waiting (age/memory): %s\n", ages.c_str());
     if (p.value("behind", false))
-      std::printf("    behind its demand (a claim found no ready sandbox in the last %llds): refills at normal priority\n",
-                  static_cast<long long>(kBehindWindow.count()));
+      std::printf(
+          "    behind its demand (a claim found no ready sandbox in the last %llds): refills at normal priority\n",
+          static_cast<long long>(kBehindWindow.count()));
     if (!p.value("held_back", std::string()).empty())
       std::printf("    fewer than %d: %s\n", p.value("size", 0), p["held_back"].get<std::string>().c_str());
     if (!p.value("last_error", std::string()).empty())
