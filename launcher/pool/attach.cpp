@@ -68,8 +68,15 @@ std::string attach_in_child(pid_t init_pid, const std::vector<MountOp>& ops, uns
   for (size_t i = 0; i < ops.size(); ++i) {
     const MountOp& op = ops[i];
     if (op.kind == OpKind::kFile) {
+      // Its directory may not exist yet: a connection file directly in a
+      // directory that holds the working directory gets no tmpfs of its own
+      // (kernel/launch.cpp) and sorts before the working directory's bind;
+      // a cold start creates the parents too (apply/mounts.cpp create_file).
+      const std::string parent = op.dest.substr(0, op.dest.rfind('/'));
+      if (!parent.empty() && !make_dirs(parent)) return fail("mkdir " + parent);
       UniqueFd fd(open(op.dest.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, op.mode));
       if (!fd.valid()) return fail("create " + op.dest);
+      if (fchmod(fd.get(), op.mode) != 0) return fail("chmod " + op.dest);  // exactly op.mode, whatever our umask
       if (write(fd.get(), op.content.data(), op.content.size()) != static_cast<ssize_t>(op.content.size()))
         return fail("write " + op.dest);
       continue;
@@ -94,7 +101,7 @@ std::string attach_in_child(pid_t init_pid, const std::vector<MountOp>& ops, uns
 }  // namespace
 
 Status attach_launch_ops(pid_t init_pid, const std::vector<MountOp>& ops, unsigned long long tmpfs_size,
-                         uid_t inner_uid, gid_t inner_gid) {
+                         uid_t inner_uid, gid_t inner_gid, unsigned launch_umask) {
   int p[2];
   if (pipe2(p, O_CLOEXEC) != 0) return sys_error("pool: pipe");
   UniqueFd rd(p[0]), wr(p[1]);
@@ -102,6 +109,7 @@ Status attach_launch_ops(pid_t init_pid, const std::vector<MountOp>& ops, unsign
   if (pid < 0) return sys_error("pool: fork");
   if (pid == 0) {
     rd.reset();
+    umask(launch_umask);  // mount points get the modes a cold start's set-up gives them
     std::string err = attach_in_child(init_pid, ops, tmpfs_size, inner_uid, inner_gid);
     if (!err.empty() && write(wr.get(), err.data(), err.size()) < 0) _exit(2);
     _exit(err.empty() ? 0 : 1);
