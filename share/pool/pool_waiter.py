@@ -107,8 +107,11 @@ def _run(claim):
     # sandbox has the daemon's), sys.orig_argv, the process's argv and env.
     if "umask" in claim:
         os.umask(claim["umask"])
-    sys.orig_argv = sys.orig_argv[:1] + list(claim["argv"])
-    _keep = _look_cold(sys.orig_argv, claim["env"])  # noqa: F841  (its buffer, if any, lives as long as this frame)
+    with open("/proc/self/cmdline", "rb") as f:
+        full = [os.fsdecode(f.read().split(b"\0")[0])] + list(claim["argv"])  # the interpreter as exec'd
+    if hasattr(sys, "orig_argv"):  # Python >= 3.10
+        sys.orig_argv = full
+    _keep = _look_cold(full, claim["env"])  # noqa: F841  (its buffer, if any, lives as long as this frame)
     # Traits whose defaults ipykernel reads from the environment when it is
     # imported (IPKernelApp.parent_handle: JPY_PARENT_PID, which the launcher
     # sets to 1): read again now, as a cold start would have read them.

@@ -64,6 +64,12 @@ def kernel_argv(launcher: Path | str, *opts: str) -> list[str]:
     return [str(launcher), *opts, "--", PYTHON, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
 
 
+def is_kernel(cmdline: str) -> bool:
+    """CMDLINE (processes_matching's, spaces for NULs) is a kernel's own, cold or
+    pooled (a pooled kernel's reads as the cold one's), not its launcher's."""
+    return cmdline.startswith(f"{PYTHON} -m ipykernel_launcher ")
+
+
 # Pool sizes of the pooled test kernelspecs: KERNEL_PROBE runs the three
 # example notebooks in one nbconvert, one kernel each.
 POOL_SIZES = {KERNEL: 2, KERNEL_PROBE: 3}
@@ -269,6 +275,24 @@ class KernelHost:
         for name in names or (KERNEL,):
             self.daemon.ensure_ready(self.spec_argv(name), self.env(env), self.workdir, self.runtime,
                                      need=POOL_SIZES[name] if name == KERNEL_PROBE else 1)
+        self.claims = ClaimCheck(self.daemon)
+
+    def kernelspec_argv(self, *opts: str, size: int = 1) -> list[str]:
+        """The argv of a kernelspec of this host's kind with launcher OPTS, for a
+        test that writes kernelspecs of its own: cold, the session's launcher
+        copy; pooled, the pool launcher with a pool of SIZE (pool_ready_argv)."""
+        if self.pooled:
+            return [*self.session.pool.argv_prefix(size), *kernel_argv("", *opts)[1:]]
+        return kernel_argv(self.launcher, *opts)
+
+    def pool_ready_argv(self, *argvs: list[str], env: dict | None = None):
+        """Pooled host: pool_ready for kernelspec_argv()s of the test's own (each
+        pool registered and a sandbox waiting), then claims are counted from here
+        on. ENV: what the test adds to the clients' environment. Cold: nothing."""
+        if not self.pooled:
+            return
+        for argv in argvs:
+            self.daemon.ensure_ready(argv, self.env(env), self.workdir, self.runtime, need=1)
         self.claims = ClaimCheck(self.daemon)
 
     def check_claims(self, min_claims: int = 1):
