@@ -33,6 +33,8 @@ from kit.common import REPO, base_env, free_port, kill_quietly, merge_env, proce
 
 POOL_SIZE = 2         # per kernelspec of the client suites: one claimed, one in reserve while it refills
 MAX_SANDBOXES = 48    # per user; the security suite registers one pool per sandbox option set
+MAX_MEMORY = "3G"     # room for MAX_SANDBOXES (~60 MiB PSS each): the default 1G holds ~17, and the
+                      # session's pools (client suites, lifecycle's own kernelspecs, security) outnumber that
 READY_TIMEOUT = 180   # a refill is the waiter's imports: seconds on 2 loaded cores
 KINDS = ("cold", "pooled")
 
@@ -51,7 +53,7 @@ class Daemon:
         self.xdg.chmod(0o700)
         if os.geteuid() == 0:
             os.chown(self.xdg, uid, gid)
-        r = self.ik("pool", "start", "--idle", "3h", "--max-sandboxes", str(MAX_SANDBOXES))
+        r = self.ik("pool", "start", "--idle", "3h", "--max-sandboxes", str(MAX_SANDBOXES), "--max-memory", MAX_MEMORY)
         if r.returncode != 0:
             raise PoolError(f"pool start as {user} failed: {r.stderr}")
         self.pid = self.status().get("pid")
