@@ -15,6 +15,7 @@ read-only root, e.g. a client started in /usr/share).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -31,6 +32,13 @@ def _nul(path):
     with open(path, 'rb') as f:
         return [x.decode('utf-8', 'surrogateescape') for x in f.read().split(b'\0')]
 _um = os.umask(0); os.umask(_um)
+def _mkdir_errno(path):
+    try:
+        os.mkdir(path)
+    except OSError as e:
+        return e.errno
+    os.rmdir(path)
+    return 0
 _st = open('/proc/self/stat').read().rsplit(')', 1)[1].split()
 print(json.dumps({
     'cmdline': _nul('/proc/self/cmdline'),
@@ -47,6 +55,7 @@ print(json.dumps({
     'init_cmdline': _nul('/proc/1/cmdline'),
     'comm': open('/proc/self/comm').read().strip(),
     'home': os.path.expanduser('~'),
+    'mkdir_errno': {p: _mkdir_errno(p) for p in ('/ik-probe', '/var/ik-probe') if os.path.isdir(os.path.dirname(p))},
     'modes': {str(p): os.stat(p).st_mode & 0o7777 for p in __import__('pathlib').Path.cwd().parents},
     'args_in_stack_order': int(_st[45]) < int(_st[46]) <= int(_st[47]) < int(_st[48]),
     'args_env_adjacent': int(_st[46]) == int(_st[47]),
@@ -161,6 +170,8 @@ def test_working_directory_under_the_read_only_root(khost, where):
     _expect_cold_shape(f, f["connection_file"], str(cwd))
     if where == "outside-the-view":
         assert f["modes"]["/var"] == 0o755 and f["modes"]["/var/tmp"] == 0o755, f["modes"]  # made inside
+        # the root tmpfs is sealed again after the claim made /var/tmp/... on it
+        assert f["mkdir_errno"] == {"/ik-probe": errno.EROFS, "/var/ik-probe": errno.EROFS}, f["mkdir_errno"]
     _same_as_cold(f, cold)
 
 
