@@ -337,8 +337,8 @@ class KernelHost:
 
     def leftovers(self, grace: float = 0.0) -> list[tuple[int, str]]:
         """Our processes (launcher copy, kernels with our connection files) still alive after GRACE s.
-        Pooled: also the claimed kernels whose helper still runs (their command line is the
-        waiter's and names nothing of this test; the count is what can be checked)."""
+        Pooled: also the claimed kernels whose helper still runs (the helper's and its sandbox
+        init's command lines name nothing of this test; the count is what can be checked)."""
         def left():
             return processes_matching(self.markers()) + (self.daemon.claimed_still_running() if self.pooled else [])
         if grace:

@@ -238,9 +238,10 @@ def _helpers(daemon_pid) -> list[tuple[int, str]]:
 
 def claimed_kernels(status_fn) -> list[tuple[int, str]]:
     """One (helper pid, description) per pooled kernel claimed and still running: the
-    daemon's helpers beyond its pools' entries (waiting or starting). A pooled kernel's
-    command line is the waiter's and names nothing of its claim, so which helper serves
-    which claim cannot be told; the count can. STATUS_FN returns `pool status --json`;
+    daemon's helpers beyond its pools' entries (waiting or starting). A claimed kernel's
+    command line reads as a cold one's (its connection file), but its helper's and its
+    sandbox init's are the helper's template and name nothing of the claim, so which
+    helper serves which claim cannot be told; the count can. STATUS_FN returns `pool status --json`;
     the helpers are counted between two equal statuses (a refill may start meanwhile)."""
     for _ in range(20):
         before = status_fn()
