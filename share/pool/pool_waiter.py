@@ -97,12 +97,14 @@ def _look_cold(argv, env):
 
 
 def _run(claim):
-    # What the imports set (ipykernel: PYDEVD_USE_FRAME_EVAL=NO) they set on
-    # top of the kernel's environment in a cold start: again, in that order.
+    # What the imports set (debugpy: PYDEVD_USE_FRAME_EVAL=NO unless set)
+    # they set on top of the kernel's environment in a cold start: again,
+    # in that order, where the launch did not set it.
     by_imports = {k: v for k, v in os.environ.items() if _ENV_AT_START.get(k) != v}
     os.environ.clear()
     os.environ.update(claim["env"])
-    os.environ.update(by_imports)
+    for k, v in by_imports.items():
+        os.environ.setdefault(k, v)
     # What only exec(2) would have set: the umask of the launch (a waiting
     # sandbox has the daemon's), sys.orig_argv, the process's argv and env.
     if "umask" in claim:
