@@ -28,12 +28,51 @@ int sys_mount_setattr(int dfd, const char* path, unsigned flags, mount_attr* att
   return static_cast<int>(syscall(SYS_mount_setattr, dfd, path, flags, attr, sizeof *attr));
 }
 
-// mkdir -p inside the sandbox (we are in its mount namespace, as its user).
+// mkdir of `path` whose parent sits on a mount the sandbox's set-up made
+// read-only once built (the root tmpfs, a sealed /etc): a cold start creates
+// its mount points before that, so we lift that one mount's read-only flag
+// (not recursive) for the mkdir and set it again. Nothing runs in the
+// sandbox meanwhile but its init and the waiter, which waits for this claim;
+// the kernel itself can never do this (no capabilities, and its seccomp
+// filter denies mount_setattr). A flag the sandbox cannot change (a host
+// mount's read-only, locked in its user namespace) keeps EROFS.
+std::string parent_of(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  return slash == 0 || slash == std::string::npos ? "/" : path.substr(0, slash);
+}
+
+bool mkdir_under_sealed(const std::string& path) {
+  // mount_setattr acts on a mount's root only (EINVAL elsewhere): the
+  // nearest ancestor of `path` that is one holds it.
+  mount_attr open_up{};
+  open_up.attr_clr = MOUNT_ATTR_RDONLY;
+  UniqueFd mnt;
+  for (std::string at = parent_of(path);; at = parent_of(at)) {
+    mnt.reset(open(at.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!mnt.valid()) return false;
+    if (sys_mount_setattr(mnt.get(), "", AT_EMPTY_PATH, &open_up) == 0) break;
+    if (errno != EINVAL || at == "/") {
+      errno = EROFS;
+      return false;
+    }
+  }
+  const bool made = mkdir(path.c_str(), 0755) == 0 || errno == EEXIST;
+  const int err = errno;
+  mount_attr seal{};
+  seal.attr_set = MOUNT_ATTR_RDONLY;
+  if (sys_mount_setattr(mnt.get(), "", AT_EMPTY_PATH, &seal) != 0) return false;  // the claim fails: never handed out
+  errno = err;
+  return made;
+}
+
+// mkdir -p inside the sandbox (we are in its mount namespace, as its user),
+// modes as the launch's umask makes them (set by our caller).
 bool make_dirs(const std::string& path) {
   for (size_t p = 1; p <= path.size(); ++p) {
     if (p != path.size() && path[p] != '/') continue;
     const std::string part = path.substr(0, p);
-    if (mkdir(part.c_str(), 0755) != 0 && errno != EEXIST) return false;
+    if (mkdir(part.c_str(), 0755) == 0 || errno == EEXIST) continue;
+    if (errno != EROFS || !mkdir_under_sealed(part)) return false;
   }
   return true;
 }
@@ -68,13 +107,24 @@ std::string attach_in_child(pid_t init_pid, const std::vector<MountOp>& ops, uns
   for (size_t i = 0; i < ops.size(); ++i) {
     const MountOp& op = ops[i];
     if (op.kind == OpKind::kFile) {
+      // Its directory may not exist yet: a connection file directly in a
+      // directory that holds the working directory gets no tmpfs of its own
+      // (kernel/launch.cpp) and sorts before the working directory's bind;
+      // a cold start creates the parents too (apply/mounts.cpp create_file).
+      const std::string parent = op.dest.substr(0, op.dest.rfind('/'));
+      if (!parent.empty() && !make_dirs(parent)) return fail("mkdir " + parent);
       UniqueFd fd(open(op.dest.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, op.mode));
       if (!fd.valid()) return fail("create " + op.dest);
+      if (fchmod(fd.get(), op.mode) != 0) return fail("chmod " + op.dest);  // exactly op.mode, whatever our umask
       if (write(fd.get(), op.content.data(), op.content.size()) != static_cast<ssize_t>(op.content.size()))
         return fail("write " + op.dest);
       continue;
     }
-    if (!make_dirs(op.dest)) return fail("mount point " + op.dest);
+    // Inside a host bind the mount point exists on the host (the planner
+    // checked): never create it there, as a cold start does not.
+    struct stat st {};
+    if (op.point_on_host ? stat(op.dest.c_str(), &st) != 0 : !make_dirs(op.dest))
+      return fail("mount point " + op.dest);
     if (op.kind == OpKind::kTmpfs) {
       std::string data = "mode=" + [&] {
         char b[16];
@@ -94,7 +144,7 @@ std::string attach_in_child(pid_t init_pid, const std::vector<MountOp>& ops, uns
 }  // namespace
 
 Status attach_launch_ops(pid_t init_pid, const std::vector<MountOp>& ops, unsigned long long tmpfs_size,
-                         uid_t inner_uid, gid_t inner_gid) {
+                         uid_t inner_uid, gid_t inner_gid, unsigned launch_umask) {
   int p[2];
   if (pipe2(p, O_CLOEXEC) != 0) return sys_error("pool: pipe");
   UniqueFd rd(p[0]), wr(p[1]);
@@ -102,6 +152,7 @@ Status attach_launch_ops(pid_t init_pid, const std::vector<MountOp>& ops, unsign
   if (pid < 0) return sys_error("pool: fork");
   if (pid == 0) {
     rd.reset();
+    umask(launch_umask);  // mount points get the modes a cold start's set-up gives them
     std::string err = attach_in_child(init_pid, ops, tmpfs_size, inner_uid, inner_gid);
     if (!err.empty() && write(wr.get(), err.data(), err.size()) < 0) _exit(2);
     _exit(err.empty() ? 0 : 1);

@@ -16,8 +16,9 @@ namespace ik::pool {
 // mount namespace (setns through /proc/<init_pid>/ns), creates the mount
 // points and attaches the ops in order. The kernel never gets a descriptor
 // of a host directory: only mounts cross over. `tmpfs_size`, `inner_uid`,
-// `inner_gid`: as the cold plan's.
+// `inner_gid`: as the cold plan's. `launch_umask`: the claiming launcher's,
+// which a cold start creates the mount points with.
 Status attach_launch_ops(pid_t init_pid, const std::vector<MountOp>& ops, unsigned long long tmpfs_size,
-                         uid_t inner_uid, gid_t inner_gid);
+                         uid_t inner_uid, gid_t inner_gid, unsigned launch_umask);
 
 }  // namespace ik::pool

@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -58,6 +59,14 @@ nlohmann::json env_object(const std::vector<std::string>& env, bool drop_launch_
     o[name] = eq == std::string::npos ? "" : kv.substr(eq + 1);
   }
   return o;
+}
+
+// Ours, which a cold sandbox and its kernel inherit; a waiting sandbox has
+// the daemon's. Reading it means setting it: we are single-threaded here.
+unsigned launch_umask() {
+  const mode_t m = umask(022);
+  umask(m);
+  return m;
 }
 
 std::vector<std::string> host_env(const HostInfo& host) {
@@ -148,6 +157,7 @@ std::optional<int> try_claim(const ClaimInput& in) {
                         {{"argv", in.cold_plan.argv},
                          {"env", env_object(in.cold_plan.env, false)},
                          {"cwd", in.cold_plan.cwd},
+                         {"umask", launch_umask()},
                          {"connection_file", in.connection_file}}},
                        {"launcher_pid", getpid()}};
   // Set by `isolated-kernel run` (pool/run_hold.hpp): claim from the run's own pool.

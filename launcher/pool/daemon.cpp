@@ -485,9 +485,13 @@ class Daemon {
         fill(pool);
         return;
       }
-      if (auto s = attach_launch_ops(found->init_pid, ops, found->tmpfs_size, found->uid, found->gid); !s) {
+      const unsigned mask = m.body.at("kernel").value("umask", 022u) & 0777u;
+      if (auto s = attach_launch_ops(found->init_pid, ops, found->tmpfs_size, found->uid, found->gid, mask); !s) {
         ++pool.refused;
-        refuse(s.error().describe());
+        // Said in `pool status` and pool.log: the claimer says it only under -v.
+        pool.last_error = s.error().describe();
+        log::warn("pool: claim started cold: %s", pool.last_error.c_str());
+        refuse(pool.last_error);
         drop(pool, found);
         fill(pool);
         return;

@@ -180,6 +180,7 @@ int run_helper(Options& opts, int ctl_fd, const relay::RelayOptions& relay_optio
   nlohmann::json go{{"argv", std::vector<std::string>(argv.begin() + 1, argv.end())},
                     {"env", k.value("env", nlohmann::json::object())},
                     {"cwd", k.value("cwd", std::string("/"))}};
+  if (k.contains("umask")) go["umask"] = k["umask"];  // the launch's, as a cold kernel inherits it
   if (auto s = send_line(waiter_fd->get(), go.dump() + "\n"); !s) return refuse(s.error());
   if (auto s = wait_ok(waiter_fd->get()); !s) return refuse(s.error());
   waiter_fd->reset();

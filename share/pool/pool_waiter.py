@@ -18,6 +18,7 @@ _ENV_AT_START = dict(os.environ)  # before any import that may change it
 # puts the claim's directory there, as `python -m` does.
 _PATH0 = sys.path.pop(0) if sys.path and sys.path[0] == "" else None
 
+import ctypes  # noqa: E402  imported by ipykernel anyway
 import gc  # noqa: E402
 import importlib  # noqa: E402
 import importlib.machinery  # noqa: E402
@@ -117,6 +118,58 @@ def _wait_for_claim():
     return claim
 
 
+class _MmMap(ctypes.Structure):  # struct prctl_mm_map (linux/prctl.h)
+    _fields_ = [(_f, ctypes.c_uint64) for _f in (
+        "start_code", "end_code", "start_data", "end_data", "start_brk", "brk", "start_stack",
+        "arg_start", "arg_end", "env_start", "env_end", "auxv")] + [
+        ("auxv_size", ctypes.c_uint32), ("exe_fd", ctypes.c_uint32)]
+
+
+def _look_cold(argv, env):
+    """Makes /proc/self/cmdline and /proc/self/environ what exec(2) of the
+    kernel argv with ENV would have made them (argv then env strings, side by
+    side where the waiter's were): rewritten in place, then pointed at with
+    prctl(PR_SET_MM, PR_SET_MM_MAP), which needs no capability without an
+    exe_fd. Nothing refers to the old strings any more (Python copied argv,
+    and os.environ.clear() dropped the environ entries). Left as it is when
+    the kernel refuses (an old kernel, a seccomp filter)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.sbrk.restype = ctypes.c_void_p
+    libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    with open("/proc/self/stat") as f:
+        st = [int(x) for x in f.read().rsplit(")", 1)[1].split()[23:49]]  # fields 26..51
+    m = _MmMap(start_code=st[0], end_code=st[1], start_stack=st[2], start_data=st[19], end_data=st[20],
+               start_brk=st[21], arg_start=st[22], arg_end=st[23], env_start=st[24], env_end=st[25],
+               auxv=0, auxv_size=0, exe_fd=0xFFFFFFFF)
+
+    def set_map():
+        # PR_SET_MM_MAP sets brk too: pass the current one, again if a
+        # malloc moved it meanwhile (glibc's sbrk(0) is its cached break).
+        for _ in range(10):
+            m.brk = libc.sbrk(0)
+            if libc.prctl(35, 14, ctypes.addressof(m), ctypes.sizeof(m), 0) != 0:  # PR_SET_MM, PR_SET_MM_MAP
+                return False
+            if libc.sbrk(0) == m.brk:
+                return True
+        return True
+    if not set_map():  # a no-op first: only rewrite what we can point at
+        return None
+    a = b"".join(os.fsencode(x) + b"\0" for x in argv)
+    e = b"".join(os.fsencode(k) + b"=" + os.fsencode(v) + b"\0" for k, v in env.items())
+    room = m.env_end - m.arg_start
+    keep = None
+    if len(a) + len(e) <= room and m.env_start == m.arg_end:
+        ctypes.memmove(m.arg_start, a + e + bytes(room - len(a) - len(e)), room)
+        start = m.arg_start
+    else:  # no room where exec put them: a buffer of our own, kept as long as the kernel runs
+        keep = ctypes.create_string_buffer(a + e, len(a) + len(e))
+        start = ctypes.addressof(keep)
+    m.arg_start, m.arg_end = start, start + len(a)
+    m.env_start, m.env_end = m.arg_end, m.arg_end + len(e)
+    set_map()
+    return keep
+
+
 def _run(claim):
     os.environ.clear()
     os.environ.update(claim["env"])
@@ -124,6 +177,15 @@ def _run(claim):
         os.environ[k] = v
     for k in _ENV_UNSET:
         os.environ.pop(k, None)
+    # What only exec(2) would have set: the umask of the launch (a waiting
+    # sandbox has the daemon's), sys.orig_argv, the process's argv and env.
+    if "umask" in claim:
+        os.umask(claim["umask"])
+    with open("/proc/self/cmdline", "rb") as f:
+        full = [os.fsdecode(f.read().split(b"\0")[0])] + list(claim["argv"])  # the interpreter as exec'd
+    if hasattr(sys, "orig_argv"):  # Python >= 3.10
+        sys.orig_argv = full
+    _keep = _look_cold(full, claim["env"])  # noqa: F841  (its buffer, if any, lives as long as this frame)
     # Traits whose defaults ipykernel reads from the environment when it is
     # imported (IPKernelApp.parent_handle: JPY_PARENT_PID, which the launcher
     # sets to 1): read again now, as a cold start would have read them.

@@ -260,23 +260,17 @@ class IsolatedKernelTests(jkt.KernelTests if jkt else unittest.TestCase):
         self.assertEqual(text, "ipc\n")
 
 
-# Pooled runs that differ from cold ones (tests/README.md, "Pooled kernels").
-KNOWN_BUGS = {
-    "test_kernel_test_suite_as_user": (
-        ["user-pooled"],
-        "POOL: jupyter_kernel_test's kernel start (cwd and runtime dir under the client's 0700 TMPDIR) is "
-        "refused by the daemon with a sandbox ready and no stale key (an entry is dropped: the attach of the "
-        "launch ops failed) and starts cold; the suite itself passes"),
-}
-
 JKT_TESTS = 13  # jupyter_kernel_test's 12 + test_runs_behind_the_relay
 
 
-@pytest.mark.parametrize("khost", ["user", "user-pooled"], indirect=True)
+@pytest.mark.parametrize("khost", ["user", "user-pooled", "root-pooled"], indirect=True)
 def test_kernel_test_suite_as_user(khost):
     """The same suite, run by the unprivileged user through setpriv (pytest's own
-    user runs it in-process: IsolatedKernelTests above), cold and pooled."""
-    if khost.mode != "user":
+    user runs it in-process, cold: IsolatedKernelTests above), cold and pooled,
+    and by root against pooled kernels. Its kernel's connection file is
+    jupyter_client's mkstemp in the client's TMPDIR, the directory that holds
+    the kernel's working directory (a pooled claim once failed there)."""
+    if khost.mode != "user" and not khost.pooled:
         pytest.skip("not root: IsolatedKernelTests already ran as this user")
     script = khost.session.scripts / Path(__file__).name
     r = khost.run([PYTHON, "-m", "pytest", "-q", "-rfEs", "-p", "no:cacheprovider", "--noconftest",
@@ -285,7 +279,6 @@ def test_kernel_test_suite_as_user(khost):
     assert re.search(rf"\b{JKT_TESTS} passed\b", r.stdout), r
     assert not re.search(r"\d+ (skipped|failed|error)", r.stdout), r
     assert khost.leftovers(grace=5) == []
-    khost.check_claims()   # here, not only in the fixture: KNOWN_BUGS makes this run an xfail
 
 
 # =========================================================== several clients

@@ -6,7 +6,10 @@ launcher, sandbox init or kernel behind after 2 s; a restart from the same
 client and `--existing` clients coming and going never stop the kernel.
 Kernel killed: the client gets "Kernel stopped: <why>" as iopub stderr of the
 running cell (jupyter_client, nbclient/nbconvert's ExecutePreprocessor).
-Root and unprivileged user (see tests/kit/kernel.py).
+Root and unprivileged user, cold and pooled (see tests/kit/kernel.py): a
+pooled kernel is found by its command line as a cold one is (it reads the
+same), and its helper and sandbox init, whose command lines name nothing of
+the test, are counted as the daemon's helpers beyond its waiting sandboxes.
 """
 
 from __future__ import annotations
@@ -23,13 +26,8 @@ import time
 import pytest
 
 from kit.common import PYTHON, processes_matching
-from kit.kernel import (Cell, KERNEL, START_TIMEOUT, kernel_argv, run_cell, scenario, scenario_main, start_kernel,
+from kit.kernel import (Cell, KERNEL, START_TIMEOUT, is_kernel, run_cell, scenario, scenario_main, start_kernel,
                         step, stop_kernel)
-
-# Not run pooled (tests/README.md).
-pytestmark = pytest.mark.cold_only(
-    'writes kernelspecs of its own per test and finds the kernel by its command line '
-    '(ipykernel_launcher), which a pooled kernel does not have (docs/pool.md, known gaps)')
 
 GONE_WITHIN = 2.0  # the issue's bound: client gone -> launcher, init and kernel gone
 SLACK = 1.0        # scheduling on a loaded 2-core machine, on top of the bound when waiting
@@ -38,21 +36,32 @@ SLACK = 1.0        # scheduling on a loaded 2-core machine, on top of the bound 
 # --------------------------------------------------------------- helpers
 
 
+def jupyter_path(h) -> str:
+    """The test kernelspecs of H's kind (cold or pooled)."""
+    return str(h.session.pooled_jupyter_path if h.pooled else h.session.jupyter_path)
+
+
 def extra_kernelspecs(h, **specs: list[str]) -> dict:
-    """Kernelspecs NAME -> launcher options under this test's files; returns the env that finds them."""
+    """Kernelspecs NAME -> launcher options under this test's files, of H's kind
+    (pooled: their pools filled); returns the env that finds them."""
     d = h.mkdir(h.base / "jupyter")
     h.mkdir(d / "kernels")
     for name, opts in specs.items():
         k = h.mkdir(d / "kernels" / name)
-        spec = {"argv": kernel_argv(h.launcher, *opts), "display_name": name, "language": "python",
+        spec = {"argv": h.kernelspec_argv(*opts), "display_name": name, "language": "python",
                 "interrupt_mode": "signal", "metadata": {}}
         h.write(k / "kernel.json", json.dumps(spec))
-    return {"JUPYTER_PATH": f"{d}:{h.session.jupyter_path}"}
+    env = {"JUPYTER_PATH": f"{d}:{jupyter_path(h)}"}
+    h.pool_ready_argv(*(h.kernelspec_argv(*o) for o in specs.values()), env=env)
+    return env
 
 
 def ours(h) -> list[tuple[int, str]]:
-    """Our launcher, sandbox init and kernel (the clients are gone when this is asked)."""
-    return processes_matching([str(h.launcher), str(h.runtime)])
+    """Our launcher, sandbox init and kernel (the clients are gone when this is asked);
+    pooled: the claiming launcher and the kernel (both name our runtime dir), and the
+    helpers (with their sandbox inits) of the kernels claimed and still running."""
+    procs = processes_matching([str(h.launcher), str(h.runtime)])
+    return procs + (h.daemon.claimed_still_running() if h.pooled else [])
 
 
 def wait_gone(h, since: float) -> tuple[float, list]:
@@ -69,7 +78,7 @@ def kernel_running(h, timeout: float = START_TIMEOUT) -> list:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         procs = ours(h)
-        if any("ipykernel_launcher" in cmd and not cmd.startswith(str(h.launcher)) for _, cmd in procs):
+        if any(is_kernel(cmd) for _, cmd in procs):
             return procs
         time.sleep(0.1)
     pytest.fail(f"no kernel started within {timeout}s")
@@ -94,6 +103,8 @@ def test_jupyter_run_leaves_nothing_and_closes_the_pipeline(khost):
     """`jupyter run` (jupyter_client's RunApp; Debian ships no jupyter-run script) piped into a reader."""
     h = khost
     script = h.write(h.workdir / "hello.py", f"print('run says {h.token}')\n")
+    # RunApp appends the script to the kernel argv: a pool of its own (pooled: filled first)
+    h.pool_ready_argv([*h.spec_argv(KERNEL), str(script)])
     err = h.private / "run.err"
     cmd = h.prefix() + [PYTHON, "-c", "from jupyter_client.runapp import main; main()",
                         "--kernel", KERNEL, str(script)]
@@ -136,7 +147,7 @@ def test_sigkill_of_jupyter_console(khost, busy):
         procs = kernel_running(h)
         if busy:
             child.sendline("while True: pass")
-            kernel = next(p for p, cmd in procs if "ipykernel_launcher" in cmd and not cmd.startswith(str(h.launcher)))
+            kernel = next(p for p, cmd in procs if is_kernel(cmd))
             before = cpu_ticks(kernel)
             time.sleep(1.0)
             assert cpu_ticks(kernel) - before > 5, "the kernel is not busy"
@@ -164,7 +175,9 @@ time.sleep(600)
 def test_sigkill_of_a_kernel_manager_holder(khost, busy, net):
     """A Python process holding a KernelManager dies; with --share-net and tcp there is no relay, same bound."""
     h = khost
-    env = extra_kernelspecs(h, sharenet=["--share-net"])
+    if h.pooled and net == "share-net":
+        pytest.skip("a --share-net tcp kernel is never pooled: it binds the host's ports itself (docs/pool.md)")
+    env = extra_kernelspecs(h, **({"sharenet": ["--share-net"]} if net == "share-net" else {}))
     kernel = KERNEL if net == "relay" else "sharenet"
     holder = h.session.scripts / f"holder-{h.token}.py"
     holder.write_text(HOLDER.format(busy=busy, kernel=kernel))
@@ -272,10 +285,11 @@ def test_jpy_parent_pid_that_is_no_ancestor_is_ignored(khost):
     k = h.mkdir(h.mkdir(h.mkdir(h.base / "jupyter-stray") / "kernels") / "stray")
     # A wrapper puts the stray pid in place of jupyter_client's own, then
     # becomes the launcher (whose parent stays the client).
-    argv = ["/bin/sh", "-c", f'JPY_PARENT_PID=$(cat {pid_file}) exec "$0" "$@"', *kernel_argv(h.launcher, "-v")]
+    argv = ["/bin/sh", "-c", f'JPY_PARENT_PID=$(cat {pid_file}) exec "$0" "$@"', *h.kernelspec_argv("-v")]
     h.write(k / "kernel.json", json.dumps({"argv": argv, "display_name": "stray", "language": "python",
                                            "interrupt_mode": "signal", "metadata": {}}))
-    env = {"JUPYTER_PATH": f"{h.base / 'jupyter-stray'}:{h.session.jupyter_path}"}
+    env = {"JUPYTER_PATH": f"{h.base / 'jupyter-stray'}:{jupyter_path(h)}"}
+    h.pool_ready_argv(h.kernelspec_argv("-v"), env=env)   # the pool is the launcher's argv's
     r = h.scenario(__file__, "unrelated_parent_pid", env=env, kernel="stray", pid_file=str(pid_file))
     assert r["before"]["r"]["stdout"] == "before\n"
     assert r["after"]["alive"], f"the kernel stopped when an unrelated process ended:\n{r.run.stderr}"

@@ -1,7 +1,9 @@
 """The launcher with the other ways a kernel can be reached: a client that
 uses transport "ipc" (the host side binds ipc sockets, the relay still cuts
 the network), and --share-net (no relay: the kernel binds the host's tcp
-ports itself, as isolate.sh did). Root and unprivileged user."""
+ports itself, as isolate.sh did). Root and unprivileged user; the ipc
+client also against pooled kernels (a --share-net tcp kernel is never
+pooled)."""
 
 from __future__ import annotations
 
@@ -11,22 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from kit.kernel import START_TIMEOUT, kernel_argv, run_cell, scenario, scenario_main, step
-
-# Not run pooled (tests/README.md).
-pytestmark = pytest.mark.cold_only(
-    'writes a kernelspec of its own per variant; --share-net tcp kernels are never pooled')
+from kit.kernel import START_TIMEOUT, run_cell, scenario, scenario_main, step
 
 PROBE = ("import os, socket\n"
          "ifs = sorted(n for _, n in socket.if_nameindex())\n"
          "print(os.getcwd(), ifs)")
 
 
-def _spec_dir(base: Path, name: str, launcher: str, *opts: str) -> Path:
+def _spec_dir(base: Path, name: str, argv: list[str]) -> Path:
     d = base / "kernels" / name
     d.mkdir(parents=True, exist_ok=True)
     (d / "kernel.json").write_text(json.dumps({
-        "argv": kernel_argv(launcher, *opts), "display_name": name, "language": "python",
+        "argv": argv, "display_name": name, "language": "python",
         "interrupt_mode": "signal"}))
     for p in [base, *base.rglob("*")]:
         p.chmod(0o755 if p.is_dir() else 0o644)
@@ -54,13 +52,16 @@ def transport(out, kernel: str, transport: str, ip: str):
 
 @pytest.mark.parametrize("variant", ["ipc-relay", "tcp-share-net"])
 def test_transport_variants(khost, variant):
-    launcher = str(khost.launcher)
+    if khost.pooled and variant == "tcp-share-net":
+        pytest.skip("a --share-net tcp kernel is never pooled: it binds the host's ports itself (docs/pool.md)")
     opts = ("--share-net",) if variant == "tcp-share-net" else ()
-    jdir = _spec_dir(khost.mkdir(khost.base / "jp-transport"), "ik-transport", launcher, *opts)
+    argv = khost.kernelspec_argv(*opts)
+    jdir = _spec_dir(khost.mkdir(khost.base / "jp-transport"), "ik-transport", argv)
     work = khost.workdir
     transport_name = "ipc" if variant == "ipc-relay" else "tcp"
     ip = str(work / "sock") if transport_name == "ipc" else "127.0.0.1"
     env = {"JUPYTER_PATH": str(jdir)}
+    khost.pool_ready_argv(argv, env=env)
     r = khost.scenario(__file__, "transport", env=env, kernel="ik-transport", transport=transport_name, ip=ip)
     probe = r["probe"]
     assert probe["connection"]["transport"] == transport_name

@@ -53,7 +53,7 @@ TESTS_DIR = KIT.parent / "integration"
 # The test modules that double as client scripts; they run from a session copy
 # next to a copy of kit/, so `from kit.kernel import ...` works there as here.
 SCRIPTS = ("test_kernel.py", "test_kernel_clients.py", "test_kernel_stdio.py", "test_kernel_lifecycle.py",
-           "test_kernel_transports.py", "test_pool.py")
+           "test_kernel_transports.py", "test_kernel_sameness.py", "test_pool.py")
 
 
 def default_launcher() -> Path:
@@ -62,6 +62,12 @@ def default_launcher() -> Path:
 
 def kernel_argv(launcher: Path | str, *opts: str) -> list[str]:
     return [str(launcher), *opts, "--", PYTHON, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+
+
+def is_kernel(cmdline: str) -> bool:
+    """CMDLINE (processes_matching's, spaces for NULs) is a kernel's own, cold or
+    pooled (a pooled kernel's reads as the cold one's), not its launcher's."""
+    return cmdline.startswith(f"{PYTHON} -m ipykernel_launcher ")
 
 
 # Pool sizes of the pooled test kernelspecs: KERNEL_PROBE runs the three
@@ -271,6 +277,24 @@ class KernelHost:
                                      need=POOL_SIZES[name] if name == KERNEL_PROBE else 1)
         self.claims = ClaimCheck(self.daemon)
 
+    def kernelspec_argv(self, *opts: str, size: int = 1) -> list[str]:
+        """The argv of a kernelspec of this host's kind with launcher OPTS, for a
+        test that writes kernelspecs of its own: cold, the session's launcher
+        copy; pooled, the pool launcher with a pool of SIZE (pool_ready_argv)."""
+        if self.pooled:
+            return [*self.session.pool.argv_prefix(size), *kernel_argv("", *opts)[1:]]
+        return kernel_argv(self.launcher, *opts)
+
+    def pool_ready_argv(self, *argvs: list[str], env: dict | None = None):
+        """Pooled host: pool_ready for kernelspec_argv()s of the test's own (each
+        pool registered and a sandbox waiting), then claims are counted from here
+        on. ENV: what the test adds to the clients' environment. Cold: nothing."""
+        if not self.pooled:
+            return
+        for argv in argvs:
+            self.daemon.ensure_ready(argv, self.env(env), self.workdir, self.runtime, need=1)
+        self.claims = ClaimCheck(self.daemon)
+
     def check_claims(self, min_claims: int = 1):
         """Pooled host: every kernel start since pool_ready got a waiting sandbox."""
         if self.pooled and self.claims is not None:
@@ -313,8 +337,8 @@ class KernelHost:
 
     def leftovers(self, grace: float = 0.0) -> list[tuple[int, str]]:
         """Our processes (launcher copy, kernels with our connection files) still alive after GRACE s.
-        Pooled: also the claimed kernels whose helper still runs (their command line is the
-        waiter's and names nothing of this test; the count is what can be checked)."""
+        Pooled: also the claimed kernels whose helper still runs (the helper's and its sandbox
+        init's command lines name nothing of this test; the count is what can be checked)."""
         def left():
             return processes_matching(self.markers()) + (self.daemon.claimed_still_running() if self.pooled else [])
         if grace:

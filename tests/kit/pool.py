@@ -33,6 +33,8 @@ from kit.common import REPO, base_env, free_port, kill_quietly, merge_env, proce
 
 POOL_SIZE = 2         # per kernelspec of the client suites: one claimed, one in reserve while it refills
 MAX_SANDBOXES = 48    # per user; the security suite registers one pool per sandbox option set
+MAX_MEMORY = "3G"     # room for MAX_SANDBOXES (~60 MiB PSS each): the default 1G holds ~17, and the
+                      # session's pools (client suites, lifecycle's own kernelspecs, security) outnumber that
 READY_TIMEOUT = 180   # a refill is the waiter's imports: seconds on 2 loaded cores
 KINDS = ("cold", "pooled")
 
@@ -51,7 +53,7 @@ class Daemon:
         self.xdg.chmod(0o700)
         if os.geteuid() == 0:
             os.chown(self.xdg, uid, gid)
-        r = self.ik("pool", "start", "--idle", "3h", "--max-sandboxes", str(MAX_SANDBOXES))
+        r = self.ik("pool", "start", "--idle", "3h", "--max-sandboxes", str(MAX_SANDBOXES), "--max-memory", MAX_MEMORY)
         if r.returncode != 0:
             raise PoolError(f"pool start as {user} failed: {r.stderr}")
         self.pid = self.status().get("pid")
@@ -236,9 +238,10 @@ def _helpers(daemon_pid) -> list[tuple[int, str]]:
 
 def claimed_kernels(status_fn) -> list[tuple[int, str]]:
     """One (helper pid, description) per pooled kernel claimed and still running: the
-    daemon's helpers beyond its pools' entries (waiting or starting). A pooled kernel's
-    command line is the waiter's and names nothing of its claim, so which helper serves
-    which claim cannot be told; the count can. STATUS_FN returns `pool status --json`;
+    daemon's helpers beyond its pools' entries (waiting or starting). A claimed kernel's
+    command line reads as a cold one's (its connection file), but its helper's and its
+    sandbox init's are the helper's template and name nothing of the claim, so which
+    helper serves which claim cannot be told; the count can. STATUS_FN returns `pool status --json`;
     the helpers are counted between two equal statuses (a refill may start meanwhile)."""
     for _ in range(20):
         before = status_fn()
