@@ -123,8 +123,7 @@ std::string attach_in_child(pid_t init_pid, const std::vector<MountOp>& ops, uns
     // Inside a host bind the mount point exists on the host (the planner
     // checked): never create it there, as a cold start does not.
     struct stat st {};
-    if (op.point_on_host ? stat(op.dest.c_str(), &st) != 0 : !make_dirs(op.dest))
-      return fail("mount point " + op.dest);
+    if (op.point_on_host ? stat(op.dest.c_str(), &st) != 0 : !make_dirs(op.dest)) return fail("mount point " + op.dest);
     if (op.kind == OpKind::kTmpfs) {
       std::string data = "mode=" + [&] {
         char b[16];

@@ -527,14 +527,6 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def test_stop_during_a_fill_returns_when_nothing_is_left(ph):
     # `pool start` fills the installed pooled kernelspec at once (pool/prescan.cpp);
     # stopping while the helper is still setting up (its sandbox exists, its
