@@ -61,7 +61,7 @@ struct Entry {
   pid_t init_pid = -1, program_pid = -1;
   unsigned long long tmpfs_size = 0;
   long memory_kib = 0;  // PSS of helper, init and waiter, measured when it got ready
-  int nice = -1;        // its autogroup's nice as the helper reported it
+  int nice = -1;        // its autogroup's nice during the fill, as the helper reported it
   bool raise = false;   // to be raised to nice 0: its pool fell behind while it started (pool/demand.hpp)
   uid_t uid = 0;
   gid_t gid = 0;
@@ -409,7 +409,8 @@ class Daemon {
                            {"program_pid", e->program_pid},
                            {"age", age},
                            {"memory_kib", m},
-                           {"nice", autogroup_nice(e->helper)}});
+                           {"nice", autogroup_nice(e->helper)},  // now (0 once ready, where autogroups apply)
+                           {"fill_nice", e->nice}});             // what it was filled at, as its helper reported
       }
       pools.push_back({{"spec", p.spec},
                        {"size", p.size},

@@ -92,7 +92,8 @@ def priority(out, cwd, logdir):
         s["text"] = _ik("pool", "status")["out"]
         w = st["pools"][0]["waiting"][0]
         s["waiter"], s["helper"], s["daemon"] = w["program_pid"], w["helper_pid"], st["pid"]
-        s["reported_nice"] = w["nice"]
+        s["reported_nice"] = w["fill_nice"]
+        s["nice_now"] = w["nice"]
         s["waiter_group"] = _autogroup(w["program_pid"])
         s["helper_group"] = _autogroup(w["helper_pid"])
         s["daemon_group"] = _autogroup(st["pid"])
@@ -190,7 +191,7 @@ def test_refills_wait_at_low_priority_and_the_claimed_kernel_runs_at_normal_prio
         # The fill ran at nice 19 (what the helper read back after lowering
         # it); once ready the sandbox waits idle at nice 0, so that a claim
         # needs no rate-limited autogroup write before the kernel runs.
-        assert w["reported_nice"] == 19 and w["waiter_group"][1] == 0, w
+        assert w["reported_nice"] == 19 and w["waiter_group"][1] == 0 and w["nice_now"] == 0, w
         assert w["daemon_group"][1] == 0, w
     else:
         assert w["waiter_group"][1] == 0, w
