@@ -295,7 +295,8 @@ def death_notice(out, kernel, code, wait, survives=False):
     km, kc = start_kernel(kernel)
     try:
         with step(out, "cell") as s:
-            cell = Cell(kc, code)
+            # stop_on_error=False: else ipykernel aborts the next request (the second cell) after the error
+            cell = Cell(kc, code, stop_on_error=not survives)
             cell.pump(wait, until=lambda c: "Kernel stopped" in c.text("stderr") and c.idle)
             s["cell"] = cell.summary()
             if survives:
