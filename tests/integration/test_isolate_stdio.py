@@ -7,10 +7,13 @@ cannot reopen: the copy then waits for room with poll)."""
 
 from __future__ import annotations
 
+import array
+import fcntl
 import hashlib
 import json
 import os
 import subprocess
+import termios
 import time
 
 import pytest
@@ -117,6 +120,13 @@ def test_stdio_bad_value(sb):
     assert "--stdio" in r.stderr and "inherit" in r.stderr and "pipe" in r.stderr, r.stderr
 
 
+def _unread(fd) -> int:
+    """Bytes waiting in the pipe FD (FIONREAD)."""
+    n = array.array("i", [0])
+    fcntl.ioctl(fd, termios.FIONREAD, n)
+    return n[0]
+
+
 def _hwm_kib(pid):
     with open(f"/proc/{pid}/status") as f:
         return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:"))
@@ -133,7 +143,9 @@ def test_stdio_pipe_flood_with_a_stalled_reader(sb):
     os.close(w)
     logf.close()
     try:
-        wait_until(lambda: b"stdio:" in log.read_bytes() or p.poll() is not None, 10)
+        # Until the program's output reaches our pipe (waiting for a "stdio:" line of -v
+        # instead took the whole 10 s as root, where -v names stdio only at the end).
+        wait_until(lambda: _unread(r) > 0 or p.poll() is not None, 60)
         time.sleep(2)  # nobody reads
         hwm_stalled = _hwm_kib(p.pid)
         total = 0

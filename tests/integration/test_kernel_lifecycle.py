@@ -303,14 +303,19 @@ def test_jpy_parent_pid_that_is_no_ancestor_is_ignored(khost):
 
 
 @scenario
-def death_notice(out, kernel, code, wait):
+def death_notice(out, kernel, code, wait, survives=False):
+    """SURVIVES: the kernel should live on; a second cell shows it does (instead of
+    giving it 10 s to die, which a living kernel always took)."""
     km, kc = start_kernel(kernel)
     try:
         with step(out, "cell") as s:
-            cell = Cell(kc, code)
+            # stop_on_error=False: else ipykernel aborts the next request (the second cell) after the error
+            cell = Cell(kc, code, stop_on_error=not survives)
             cell.pump(wait, until=lambda c: "Kernel stopped" in c.text("stderr") and c.idle)
             s["cell"] = cell.summary()
-            deadline = time.monotonic() + 10
+            if survives:
+                s["next"] = Cell(kc, "print('still here')").pump(wait).summary()
+            deadline = time.monotonic() + (0 if survives else 10)
             while km.is_alive() and time.monotonic() < deadline:
                 time.sleep(0.05)
             s["alive"] = km.is_alive()
@@ -421,12 +426,14 @@ def test_memory_bomb_under_rlimit_is_an_error_not_a_notice(khost):
     """RLIMIT_AS turns a memory bomb into MemoryError: the kernel lives, so nothing is published."""
     h = khost
     env = extra_kernelspecs(h, membomb=["--limits", "rlimit", "--memory", "1G"])
-    r = h.scenario(__file__, "death_notice", env=env, kernel="membomb", wait=60,
+    r = h.scenario(__file__, "death_notice", env=env, kernel="membomb", wait=60, survives=True,
                    code="l = []\nwhile True:\n    l.append(bytearray(10**7))")
     cell = r["cell"]["cell"]
     assert cell["reply"]["status"] == "error", cell
     assert "Kernel stopped" not in cell["stderr"], cell
     assert r["cell"]["alive"], "the kernel died of a memory bomb under RLIMIT_AS"
+    after = r["cell"]["next"]
+    assert after["reply"]["status"] == "ok" and after["stdout"] == "still here\n", after
     assert r.leftovers == []
 
 

@@ -18,6 +18,8 @@ namespace for root) is the `isolated-kernel` kit's (kit/cli.py).
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import secrets
@@ -67,9 +69,13 @@ def missing_browser() -> str | None:
 
 @pytest.fixture(scope="session")
 def lab_app() -> Path:
-    """The built JupyterLab app (build.sh: a no-op when the build is current)."""
-    r = subprocess.run([str(APP / "build.sh")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                       timeout=BUILD_TIMEOUT)
+    """The built JupyterLab app (build.sh: a no-op when the build is current). One build at
+    a time: the pytest-xdist workers (scripts/test) each have this session fixture."""
+    tree = hashlib.sha256(str(APP).encode()).hexdigest()[:12]
+    with open(f"/tmp/.ik-lab-build-{tree}-{os.getuid()}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        r = subprocess.run([str(APP / "build.sh")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           timeout=BUILD_TIMEOUT)
     if r.returncode == 3:
         pytest.skip(r.stdout.strip().splitlines()[-1])
     assert r.returncode == 0, f"building the JupyterLab app failed:\n{r.stdout[-5000:]}"

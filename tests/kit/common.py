@@ -15,6 +15,7 @@ Environment:
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import pwd
 import shutil
@@ -50,9 +51,16 @@ def ensure_test_user(create: bool = True) -> pwd.struct_passwd | None:
     except KeyError:
         if not create or os.geteuid() != 0:
             return None
-        subprocess.run(["useradd", "-m", TEST_USER], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        pw = pwd.getpwnam(TEST_USER)
+        # One creator at a time: the pytest-xdist workers (scripts/test) all get here
+        # at their start, and a second useradd would fail on the first one's user.
+        with open("/tmp/.ik-test-user.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                pw = pwd.getpwnam(TEST_USER)
+            except KeyError:
+                subprocess.run(["useradd", "-m", TEST_USER], check=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                pw = pwd.getpwnam(TEST_USER)
     home = Path(pw.pw_dir)
     if os.geteuid() == 0 and not home.is_dir():
         home.mkdir(parents=True, mode=0o755)
