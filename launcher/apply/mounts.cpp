@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 
+#include "apply/pid_order.hpp"
 #include "common/fd.hpp"
 #include "common/file_io.hpp"
 #include "common/log.hpp"
@@ -252,6 +253,7 @@ Status apply_proc(const MountOp& op) {
                "mounted in a new pid namespace here; run on the host or with an unmasked /proc";
     return e;
   }
+  keep_ns_last_pid(dst);  // before sys/ goes read-only (apply/pid_order.hpp)
   for (const char* sub : {"sys", "sysrq-trigger", "irq", "bus", "fs"}) {
     std::string p = dst + "/" + sub;
     // Absent on some kernels (no sysrq, say): ENOENT, nothing to cover.

@@ -21,6 +21,7 @@
 #include "apply/limits.hpp"
 #include "apply/mounts.hpp"
 #include "apply/network.hpp"
+#include "apply/pid_order.hpp"
 #include "apply/pty.hpp"
 #include "apply/setup_channel.hpp"
 #include "apply/seccomp.hpp"
@@ -152,9 +153,10 @@ Status child_steps(const Plan& plan, int root_sock, UniqueFd& pty_slave) {
   IK_TRY(build_root_and_pivot(plan));
   IK_TRY(hand_over_root_and_seal_init(root_sock));
   if (plan.terminal.pty) IK_TRY(hand_over_pty(root_sock, pty_slave));
-  if (net) IK_TRY(net->enter());
+  if (net) IK_TRY(net->enter());  // joins the network thread: no task of ours but init from here
   IK_TRY(set_hostname(plan.hostname));
   mark_fds_cloexec();
+  next_pid_is_two();  // while init has its capabilities (apply/pid_order.hpp)
   // Caps, no_new_privs and seccomp are set here, before the fork, so that
   // init and program both carry them. Seccomp comes last.
   IK_TRY(drop_all_capabilities());
