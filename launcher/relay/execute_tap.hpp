@@ -1,6 +1,7 @@
 // Follows the client -> kernel shell stream of one client connection and
 // keeps the header of the last execute_request whose signature checks out
-// with the connection file's key: the launcher's notice of why the kernel
+// with the connection file's key (or, built with another msg_type, the last
+// such request: control's shutdown_request, apply/shutdown_watch.hpp): the launcher's notice of why the kernel
 // died names it as parent_header, so clients show it in the output of the
 // cell that was running. Not the parent of the kernel's iopub output: a
 // kernel that crashes at once (SIGSEGV) dies before its IOPub thread sent
@@ -25,7 +26,8 @@ namespace ik::relay {
 class ExecuteRequestTap : public FrameObserver {
  public:
   // `last` receives the header (JSON text) of each verified execute_request.
-  ExecuteRequestTap(std::string* last, std::string key, std::string scheme);
+  ExecuteRequestTap(std::string* last, std::string key, std::string scheme,
+                    std::string msg_type = "execute_request");
   void frame_begin(uint64_t size, bool command) override;
   void frame_bytes(const unsigned char* p, size_t n) override;
   void frame_end(bool more, bool command) override;
@@ -38,7 +40,7 @@ class ExecuteRequestTap : public FrameObserver {
   void header_done();
 
   std::string* last_;
-  std::string key_, scheme_;
+  std::string key_, scheme_, msg_type_;
   HmacStream mac_;
   int after_delimiter_ = -1;  // frames since "<IDS|MSG>" in this message; -1: not seen yet
   std::string frame_;         // the delimiter candidate, the signature or the header
