@@ -391,14 +391,11 @@ def shutdown_then_end(out, code, reply_file):
     with step(out, "shutdown") as s:
         s["setup"] = run_cell(kc, code)["outputs"]
         t = time.monotonic()
-        msg_id = kc.shutdown()
         if reply_file:
-            while True:
-                m = kc.control_channel.get_msg(timeout=30)
-                if m["parent_header"].get("msg_id") == msg_id:
-                    break
-            s["reply"] = m["msg_type"]
+            s["reply"] = kc.shutdown(reply=True, timeout=30)["msg_type"]
             open(reply_file, "w").close()
+        else:
+            kc.shutdown()
         s["returncode"] = proc.wait(timeout=30)
         s["seconds"] = time.monotonic() - t
     kc.stop_channels()
