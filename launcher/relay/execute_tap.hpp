@@ -26,8 +26,7 @@ namespace ik::relay {
 class ExecuteRequestTap : public FrameObserver {
  public:
   // `last` receives the header (JSON text) of each verified execute_request.
-  ExecuteRequestTap(std::string* last, std::string key, std::string scheme,
-                    std::string msg_type = "execute_request");
+  ExecuteRequestTap(std::string* last, std::string key, std::string scheme, std::string msg_type = "execute_request");
   void frame_begin(uint64_t size, bool command) override;
   void frame_bytes(const unsigned char* p, size_t n) override;
   void frame_end(bool more, bool command) override;

@@ -104,9 +104,10 @@ void Relay::Impl::accept_clients(Channel ch) {
           std::make_unique<ExecuteRequestTap>(&last_shutdown_request_, key_, signature_scheme_, "shutdown_request");
       c.up_scan.set_observer(c.request_tap.get());
       if (options_.on_shutdown_reply) {
-        c.tap = std::make_unique<JupyterFrameTap>(JupyterFrameTap::Part::kHeader, [this](std::string_view header, bool) {
-          if (header_msg_type_is(header, "shutdown_reply")) options_.on_shutdown_reply();
-        });
+        c.tap =
+            std::make_unique<JupyterFrameTap>(JupyterFrameTap::Part::kHeader, [this](std::string_view header, bool) {
+              if (header_msg_type_is(header, "shutdown_reply")) options_.on_shutdown_reply();
+            });
         c.down_scan.set_observer(c.tap.get());
       }
     }

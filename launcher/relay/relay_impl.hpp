@@ -89,7 +89,7 @@ class Relay::Impl {
   std::array<ChannelState, kChannelCount> channels_;
   std::optional<KernelSockets> kernel_;
   UniqueFd epoll_, retry_timer_, hold_timer_;
-  std::string last_execute_header_;  // the last verified one, from any shell client
+  std::string last_execute_header_;    // the last verified one, from any shell client
   std::string last_shutdown_request_;  // the last verified one passed on, from any control client
   std::string key_, signature_scheme_;
   bool retry_armed_ = false;
