@@ -1,7 +1,6 @@
 // Follows the client -> kernel shell stream of one client connection and
 // keeps the header of the last execute_request whose signature checks out
-// with the connection file's key (or, built with another msg_type, the last
-// such request: control's shutdown_request, apply/shutdown_watch.hpp): the launcher's notice of why the kernel
+// with the connection file's key: the launcher's notice of why the kernel
 // died names it as parent_header, so clients show it in the output of the
 // cell that was running. Not the parent of the kernel's iopub output: a
 // kernel that crashes at once (SIGSEGV) dies before its IOPub thread sent
@@ -14,6 +13,8 @@
 // nothing but the header (at most kMaxHeader bytes) and the signature is
 // copied, so a cell of any size is checked in bounded memory. With no key
 // in the connection file nothing is signed and any execute_request counts.
+// Built with another msg_type, it keeps that request's header instead: on
+// control, shutdown_request (apply/shutdown_watch.hpp).
 #pragma once
 #include <cstdint>
 #include <string>
