@@ -63,19 +63,26 @@ void ShutdownWatch::on_ready(const SandboxProcess& sandbox) {
   sandbox.signal(SIGKILL);
 }
 
-int status_after_shutdown(bool reply_seen, bool ended_by_watch, int status) {
-  if (!reply_seen) return status;
+int status_after_shutdown(bool reply_seen, bool ended_by_watch, int status, bool requested) {
+  const bool teardown_crash = status == 128 + SIGABRT || status == 128 + SIGSEGV;
+  if (!reply_seen) return requested && teardown_crash ? 0 : status;
   if (ended_by_watch && status == 128 + SIGKILL) return 0;
-  if (status == 128 + SIGABRT || status == 128 + SIGSEGV) return 0;
+  if (teardown_crash) return 0;
   return status;
 }
 
-int ShutdownWatch::reported_status(int status) const {
-  const int reported = status_after_shutdown(reply_seen_, ended_, status);
-  if (reported != status && !ended_)  // the watch's own kill was noted when it happened
+int ShutdownWatch::reported_status(int status, bool requested) const {
+  const int reported = status_after_shutdown(reply_seen_, ended_, status, requested);
+  if (reported == status || ended_) return reported;  // the watch's own kill was noted when it happened
+  if (reply_seen_)
     log::warn("the kernel died of SIG%s in its own teardown, after it had answered shutdown_request "
               "(ipykernel's IOPub/control thread race, see docs/architecture.md); its shutdown was "
               "complete: exit status 0 instead of %d",
+              sigabbrev_np(status - 128), status);
+  else  // its reply was still in libzmq's queue when it died (see shutdown_watch.hpp)
+    log::warn("the kernel died of SIG%s in its own teardown, after a client's shutdown_request and "
+              "before its shutdown_reply got out (ipykernel's IOPub/control thread race, see "
+              "docs/architecture.md); it was shutting down as asked: exit status 0 instead of %d",
               sigabbrev_np(status - 128), status);
   return reported;
 }

@@ -31,6 +31,13 @@
 // sent; the user's atexit handlers run before ipykernel's close()), so the
 // launcher reports 0 for such an end too and says on stderr what happened
 // (bench/soak.md: "The abort at shutdown").
+//
+// The reply may also die with the kernel unsent: ipykernel hands it to
+// libzmq, whose I/O thread writes it to the socket later, and an abort in
+// the teardown before that thread ran (a loaded machine) takes it along.
+// So an abort or segfault after a client's shutdown_request (signed with
+// the connection file's key, so no other local user can make a crash
+// count) counts as that shutdown too, with its own note.
 #pragma once
 #include <sys/types.h>
 
@@ -61,8 +68,9 @@ class ShutdownWatch : public EventSource {
   // The kernel's shutdown_reply has passed through the relay.
   bool reply_seen() const { return reply_seen_; }
   // The status to exit with for a sandbox that ended with STATUS (128+N for
-  // signal N); notes on stderr when it is not STATUS.
-  int reported_status(int status) const;
+  // signal N), REQUESTED if a client's shutdown_request went to the kernel;
+  // notes on stderr when it is not STATUS.
+  int reported_status(int status, bool requested = false) const;
   // As an event source: the timer fd.
   std::vector<int> fds() const override { return {fd()}; }
   bool on_ready(int fd, const SandboxProcess& sandbox) override;
@@ -80,8 +88,10 @@ class ShutdownWatch : public EventSource {
 // Pure: the launcher's exit status for a sandbox that ended with STATUS.
 // After the kernel's shutdown_reply, a kill by the watch and an abort or
 // segfault in the kernel's own teardown (ipykernel's IOPub/control thread
-// race) count as the completed shutdown they follow: 0. Otherwise STATUS.
-int status_after_shutdown(bool reply_seen, bool ended_by_watch, int status);
+// race) count as the completed shutdown they follow: 0. So do such an abort
+// or segfault after a shutdown_request whose reply did not get out
+// (REQUESTED). Otherwise STATUS.
+int status_after_shutdown(bool reply_seen, bool ended_by_watch, int status, bool requested = false);
 
 // utime + stime of PID (all its threads, in clock ticks) from /proc/PID/stat;
 // nothing if it is gone or a zombie.

@@ -11,8 +11,11 @@ constexpr std::string_view kDelimiter = "<IDS|MSG>";
 constexpr const char* kDefaultScheme = "hmac-sha256";
 }  // namespace
 
-ExecuteRequestTap::ExecuteRequestTap(std::string* last, std::string key, std::string scheme)
-    : last_(last), key_(std::move(key)), scheme_(scheme.empty() ? kDefaultScheme : std::move(scheme)) {}
+ExecuteRequestTap::ExecuteRequestTap(std::string* last, std::string key, std::string scheme, std::string msg_type)
+    : last_(last),
+      key_(std::move(key)),
+      scheme_(scheme.empty() ? kDefaultScheme : std::move(scheme)),
+      msg_type_(std::move(msg_type)) {}
 
 void ExecuteRequestTap::frame_begin(uint64_t size, bool command) {
   frame_.clear();
@@ -66,12 +69,12 @@ void ExecuteRequestTap::frame_end(bool more, bool command) {
 }
 
 void ExecuteRequestTap::header_done() {
-  // A cheap test first: most shell traffic is not execute_request.
-  if (frame_.find("execute_request") == std::string::npos) return;
+  // A cheap test first: most traffic is not the wanted request.
+  if (frame_.find(msg_type_) == std::string::npos) return;
   auto h = nlohmann::json::parse(frame_, nullptr, false);
   if (!h.is_object()) return;
   auto t = h.find("msg_type");
-  if (t == h.end() || !t->is_string() || *t != "execute_request") return;
+  if (t == h.end() || !t->is_string() || *t != msg_type_) return;
   if (key_.empty()) {
     last_->assign(frame_);  // nothing is signed: nothing to check
     return;
@@ -79,7 +82,7 @@ void ExecuteRequestTap::header_done() {
   if (auto st = mac_.start(scheme_, key_); !st) {
     // Once per connection is enough to explain a notice without a parent.
     if (!warned_)
-      log::warn("relay: shell: cannot check an execute_request's signature: %s", st.error().describe().c_str());
+      log::warn("relay: cannot check a %s's signature: %s", msg_type_.c_str(), st.error().describe().c_str());
     warned_ = true;
     return;
   }

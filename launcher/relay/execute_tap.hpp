@@ -13,6 +13,8 @@
 // nothing but the header (at most kMaxHeader bytes) and the signature is
 // copied, so a cell of any size is checked in bounded memory. With no key
 // in the connection file nothing is signed and any execute_request counts.
+// Built with another msg_type, it keeps that request's header instead: on
+// control, shutdown_request (apply/shutdown_watch.hpp).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -25,7 +27,7 @@ namespace ik::relay {
 class ExecuteRequestTap : public FrameObserver {
  public:
   // `last` receives the header (JSON text) of each verified execute_request.
-  ExecuteRequestTap(std::string* last, std::string key, std::string scheme);
+  ExecuteRequestTap(std::string* last, std::string key, std::string scheme, std::string msg_type = "execute_request");
   void frame_begin(uint64_t size, bool command) override;
   void frame_bytes(const unsigned char* p, size_t n) override;
   void frame_end(bool more, bool command) override;
@@ -38,7 +40,7 @@ class ExecuteRequestTap : public FrameObserver {
   void header_done();
 
   std::string* last_;
-  std::string key_, scheme_;
+  std::string key_, scheme_, msg_type_;
   HmacStream mac_;
   int after_delimiter_ = -1;  // frames since "<IDS|MSG>" in this message; -1: not seen yet
   std::string frame_;         // the delimiter candidate, the signature or the header

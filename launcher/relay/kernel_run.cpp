@@ -105,7 +105,10 @@ Ending KernelHooks::run_relay(Running& r) {
   if (log::verbose()) log::step("relay totals:\n%s", relay_->describe_counters().c_str());
   // After a completed shutdown (the kernel's reply seen): killed by the
   // watch, or aborted in ipykernel's teardown race, counts as that shutdown.
-  if (const int st = shutdown_watch_->reported_status(r.monitor.exit_status()); st != r.monitor.exit_status())
+  // An abort whose reply never got out (still in the kernel's libzmq queue)
+  // counts too, after a client's shutdown_request.
+  const int exited = r.monitor.exit_status();
+  if (const int st = shutdown_watch_->reported_status(exited, relay_->shutdown_requested()); st != exited)
     return {st, false};
   return {r.monitor.exit_status()};
 }

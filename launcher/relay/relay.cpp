@@ -97,11 +97,19 @@ void Relay::Impl::accept_clients(Channel ch) {
     if (ch == Channel::kShell) {
       c.tap = std::make_unique<ExecuteRequestTap>(&last_execute_header_, key_, signature_scheme_);
       c.up_scan.set_observer(c.tap.get());
-    } else if (ch == Channel::kControl && options_.on_shutdown_reply) {
-      c.tap = std::make_unique<JupyterFrameTap>(JupyterFrameTap::Part::kHeader, [this](std::string_view header, bool) {
-        if (header_msg_type_is(header, "shutdown_reply")) options_.on_shutdown_reply();
-      });
-      c.down_scan.set_observer(c.tap.get());
+    } else if (ch == Channel::kControl) {
+      // A signed shutdown_request passed on: the kernel's reply may die with
+      // it in its teardown, unsent (apply/shutdown_watch.hpp).
+      c.request_tap =
+          std::make_unique<ExecuteRequestTap>(&last_shutdown_request_, key_, signature_scheme_, "shutdown_request");
+      c.up_scan.set_observer(c.request_tap.get());
+      if (options_.on_shutdown_reply) {
+        c.tap =
+            std::make_unique<JupyterFrameTap>(JupyterFrameTap::Part::kHeader, [this](std::string_view header, bool) {
+              if (header_msg_type_is(header, "shutdown_reply")) options_.on_shutdown_reply();
+            });
+        c.down_scan.set_observer(c.tap.get());
+      }
     }
     ++s.open;
     bump(s.connections);
@@ -409,6 +417,8 @@ Status Relay::run(const std::vector<int>& extra_fds, const std::function<bool(in
 RelayCounters Relay::counters() const { return impl_->counters(); }
 
 const std::string& Relay::last_execute_header() const { return impl_->last_execute_header(); }
+
+bool Relay::shutdown_requested() const { return impl_->shutdown_requested(); }
 
 size_t Relay::publish_to_iopub(const std::string& message, std::chrono::milliseconds timeout) {
   return impl_->publish_to_iopub(message, timeout);

@@ -82,6 +82,9 @@ class Relay {
   // client sent on shell whose signature checks with the connection key
   // (relay/execute_tap.hpp), or "" if none.
   const std::string& last_execute_header() const;
+  // A client's shutdown_request (signed with the connection file's key) was
+  // passed on to the kernel.
+  bool shutdown_requested() const;
   // After run(): writes `message` (one complete ZMTP message, see
   // zmtp_encode_message) to every iopub client whose stream from the kernel
   // ended between two messages, waiting up to `timeout` for slow readers.

@@ -54,7 +54,8 @@ struct Conn {
   bool queued = false;   // in the ready queue
   bool held = false;     // iopub: kernel side gone, client kept for the launcher's last notice
   std::chrono::steady_clock::time_point held_since;
-  std::unique_ptr<FrameObserver> tap;  // shell: verified execute_request headers; control: shutdown_reply
+  std::unique_ptr<FrameObserver> tap;          // shell: verified execute_request headers; control: shutdown_reply
+  std::unique_ptr<FrameObserver> request_tap;  // control: verified shutdown_request headers
   Watch client_watch{Watch::kClient, 0, this};
   Watch kernel_watch{Watch::kKernel, 0, this};
 };

@@ -52,6 +52,7 @@ class Relay::Impl {
   RelayCounters counters() const;
   size_t publish_to_iopub(const std::string& message, std::chrono::milliseconds timeout);
   const std::string& last_execute_header() const { return last_execute_header_; }
+  bool shutdown_requested() const { return !last_shutdown_request_.empty(); }
 
  private:
   struct AtomicDirection {
@@ -88,7 +89,8 @@ class Relay::Impl {
   std::array<ChannelState, kChannelCount> channels_;
   std::optional<KernelSockets> kernel_;
   UniqueFd epoll_, retry_timer_, hold_timer_;
-  std::string last_execute_header_;  // the last verified one, from any shell client
+  std::string last_execute_header_;    // the last verified one, from any shell client
+  std::string last_shutdown_request_;  // the last verified one passed on, from any control client
   std::string key_, signature_scheme_;
   bool retry_armed_ = false;
   long retry_ns_ = kFirstRetryNs;

@@ -386,6 +386,27 @@ def exit_after_shutdown(out, code):
 
 
 @scenario
+def shutdown_then_end(out, code, reply_file):
+    """Runs CODE, sends shutdown_request itself; with REPLY_FILE, waits for
+    the shutdown_reply and then creates that file (the kernel's atexit
+    handler waits for it); records how the launcher ends."""
+    km, kc = start_kernel()
+    proc = km.provisioner.process
+    with step(out, "shutdown") as s:
+        s["setup"] = run_cell(kc, code)["outputs"]
+        t = time.monotonic()
+        if reply_file:
+            s["reply"] = kc.shutdown(reply=True, timeout=30)["msg_type"]
+            open(reply_file, "w").close()
+        else:
+            kc.shutdown()
+        s["returncode"] = proc.wait(timeout=30)
+        s["seconds"] = time.monotonic() - t
+    kc.stop_channels()
+    km.shutdown_kernel(now=True)
+
+
+@scenario
 def exit_status(out, code):
     """The kernel ends itself with CODE; records how the launcher ends."""
     km, kc = start_kernel()
@@ -833,23 +854,53 @@ def test_kernel_busy_after_shutdown_reply_is_not_ended(khost):
 ABORT_NOTE = "in its own teardown, after it had answered shutdown_request"
 
 
+ABORT_UNSENT_NOTE = "in its own teardown, after a client's shutdown_request and before its shutdown_reply got out"
+
+
 def test_kernel_abort_after_shutdown_reply_counts_as_the_shutdown(khost):
     """ipykernel 6's IOPub/control thread race can abort a kernel (SIGABRT,
     libzmq's assertion) after its shutdown_reply, in its own teardown
     (bench/soak.md). The shutdown was complete, so the launcher exits 0 and
     says on stderr what happened; made certain here by an atexit handler
-    that aborts once the kernel's sockets are closed, as in that race (atexit
-    runs after the reply is queued, but libzmq's I/O thread writes it: an
-    abort before the close could lose it, and then the shutdown was not
-    complete; a pooled kernel, whose import-time objects are frozen, reaches
-    its atexit handlers soon enough for that to happen under load)."""
-    code = ("import atexit, os\nfrom ipykernel.kernelapp import IPKernelApp\n"
-            "atexit.register(lambda: (IPKernelApp.instance().close(), os.abort()))")
-    r = khost.scenario(__file__, "exit_after_shutdown", code=code)
+    that aborts once the client has the reply (an abort at once could beat
+    libzmq's I/O thread to sending it: the next test)."""
+    reply_file = khost.workdir / "reply-seen"
+    code = ("import atexit, os, time\n"
+            "def ik_abort_after_reply():\n"
+            "    t = time.monotonic()\n"
+            "    while not os.path.exists('reply-seen') and time.monotonic() - t < 20:\n"
+            "        time.sleep(0.01)\n"
+            "    os.abort()\n"
+            "atexit.register(ik_abort_after_reply)")
+    r = khost.scenario(__file__, "shutdown_then_end", code=code, reply_file=str(reply_file))
     s = r["shutdown"]
-    assert s["how"] == "_ShutdownStatus.ShutdownRequest", (s, r.context())
+    assert s["reply"] == "shutdown_reply", (s, r.context())
     assert s["returncode"] == 0, (s, r.context())
+    assert s["seconds"] < 15, (s, r.context())  # not the handler's 20 s: it saw the file
     assert "died of SIGABRT " + ABORT_NOTE in r.run.stderr, r.context()
+    assert WATCH_NOTE not in r.run.stderr, r.context()
+    assert r.leftovers == []
+
+
+def test_kernel_abort_before_its_shutdown_reply_got_out_counts_as_the_shutdown(khost):
+    """The same race lost earlier: the kernel aborts with its shutdown_reply
+    still in libzmq's queue (seen under load with an abort in an atexit
+    handler), so no reply reaches the relay. After a client's
+    shutdown_request that still counts as the shutdown; made certain here
+    by aborting in place of sending the reply."""
+    code = ("import os\n"
+            "k = get_ipython().kernel\n"
+            "ik_send = k.session.send\n"
+            "def ik_abort_at_reply(stream, msg_or_type, *a, **kw):\n"
+            "    if msg_or_type == 'shutdown_reply':\n"
+            "        os.abort()\n"
+            "    return ik_send(stream, msg_or_type, *a, **kw)\n"
+            "k.session.send = ik_abort_at_reply")
+    r = khost.scenario(__file__, "shutdown_then_end", code=code, reply_file="")
+    s = r["shutdown"]
+    assert s["returncode"] == 0, (s, r.context())
+    assert "died of SIGABRT " + ABORT_UNSENT_NOTE in r.run.stderr, r.context()
+    assert ABORT_NOTE not in r.run.stderr, r.context()
     assert WATCH_NOTE not in r.run.stderr, r.context()
     assert r.leftovers == []
 

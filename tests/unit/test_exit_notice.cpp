@@ -274,3 +274,20 @@ TEST_CASE("client watch: JPY_PARENT_PID when it names an ancestor, else the pare
   auto w = ik::ClientWatch::open(c.c_str(), 77);
   CHECK(w.gone_at_start());
 }
+
+TEST_CASE("control tap: a shutdown_request counts only when signed with the connection key") {
+  std::string last;
+  ExecuteRequestTap tap(&last, "Jefe", "hmac-sha256", "shutdown_request");
+  ZmtpScanner scan{SIZE_MAX};
+  scan.set_observer(&tap);
+  feed(scan, greeting() + ready_command());
+  // another request, or an execute_request, is not it
+  feed(scan, shell_message("Jefe", R"({"msg_id":"e1","msg_type":"execute_request"})"));
+  CHECK(last.empty());
+  // forged: signed with another key
+  feed(scan, shell_message("other", R"({"msg_id":"f","msg_type":"shutdown_request"})", R"({"restart":false})"));
+  CHECK(last.empty());
+  const std::string real = R"({"msg_id":"s1","msg_type":"shutdown_request"})";
+  feed(scan, shell_message("Jefe", real, R"({"restart":false})"));
+  CHECK(last == real);
+}
