@@ -371,7 +371,8 @@ print(json.dumps(_n({
     # not; every other descriptor counts. (The listing's own fd is gone by
     # the time it is read: left out.)
     "fds": sorted(t for t in map(_fd, os.listdir("/proc/self/fd"))
-                  if not t.startswith("[Errno") and t not in ("anon_inode:[eventfd]", "anon_inode:[eventpoll]")),
+                  if not t.startswith("[Errno") and t not in ("anon_inode:[eventfd]", "anon_inode:[eventpoll]")
+                  and not t.endswith("-journal")),
     "threads": sorted(t.name for t in threading.enumerate()),
     "modules": sorted(sys.modules),
     "main": [sys.modules["__main__"].__name__, type(sys.modules["__main__"]).__name__],
@@ -385,7 +386,10 @@ print(json.dumps(_n({
     "config": repr(sorted(_ip.config.keys())), "kernel_config": repr(sorted(_ip.kernel.config.keys())),
     "magics": sorted(_ip.magics_manager.lsmagic()["line"]) + sorted(_ip.magics_manager.lsmagic()["cell"]),
     "home": sorted(os.listdir(os.environ.get("HOME", "/"))),
-    "ipython_tree": sorted(str(p) for p in __import__("pathlib").Path(_ip.ipython_dir).rglob("*")),
+    # history.sqlite-journal exists (and is open) only while IPython's history
+    # thread writes: timing, cold or not.
+    "ipython_tree": sorted(str(p) for p in __import__("pathlib").Path(_ip.ipython_dir).rglob("*")
+                           if not str(p).endswith("-journal")),
     "tmp": sorted(os.listdir("/tmp")), "run": sorted(os.listdir("/run")),
     "cwd_ls": sorted(os.listdir(".")),
 })))
