@@ -9,9 +9,21 @@
 
 namespace ik {
 
+// First thing in the init, before any thread: moves the namespace's next pid
+// far up (1001), so the tasks set-up makes (the network thread) never hold
+// pid 2. Joining a thread does not free its pid: the kernel wakes the joiner
+// (clear_child_tid) before it releases the task, so a pid 2 still held at
+// the program's clone made it 3 (seen once in a few hundred starts). Writes
+// the host's /proc/sys/kernel/ns_last_pid, which sets the *writer's* pid
+// namespace (the handler uses the caller's, not the procfs's), and keeps the
+// descriptor for next_pid_is_two(). Best effort: a read-only /proc/sys (some
+// containers) leaves it to keep_ns_last_pid.
+void move_setup_pids_up();
+
 // Opens PROC_DIR/sys/kernel/ns_last_pid of the fresh procfs, before its
-// sys/ goes read-only (an open descriptor stays writable). No-op where the
-// kernel lacks it (CONFIG_CHECKPOINT_RESTORE).
+// sys/ goes read-only (an open descriptor stays writable), unless
+// move_setup_pids_up() already holds one. No-op where the kernel lacks it
+// (CONFIG_CHECKPOINT_RESTORE).
 void keep_ns_last_pid(const std::string& proc_dir);
 
 // Sets the namespace's last pid to 1, so the next process is 2, and closes

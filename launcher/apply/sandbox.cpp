@@ -144,6 +144,7 @@ Status hand_over_pty(int sock, UniqueFd& slave) {
 Status child_steps(const Plan& plan, int root_sock, UniqueFd& pty_slave) {
   // The network namespace is made on a helper thread meanwhile (see
   // PrivateNetwork), and entered before anything else runs.
+  move_setup_pids_up();  // before the network thread takes a pid (apply/pid_order.hpp)
   std::optional<PrivateNetwork> net;
   if (plan.new_net) {
     auto started = PrivateNetwork::start();
