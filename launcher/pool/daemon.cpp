@@ -33,6 +33,7 @@
 #include "parse/units.hpp"
 #include "pool/attach.hpp"
 #include "pool/demand.hpp"
+#include "pool/lock.hpp"
 #include "pool/memory.hpp"
 #include "pool/prescan.hpp"
 #include "pool/priority.hpp"
@@ -728,9 +729,8 @@ Result<UniqueFd> listen_on(const std::string& dir) {
 int pool_start(const DaemonOptions& o) {
   const std::string dir = socket_dir();
   if (auto s = ensure_private_dir(dir); !s) return print_error(s.error());
-  const std::string lock_path = dir + "/pool.lock";
-  UniqueFd lock(open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-  if (!lock.valid()) return print_error(sys_error("pool: open " + lock_path));
+  UniqueFd lock(open(lock_path(dir).c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!lock.valid()) return print_error(sys_error("pool: open " + lock_path(dir)));
   if (flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
     char pid[32] = {};
     ssize_t n = pread(lock.get(), pid, sizeof pid - 1, 0);
@@ -805,7 +805,11 @@ int pool_start(const DaemonOptions& o) {
     std::fprintf(stderr, "isolated-kernel: pool daemon pid %s, socket %s; %s\n", pid.c_str(), socket_path(dir).c_str(),
                  priority.why.c_str());
   Daemon d(o, dir, std::move(*listener), priority);
-  return d.run();
+  const int rc = d.run();
+  // The lock is closed by our exit itself, not before: a `pool stop` waiting
+  // for it (pool/lock.hpp) returns once the daemon is gone.
+  (void)lock.release();
+  return rc;
 }
 
 namespace {
@@ -830,18 +834,40 @@ Result<Message> ask_to_stop(UniqueFd& pidfd) {
 
 }  // namespace
 
+// How long `pool stop` waits for a daemon that does not answer but holds
+// its lock (stopping: its sandboxes get 10 s at most; or starting).
+constexpr auto kStopWait = std::chrono::seconds(30);
+
 int pool_stop() {
-  UniqueFd pidfd;
-  auto reply = ask_to_stop(pidfd);
-  if (!reply) {
-    std::fprintf(stderr, "isolated-kernel: pool stop: no pool daemon runs for this user (%s)\n",
-                 reply.error().describe().c_str());
-    return 1;
-  }
-  // We return once the daemon is gone too: a `pool start` right after never meets it.
-  if (pidfd.valid()) {
-    pollfd p{pidfd.get(), POLLIN, 0};
-    while (poll(&p, 1, 10000) < 0 && errno == EINTR) {
+  const std::string dir = socket_dir();
+  const auto until = Clock::now() + kStopWait;
+  for (bool waited = false;; usleep(20000)) {
+    UniqueFd pidfd;
+    if (auto reply = ask_to_stop(pidfd)) {
+      // We return once the daemon is gone too: a `pool start` right after never meets it.
+      if (pidfd.valid()) {
+        pollfd p{pidfd.get(), POLLIN, 0};
+        while (poll(&p, 1, 10000) < 0 && errno == EINTR) {
+        }
+      }
+      break;
+    } else if (!daemon_holds_lock(dir)) {
+      if (waited) break;  // the stop we waited for is done
+      std::fprintf(stderr, "isolated-kernel: pool stop: no pool daemon runs for this user (%s)\n",
+                   reply.error().describe().c_str());
+      return 1;
+    }
+    // Unreachable but alive: another `pool stop` (or systemd) is stopping it
+    // (its socket is gone first), or it is still starting. Same end either way.
+    if (!waited)
+      std::fprintf(stderr, "isolated-kernel: pool stop: the pool daemon does not answer (stopping already, or "
+                           "starting): waiting for it\n");
+    waited = true;
+    if (Clock::now() > until) {
+      std::fprintf(stderr,
+                   "isolated-kernel: pool stop: the pool daemon still holds %s after %llds (see %s/pool.log)\n",
+                   lock_path(dir).c_str(), static_cast<long long>(kStopWait.count()), dir.c_str());
+      return 1;
     }
   }
   std::printf("pool daemon stopped\n");

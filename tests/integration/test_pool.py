@@ -555,6 +555,36 @@ def test_stop_during_a_fill_returns_when_nothing_is_left(ph):
     assert not processes_matching(ph.markers())
 
 
+def test_a_second_stop_waits_for_the_stop_under_way(ph):
+    """`pool stop` while another one is under way: the daemon has closed its
+    socket and is ending its waiting sandboxes (a helper that does not go:
+    stopped here, SIGKILLed after the 3 s grace). Used to say "no pool daemon
+    runs" and exit 1; it waits for the same stop and exits 0 once the daemon
+    is gone."""
+    import threading
+    assert ph.ik_run("pool", "start").returncode == 0
+    daemon = json.loads(ph.ik_run("pool", "status", "--json").stdout)["pid"]
+    helpers = wait_until(lambda: [pid for pid, cmd in processes_matching(ph.markers()) if "--pool-helper" in cmd], 600)
+    assert helpers, "no helper appeared"
+    os.kill(helpers[0], signal.SIGSTOP)
+    first = []
+    t = threading.Thread(target=lambda: first.append(ph.ik_run("pool", "stop")))
+    t.start()
+    sock = ph.xdg / "isolated-kernel" / "pool.sock"
+    assert wait_until(lambda: not sock.exists(), 30, 0.01), "the first stop did not start"
+    assert _alive(daemon), "the daemon was gone before the second stop: nothing tested"
+    second = ph.ik_run("pool", "stop")
+    daemon_alive = _alive(daemon)
+    t.join()
+    assert second.returncode == 0 and "pool daemon stopped" in second.stdout, second
+    assert "stopping already" in second.stderr and second.stderr.count("\n") == 1, second
+    assert not daemon_alive, "the second stop returned before the daemon was gone"
+    assert first[0].returncode == 0, first[0]
+    # and with no daemon at all, still one clear line and exit 1
+    r = ph.ik_run("pool", "stop")
+    assert r.returncode == 1 and "no pool daemon runs" in r.stderr and r.stderr.count("\n") == 1, r
+
+
 def test_clear_errors(ph):
     r = ph.ik_run("pool", "start")
     assert r.returncode == 0, r
