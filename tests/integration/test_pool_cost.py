@@ -268,6 +268,26 @@ def test_systemd_user_unit_runs_the_installed_program_in_the_foreground(ph):
     assert "refills run at" in r["stderr"], r
 
 
+def test_systemd_user_unit_does_not_restart_a_daemon_that_cannot_start(ph):
+    """Restart=on-failure, but not for the exit statuses of a bad setting and
+    of a daemon already running: the unit's ExecStart (the build's program)
+    exits with one of its RestartPreventExitStatus= in both cases."""
+    text = _unit_file().read_text()
+    assert re.search(r"^Restart=on-failure$", text, re.M), text
+    prevent = [l.split("=", 1)[1].split() for l in text.splitlines() if l.startswith("RestartPreventExitStatus=")]
+    assert len(prevent) == 1, text
+    argv = _unit_exec_start(text)[1:]
+    d = ph.h.mkdir(ph.xdg / "isolated-kernel", 0o755)  # lets others in: a setting to fix
+    r = ph.ik_run(*argv)
+    assert r.returncode != 0 and "chmod 700" in r.stderr, r
+    assert str(r.returncode) in prevent[0], (r.returncode, prevent)
+    d.chmod(0o700)
+    assert ph.ik_run("pool", "start", "--no-scan").returncode == 0
+    r = ph.ik_run(*argv)
+    assert r.returncode != 0 and "already runs" in r.stderr, r
+    assert str(r.returncode) in prevent[0], (r.returncode, prevent)
+
+
 def test_systemd_user_unit_verifies(tmp_path):
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
