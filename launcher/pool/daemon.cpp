@@ -41,6 +41,7 @@
 #include "pool/proto.hpp"
 #include "pool/run_hold.hpp"
 #include "pool/split.hpp"
+#include "pool/wakeup.hpp"
 
 extern char** environ;
 
@@ -128,15 +129,12 @@ class Daemon {
       if (!holds_.empty()) last_claim_ = Clock::now();  // a run holds a pool: not idle
       const size_t run_fds_at = fds.size();
       add_run_fds(fds);
-      // --idle 0: never (the systemd user unit).
-      const double idle_left = o_.idle_seconds > 0 ? o_.idle_seconds - seconds_since(last_claim_) : 60.0;
-      if (idle_left <= 0) {
+      const Pending timers = pending_timers();
+      if (timers.idle_left_s && *timers.idle_left_s <= 0) {
         log::step("idle for %lds: stopping", o_.idle_seconds);
         break;
       }
-      // Raises the kernel rate-limited are tried again soon.
-      const int wait_ms = raise_pending() ? 20 : static_cast<int>(std::min(idle_left, 60.0) * 1000) + 1;
-      int n = poll(fds.data(), fds.size(), std::min(wait_ms, run_poll_ms()));
+      int n = poll(fds.data(), fds.size(), next_wakeup_ms(timers));
       if (n < 0 && errno != EINTR) break;
       if (fds[1].revents) on_signal(sigfd.get());
       for (size_t i = 2; i < run_fds_at; ++i)
@@ -541,12 +539,18 @@ class Daemon {
     for (const auto& w : waiting_) fds.push_back({w.conn.get(), POLLIN, 0});  // the launcher gave up
   }
 
-  int run_poll_ms() const {
-    int ms = 60000;
-    if (!waiting_.empty()) ms = kRunBoostEveryMs;
-    for (const auto& e : ending_) ms = std::min(ms, e.ms_to_next_step());
-    if (!ending_.empty()) ms = std::min(ms, 100);
-    return ms;
+  // What the poll loop's timeout is made of (pool/wakeup.hpp).
+  Pending pending_timers() const {
+    Pending p;
+    // --idle 0: never (the systemd user unit).
+    if (o_.idle_seconds > 0) p.idle_left_s = static_cast<double>(o_.idle_seconds) - seconds_since(last_claim_);
+    p.raise_pending = raise_pending();  // rate-limited raises are tried again soon
+    p.claims_waiting = !waiting_.empty();
+    for (const auto& e : ending_) {
+      const int ms = e.ms_to_next_step();
+      if (!p.ending_ms || ms < *p.ending_ms) p.ending_ms = ms;
+    }
+    return p;
   }
 
   void on_run_fds(const std::vector<pollfd>& fds, size_t at) {
@@ -864,8 +868,7 @@ int pool_stop() {
                            "starting): waiting for it\n");
     waited = true;
     if (Clock::now() > until) {
-      std::fprintf(stderr,
-                   "isolated-kernel: pool stop: the pool daemon still holds %s after %llds (see %s/pool.log)\n",
+      std::fprintf(stderr, "isolated-kernel: pool stop: the pool daemon still holds %s after %llds (see %s/pool.log)\n",
                    lock_path(dir).c_str(), static_cast<long long>(kStopWait.count()), dir.c_str());
       return 1;
     }
