@@ -325,7 +325,7 @@ class Daemon {
       }
       pool.held_back.clear();
       int sv[2];
-      if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return;
+      if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return refill_failed(pool, "socketpair");
       auto e = std::make_unique<Entry>();
       e->ctl.reset(sv[0]);
       UniqueFd theirs(sv[1]);
@@ -337,7 +337,7 @@ class Daemon {
         env.push_back(std::string(kRefillCgroupEnv) + "=" + cg);
       if (pool.behind()) env.push_back(std::string(kNormalRefillEnv) + "=1");  // pool/demand.hpp
       pid_t pid = fork();
-      if (pid < 0) return;
+      if (pid < 0) return refill_failed(pool, "fork");
       if (pid == 0) {
         // Not niced: the kernel would inherit the nice value and an
         // unprivileged process cannot lower it again (docs/pool.md, gaps).
@@ -359,6 +359,16 @@ class Daemon {
       e->helper = pid;
       pool.entries.push_back(std::move(e));
     }
+  }
+
+  // A refill that could not start its helper (out of descriptors or
+  // processes): said in `pool status` and pool.log, as a failing helper is.
+  // Not retried here: the next claim or helper event tries again, so a
+  // lasting shortage costs one try per such event, never a loop.
+  void refill_failed(Pool& pool, const char* step) {
+    const int err = errno;
+    pool.last_error = std::string("refill: ") + step + ": " + std::strerror(err) + " (the next launch tries again)";
+    log::warn("pool: %s", pool.last_error.c_str());
   }
 
   void on_connection() {

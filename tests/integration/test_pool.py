@@ -585,6 +585,55 @@ def test_a_second_stop_waits_for_the_stop_under_way(ph):
     assert r.returncode == 1 and "no pool daemon runs" in r.stderr and r.stderr.count("\n") == 1, r
 
 
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def test_a_refill_that_cannot_start_says_why_and_does_not_spin(ph):
+    """The daemon out of descriptors when a waiting sandbox dies: its refill
+    cannot make the helper's socketpair. Used to be silent (`pool status`
+    said only "helper ended", pool.log nothing); now both say what failed,
+    and the daemon waits for the next event rather than retry in a loop."""
+    assert ph.ik_run("pool", "start").returncode == 0  # fills the installed pooled kernelspec
+
+    def status():
+        r = ph.ik_run("pool", "status", "--json")
+        return json.loads(r.stdout) if r.returncode == 0 else {}
+
+    ready = wait_until(lambda: [w for p in status().get("pools", []) for w in p["waiting"]], 600, 0.2)
+    assert ready, status()
+    daemon = status()["pid"]
+    fds = {int(f) for f in os.listdir(f"/proc/{daemon}/fd")}
+    lowest_free = min(set(range(max(fds) + 2)) - fds)
+    # At most one descriptor number free below the limit once the dead
+    # helper's socket is closed: a socketpair needs two.
+    old = re.search(r"^Max open files\s+(\d+)\s+(\d+)", Path(f"/proc/{daemon}/limits").read_text(), re.M).groups()
+
+    def limit(soft):  # as the daemon's user: its uid may (root here may lack CAP_SYS_RESOURCE)
+        r = ph.h.run(["prlimit", f"--pid={daemon}", f"--nofile={soft}:{old[1]}"])
+        assert r.returncode == 0, r
+
+    limit(lowest_free)
+    log = ph.xdg / "isolated-kernel" / "pool.log"
+    try:
+        os.kill(ready[0]["program_pid"], signal.SIGKILL)
+        said = wait_until(lambda: "refill: socketpair" in log.read_text(), 30, 0.1)
+        cpu = _cpu_seconds(daemon)
+        time.sleep(2)
+        cpu = _cpu_seconds(daemon) - cpu
+    finally:
+        limit(old[0])
+    text = log.read_text()
+    assert said, text
+    line = next(l for l in text.splitlines() if "refill: socketpair" in l)
+    assert "Too many open files" in line and "the next launch tries again" in line, text
+    assert cpu < 0.5, f"the daemon used {cpu:.2f} s of CPU in 2 s after the failed refill: it spins"
+    pool = status()["pools"][0]
+    assert "refill: socketpair: Too many open files" in pool["last_error"], pool
+    assert pool["ready"] == 0 and pool["starting"] == 0, pool  # not retried behind our back
+
+
 def test_clear_errors(ph):
     r = ph.ik_run("pool", "start")
     assert r.returncode == 0, r
