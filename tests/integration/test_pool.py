@@ -147,6 +147,15 @@ def _claimed(log: Path) -> str:
     return "cold: " + "".join(l for l in text.splitlines(True) if "pool:" in l)
 
 
+
+def _fill(cwd: str, log: Path) -> bool:
+    """Starts the daemon, registers the pooled kernelspec with one launch (cold
+    unless `pool start`'s scan filled it already) and waits for a ready sandbox."""
+    _ik("pool", "start")
+    km, kc = _start(cwd, log)
+    _stop(km, kc)
+    return _wait_ready()
+
 PROBE = r"""
 import os, socket, json
 def ls(d):
@@ -216,10 +225,7 @@ def two_kernels(out, cwd_a, cwd_b, logdir):
 def stale(out, cwd, logdir, spec_file):
     logdir = Path(logdir)
     with step(out, "fill") as s:
-        _ik("pool", "start")
-        km, kc = _start(cwd, logdir / "prime.log")
-        _stop(km, kc)
-        s["ready"] = _wait_ready()
+        s["ready"] = _fill(cwd, logdir / "prime.log")
     with step(out, "edited") as s:
         spec = json.loads(Path(spec_file).read_text())
         spec["metadata"]["isolated_kernel"]["setenv"] = {"IK_EDITED": "yes"}
@@ -250,10 +256,7 @@ def _port_open(km) -> bool:
 @scenario
 def kill9(out, cwd, logdir):
     logdir = Path(logdir)
-    _ik("pool", "start")
-    km, kc = _start(cwd, logdir / "prime.log")
-    _stop(km, kc)
-    _wait_ready()
+    _fill(cwd, logdir / "prime.log")
     with step(out, "launcher") as s:
         km, kc = _start(cwd, logdir / "l.log")
         s["how"] = _claimed(logdir / "l.log")
@@ -313,10 +316,7 @@ def claim_races_stop(out, cwd, logdir):
     logdir = Path(logdir)
     out["runs"] = []
     for i in range(3):
-        _ik("pool", "start")
-        km, kc = _start(cwd, logdir / f"prime{i}.log")  # (re)registers the kernelspec
-        _stop(km, kc)
-        _wait_ready()
+        _fill(cwd, logdir / f"prime{i}.log")  # (re)registers the kernelspec
         stopper = threading.Timer(0.02 * i, lambda: _ik("pool", "stop"))
         stopper.start()
         r = {}
@@ -405,10 +405,7 @@ def same_view(out, cwd, logdir):
         s["view"] = eval_json(kc, VIEW)
         _stop(km, kc)
     with step(out, "pooled") as s:
-        _ik("pool", "start")
-        km, kc = _start(cwd, logdir / "prime.log")  # registers the pool (cold unless the scan filled it)
-        _stop(km, kc)
-        s["ready"] = _wait_ready()
+        s["ready"] = _fill(cwd, logdir / "prime.log")
         km, kc = _start(cwd, logdir / "pooled.log")
         s["how"] = _claimed(logdir / "pooled.log")
         s["view"] = eval_json(kc, VIEW)
@@ -433,10 +430,7 @@ SHADOWED_BY_THE_WORKING_DIRECTORY = True
 def shadowed(out, cwd, logdir):
     logdir = Path(logdir)
     with step(out, "start") as s:
-        _ik("pool", "start")
-        km, kc = _start(cwd, logdir / "prime.log")
-        _stop(km, kc)
-        s["ready"] = _wait_ready()
+        s["ready"] = _fill(cwd, logdir / "prime.log")
     with step(out, "shadowed") as s:
         Path(cwd, "decorator.py").write_text(SHADOW)
         km, kc = _start(cwd, logdir / "shadowed.log")

@@ -20,20 +20,14 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kit.common import wait_until  # noqa: E402
 from kit.kernel import run_cell, scenario, scenario_main, step  # noqa: E402
-from test_pool import _claimed, _ik, _start, _status, _stop, pool_session  # noqa: E402,F401
-from test_pool import ph as _ph  # noqa: E402,F401
+import test_pool  # noqa: E402
+from test_pool import _claimed, _ik, _start, _status, _stop  # noqa: E402
+
+# test_pool.py's fixtures (this module's client scenarios run from the
+# session's script copy: kit/kernel.py SCRIPTS).
+ph, pool_session = test_pool.ph, test_pool.pool_session
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(params=["root", "user"])
-def ph(request, pool_session):  # noqa: F811
-    # This module runs its client scenarios from the session's script copy too.
-    dst = pool_session.scripts / Path(__file__).name
-    if not dst.exists():
-        shutil.copy2(__file__, dst)
-        dst.chmod(0o644)
-    yield from _ph.__wrapped__(request, pool_session)
 
 
 # Refills run at nice 19: on a machine busy with other work they take their
