@@ -52,6 +52,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr int kExitAlreadyRunning = 3;
 constexpr int kRequestWaitMs = 2000;  // from accept to the request (on_connection)
+constexpr int kAcceptRetryMs = 100;   // out of descriptors: the listener rests this long (pause_accepting)
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
@@ -119,7 +120,8 @@ class Daemon {
     UniqueFd sigfd(signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK));
     last_claim_ = Clock::now();
     while (!stop_) {
-      std::vector<pollfd> fds{{listener_.get(), POLLIN, 0}, {sigfd.get(), POLLIN, 0}};
+      // A negative fd is left out by poll(): the listener rests (pause_accepting).
+      std::vector<pollfd> fds{{accepting() ? listener_.get() : -1, POLLIN, 0}, {sigfd.get(), POLLIN, 0}};
       std::vector<std::pair<Pool*, Entry*>> owners;
       for (auto& [id, pool] : pools_)
         for (auto& e : pool.entries) {
@@ -371,9 +373,26 @@ class Daemon {
     log::warn("pool: %s", pool.last_error.c_str());
   }
 
+  // Out of descriptors, a connection left pending would make poll() return
+  // at once: a busy loop until one frees. The listener rests a while
+  // instead; the connection waits in the backlog (a claim gives up after its
+  // wait and starts cold).
+  void pause_accepting(int err) {
+    if (!accept_paused_until_)
+      log::warn("pool: accept: %s: connections wait until descriptors free (tried again every %d ms)",
+                std::strerror(err), kAcceptRetryMs);
+    accept_paused_until_ = Clock::now() + std::chrono::milliseconds(kAcceptRetryMs);
+  }
+
+  bool accepting() const { return !accept_paused_until_ || Clock::now() >= *accept_paused_until_; }
+
   void on_connection() {
     UniqueFd c(accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
-    if (!c.valid()) return;
+    if (!c.valid()) {
+      if (errno == EMFILE || errno == ENFILE) pause_accepting(errno);
+      return;
+    }
+    accept_paused_until_.reset();
     auto uid = peer_uid(c.get());
     if (!uid || *uid != getuid()) return;  // only our own uid is served
     // A client that connected but says nothing (stopped, or a stray
@@ -556,6 +575,9 @@ class Daemon {
     if (o_.idle_seconds > 0) p.idle_left_s = static_cast<double>(o_.idle_seconds) - seconds_since(last_claim_);
     p.raise_pending = raise_pending();  // rate-limited raises are tried again soon
     p.claims_waiting = !waiting_.empty();
+    if (accept_paused_until_ && !accepting())
+      p.accept_paused_ms =
+          static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(*accept_paused_until_ - Clock::now()).count());
     for (const auto& e : ending_) {
       const int ms = e.ms_to_next_step();
       if (!p.ending_ms || ms < *p.ending_ms) p.ending_ms = ms;
@@ -681,6 +703,7 @@ class Daemon {
   Clock::time_point last_claim_;
   int failures_ = 0;
   bool stop_ = false;
+  std::optional<Clock::time_point> accept_paused_until_;  // out of descriptors (pause_accepting)
   UniqueFd stop_reply_;
   bool refill_ = false;
   long estimate_kib_ = 0;   // the largest waiting sandbox measured: what one more will take

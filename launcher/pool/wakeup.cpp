@@ -14,6 +14,7 @@ int next_wakeup_ms(const Pending& p) {
   if (p.raise_pending) ms = std::min(ms, kRaiseRetryMs);
   if (p.claims_waiting) ms = std::min(ms, kRunBoostEveryMs);
   if (p.ending_ms) ms = std::min({ms, *p.ending_ms, kEndingPollMs});
+  if (p.accept_paused_ms) ms = std::min(ms, *p.accept_paused_ms);
   return std::max(ms, 0);
 }
 

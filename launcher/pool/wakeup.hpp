@@ -15,10 +15,11 @@ inline constexpr int kRaiseRetryMs = 20;
 inline constexpr int kEndingPollMs = 100;
 
 struct Pending {
-  std::optional<double> idle_left_s;  // until the idle stop; none with --idle 0
-  bool raise_pending = false;         // a refill to raise to nice 0 again
-  bool claims_waiting = false;        // claims of a run's pool wait for a starting sandbox
-  std::optional<int> ending_ms;       // the soonest next step of an ending run pool
+  std::optional<double> idle_left_s;    // until the idle stop; none with --idle 0
+  bool raise_pending = false;           // a refill to raise to nice 0 again
+  bool claims_waiting = false;          // claims of a run's pool wait for a starting sandbox
+  std::optional<int> ending_ms;         // the soonest next step of an ending run pool
+  std::optional<int> accept_paused_ms;  // until the resting listener is polled again
 };
 
 // Milliseconds for poll(): >= 0, at most kMaxWakeupMs. The idle stop is

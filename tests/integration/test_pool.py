@@ -584,11 +584,18 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
+def _lowest_free_fd(pid: int) -> int:
+    fds = {int(f) for f in os.listdir(f"/proc/{pid}/fd")}
+    return min(set(range(max(fds) + 2)) - fds)
+
+
 def test_a_refill_that_cannot_start_says_why_and_does_not_spin(ph):
     """The daemon out of descriptors when a waiting sandbox dies: its refill
     cannot make the helper's socketpair. Used to be silent (`pool status`
     said only "helper ended", pool.log nothing); now both say what failed,
-    and the daemon waits for the next event rather than retry in a loop."""
+    and the daemon waits for the next event rather than retry in a loop. A
+    client connecting meanwhile waits until descriptors free (the daemon
+    used to spin on the connection it could not accept)."""
     assert ph.ik_run("pool", "start").returncode == 0  # fills the installed pooled kernelspec
 
     def status():
@@ -598,31 +605,37 @@ def test_a_refill_that_cannot_start_says_why_and_does_not_spin(ph):
     ready = wait_until(lambda: [w for p in status().get("pools", []) for w in p["waiting"]], 600, 0.2)
     assert ready, status()
     daemon = status()["pid"]
-    fds = {int(f) for f in os.listdir(f"/proc/{daemon}/fd")}
-    lowest_free = min(set(range(max(fds) + 2)) - fds)
-    # At most one descriptor number free below the limit once the dead
-    # helper's socket is closed: a socketpair needs two.
     old = re.search(r"^Max open files\s+(\d+)\s+(\d+)", Path(f"/proc/{daemon}/limits").read_text(), re.M).groups()
 
     def limit(soft):  # as the daemon's user: its uid may (root here may lack CAP_SYS_RESOURCE)
         r = ph.h.run(["prlimit", f"--pid={daemon}", f"--nofile={soft}:{old[1]}"])
         assert r.returncode == 0, r
 
-    limit(lowest_free)
+    # At most one descriptor number free below the limit once the dead
+    # helper's socket is closed: a socketpair needs two.
+    limit(_lowest_free_fd(daemon))
     log = ph.xdg / "isolated-kernel" / "pool.log"
+    client = None
     try:
         os.kill(ready[0]["program_pid"], signal.SIGKILL)
         said = wait_until(lambda: "refill: socketpair" in log.read_text(), 30, 0.1)
+        limit(_lowest_free_fd(daemon))  # and now not one: a client's connection cannot be accepted
+        client = subprocess.Popen([*ph.h.prefix(), str(ph.ik), "pool", "status", "--json"], env=ph.h.env(ph.env()),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.5)
         cpu = _cpu_seconds(daemon)
         time.sleep(2)
         cpu = _cpu_seconds(daemon) - cpu
     finally:
         limit(old[0])
+        out = client.communicate(timeout=30) if client else None
     text = log.read_text()
     assert said, text
     line = next(l for l in text.splitlines() if "refill: socketpair" in l)
     assert "Too many open files" in line and "the next launch tries again" in line, text
-    assert cpu < 0.5, f"the daemon used {cpu:.2f} s of CPU in 2 s after the failed refill: it spins"
+    assert cpu < 0.5, f"the daemon used {cpu:.2f} s of CPU in 2 s out of descriptors: it spins\n{text}"
+    assert "accept: Too many open files: connections wait" in text, text
+    assert client.returncode == 0 and json.loads(out[0])["pid"] == daemon, out  # served once they free
     pool = status()["pools"][0]
     assert "refill: socketpair: Too many open files" in pool["last_error"], pool
     assert pool["ready"] == 0 and pool["starting"] == 0, pool  # not retried behind our back

@@ -29,3 +29,8 @@ TEST_CASE("pool wakeup: the soonest timer wins") {
   CHECK(next_wakeup_ms({.ending_ms = 7}) == 7);
   CHECK(next_wakeup_ms({.idle_left_s = 0.002, .ending_ms = 7}) == 2);
 }
+
+TEST_CASE("pool wakeup: a listener resting for want of descriptors is polled again when its rest ends") {
+  CHECK(next_wakeup_ms({.accept_paused_ms = 40}) == 40);
+  CHECK(next_wakeup_ms({.raise_pending = true, .accept_paused_ms = 40}) == ik::pool::kRaiseRetryMs);
+}
