@@ -33,6 +33,7 @@
 #include "parse/units.hpp"
 #include "pool/attach.hpp"
 #include "pool/demand.hpp"
+#include "pool/lock.hpp"
 #include "pool/memory.hpp"
 #include "pool/prescan.hpp"
 #include "pool/priority.hpp"
@@ -40,6 +41,7 @@
 #include "pool/proto.hpp"
 #include "pool/run_hold.hpp"
 #include "pool/split.hpp"
+#include "pool/wakeup.hpp"
 
 extern char** environ;
 
@@ -50,6 +52,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr int kExitAlreadyRunning = 3;
 constexpr int kRequestWaitMs = 2000;  // from accept to the request (on_connection)
+constexpr int kAcceptRetryMs = 100;   // out of descriptors: the listener rests this long (pause_accepting)
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
@@ -117,7 +120,8 @@ class Daemon {
     UniqueFd sigfd(signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK));
     last_claim_ = Clock::now();
     while (!stop_) {
-      std::vector<pollfd> fds{{listener_.get(), POLLIN, 0}, {sigfd.get(), POLLIN, 0}};
+      // A negative fd is left out by poll(): the listener rests (pause_accepting).
+      std::vector<pollfd> fds{{accepting() ? listener_.get() : -1, POLLIN, 0}, {sigfd.get(), POLLIN, 0}};
       std::vector<std::pair<Pool*, Entry*>> owners;
       for (auto& [id, pool] : pools_)
         for (auto& e : pool.entries) {
@@ -127,15 +131,12 @@ class Daemon {
       if (!holds_.empty()) last_claim_ = Clock::now();  // a run holds a pool: not idle
       const size_t run_fds_at = fds.size();
       add_run_fds(fds);
-      // --idle 0: never (the systemd user unit).
-      const double idle_left = o_.idle_seconds > 0 ? o_.idle_seconds - seconds_since(last_claim_) : 60.0;
-      if (idle_left <= 0) {
+      const Pending timers = pending_timers();
+      if (timers.idle_left_s && *timers.idle_left_s <= 0) {
         log::step("idle for %lds: stopping", o_.idle_seconds);
         break;
       }
-      // Raises the kernel rate-limited are tried again soon.
-      const int wait_ms = raise_pending() ? 20 : static_cast<int>(std::min(idle_left, 60.0) * 1000) + 1;
-      int n = poll(fds.data(), fds.size(), std::min(wait_ms, run_poll_ms()));
+      int n = poll(fds.data(), fds.size(), next_wakeup_ms(timers));
       if (n < 0 && errno != EINTR) break;
       if (fds[1].revents) on_signal(sigfd.get());
       for (size_t i = 2; i < run_fds_at; ++i)
@@ -326,7 +327,7 @@ class Daemon {
       }
       pool.held_back.clear();
       int sv[2];
-      if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return;
+      if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return refill_failed(pool, "socketpair");
       auto e = std::make_unique<Entry>();
       e->ctl.reset(sv[0]);
       UniqueFd theirs(sv[1]);
@@ -338,7 +339,7 @@ class Daemon {
         env.push_back(std::string(kRefillCgroupEnv) + "=" + cg);
       if (pool.behind()) env.push_back(std::string(kNormalRefillEnv) + "=1");  // pool/demand.hpp
       pid_t pid = fork();
-      if (pid < 0) return;
+      if (pid < 0) return refill_failed(pool, "fork");
       if (pid == 0) {
         // Not niced: the kernel would inherit the nice value and an
         // unprivileged process cannot lower it again (docs/pool.md, gaps).
@@ -362,9 +363,36 @@ class Daemon {
     }
   }
 
+  // A refill that could not start its helper (out of descriptors or
+  // processes): said in `pool status` and pool.log, as a failing helper is.
+  // Not retried here: the next claim or helper event tries again, so a
+  // lasting shortage costs one try per such event, never a loop.
+  void refill_failed(Pool& pool, const char* step) {
+    const int err = errno;
+    pool.last_error = std::string("refill: ") + step + ": " + std::strerror(err) + " (the next launch tries again)";
+    log::warn("pool: %s", pool.last_error.c_str());
+  }
+
+  // Out of descriptors, a connection left pending would make poll() return
+  // at once: a busy loop until one frees. The listener rests a while
+  // instead; the connection waits in the backlog (a claim gives up after its
+  // wait and starts cold).
+  void pause_accepting(int err) {
+    if (!accept_paused_until_)
+      log::warn("pool: accept: %s: connections wait until descriptors free (tried again every %d ms)",
+                std::strerror(err), kAcceptRetryMs);
+    accept_paused_until_ = Clock::now() + std::chrono::milliseconds(kAcceptRetryMs);
+  }
+
+  bool accepting() const { return !accept_paused_until_ || Clock::now() >= *accept_paused_until_; }
+
   void on_connection() {
     UniqueFd c(accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
-    if (!c.valid()) return;
+    if (!c.valid()) {
+      if (errno == EMFILE || errno == ENFILE) pause_accepting(errno);
+      return;
+    }
+    accept_paused_until_.reset();
     auto uid = peer_uid(c.get());
     if (!uid || *uid != getuid()) return;  // only our own uid is served
     // A client that connected but says nothing (stopped, or a stray
@@ -540,12 +568,21 @@ class Daemon {
     for (const auto& w : waiting_) fds.push_back({w.conn.get(), POLLIN, 0});  // the launcher gave up
   }
 
-  int run_poll_ms() const {
-    int ms = 60000;
-    if (!waiting_.empty()) ms = kRunBoostEveryMs;
-    for (const auto& e : ending_) ms = std::min(ms, e.ms_to_next_step());
-    if (!ending_.empty()) ms = std::min(ms, 100);
-    return ms;
+  // What the poll loop's timeout is made of (pool/wakeup.hpp).
+  Pending pending_timers() const {
+    Pending p;
+    // --idle 0: never (the systemd user unit).
+    if (o_.idle_seconds > 0) p.idle_left_s = static_cast<double>(o_.idle_seconds) - seconds_since(last_claim_);
+    p.raise_pending = raise_pending();  // rate-limited raises are tried again soon
+    p.claims_waiting = !waiting_.empty();
+    if (accept_paused_until_ && !accepting())
+      p.accept_paused_ms =
+          static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(*accept_paused_until_ - Clock::now()).count());
+    for (const auto& e : ending_) {
+      const int ms = e.ms_to_next_step();
+      if (!p.ending_ms || ms < *p.ending_ms) p.ending_ms = ms;
+    }
+    return p;
   }
 
   void on_run_fds(const std::vector<pollfd>& fds, size_t at) {
@@ -666,6 +703,7 @@ class Daemon {
   Clock::time_point last_claim_;
   int failures_ = 0;
   bool stop_ = false;
+  std::optional<Clock::time_point> accept_paused_until_;  // out of descriptors (pause_accepting)
   UniqueFd stop_reply_;
   bool refill_ = false;
   long estimate_kib_ = 0;   // the largest waiting sandbox measured: what one more will take
@@ -728,9 +766,8 @@ Result<UniqueFd> listen_on(const std::string& dir) {
 int pool_start(const DaemonOptions& o) {
   const std::string dir = socket_dir();
   if (auto s = ensure_private_dir(dir); !s) return print_error(s.error());
-  const std::string lock_path = dir + "/pool.lock";
-  UniqueFd lock(open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-  if (!lock.valid()) return print_error(sys_error("pool: open " + lock_path));
+  UniqueFd lock(open(lock_path(dir).c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!lock.valid()) return print_error(sys_error("pool: open " + lock_path(dir)));
   if (flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
     char pid[32] = {};
     ssize_t n = pread(lock.get(), pid, sizeof pid - 1, 0);
@@ -805,7 +842,11 @@ int pool_start(const DaemonOptions& o) {
     std::fprintf(stderr, "isolated-kernel: pool daemon pid %s, socket %s; %s\n", pid.c_str(), socket_path(dir).c_str(),
                  priority.why.c_str());
   Daemon d(o, dir, std::move(*listener), priority);
-  return d.run();
+  const int rc = d.run();
+  // The lock is closed by our exit itself, not before: a `pool stop` waiting
+  // for it (pool/lock.hpp) returns once the daemon is gone.
+  (void)lock.release();
+  return rc;
 }
 
 namespace {
@@ -830,18 +871,39 @@ Result<Message> ask_to_stop(UniqueFd& pidfd) {
 
 }  // namespace
 
+// How long `pool stop` waits for a daemon that does not answer but holds
+// its lock (stopping: its sandboxes get 10 s at most; or starting).
+constexpr auto kStopWait = std::chrono::seconds(30);
+
 int pool_stop() {
-  UniqueFd pidfd;
-  auto reply = ask_to_stop(pidfd);
-  if (!reply) {
-    std::fprintf(stderr, "isolated-kernel: pool stop: no pool daemon runs for this user (%s)\n",
-                 reply.error().describe().c_str());
-    return 1;
-  }
-  // We return once the daemon is gone too: a `pool start` right after never meets it.
-  if (pidfd.valid()) {
-    pollfd p{pidfd.get(), POLLIN, 0};
-    while (poll(&p, 1, 10000) < 0 && errno == EINTR) {
+  const std::string dir = socket_dir();
+  const auto until = Clock::now() + kStopWait;
+  for (bool waited = false;; usleep(20000)) {
+    UniqueFd pidfd;
+    if (auto reply = ask_to_stop(pidfd)) {
+      // We return once the daemon is gone too: a `pool start` right after never meets it.
+      if (pidfd.valid()) {
+        pollfd p{pidfd.get(), POLLIN, 0};
+        while (poll(&p, 1, 10000) < 0 && errno == EINTR) {
+        }
+      }
+      break;
+    } else if (!daemon_holds_lock(dir)) {
+      if (waited) break;  // the stop we waited for is done
+      std::fprintf(stderr, "isolated-kernel: pool stop: no pool daemon runs for this user (%s)\n",
+                   reply.error().describe().c_str());
+      return 1;
+    }
+    // Unreachable but alive: another `pool stop` (or systemd) is stopping it
+    // (its socket is gone first), or it is still starting. Same end either way.
+    if (!waited)
+      std::fprintf(stderr, "isolated-kernel: pool stop: the pool daemon does not answer (stopping already, or "
+                           "starting): waiting for it\n");
+    waited = true;
+    if (Clock::now() > until) {
+      std::fprintf(stderr, "isolated-kernel: pool stop: the pool daemon still holds %s after %llds (see %s/pool.log)\n",
+                   lock_path(dir).c_str(), static_cast<long long>(kStopWait.count()), dir.c_str());
+      return 1;
     }
   }
   std::printf("pool daemon stopped\n");

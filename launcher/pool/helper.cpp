@@ -159,7 +159,7 @@ int run_helper(Options& opts, int ctl_fd, const relay::RelayOptions& relay_optio
   if (!claim || (claim->fds.size() != 3 && claim->fds.size() != 8)) return kExitSetup;
   UniqueFd launcher(std::move(claim->fds[0]));
   if (!claim->body.contains("kernel") || !claim->body["kernel"].is_object()) return kExitSetup;
-  const NormalPriorityAtClaim normal_priority;  // the kernel and its relay: nice 0 again
+  NormalPriorityAtClaim normal_priority;  // the kernel and its relay: nice 0 again
   if (in_refill_cgroup) leave_refill_cgroup({getpid(), sandbox->pid(), sandbox->program_pid()});
   const nlohmann::json& k = claim->body["kernel"];
   const auto refuse = [&](const Error& e) {
@@ -188,6 +188,7 @@ int run_helper(Options& opts, int ctl_fd, const relay::RelayOptions& relay_optio
   // Jupyter server's log): the kernel's output is copied there.
   dup2(claim->fds[1].get(), STDOUT_FILENO);
   dup2(claim->fds[2].get(), STDERR_FILENO);
+  normal_priority.report_to_launcher();  // a failed raise, under -v
   // We follow the claiming launcher: SIGKILL of it ends the kernel, as cold.
   relay::RelayOptions options = relay_options;
   if (claim->fds.size() == 8) {

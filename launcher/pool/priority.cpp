@@ -121,24 +121,41 @@ int autogroup_nice_of(pid_t pid) {
   return nice_in(read_small_file_or_empty("/proc/" + std::to_string(pid) + "/autogroup"));
 }
 
+std::string claim_raise_problem(int err) {
+  if (err == 0 || err == EAGAIN) return {};
+  return std::string("pool: the kernel stays at low CPU priority: /proc/self/autogroup back to nice 0: ") +
+         std::strerror(err);
+}
+
 NormalPriorityAtClaim::NormalPriorityAtClaim() {
   if (own_autogroup_nice() <= 0) return;  // never lowered (autogroups off, or the write failed)
-  if (write_own_autogroup(0) != EAGAIN) return;
+  if (const int err = write_own_autogroup(0); err != EAGAIN) {
+    failed(err);
+    return;
+  }
   // Rate-limited: another process changed an autogroup in the last 100 ms.
   // Threads share the autogroup (it is the session's), so the thread's
   // /proc/self is as good as ours.
   retry_ = std::thread([this] {
     while (!stop_.load()) {
       const int err = write_own_autogroup(0);
-      if (err == 0) return;
-      if (err != EAGAIN) {
-        log::warn("pool: could not raise the kernel's CPU priority again (/proc/self/autogroup: %s)",
-                  std::strerror(err));
-        return;
-      }
+      if (err != EAGAIN) return failed(err);
       usleep(kRetryStepMs * 1000);
     }
   });
+}
+
+void NormalPriorityAtClaim::failed(int err) {
+  if (err == 0) return;
+  const std::lock_guard lock(mu_);
+  error_ = err;
+  if (reporting_) log::step("%s", claim_raise_problem(err).c_str());
+}
+
+void NormalPriorityAtClaim::report_to_launcher() {
+  const std::lock_guard lock(mu_);
+  reporting_ = true;
+  if (error_ != 0) log::step("%s", claim_raise_problem(error_).c_str());
 }
 
 NormalPriorityAtClaim::~NormalPriorityAtClaim() {

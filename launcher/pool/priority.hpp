@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -47,18 +48,31 @@ int own_autogroup_nice();
 int set_autogroup_nice_of(pid_t pid, int nice);
 int autogroup_nice_of(pid_t pid);
 
+// What a claim says (under the launcher's -v) when raising its autogroup
+// back to nice 0 failed for good: empty for success and for EAGAIN (the rate
+// limit, retried).
+std::string claim_raise_problem(int err);
+
 // At a claim: our autogroup (the kernel's, its init's and the relay's) back
 // to nice 0 without making the claim wait. One try now; if the kernel asks
 // us to wait, a thread retries every few ms until it took (or until this
-// object ends with the helper).
+// object ends with the helper). Another error does not fail the claim (the
+// kernel runs, at low priority); report_to_launcher() says it.
 class NormalPriorityAtClaim {
  public:
   NormalPriorityAtClaim();
   ~NormalPriorityAtClaim();
   NormalPriorityAtClaim(const NormalPriorityAtClaim&) = delete;
   NormalPriorityAtClaim& operator=(const NormalPriorityAtClaim&) = delete;
+  // Call once our stderr is the claiming launcher's: a failed raise is said
+  // there under -v, now or when the retry thread meets it.
+  void report_to_launcher();
 
  private:
+  void failed(int err);
+  std::mutex mu_;  // error_ and reporting_: the retry thread's and ours
+  int error_ = 0;
+  bool reporting_ = false;
   std::atomic<bool> stop_{false};
   std::thread retry_;
 };

@@ -147,6 +147,15 @@ def _claimed(log: Path) -> str:
     return "cold: " + "".join(l for l in text.splitlines(True) if "pool:" in l)
 
 
+
+def _fill(cwd: str, log: Path) -> bool:
+    """Starts the daemon, registers the pooled kernelspec with one launch (cold
+    unless `pool start`'s scan filled it already) and waits for a ready sandbox."""
+    _ik("pool", "start")
+    km, kc = _start(cwd, log)
+    _stop(km, kc)
+    return _wait_ready()
+
 PROBE = r"""
 import os, socket, json
 def ls(d):
@@ -216,10 +225,7 @@ def two_kernels(out, cwd_a, cwd_b, logdir):
 def stale(out, cwd, logdir, spec_file):
     logdir = Path(logdir)
     with step(out, "fill") as s:
-        _ik("pool", "start")
-        km, kc = _start(cwd, logdir / "prime.log")
-        _stop(km, kc)
-        s["ready"] = _wait_ready()
+        s["ready"] = _fill(cwd, logdir / "prime.log")
     with step(out, "edited") as s:
         spec = json.loads(Path(spec_file).read_text())
         spec["metadata"]["isolated_kernel"]["setenv"] = {"IK_EDITED": "yes"}
@@ -250,10 +256,7 @@ def _port_open(km) -> bool:
 @scenario
 def kill9(out, cwd, logdir):
     logdir = Path(logdir)
-    _ik("pool", "start")
-    km, kc = _start(cwd, logdir / "prime.log")
-    _stop(km, kc)
-    _wait_ready()
+    _fill(cwd, logdir / "prime.log")
     with step(out, "launcher") as s:
         km, kc = _start(cwd, logdir / "l.log")
         s["how"] = _claimed(logdir / "l.log")
@@ -313,10 +316,7 @@ def claim_races_stop(out, cwd, logdir):
     logdir = Path(logdir)
     out["runs"] = []
     for i in range(3):
-        _ik("pool", "start")
-        km, kc = _start(cwd, logdir / f"prime{i}.log")  # (re)registers the kernelspec
-        _stop(km, kc)
-        _wait_ready()
+        _fill(cwd, logdir / f"prime{i}.log")  # (re)registers the kernelspec
         stopper = threading.Timer(0.02 * i, lambda: _ik("pool", "stop"))
         stopper.start()
         r = {}
@@ -405,10 +405,7 @@ def same_view(out, cwd, logdir):
         s["view"] = eval_json(kc, VIEW)
         _stop(km, kc)
     with step(out, "pooled") as s:
-        _ik("pool", "start")
-        km, kc = _start(cwd, logdir / "prime.log")  # registers the pool (cold unless the scan filled it)
-        _stop(km, kc)
-        s["ready"] = _wait_ready()
+        s["ready"] = _fill(cwd, logdir / "prime.log")
         km, kc = _start(cwd, logdir / "pooled.log")
         s["how"] = _claimed(logdir / "pooled.log")
         s["view"] = eval_json(kc, VIEW)
@@ -433,10 +430,7 @@ SHADOWED_BY_THE_WORKING_DIRECTORY = True
 def shadowed(out, cwd, logdir):
     logdir = Path(logdir)
     with step(out, "start") as s:
-        _ik("pool", "start")
-        km, kc = _start(cwd, logdir / "prime.log")
-        _stop(km, kc)
-        s["ready"] = _wait_ready()
+        s["ready"] = _fill(cwd, logdir / "prime.log")
     with step(out, "shadowed") as s:
         Path(cwd, "decorator.py").write_text(SHADOW)
         km, kc = _start(cwd, logdir / "shadowed.log")
@@ -553,6 +547,98 @@ def test_stop_during_a_fill_returns_when_nothing_is_left(ph):
     left = [p for p in (found["helper"], found["init"], *found["waiters"]) if _alive(p)]
     assert not left, f"alive right after `pool stop` returned: {left} (found {found})"
     assert not processes_matching(ph.markers())
+
+
+def test_a_second_stop_waits_for_the_stop_under_way(ph):
+    """`pool stop` while another one is under way: the daemon has closed its
+    socket and is ending its waiting sandboxes (a helper that does not go:
+    stopped here, SIGKILLed after the 3 s grace). Used to say "no pool daemon
+    runs" and exit 1; it waits for the same stop and exits 0 once the daemon
+    is gone."""
+    import threading
+    assert ph.ik_run("pool", "start").returncode == 0
+    daemon = json.loads(ph.ik_run("pool", "status", "--json").stdout)["pid"]
+    helpers = wait_until(lambda: [pid for pid, cmd in processes_matching(ph.markers()) if "--pool-helper" in cmd], 600)
+    assert helpers, "no helper appeared"
+    os.kill(helpers[0], signal.SIGSTOP)
+    first = []
+    t = threading.Thread(target=lambda: first.append(ph.ik_run("pool", "stop")))
+    t.start()
+    sock = ph.xdg / "isolated-kernel" / "pool.sock"
+    assert wait_until(lambda: not sock.exists(), 30, 0.01), "the first stop did not start"
+    assert _alive(daemon), "the daemon was gone before the second stop: nothing tested"
+    second = ph.ik_run("pool", "stop")
+    daemon_alive = _alive(daemon)
+    t.join()
+    assert second.returncode == 0 and "pool daemon stopped" in second.stdout, second
+    assert "stopping already" in second.stderr and second.stderr.count("\n") == 1, second
+    assert not daemon_alive, "the second stop returned before the daemon was gone"
+    assert first[0].returncode == 0, first[0]
+    # and with no daemon at all, still one clear line and exit 1
+    r = ph.ik_run("pool", "stop")
+    assert r.returncode == 1 and "no pool daemon runs" in r.stderr and r.stderr.count("\n") == 1, r
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def _lowest_free_fd(pid: int) -> int:
+    fds = {int(f) for f in os.listdir(f"/proc/{pid}/fd")}
+    return min(set(range(max(fds) + 2)) - fds)
+
+
+def test_a_refill_that_cannot_start_says_why_and_does_not_spin(ph):
+    """The daemon out of descriptors when a waiting sandbox dies: its refill
+    cannot make the helper's socketpair. Used to be silent (`pool status`
+    said only "helper ended", pool.log nothing); now both say what failed,
+    and the daemon waits for the next event rather than retry in a loop. A
+    client connecting meanwhile waits until descriptors free (the daemon
+    used to spin on the connection it could not accept)."""
+    assert ph.ik_run("pool", "start").returncode == 0  # fills the installed pooled kernelspec
+
+    def status():
+        r = ph.ik_run("pool", "status", "--json")
+        return json.loads(r.stdout) if r.returncode == 0 else {}
+
+    ready = wait_until(lambda: [w for p in status().get("pools", []) for w in p["waiting"]], 600, 0.2)
+    assert ready, status()
+    daemon = status()["pid"]
+    old = re.search(r"^Max open files\s+(\d+)\s+(\d+)", Path(f"/proc/{daemon}/limits").read_text(), re.M).groups()
+
+    def limit(soft):  # as the daemon's user: its uid may (root here may lack CAP_SYS_RESOURCE)
+        r = ph.h.run(["prlimit", f"--pid={daemon}", f"--nofile={soft}:{old[1]}"])
+        assert r.returncode == 0, r
+
+    # At most one descriptor number free below the limit once the dead
+    # helper's socket is closed: a socketpair needs two.
+    limit(_lowest_free_fd(daemon))
+    log = ph.xdg / "isolated-kernel" / "pool.log"
+    client = None
+    try:
+        os.kill(ready[0]["program_pid"], signal.SIGKILL)
+        said = wait_until(lambda: "refill: socketpair" in log.read_text(), 30, 0.1)
+        limit(_lowest_free_fd(daemon))  # and now not one: a client's connection cannot be accepted
+        client = subprocess.Popen([*ph.h.prefix(), str(ph.ik), "pool", "status", "--json"], env=ph.h.env(ph.env()),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.5)
+        cpu = _cpu_seconds(daemon)
+        time.sleep(2)
+        cpu = _cpu_seconds(daemon) - cpu
+    finally:
+        limit(old[0])
+        out = client.communicate(timeout=30) if client else None
+    text = log.read_text()
+    assert said, text
+    line = next(l for l in text.splitlines() if "refill: socketpair" in l)
+    assert "Too many open files" in line and "the next launch tries again" in line, text
+    assert cpu < 0.5, f"the daemon used {cpu:.2f} s of CPU in 2 s out of descriptors: it spins\n{text}"
+    assert "accept: Too many open files: connections wait" in text, text
+    assert client.returncode == 0 and json.loads(out[0])["pid"] == daemon, out  # served once they free
+    pool = status()["pools"][0]
+    assert "refill: socketpair: Too many open files" in pool["last_error"], pool
+    assert pool["ready"] == 0 and pool["starting"] == 0, pool  # not retried behind our back
 
 
 def test_clear_errors(ph):

@@ -20,20 +20,14 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kit.common import wait_until  # noqa: E402
 from kit.kernel import run_cell, scenario, scenario_main, step  # noqa: E402
-from test_pool import _claimed, _ik, _start, _status, _stop, pool_session  # noqa: E402,F401
-from test_pool import ph as _ph  # noqa: E402,F401
+import test_pool  # noqa: E402
+from test_pool import _claimed, _ik, _start, _status, _stop  # noqa: E402
+
+# test_pool.py's fixtures (this module's client scenarios run from the
+# session's script copy: kit/kernel.py SCRIPTS).
+ph, pool_session = test_pool.ph, test_pool.pool_session
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(params=["root", "user"])
-def ph(request, pool_session):  # noqa: F811
-    # This module runs its client scenarios from the session's script copy too.
-    dst = pool_session.scripts / Path(__file__).name
-    if not dst.exists():
-        shutil.copy2(__file__, dst)
-        dst.chmod(0o644)
-    yield from _ph.__wrapped__(request, pool_session)
 
 
 # Refills run at nice 19: on a machine busy with other work they take their
@@ -266,6 +260,26 @@ def test_systemd_user_unit_runs_the_installed_program_in_the_foreground(ph):
     assert r["settled"] and r["ready"] == 1, r  # it filled the installed pooled kernelspec
     assert r["rc"] == 0 and r["stopped"], r
     assert "refills run at" in r["stderr"], r
+
+
+def test_systemd_user_unit_does_not_restart_a_daemon_that_cannot_start(ph):
+    """Restart=on-failure, but not for the exit statuses of a bad setting and
+    of a daemon already running: the unit's ExecStart (the build's program)
+    exits with one of its RestartPreventExitStatus= in both cases."""
+    text = _unit_file().read_text()
+    assert re.search(r"^Restart=on-failure$", text, re.M), text
+    prevent = [l.split("=", 1)[1].split() for l in text.splitlines() if l.startswith("RestartPreventExitStatus=")]
+    assert len(prevent) == 1, text
+    argv = _unit_exec_start(text)[1:]
+    d = ph.h.mkdir(ph.xdg / "isolated-kernel", 0o755)  # lets others in: a setting to fix
+    r = ph.ik_run(*argv)
+    assert r.returncode != 0 and "chmod 700" in r.stderr, r
+    assert str(r.returncode) in prevent[0], (r.returncode, prevent)
+    d.chmod(0o700)
+    assert ph.ik_run("pool", "start", "--no-scan").returncode == 0
+    r = ph.ik_run(*argv)
+    assert r.returncode != 0 and "already runs" in r.stderr, r
+    assert str(r.returncode) in prevent[0], (r.returncode, prevent)
 
 
 def test_systemd_user_unit_verifies(tmp_path):

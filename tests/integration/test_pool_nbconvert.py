@@ -15,28 +15,19 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kit.common import PYTHON, wait_until  # noqa: E402
 from kit.kernel import run_cell, scenario, scenario_main, step  # noqa: E402
-from test_pool import POOL_KERNEL, _ik, _start, _status, _stop, _wait_ready, pool_session  # noqa: E402,F401
-from test_pool import ph as _ph  # noqa: E402,F401
+import test_pool  # noqa: E402
+from test_pool import POOL_KERNEL, _fill, _ik, _start, _status, _stop, _wait_ready  # noqa: E402
 
-
-@pytest.fixture(params=["root", "user"])
-def ph(request, pool_session):  # noqa: F811
-    # This module runs its client scenarios from the session's script copy too.
-    dst = pool_session.scripts / Path(__file__).name
-    if not dst.exists():
-        shutil.copy2(__file__, dst)
-        dst.chmod(0o644)
-    yield from _ph.__wrapped__(request, pool_session)
+# test_pool.py's fixtures (this module's client scenarios run from the
+# session's script copy: kit/kernel.py SCRIPTS).
+ph, pool_session = test_pool.ph, test_pool.pool_session
 
 
 # What a pooled kernel must still do like a cold one: collect the notebook's
@@ -91,10 +82,7 @@ def _inotify_watches(pid: int) -> list[int]:
 def nbconvert_loop(out, cwd, logdir, runs):
     cwd, logdir = Path(cwd), Path(logdir)
     with step(out, "fill") as s:
-        s["start"] = _ik("pool", "start")
-        km, kc = _start(str(cwd), logdir / "prime.log")  # registers the kernelspec: cold, then the pool fills
-        _stop(km, kc)
-        s["ready"] = _wait_ready()
+        s["ready"] = _fill(str(cwd), logdir / "prime.log")
     with step(out, "relay_watch") as s:
         # The claimed kernel's relay (in its helper) drops its directory watch
         # once every channel is joined, so the close at its exit is quick.

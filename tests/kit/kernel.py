@@ -53,7 +53,8 @@ TESTS_DIR = KIT.parent / "integration"
 # The test modules that double as client scripts; they run from a session copy
 # next to a copy of kit/, so `from kit.kernel import ...` works there as here.
 SCRIPTS = ("test_kernel.py", "test_kernel_clients.py", "test_kernel_stdio.py", "test_kernel_lifecycle.py",
-           "test_kernel_transports.py", "test_kernel_sameness.py", "test_pool.py")
+           "test_kernel_transports.py", "test_kernel_sameness.py", "test_pool.py", "test_pool_cost.py",
+           "test_pool_nbconvert.py")
 
 
 def default_launcher() -> Path:

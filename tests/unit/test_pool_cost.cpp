@@ -5,6 +5,10 @@
 
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
+#include <string>
+
 #include "pool/memory.hpp"
 #include "pool/prescan.hpp"
 #include "pool/priority.hpp"
@@ -71,4 +75,14 @@ TEST_CASE("the pool of an installed kernelspec, as jupyter_client will launch it
   k.spec["metadata"]["isolated_kernel"]["pool"] = "many";  // broken: said, not pooled
   CHECK_FALSE(ik::pool::pooled_spec(k, env, &problem));
   CHECK(problem.find("p: ") == 0);
+}
+
+TEST_CASE("a claim's failed raise to nice 0 is said, the rate limit is not (it is retried)") {
+  using ik::pool::claim_raise_problem;
+  CHECK(claim_raise_problem(0).empty());
+  CHECK(claim_raise_problem(EAGAIN).empty());
+  const std::string perm = claim_raise_problem(EPERM);
+  CHECK(perm.find("stays at low CPU priority") != std::string::npos);
+  CHECK(perm.find(std::strerror(EPERM)) != std::string::npos);
+  CHECK(claim_raise_problem(EACCES).find(std::strerror(EACCES)) != std::string::npos);
 }
