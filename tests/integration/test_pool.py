@@ -441,6 +441,44 @@ def shadowed(out, cwd, logdir):
         Path(cwd, "decorator.py").unlink()
         s["status"] = _status()
 
+
+# What a kernel could see of work done for it before the claim: the IPython
+# profile (HOME is the sandbox's own empty tmpfs, so every kernel makes
+# ~/.ipython/profile_default, its startup README and history.sqlite in
+# IPKernelApp.initialize). Made by the waiter at the fill, their inode times
+# would be the fill's (ctime cannot be set back): bench/analysis.md 7b.
+PROFILE_TIMES = r"""
+import os, json
+_ip = get_ipython()
+_pd = _ip.profile_dir.location
+_paths = [_ip.ipython_dir, _pd, os.path.join(_pd, "startup"), os.path.join(_pd, "startup", "README"),
+          os.path.join(_pd, "security"), str(_ip.history_manager.hist_file)]
+print(json.dumps({p: os.stat(p).st_ctime for p in _paths if os.path.exists(p)}))
+"""
+
+
+@scenario
+def profile_times(out, cwd, logdir):
+    logdir = Path(logdir)
+    with step(out, "cold") as s:
+        s["t0"] = time.time()
+        km, kc = _start(cwd, logdir / "cold.log", COLD_KERNEL)
+        s["how"] = _claimed(logdir / "cold.log")
+        s["times"] = eval_json(kc, PROFILE_TIMES)
+        _stop(km, kc)
+    with step(out, "pooled") as s:
+        _ik("pool", "start")
+        km, kc = _start(cwd, logdir / "prime.log")
+        _stop(km, kc)
+        s["ready"] = _wait_ready()
+        time.sleep(1.0)  # a fill's timestamps are then >= 1 s before t0
+        s["t0"] = time.time()
+        km, kc = _start(cwd, logdir / "pooled.log")
+        s["how"] = _claimed(logdir / "pooled.log")
+        s["times"] = eval_json(kc, PROFILE_TIMES)
+        _stop(km, kc)
+
+
 def _ok(res, *steps):
     for st in steps:
         assert "error" not in res[st], res.context() if hasattr(res, "context") else res[st]
@@ -708,6 +746,27 @@ def test_working_directory_shadowing_a_preloaded_module_starts_cold(ph):
     assert s["module"] == [str(work / "decorator.py"), True], s
     assert s["how"].startswith("cold") and "refused the claim" in s["how"] and "decorator" in s["how"], s["how"]
     assert sum(p.get("refused", 0) for p in s["status"]["pools"]) >= 1, s["status"]
+
+
+def test_pooled_kernels_profile_is_made_after_the_claim(ph):
+    """The IPython profile directory, its startup README and history.sqlite
+    are created by the kernel after the claim, as in a cold kernel: nothing
+    of the kernel's own initialisation ran in the waiter (a pre-made profile
+    would show its fill time in the files' ctime, which a kernel can read)."""
+    h = ph.h
+    ph.write_spec({"mounts": ["."]}, h.mkdir(ph.jupyter / "kernels" / COLD_KERNEL))
+    work = h.mkdir(h.base / "work")
+    logs = h.mkdir(h.base / "logs")
+    res = ph.scenario("profile_times", cwd=str(work), logdir=str(logs))
+    _ok(res, "cold", "pooled")
+    cold, pooled = res["cold"], res["pooled"]
+    assert cold["how"].startswith("cold"), cold["how"]
+    assert pooled["ready"] and pooled["how"] == "claimed", (pooled["how"], res.context())
+    for r in (cold, pooled):
+        assert len(r["times"]) == 6, r["times"]  # the probe found every file it looks at
+        # 0.05 s: tmpfs stamps inodes with the coarse clock (up to a tick behind time.time())
+        early = {p: round(r["t0"] - t, 3) for p, t in r["times"].items() if t < r["t0"] - 0.05}
+        assert not early, ("made before the start", early)
 
 
 def _diff(cold, pooled):
