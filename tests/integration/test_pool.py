@@ -627,6 +627,37 @@ def _lowest_free_fd(pid: int) -> int:
     return min(set(range(max(fds) + 2)) - fds)
 
 
+def _socket_inodes(pid: int) -> set[str]:
+    out = set()
+    for f in os.listdir(f"/proc/{pid}/fd"):
+        m = re.fullmatch(r"socket:\[(\d+)\]", os.readlink(f"/proc/{pid}/fd/{f}"))
+        if m:
+            out.add(m.group(1))
+    return out
+
+
+def _fds_of_entry(daemon: int, helper: int) -> list[int]:
+    """The daemon's descriptors that a waiting sandbox's end frees: its end of
+    the helper's socket, and pidfds of the helper or the sandbox if it holds any."""
+    pids = {str(helper)} | {str(p) for p in map(int, Path(f"/proc/{helper}/task/{helper}/children").read_text().split())}
+    peers = {}
+    for line in subprocess.run(["ss", "-xanH"], capture_output=True, text=True, check=True).stdout.splitlines():
+        f = line.split()
+        peers[f[-3]] = f[-1]
+    helper_socks = _socket_inodes(helper)
+    fds = []
+    for f in os.listdir(f"/proc/{daemon}/fd"):
+        target = os.readlink(f"/proc/{daemon}/fd/{f}")
+        m = re.fullmatch(r"socket:\[(\d+)\]", target)
+        if m and peers.get(m.group(1)) in helper_socks:
+            fds.append(int(f))
+        elif target == "anon_inode:[pidfd]":
+            pid = re.search(r"^Pid:\s*(-?\d+)", Path(f"/proc/{daemon}/fdinfo/{f}").read_text(), re.M)
+            if pid and pid.group(1) in pids:
+                fds.append(int(f))
+    return fds
+
+
 def test_a_refill_that_cannot_start_says_why_and_does_not_spin(ph):
     """The daemon out of descriptors when a waiting sandbox dies: its refill
     cannot make the helper's socketpair. Used to be silent (`pool status`
@@ -649,9 +680,14 @@ def test_a_refill_that_cannot_start_says_why_and_does_not_spin(ph):
         r = ph.h.run(["prlimit", f"--pid={daemon}", f"--nofile={soft}:{old[1]}"])
         assert r.returncode == 0, r
 
-    # At most one descriptor number free below the limit once the dead
-    # helper's socket is closed: a socketpair needs two.
-    limit(_lowest_free_fd(daemon))
+    # At most one descriptor number usable once the dead sandbox's are
+    # closed: the limit sits just above the lowest of them (all below it are
+    # in use), so neither a connection the daemon closes late (the status
+    # calls above) nor another of the entry's frees a second. A socketpair
+    # needs two. (The lowest free descriptor as the limit failed 1 in ~8.)
+    entry = _fds_of_entry(daemon, ready[0]["helper_pid"])
+    assert entry and min(entry) < _lowest_free_fd(daemon), entry
+    limit(min(entry) + 1)
     log = ph.xdg / "isolated-kernel" / "pool.log"
     client = None
     try:
