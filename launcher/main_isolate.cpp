@@ -45,6 +45,10 @@ class IsolateHooks : public ik::LifecycleHooks {
  public:
   explicit IsolateHooks(bool pipe_stdio) : pipe_stdio_(pipe_stdio) {}
   bool pipe_stdio() const override { return pipe_stdio_; }
+  // isolate needs nothing from the exec (no relay into the root; a pty's
+  // master still comes first): it sleeps until the end, unless -v is to
+  // print the program's pid.
+  bool wait_for_exec() const override { return ik::log::verbose() > 0; }
 
   ik::Ending run(ik::Running& r) override {
     if (r.plan.terminal.pty) {
