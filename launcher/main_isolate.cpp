@@ -45,6 +45,10 @@ class IsolateHooks : public ik::LifecycleHooks {
  public:
   explicit IsolateHooks(bool pipe_stdio) : pipe_stdio_(pipe_stdio) {}
   bool pipe_stdio() const override { return pipe_stdio_; }
+  // isolate needs nothing from the exec (no relay into the root; a pty's
+  // master still comes first): it sleeps until the end, unless -v is to
+  // print the program's pid.
+  bool wait_for_exec() const override { return ik::log::verbose() > 0; }
 
   ik::Ending run(ik::Running& r) override {
     if (r.plan.terminal.pty) {
@@ -70,6 +74,15 @@ class IsolateHooks : public ik::LifecycleHooks {
   bool pipe_stdio_;
 };
 
+// Flushes our stdio and ends the process without destructors: once the
+// sandbox is released (run_plan's locals are gone), destroying the CLI11
+// app, the plan and the caller's environment map would only free memory,
+// at about 0.07 ms of a start (bench/analysis.md, section 1b).
+[[noreturn]] void leave(int status) {
+  std::fflush(nullptr);
+  _exit(status);
+}
+
 int run(const ik::Options& opts, bool pipe_stdio) {
   auto host = ik::read_host_info(environ, ik::cgroup_probe_needed(opts.limits, opts.limits_via));
   if (!host) return ik::print_error(host.error());
@@ -77,7 +90,7 @@ int run(const ik::Options& opts, bool pipe_stdio) {
   if (!plan) return ik::print_error(plan.error());
   plan->terminal = ik::choose_terminal(opts.pty, isatty(0), isatty(1), isatty(2), tcgetpgrp(0) == getpgrp());
   IsolateHooks hooks(pipe_stdio);
-  return ik::run_plan(*plan, *host, opts.print_plan, hooks);
+  leave(ik::run_plan(*plan, *host, opts.print_plan, hooks));
 }
 
 }  // namespace
@@ -113,10 +126,5 @@ int main(int argc, char** argv) {
     opts.pty = ik::PtyMode::kNever;
   }
   ik::log::set_verbose(opts.verbose);
-  const int status = run(opts, stdio_mode == "pipe");
-  // run() has released the sandbox (its locals are gone). Destroying the
-  // CLI11 app and the statics would only free memory, at about 0.07 ms of
-  // a start: flush and leave.
-  std::fflush(nullptr);
-  _exit(status);
+  leave(run(opts, stdio_mode == "pipe"));
 }

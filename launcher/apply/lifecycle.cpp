@@ -29,6 +29,27 @@ void explain_end(const std::string& subject, const Running& r) {
   if (!why.empty()) std::fprintf(stderr, "%s: %s%s\n", log::program(), about.c_str(), why.c_str());
 }
 
+// run_started_sandbox(), and for a start whose report was deferred (see
+// LifecycleHooks::wait_for_exec) the set-up error that ended it, printed
+// as run_plan prints one from a waiting spawn. `host_env`: null for an
+// adopted sandbox.
+int run_started(StartedSandbox&& started, const Plan& plan, LifecycleHooks& hooks,
+                const std::map<std::string, std::string>* host_env) {
+  // Owned here: destroyed (killed if still running, reaped, its cgroup
+  // removed) on every way out, after the hooks are done with it.
+  std::optional<ChildStdio> stdio = std::move(started.stdio);
+  SandboxProcess sandbox = std::move(started.process);
+  auto monitor = Monitor::create(sandbox, plan.limits.wall_seconds);
+  if (!monitor) return print_error(monitor.error());
+  Running running{plan, sandbox, *monitor, stdio};
+  const Ending end = hooks.run(running);
+  if (auto failed = sandbox.deferred_setup_error())
+    return print_error(host_env ? with_not_found_hint(*failed, *host_env) : *failed);
+  if (end.explain) explain_end(hooks.subject(), running);
+  hooks.after_end(running, end);
+  return end.status;
+}
+
 }  // namespace
 
 int Running::abandon(const Error& e) {
@@ -54,23 +75,13 @@ int run_plan(const Plan& plan, const HostInfo& host, bool print_plan, LifecycleH
     if (!created) return print_error(created.error());
     stdio.emplace(std::move(*created));
   }
-  auto sandbox = spawn_sandbox(plan, stdio ? &*stdio : nullptr);
+  auto sandbox = spawn_sandbox(plan, stdio ? &*stdio : nullptr, hooks.wait_for_exec());
   if (!sandbox) return print_error(with_not_found_hint(sandbox.error(), host.env));
-  return run_started_sandbox(StartedSandbox{std::move(*sandbox), std::move(stdio)}, plan, hooks);
+  return run_started(StartedSandbox{std::move(*sandbox), std::move(stdio)}, plan, hooks, &host.env);
 }
 
 int run_started_sandbox(StartedSandbox&& started, const Plan& plan, LifecycleHooks& hooks) {
-  // Owned here: destroyed (killed if still running, reaped, its cgroup
-  // removed) on every way out, after the hooks are done with it.
-  std::optional<ChildStdio> stdio = std::move(started.stdio);
-  SandboxProcess sandbox = std::move(started.process);
-  auto monitor = Monitor::create(sandbox, plan.limits.wall_seconds);
-  if (!monitor) return print_error(monitor.error());
-  Running running{plan, sandbox, *monitor, stdio};
-  const Ending end = hooks.run(running);
-  if (end.explain) explain_end(hooks.subject(), running);
-  hooks.after_end(running, end);
-  return end.status;
+  return run_started(std::move(started), plan, hooks, nullptr);
 }
 
 }  // namespace ik

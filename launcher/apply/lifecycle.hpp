@@ -57,6 +57,10 @@ class LifecycleHooks {
   // The program's fds 0-2 are /dev/null and pipes (apply/stdio.hpp)
   // instead of ours.
   virtual bool pipe_stdio() const { return false; }
+  // Whether spawning waits for the program's exec (the default: the root,
+  // the pty's master and the program's pid come with it) or returns at
+  // once, the set-up report read after the end (spawn_sandbox).
+  virtual bool wait_for_exec() const { return true; }
   // The last check before anything starts: a value ends the lifecycle with
   // that exit status (the launcher's client is already gone).
   virtual std::optional<int> before_start() { return std::nullopt; }

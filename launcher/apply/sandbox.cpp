@@ -331,6 +331,21 @@ void SandboxProcess::find_program() {
   else log::step("the program's host pid is unknown: signals go through the sandbox's init");
 }
 
+std::optional<Error> SandboxProcess::deferred_setup_error() {
+  // Only once the init is reaped: its pid namespace, and with it every
+  // holder of the channels' other ends, is gone, so neither read blocks.
+  if (pid_ > 0 || !start_report_.valid()) return std::nullopt;
+  UniqueFd report = std::move(start_report_), root = std::move(start_root_);
+  Error child_error;
+  auto got = receive_setup_failure(report.get(), child_error);
+  if (!got) return got.error();
+  if (*got) return child_error;
+  // No report and no root: the init died before pivot_root (killed), which
+  // the waiting spawn_sandbox reports the same way.
+  if (auto r = receive_fd(root.get()); !r) return r.error();
+  return std::nullopt;
+}
+
 int SandboxProcess::wait() {
   int status = 0;
   while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
@@ -339,7 +354,7 @@ int SandboxProcess::wait() {
   return exit_status_from_wait(status);
 }
 
-Result<SandboxProcess> spawn_sandbox(const Plan& plan, ChildStdio* stdio) {
+Result<SandboxProcess> spawn_sandbox(const Plan& plan, ChildStdio* stdio, bool wait_for_exec) {
   std::optional<SandboxCgroup> cgroup;
   if (plan.cgroup.use) {
     auto cg = SandboxCgroup::create(plan.cgroup);
@@ -354,7 +369,7 @@ Result<SandboxProcess> spawn_sandbox(const Plan& plan, ChildStdio* stdio) {
       fallback.rlimits = plan.rlimit_fallback->rlimits;
       fallback.limit_uses = plan.rlimit_fallback->uses;
       fallback.rlimit_fallback.reset();
-      return spawn_sandbox(fallback, stdio);
+      return spawn_sandbox(fallback, stdio, wait_for_exec);
     }
     cgroup.emplace(std::move(*cg));
   }
@@ -388,6 +403,10 @@ Result<SandboxProcess> spawn_sandbox(const Plan& plan, ChildStdio* stdio) {
   IK_TRY(write_id_maps(pid, plan.id));
   if (write(ch->go_write.get(), "g", 1) != 1) return sys_error("start the sandbox");
   proc.keep_lifeline(std::move(ch->go_write));
+  if (!wait_for_exec && !plan.terminal.pty) {  // the pty's master must come now
+    proc.defer_start_report(std::move(ch->report_read), std::move(ch->root_read));
+    return proc;
+  }
   Error child_error;
   auto got = receive_setup_failure(ch->report_read.get(), child_error);
   if (!got) return got.error();

@@ -28,6 +28,8 @@ class SandboxProcess {
         root_(std::move(o.root_)),
         pty_master_(std::move(o.pty_master_)),
         program_(o.program_),
+        start_report_(std::move(o.start_report_)),
+        start_root_(std::move(o.start_root_)),
         cgroup_(std::move(o.cgroup_)) {
     o.cgroup_.reset();
   }
@@ -63,6 +65,16 @@ class SandboxProcess {
     if (cg) cgroup_.emplace(std::move(*cg));
     cg.reset();
   }
+  // spawn_sandbox(..., wait_for_exec = false): the set-up report and the
+  // root's socket, read only once the init has exited (see there).
+  void defer_start_report(UniqueFd report, UniqueFd root) {
+    start_report_ = std::move(report);
+    start_root_ = std::move(root);
+  }
+  // After wait(), for a start whose report was deferred: the set-up error
+  // that ended the sandbox, as spawn_sandbox would have returned it; nothing
+  // when the program was exec'd (or the report was not deferred).
+  std::optional<Error> deferred_setup_error();
   // What the cgroup counted (OOM kills, refused forks); zeros without one.
   LimitEvents limit_events() const { return cgroup_ ? cgroup_->events() : LimitEvents{}; }
 
@@ -73,6 +85,7 @@ class SandboxProcess {
   UniqueFd root_;
   UniqueFd pty_master_;
   pid_t program_ = -1;
+  UniqueFd start_report_, start_root_;
   // Declared last, so destroyed after ~SandboxProcess()'s body has killed and reaped the sandbox.
   std::optional<SandboxCgroup> cgroup_;
 };
@@ -82,6 +95,12 @@ class SandboxProcess {
 // program has been exec'd inside, or with the child's set-up error.
 // With `stdio`, the program's fds 0/1/2 are its pipes and /dev/null instead
 // of ours (the parent keeps the read ends; see apply/stdio.hpp).
-Result<SandboxProcess> spawn_sandbox(const Plan& plan, ChildStdio* stdio = nullptr);
+// !wait_for_exec (and no pty in the plan): returns as soon as the child may
+// go, without the root, the program's pid or the set-up report, which
+// deferred_setup_error() reads after the init has exited. The caller then
+// sleeps until the end, as bubblewrap's parent does, instead of waking when
+// the program execs (bench/analysis.md, section 1b); signals reach the
+// program through the init, which forwards them once it has exec'd.
+Result<SandboxProcess> spawn_sandbox(const Plan& plan, ChildStdio* stdio = nullptr, bool wait_for_exec = true);
 
 }  // namespace ik
