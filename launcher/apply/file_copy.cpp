@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/sendfile.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 
@@ -23,16 +24,16 @@ Status copy_file_into(const std::string& from, int to_fd, const std::string& sho
   if (!S_ISREG(st.st_mode)) return Error{step, 0, "not a regular file any more (changed on the host during set-up)"};
   if (st.st_size > static_cast<off_t>(kSmallFileMax))
     return Error{step, 0, "grew past 1 MiB on the host during set-up"};
-  // Until end of file, not st_size: the file may change while we copy.
-  size_t left = kSmallFileMax + 1;
-  for (;;) {
+  // st_size bytes: the file as it was when opened.
+  size_t left = static_cast<size_t>(st.st_size);
+  while (left > 0) {
     ssize_t n = ::sendfile(to_fd, fd.get(), nullptr, left);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return sys_error(step);
-    if (n == 0) return ok();
+    if (n == 0) return ok();  // shrank meanwhile
     left -= static_cast<size_t>(n);
-    if (left == 0) return Error{step, 0, "grew past 1 MiB on the host during set-up"};
   }
+  return ok();
 }
 
 }  // namespace ik
