@@ -11,7 +11,6 @@
 #include <optional>
 #include <string>
 
-#include "apply/file_copy.hpp"
 #include "apply/pid_order.hpp"
 #include "common/fd.hpp"
 #include "common/file_io.hpp"
@@ -142,14 +141,6 @@ Status create_with_content(const std::string& path, const std::string& content, 
   return ok();
 }
 
-// A file op's file at `path`: its content, or a copy of its host file (src).
-Status create_for(const MountOp& op, const std::string& path, const std::string& content, unsigned mode) {
-  if (op.src.empty()) return create_with_content(path, content, mode);
-  auto fd = create_file(path, mode);
-  if (!fd) return fd.error();
-  return copy_file_into(on_host(op.src), fd->get(), op.src);
-}
-
 // EACCES/EPERM reaching `path` during set-up: set-up runs as the caller's
 // uid in the sandbox's user namespace, so it searches directories as the
 // caller (root: as root only when its ids are all mapped, see plan/ids.cpp).
@@ -213,17 +204,13 @@ Status apply_bind(const MountOp& op, const Plan& plan) {
 }
 
 Status apply_file(const MountOp& op, int index, const std::string& content, unsigned mode, const Plan& plan) {
-  if (op.src.empty())
-    log::step("file %s (%zu bytes, %s, %s, %s)", op.dest.c_str(), content.size(), op.readonly ? "ro" : "rw",
-              op.in_place ? "written" : "bound", op.why.c_str());
-  else
-    log::step("file %s (copy of %s, %s, %s, %s)", op.dest.c_str(), op.src.c_str(), op.readonly ? "ro" : "rw",
-              op.in_place ? "written" : "bound", op.why.c_str());
+  log::step("file %s (%zu bytes, %s, %s, %s)", op.dest.c_str(), content.size(), op.readonly ? "ro" : "rw",
+            op.in_place ? "written" : "bound", op.why.c_str());
   const std::string step = "file " + op.dest + " (" + op.why + ")";
   if (op.in_place) {
     // Straight into the tmpfs that holds it; the planner chose this only when
     // that tmpfs gives the file its access (the root becomes read-only).
-    Status s = create_for(op, inside(op.dest), content, mode);
+    Status s = create_with_content(inside(op.dest), content, mode);
     if (!s) {
       Error e = s.error();
       e.step = step + ": " + e.step;
@@ -234,11 +221,7 @@ Status apply_file(const MountOp& op, int index, const std::string& content, unsi
   // /files is the staging area in the scratch tmpfs (never visible inside).
   if (mkdir(kFiles, 0700) != 0 && errno != EEXIST) return sys_error(step + ": make the staging directory");
   std::string scratch = std::string(kFiles) + "/" + std::to_string(index);
-  if (Status s = create_for(op, scratch, content, mode); !s) {
-    Error e = s.error();
-    e.step = step + ": " + e.step;
-    return e;
-  }
+  IK_TRY(create_with_content(scratch, content, mode));
   unsigned attrs = under_seal(op, plan) ? 0u : kAttrNoSuid | kAttrNoDev | (op.readonly ? kAttrReadOnly : 0u);
   return bind_at(op, plan, scratch, inside(op.dest), false, attrs, step);
 }
@@ -329,8 +312,6 @@ std::string op_title(const MountOp& op) {
     case OpKind::kBind: return "bind " + op.src + " at " + op.dest + why;
     case OpKind::kTmpfs: return "tmpfs " + op.dest + why;
     case OpKind::kFile:
-      if (!op.src.empty()) return "copy " + op.src + " to " + op.dest + why;
-      return "file " + op.dest + why;
     case OpKind::kEmpty: return "file " + op.dest + why;
     default: return std::string(op_kind_name(op.kind)) + " " + op.dest + why;
   }

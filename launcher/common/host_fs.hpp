@@ -4,20 +4,12 @@
 // host/real_fs.cpp (next to the other host reads); unit tests pass an
 // in-memory host (host/memory_fs.hpp).
 #pragma once
-#include <cstdint>
 #include <optional>
 #include <string>
 
 namespace ik {
 
 enum class FileType { kDir, kFile, kSymlink, kOther };
-
-// What stat(2) says about a regular file: enough to choose between copying
-// it and binding it (size, permission bits).
-struct FileFacts {
-  uint64_t size = 0;
-  unsigned mode = 0;  // permission bits only (07777)
-};
 
 class HostFs {
  public:
@@ -31,9 +23,6 @@ class HostFs {
   virtual std::optional<std::string> read_link(const std::string& path) const = 0;
   // realpath(3): 0 and `out`, or the errno.
   virtual int real_path(const std::string& path, std::string& out) const = 0;
-  // stat(2) of a regular file (after following symlinks); nullopt for
-  // anything else or when it cannot be looked up.
-  virtual std::optional<FileFacts> file_facts(const std::string& path) const = 0;
   // The home directory of a user name (getpwnam(3)); nullopt for no such user.
   virtual std::optional<std::string> user_home(const std::string& name) const = 0;
 };

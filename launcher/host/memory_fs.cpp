@@ -53,11 +53,6 @@ std::string MemoryFs::file(const std::string& path) {
   return path;
 }
 
-std::string MemoryFs::file(const std::string& path, uint64_t size, unsigned mode) {
-  add(path, Node{FileType::kFile, {}, FileFacts{size, mode}});
-  return path;
-}
-
 std::string MemoryFs::link(const std::string& path, const std::string& target) {
   add(path, Node{FileType::kSymlink, target});
   return path;
@@ -95,8 +90,6 @@ MemoryFs MemoryFs::debian() {
                         "/etc/environment",
                         "/usr/lib/os-release"})
     fs.file(f);
-  fs.file("/etc/mime.types", 73816, 0644);  // too large to copy: bound
-  fs.file("/etc/gai.conf", 2584, 0600);     // not readable by all: bound
   fs.link("/bin", "usr/bin");
   fs.link("/sbin", "usr/sbin");
   fs.link("/lib", "usr/lib");
@@ -165,14 +158,6 @@ std::optional<std::string> MemoryFs::read_link(const std::string& path) const {
 }
 
 int MemoryFs::real_path(const std::string& path, std::string& out) const { return resolve(path, true, out); }
-
-std::optional<FileFacts> MemoryFs::file_facts(const std::string& path) const {
-  std::string real;
-  if (resolve(path, true, real) != 0) return std::nullopt;
-  const Node& n = nodes_.at(real);
-  if (n.type != FileType::kFile) return std::nullopt;
-  return n.facts;
-}
 
 std::optional<std::string> MemoryFs::user_home(const std::string& name) const {
   auto it = users_.find(name);

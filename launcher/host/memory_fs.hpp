@@ -16,8 +16,6 @@ class MemoryFs final : public HostFs {
   // Each adds the missing parent directories too and returns `path`.
   std::string dir(const std::string& path);
   std::string file(const std::string& path);
-  // A regular file with a size and permission bits (file(): 1000 bytes, 0644).
-  std::string file(const std::string& path, uint64_t size, unsigned mode);
   std::string link(const std::string& path, const std::string& target);
   void user(const std::string& name, const std::string& home) { users_[name] = home; }
   // A Debian 12 like system: merged /usr (/bin, /sbin, /lib, /lib64 are
@@ -29,14 +27,12 @@ class MemoryFs final : public HostFs {
   std::optional<FileType> stat_type(const std::string& path, int* err = nullptr) const override;
   std::optional<std::string> read_link(const std::string& path) const override;
   int real_path(const std::string& path, std::string& out) const override;
-  std::optional<FileFacts> file_facts(const std::string& path) const override;
   std::optional<std::string> user_home(const std::string& name) const override;
 
  private:
   struct Node {
     FileType type;
     std::string target;  // kSymlink
-    FileFacts facts{1000, 0644};  // kFile
   };
   void add(const std::string& path, Node node);
   // Resolves `path`; the last component is followed when `follow_last`.

@@ -32,11 +32,6 @@ class RealFs final : public HostFs {
     if (err) *err = errno;
     return std::nullopt;
   }
-  std::optional<FileFacts> file_facts(const std::string& path) const override {
-    struct stat st;
-    if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return std::nullopt;
-    return FileFacts{static_cast<uint64_t>(st.st_size), static_cast<unsigned>(st.st_mode & 07777)};
-  }
   std::optional<std::string> read_link(const std::string& path) const override {
     char target[PATH_MAX];
     ssize_t n = ::readlink(path.c_str(), target, sizeof target - 1);

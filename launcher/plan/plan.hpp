@@ -22,7 +22,7 @@ enum class OpKind {
   kBind,     // host path src (resolved, no symlinks) bound at dest
   kDir,      // directory on the tmpfs it lives in; `readonly`: sealed (see MountOp::readonly)
   kSymlink,  // symlink dest -> src
-  kFile,     // file at dest (see MountOp::in_place): `content`, or a copy of host file `src` (see MountOp::src)
+  kFile,     // synthesized file with `content` at dest (see MountOp::in_place)
   kEmpty,    // DEST=none over a file: an empty read-only file at dest (see MountOp::in_place)
   kProc,     // fresh procfs for the new pid namespace
   kDev,      // minimal /dev: null zero full random urandom tty, pts, shm, fd links
@@ -33,12 +33,8 @@ const char* op_kind_name(OpKind k);
 struct MountOp {
   OpKind kind;
   std::string dest;     // absolute path inside the sandbox
-  // kBind: host path; kSymlink: target; kFile: when set, the host file
-  // (resolved, no symlinks) whose bytes set-up copies, instead of `content`:
-  // a snapshot taken at set-up (a small curated /etc file: a copy costs less
-  // than a bind and its unmount at the end).
-  std::string src;
-  std::string content;  // kFile without src
+  std::string src;      // kBind: host path; kSymlink: target
+  std::string content;  // kFile
   // kBind/kFile/kEmpty: read-only inside. kDir: sealed, i.e. a mount of its
   // own (bound onto itself) that is made read-only, nosuid, nodev with
   // everything mounted below it by one recursive mount_setattr once the

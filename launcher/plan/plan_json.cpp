@@ -1,7 +1,5 @@
 #include "plan/plan.hpp"
 
-#include <cstdio>
-
 #include "parse/config.hpp"
 
 namespace ik {
@@ -34,16 +32,7 @@ nlohmann::json plan_to_json(const Plan& plan) {
       j["access"] = op.readonly ? "ro" : "rw";
     // A sealed dir: read-only with everything below it once built.
     if (op.kind == OpKind::kDir && op.readonly) j["access"] = "ro (sealed, with everything below)";
-    // A copy of a host file taken at set-up (small curated /etc files).
-    if (op.kind == OpKind::kFile && !op.src.empty()) {
-      j["op"] = "copy";
-      j["src"] = op.src;
-      char mode[8];
-      std::snprintf(mode, sizeof mode, "%04o", op.mode);
-      j["mode"] = mode;
-    } else if (op.kind == OpKind::kFile) {
-      j["bytes"] = op.content.size();
-    }
+    if (op.kind == OpKind::kFile) j["bytes"] = op.content.size();
     // How a file gets there: written into the tmpfs holding it, or bound.
     if (op.kind == OpKind::kFile || op.kind == OpKind::kEmpty) j["how"] = op.in_place ? "write" : "bind";
     ops.push_back(j);

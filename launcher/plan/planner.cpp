@@ -1,7 +1,5 @@
 #include "plan/planner.hpp"
 
-#include <sys/stat.h>
-
 #include <algorithm>
 #include <set>
 
@@ -91,17 +89,6 @@ class PlainDirs {
   std::vector<std::pair<std::string, bool>> seen_;
 };
 
-// A small curated /etc file that everyone may read (so set-up can read it
-// as any caller) becomes a copy: a file written into the sandbox's /etc,
-// which the seal makes read-only, with the host file's permission bits.
-// Saves a mount at set-up and its unmount when the sandbox ends.
-void copy_if_small(const HostFs& fs, MountOp& op) {
-  auto facts = fs.file_facts(op.src);
-  if (!facts || facts->size > kEtcCopyMaxBytes || !(facts->mode & S_IROTH)) return;
-  op.kind = OpKind::kFile;
-  op.mode = facts->mode & 0777;  // never setuid/setgid/sticky (the seal is nosuid anyway)
-}
-
 void add_etc(std::vector<MountOp>& ops, const Options& opts, const HostInfo& host, const Identity& id) {
   const HostFs& fs = *host.fs;
   ops.push_back(make_op(OpKind::kDir, "/etc", "etc"));
@@ -142,7 +129,6 @@ void add_etc(std::vector<MountOp>& ops, const Options& opts, const HostInfo& hos
     }
     op.readonly = true;
     op.src_is_dir = *type == FileType::kDir;
-    if (!op.src_is_dir) copy_if_small(fs, op);
     ops.push_back(std::move(op));
   }
   add_file(ops, "/etc/passwd", passwd_content(host, id), "etc (synthesized)");

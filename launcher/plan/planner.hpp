@@ -2,7 +2,6 @@
 // orders mounts parent-before-child, and rejects what cannot work. Pure:
 // all it learns about the host's files comes through HostInfo::fs.
 #pragma once
-#include <cstdint>
 #include <vector>
 
 #include "common/error.hpp"
@@ -21,12 +20,6 @@ Result<Plan> build_plan(const Options& opts, const HostInfo& host, const std::ve
 Result<std::string> host_realpath(const std::string& path, const std::string& entry, const HostFs& fs);
 
 // The curated /etc entries made visible read-only (when present on the host).
-// Curated /etc files up to this size that everyone may read are copied into
-// the sandbox's /etc at set-up instead of bound (docs/config.md, "/etc"): a
-// copy costs less than a bind plus its unmount when the sandbox ends.
-// Larger ones (mime.types, ~72 KiB on Debian 12) stay binds.
-constexpr uint64_t kEtcCopyMaxBytes = 64 * 1024;
-
 const std::vector<std::string>& curated_etc_entries();
 
 // The environment the program sees: the allow-list, --keep-env, --setenv.

@@ -85,7 +85,7 @@ Result<std::vector<MountOp>> launch_ops(const Plan& full, const Plan& waiting) {
                  kExitSetup};
   for (const auto& op : extra) {
     const bool supported = op.kind == OpKind::kTmpfs || (op.kind == OpKind::kBind && op.src_is_dir) ||
-                           (op.kind == OpKind::kFile && op.in_place && op.src.empty());  // no copies
+                           (op.kind == OpKind::kFile && op.in_place);
     if (!supported)
       return Error{"pool: not poolable",
                    0,
