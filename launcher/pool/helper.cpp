@@ -21,6 +21,7 @@
 #include "pool/priority.hpp"
 #include "pool/proto.hpp"
 #include "pool/split.hpp"
+#include "relay/hmac.hpp"
 #include "relay/kernel_run.hpp"
 #include "relay/kernel_sockets.hpp"
 #include "relay/prebound.hpp"
@@ -115,6 +116,9 @@ int run_helper(Options& opts, int ctl_fd, const relay::RelayOptions& relay_optio
   std::error_code ec;
   strip_launch_parts(*plan, std::filesystem::canonical(host->cwd, ec).string());
   const std::string key = pool_key(*plan, *waiter);
+  // Load libcrypto now, in the fill, not at the claimed kernel's first
+  // signed message: its relocations are ~1 ms (relay/hmac.hpp).
+  (void)relay::hmac_hex("hmac-sha256", "isolated-kernel-pool", {key});
   const Plan kernel_plan = *plan;  // what the running step explains limits with
   plan->argv = {plan->argv[0], "-c", *waiter};
   if (const char* pre = std::getenv("IK_POOL_PRELOAD"))

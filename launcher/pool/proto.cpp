@@ -6,6 +6,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 namespace ik::pool {
@@ -67,7 +68,14 @@ Status send_message(int sock, const nlohmann::json& body, const std::vector<int>
 }
 
 Result<Message> recv_message(int sock) {
-  std::string buf(kMaxMessage, '\0');
+  // The message's length first (a seqpacket socket reports it with
+  // MSG_PEEK | MSG_TRUNC, descriptors stay queued): a buffer of that size,
+  // not one of kMaxMessage zeroed and faulted in for every message.
+  ssize_t len;
+  do len = recv(sock, nullptr, 0, MSG_PEEK | MSG_TRUNC);
+  while (len < 0 && errno == EINTR);
+  if (len < 0) return sys_error("pool: receive");
+  std::string buf(std::min(static_cast<size_t>(len) + 1, kMaxMessage), '\0');
   iovec iov{buf.data(), buf.size()};
   msghdr msg{};
   msg.msg_iov = &iov;

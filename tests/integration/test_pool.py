@@ -217,6 +217,9 @@ def two_kernels(out, cwd_a, cwd_b, logdir):
         s["how"] = _claimed(logdir / "b.log")
         s["key"] = km.session.key.decode()
         s["probe"] = json.loads(run_cell(kc, PROBE)["stdout"])
+        # the claiming launcher only follows the kernel: it never needs libcrypto (bench/analysis.md 7c)
+        maps = Path(f"/proc/{km.provisioner.process.pid}/maps").read_text()
+        s["launcher_libs"] = sorted({l.split()[-1] for l in maps.splitlines() if ".so" in l})
         _stop(km, kc)
     out["status"] = _status()
 
@@ -514,6 +517,7 @@ def test_pooled_kernels_work_and_see_nothing_of_each_other(ph):
     for where in ("home", "tmp", "shm"):
         assert "from-first" not in p[where], (where, p)
     assert first["key"] != second["key"]
+    assert second["launcher_libs"] and not any("libcrypto" in l for l in second["launcher_libs"]), second
     assert (a / "from-first").exists()  # the first kernel's cwd was the host's directory
     pools = res["status"]["pools"]
     assert pools and pools[0]["claimed"] >= 2

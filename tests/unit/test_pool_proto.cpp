@@ -43,3 +43,33 @@ TEST_CASE("pool proto: more descriptors than a message carries is an error, not 
   REQUIRE_FALSE(s);
   CHECK(s.error().describe().find("9 descriptors") != std::string::npos);
 }
+
+TEST_CASE("pool proto: the receive buffer is the message's size: small, large and too large messages") {
+  // recv_message sizes its buffer from a MSG_PEEK | MSG_TRUNC look at the
+  // queued message; each message must still arrive whole and in order.
+  Pair p;
+  const std::string big(200 * 1024, 'k');  // a pool key with a long environment, say
+  REQUIRE(ik::pool::send_message(p.a.get(), {{"op", "small"}}, {}));
+  REQUIRE(ik::pool::send_message(p.a.get(), {{"op", "big"}, {"key", big}}, {STDERR_FILENO}));
+  auto small = ik::pool::recv_message(p.b.get());
+  REQUIRE(small);
+  CHECK(small->body["op"] == "small");
+  CHECK(small->fds.empty());
+  auto large = ik::pool::recv_message(p.b.get());
+  REQUIRE(large);
+  CHECK(large->body["key"] == big);
+  CHECK(large->fds.size() == 1);
+  // Over the 256 KiB limit: an error (the descriptor closed), not a cut message parsed.
+  const std::string huge(300 * 1024, 'h');
+  int sndbuf = 1024 * 1024;
+  setsockopt(p.a.get(), SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+  REQUIRE(ik::pool::send_message(p.a.get(), {{"key", huge}}, {STDERR_FILENO}));
+  auto too_large = ik::pool::recv_message(p.b.get());
+  REQUIRE_FALSE(too_large);
+  CHECK(too_large.error().describe().find("too large") != std::string::npos);
+  // A hang-up is "connection closed", as before.
+  p.a.reset();
+  auto closed = ik::pool::recv_message(p.b.get());
+  REQUIRE_FALSE(closed);
+  CHECK(closed.error().describe().find("connection closed") != std::string::npos);
+}
