@@ -1,6 +1,5 @@
 #include "pool/split.hpp"
 
-#include <dlfcn.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
