@@ -177,6 +177,7 @@ async def execute(job, state):
     km = AsyncKernelManager(kernel_name=job["kernel"], connection_file=connection_file,
                             kernel_spec_manager=spec_manager(job.get("kernel_options", []),
                                                              set(job.get("override", []))))
+    pin_ports_outside_the_ephemeral_range(km)
     state["km"] = km
 
     def on_start(notebook, **_):
@@ -232,6 +233,44 @@ async def execute(job, state):
     if first:  # --allow-errors: ran to the end; say where it first raised
         out.update(errors=count_errors(nb.cells), cell=first[0], cell_index=first[1], ename=first[2], evalue=first[3])
     return out
+
+
+def pin_ports_outside_the_ephemeral_range(km):
+    """jupyter_client picks the kernel's ports by bind(0) and close, in the
+    ephemeral range, and the launcher binds them a moment later: with -j N the
+    other workers' client connections take their source ports from that same
+    range, and one of them could take a port this kernel was given (seen:
+    "bind the hb channel ...: Address already in use"). connect() never takes
+    a source port below the range, so the ports are picked there, each checked
+    free by a bind. Falls back to jupyter_client's own choice when the range
+    cannot be read or leaves no room below it."""
+    import random
+    import socket
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    first = 10000
+    if km.transport != "tcp" or low - first < 1000:
+        return
+    ports = []
+    for _ in range(200):
+        port = random.randrange(first, low)
+        if port in ports:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind((km.ip, port))
+            except OSError:
+                continue
+        ports.append(port)
+        if len(ports) == 5:
+            break
+    if len(ports) < 5:
+        return
+    km.cache_ports = False  # else the provisioner replaces them with its own
+    km.shell_port, km.iopub_port, km.stdin_port, km.hb_port, km.control_port = ports
 
 
 async def main_async(job):
