@@ -748,20 +748,28 @@ def test_install_pool_is_stored_listed_and_shown(ph):
     assert r.returncode == 0 and '"pool": 2' in r.stdout, r
 
 
+def _cold_and_pooled(ph, scenario):
+    """Runs SCENARIO, which starts one kernel of a cold copy of the pooled
+    kernelspec and one pooled kernel in the same working directory; checks
+    that the first started cold and the second was claimed."""
+    h = ph.h
+    ph.write_spec({"mounts": ["."]}, h.mkdir(ph.jupyter / "kernels" / COLD_KERNEL))
+    work = h.mkdir(h.base / "work")
+    logs = h.mkdir(h.base / "logs")
+    res = ph.scenario(scenario, cwd=str(work), logdir=str(logs))
+    _ok(res, "cold", "pooled")
+    cold, pooled = res["cold"], res["pooled"]
+    assert cold["how"].startswith("cold"), cold["how"]
+    assert pooled["ready"] and pooled["how"] == "claimed", (pooled["how"], res.context())
+    return work, res, cold, pooled
+
+
 def test_pooled_kernel_sees_what_a_cold_kernel_sees(ph):
     """Issue 12's rule: same argv, env, sys.path, cwd, ids, limits, signal
     handlers, descriptors, threads, modules, shell namespace, history and
     profile as a cold start of the same kernelspec: whatever the waiter
     prepares before the claim (share/pool/pool_waiter.py) must not show."""
-    h = ph.h
-    ph.write_spec({"mounts": ["."]}, h.mkdir(ph.jupyter / "kernels" / COLD_KERNEL))
-    work = h.mkdir(h.base / "work")
-    logs = h.mkdir(h.base / "logs")
-    res = ph.scenario("same_view", cwd=str(work), logdir=str(logs))
-    _ok(res, "cold", "pooled")
-    cold, pooled = res["cold"], res["pooled"]
-    assert cold["how"].startswith("cold"), cold["how"]
-    assert pooled["ready"] and pooled["how"] == "claimed", (pooled["how"], res.context())
+    work, res, cold, pooled = _cold_and_pooled(ph, "same_view")
     a, b = cold["view"], pooled["view"]
     # The kernel is the sandbox's process 2, cold or pooled, whether or not
     # set-up made the network on a thread (apply/pid_order.hpp).
@@ -793,15 +801,7 @@ def test_pooled_kernels_profile_is_made_after_the_claim(ph):
     are created by the kernel after the claim, as in a cold kernel: nothing
     of the kernel's own initialisation ran in the waiter (a pre-made profile
     would show its fill time in the files' ctime, which a kernel can read)."""
-    h = ph.h
-    ph.write_spec({"mounts": ["."]}, h.mkdir(ph.jupyter / "kernels" / COLD_KERNEL))
-    work = h.mkdir(h.base / "work")
-    logs = h.mkdir(h.base / "logs")
-    res = ph.scenario("profile_times", cwd=str(work), logdir=str(logs))
-    _ok(res, "cold", "pooled")
-    cold, pooled = res["cold"], res["pooled"]
-    assert cold["how"].startswith("cold"), cold["how"]
-    assert pooled["ready"] and pooled["how"] == "claimed", (pooled["how"], res.context())
+    _, res, cold, pooled = _cold_and_pooled(ph, "profile_times")
     for r in (cold, pooled):
         assert len(r["times"]) == 6, r["times"]  # the probe found every file it looks at
         # 0.05 s: tmpfs stamps inodes with the coarse clock (up to a tick behind time.time())
