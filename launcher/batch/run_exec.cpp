@@ -33,6 +33,7 @@ namespace {
 constexpr size_t kTailBytes = 16384;
 constexpr auto kStopGrace = std::chrono::seconds(10);  // SIGTERM -> SIGKILL of a worker
 constexpr auto kDeadlineSlack = std::chrono::seconds(30);
+constexpr int kPortRetries = 3;  // starts of one notebook whose kernel port was taken (port_taken_at_start)
 
 std::string self_dir() {
   char buf[4096];
@@ -138,6 +139,7 @@ class Executor {
   std::map<pid_t, std::unique_ptr<Worker>> running_;
   std::vector<RunRecord> records_;
   std::map<std::string, std::string> hashes_;
+  std::map<std::string, int> port_retries_;  // per input
   int stop_signal_ = 0;
   Clock::time_point kill_at_ = Clock::time_point::max();
   bool killed_ = false;
@@ -325,6 +327,13 @@ void Executor::finish(Worker& w, int status) {
   end.deadline = w.deadline_hit;
   end.memory_limit = setup_.memory_limit;
   end.nproc_limit = setup_.nproc_limit;
+  if (const std::string taken = port_taken_at_start(end);
+      !taken.empty() && port_retries_[w.nb.input]++ < kPortRetries) {
+    // Nothing of the notebook ran: start it again first, with new ports.
+    progress_.note("isolated-kernel run: " + w.nb.name + ": " + taken + "; starting its kernel again with other ports");
+    pending_.push_front(w.nb);
+    return;
+  }
   apply_verdict(end, w.rec);
   w.rec.seconds = std::chrono::duration<double>(Clock::now() - w.start).count();
   if (w.done && w.done->contains("output_written") && (*w.done)["output_written"] == true)

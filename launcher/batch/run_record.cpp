@@ -170,6 +170,12 @@ void apply_verdict(const WorkerEnd& end, RunRecord& r) {
   }
 }
 
+std::string port_taken_at_start(const WorkerEnd& end) {
+  if (end.saw_ready || end.stopping || end.deadline) return {};
+  const std::string launcher = launcher_line(end.stderr_tail);
+  return has(launcher, "relay: bind the ") && has(launcher, "Address already in use") ? launcher : std::string();
+}
+
 std::string csv_header() {
   return "notebook,status,cell,ename,evalue,detail,errors,seconds,peak_memory_bytes,input,output,input_sha256,started,"
          "host,share,resumed\n";

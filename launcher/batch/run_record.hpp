@@ -52,6 +52,12 @@ struct WorkerEnd {
   bool memory_limit = false, nproc_limit = false;  // given for this run or by the kernelspec
 };
 void apply_verdict(const WorkerEnd& end, RunRecord& r);
+// The kernel never became ready because another process bound one of its
+// ports between the worker choosing them and the launcher binding them (the
+// launcher's "relay: bind the ... channel ...: Address already in use"): the
+// notebook did not run at all, and a new worker picks other ports. Returns
+// that launcher line, or "" for any other end.
+std::string port_taken_at_start(const WorkerEnd& end);
 
 // Reports: JSON lines, and CSV for a FILE ending in .csv.
 std::string csv_header();

@@ -261,6 +261,101 @@ def test_stop_mid_batch_leaves_nothing(jup, tools, sig):
     assert_nothing_left(jup, before, before_tmp)
 
 
+# ------------------------------------------------------------------ a kernel port taken at start
+
+# argv[0] of the kernelspec `run-port-taken`: named isolated-kernel-launcher (so
+# `run` takes the kernelspec as isolated), it binds the hb port of the
+# connection file it is given, as another process could between the worker
+# choosing the ports and the launcher binding them, on its first TAKES starts
+# (a child holds the port; its pid goes into the `taken` file), then execs the
+# real launcher with the same arguments.
+PORT_TAKER = """#!{python}
+import json, os, socket, sys, time
+here = os.path.dirname(os.path.abspath(__file__))
+taken = os.path.join(here, "taken")
+starts = sum(1 for _ in open(taken)) if os.path.exists(taken) else 0
+if starts < {takes}:
+    conn = next(a for a in sys.argv[1:] if a.endswith(".json") and os.path.isfile(a))
+    with open(conn) as f:
+        c = json.load(f)
+    s = socket.socket()
+    s.bind((c["ip"], c["hb_port"]))
+    s.listen()
+    holder = os.fork()
+    if holder == 0:  # the other process: keeps the port (only) until the test ends it
+        os.setsid()
+        null = os.open("/dev/null", os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.closerange(3, s.fileno())
+        os.closerange(s.fileno() + 1, 65536)
+        time.sleep(300)
+        os._exit(0)
+    s.close()
+    with open(taken, "a") as f:
+        f.write(f"{{c['hb_port']}} {{holder}}\\n")
+os.execv({launcher!r}, [{launcher!r}] + sys.argv[1:])
+"""
+
+
+def port_taking_kernelspec(jup, tools, takes: int) -> Path:
+    """The installed KERNEL's kernelspec copied to `run-port-taken`, its argv[0] the PORT_TAKER."""
+    src = jup.user_kernels / KERNEL
+    d = jup.mkdir(jup.user_kernels / "run-port-taken")
+    spec = json.loads((src / "kernel.json").read_text())
+    wrap = jup.mkdir(jup.base / "port-taker") / "isolated-kernel-launcher"
+    jup.write(wrap, PORT_TAKER.format(python=PYTHON, takes=takes, launcher=str(tools.launcher)), 0o755)
+    spec["argv"][0] = str(wrap)
+    spec["display_name"] = "port taken"
+    jup.write(d / "kernel.json", json.dumps(spec, indent=1) + "\n")
+    return wrap.parent / "taken"
+
+
+def end_holders(taken: Path) -> list[int]:
+    ports = []
+    for line in taken.read_text().splitlines() if taken.exists() else []:
+        port, pid = map(int, line.split())
+        ports.append(port)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return ports
+
+
+@pytest.mark.parametrize("takes", [1, 4])
+def test_kernel_port_taken_before_the_launcher_binds(jup, tools, takes):
+    """Another process binds one of the kernel's ports between the worker
+    choosing them and the launcher binding them (seen in CI under -j 2): the
+    notebook had not run, so run starts it again with other ports and says
+    so, up to three times; after that the verdict is could-not-start with the
+    launcher's reason. One record per notebook either way."""
+    install(jup)
+    taken = port_taking_kernelspec(jup, tools, takes)
+    before = run_dirs(jup)
+    d = jup.mkdir(jup.work / "ports")
+    jup.write(d / "nb.ipynb", nb_text(["print(6 * 7)"]))
+    try:
+        r = jup.ik("run", "--kernel", "run-port-taken", "ports", cwd=jup.work, env=run_env(jup), timeout=300)
+    finally:
+        ports = end_holders(taken)
+    assert len(ports) == min(takes, 4), (ports, str(r))  # the collisions happened, one per start
+    assert len(set(ports)) == len(ports), ports  # each new start picked another port
+    rep = read_report(jup.work / "run-output" / "report.jsonl")
+    assert list(rep) == ["ports/nb.ipynb"], rep
+    again = [line for line in r.stderr.splitlines() if "starting its kernel again with other ports" in line]
+    if takes == 1:
+        assert r.returncode == 0 and rep["ports/nb.ipynb"]["status"] == "ok", str(r)
+        assert len(again) == 1 and f"bind the hb channel at tcp://127.0.0.1:{ports[0]}: Address already in use" \
+            in again[0], str(r)
+        import nbformat
+        out = nbformat.read(jup.work / "run-output" / "ports" / "nb.ipynb", as_version=4)
+        assert out.cells[1].outputs[0]["text"] == "42\n", out.cells[1]
+    else:
+        assert r.returncode == 1 and rep["ports/nb.ipynb"]["status"] == "could-not-start", str(r)
+        assert len(again) == 3, str(r)
+        assert f":{ports[-1]}: Address already in use" in rep["ports/nb.ipynb"]["detail"], rep
+    assert_nothing_left(jup, before)
+
+
 # ------------------------------------------------------------------ resume
 
 

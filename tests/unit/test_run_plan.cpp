@@ -152,6 +152,28 @@ TEST_CASE("run verdicts") {
   CHECK(verdict(fine).status == "could-not-start");
 }
 
+TEST_CASE("a kernel port taken before the launcher bound it is a start to retry, nothing else is") {
+  WorkerEnd e;
+  e.exit_status = 0;
+  e.done = json{{"status", "could-not-start"}, {"detail", "RuntimeError: Kernel died before replying to kernel_info"}};
+  e.stderr_tail =
+      "isolated-kernel-launcher: relay: bind the hb channel at tcp://127.0.0.1:23456: Address already in use "
+      "(another process already uses that port)\n";
+  CHECK(port_taken_at_start(e).find("bind the hb channel") == 0 + std::string("relay: ").size());
+  WorkerEnd ready = e;
+  ready.saw_ready = true;  // it ran: never started again
+  CHECK(port_taken_at_start(ready).empty());
+  WorkerEnd stopping = e;
+  stopping.stopping = true;
+  CHECK(port_taken_at_start(stopping).empty());
+  WorkerEnd other = e;  // any other start failure is the notebook's verdict
+  other.stderr_tail = "isolated-kernel-launcher: --mnt ro:/nope: No such file or directory\n";
+  CHECK(port_taken_at_start(other).empty());
+  WorkerEnd kernel_says = e;  // only the launcher's own line counts, not a kernel's output
+  kernel_says.stderr_tail = "OSError: relay: bind the hb channel: Address already in use\n";
+  CHECK(port_taken_at_start(kernel_says).empty());
+}
+
 TEST_CASE("run records: JSON round trip, CSV quoting, table") {
   RunRecord r;
   r.notebook = "a, \"b\".ipynb";
