@@ -43,6 +43,7 @@ class Lab:
         j.write(self.secret, "secret\n", 0o600)
         self.server = Server(j, [PYTHON, str(app / "labapp.py")], self.nbdir, jupyter_path)
         self.driver = None
+        self.menu_bar_changes: list[str] = []
         try:
             self.server.wait_ready()
             # Chromium as the server's user: its own HOME and profile, owned by that user.
@@ -110,6 +111,35 @@ class Lab:
     def _menu_open(self) -> bool:
         return self.js("return Array.from(document.querySelectorAll('.lm-Menu')).some(m => m.offsetParent)")
 
+    def _click_bar_item(self, top, label: str) -> bool:
+        """Clicks a menu bar item; False when the bar changed between finding
+        the item and clicking it (the item detached or without a box), with
+        what the page looked like then in self.menu_bar_changes."""
+        from selenium.common.exceptions import ElementNotInteractableException, StaleElementReferenceException
+
+        try:
+            top.click()
+            return True
+        except (ElementNotInteractableException, StaleElementReferenceException) as e:
+            self.menu_bar_changes.append(f"{label}: {type(e).__name__}: {self._boxes(top)}")
+            print(f"menu bar changed under the click: {self.menu_bar_changes[-1]}")
+            return False
+
+    def _boxes(self, element) -> str:
+        """The element's ancestors as tag#id.classes [display WxH], for a failure message."""
+        try:
+            return self.js("""
+                const out = [location.href, document.readyState, 'ready=' + document.body.dataset.ikLabReady];
+                for (let e = arguments[0]; e && e !== document; e = e.parentElement) {
+                    const r = e.getBoundingClientRect();
+                    out.push(e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') + '.' +
+                             String(e.className).trim().split(/\\s+/).join('.') +
+                             ' [' + getComputedStyle(e).display + ' ' + r.width + 'x' + r.height + ']');
+                }
+                return out.join(' < ');""", element)
+        except Exception as e:  # detached, page gone
+            return f"(cannot read the page: {type(e).__name__})"
+
     def _menu_path(self, labels, deadline: float) -> bool:
         """One try of menu(): True when the last item was clicked, False when the menus closed before."""
         from selenium.webdriver.common.action_chains import ActionChains
@@ -119,7 +149,8 @@ class Lab:
                        left(), f"menu {labels[0]}")
         # The bar's click toggles: open the menu unless it is open already.
         if not ("lm-mod-active" in (top.get_attribute("class") or "") and self._menu_open()):
-            top.click()
+            if not self._click_bar_item(top, labels[0]):
+                return False
         opened = False
         for label in labels[1:]:
             # Any open menu, the newest (last in the document) first: a
