@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from kit.common import PYTHON, REPO, kill_quietly, processes_matching, wait_until
+from kit.common import PYTHON, install_pool_waiter, kill_quietly, processes_matching, wait_until
 from kit.kernel import (IkSession, _make_host, default_launcher, eval_json, new_connection_file, run_cell,
                         scenario, scenario_main, step)
 
@@ -42,11 +42,7 @@ def pool_session(ik_session):
         for prog in ("isolated-kernel-launcher", "isolated-kernel"):
             shutil.copy2(build / prog, bindir / prog)
             (bindir / prog).chmod(0o755)
-        share = ik_session.root / "share" / "pool"
-        share.mkdir(parents=True, mode=0o755)
-        (ik_session.root / "share").chmod(0o755)
-        shutil.copy2(REPO / "share" / "pool" / "pool_waiter.py", share / "pool_waiter.py")
-        (share / "pool_waiter.py").chmod(0o644)
+        install_pool_waiter(ik_session.root)
     return IkSession(ik_session.root, bindir / "isolated-kernel-launcher", ik_session.jupyter_path,
                      ik_session.scripts, ik_session.test_user)
 

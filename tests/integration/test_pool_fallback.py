@@ -22,9 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from kit.common import PYTHON
+from kit.common import PYTHON, install_pool_waiter
 
-REPO = Path(__file__).resolve().parents[2]
 SYSCTL = Path("/proc/sys/kernel/sched_autogroup_enabled")
 
 
@@ -59,11 +58,7 @@ def test_refills_fall_back_to_a_cpu_cgroup_without_autogroups(jup, tools):
     if not SYSCTL.exists():
         import pytest
         pytest.skip("this kernel has no scheduler autogroups")
-    waiter = tools.root / "share" / "pool" / "pool_waiter.py"  # where the launcher looks: bin/../share/pool/
-    waiter.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(REPO / "share" / "pool" / "pool_waiter.py", waiter)
-    for p in (waiter.parent, waiter):
-        p.chmod(0o755 if p.is_dir() else 0o644)
+    install_pool_waiter(tools.root)
     xdg = jup.chown(Path(tempfile.mkdtemp(prefix="ikf-", dir="/tmp")))  # short: a socket path
     env = {"XDG_RUNTIME_DIR": str(xdg)}
     try:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from kit.common import PYTHON, processes_matching
+from kit.common import PYTHON, install_pool_waiter, processes_matching
 
 KERNEL = "run-isolated"
 REPO = Path(__file__).resolve().parents[2]
@@ -472,11 +472,7 @@ def pooled_kernelspec(jup, tools, size: int = 1):
     launcher looks for it, and a private XDG_RUNTIME_DIR (the daemon's
     socket); the daemon is stopped afterwards."""
     import tempfile
-    waiter = tools.root / "share" / "pool" / "pool_waiter.py"  # where the launcher looks: bin/../share/pool/
-    waiter.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(REPO / "share" / "pool" / "pool_waiter.py", waiter)
-    for p in (waiter.parent, waiter):
-        p.chmod(0o755 if p.is_dir() else 0o644)
+    install_pool_waiter(tools.root)
     xdg = jup.chown(Path(tempfile.mkdtemp(prefix="ikr-", dir="/tmp")))  # short: a socket path
     env = {"XDG_RUNTIME_DIR": str(xdg)}
     try:

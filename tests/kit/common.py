@@ -180,6 +180,20 @@ def fd_count() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+def install_pool_waiter(prefix: Path) -> Path:
+    """Copies share/pool/pool_waiter.py to PREFIX/share/pool/, where a
+    launcher in PREFIX/bin looks for it (bin/../share/pool/), readable by
+    the unprivileged test user; returns the copy."""
+    share = prefix / "share" / "pool"
+    share.mkdir(parents=True, exist_ok=True)
+    for d in (prefix / "share", share):
+        d.chmod(0o755)
+    waiter = share / "pool_waiter.py"
+    shutil.copy2(REPO / "share" / "pool" / "pool_waiter.py", waiter)
+    waiter.chmod(0o644)
+    return waiter
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -29,7 +29,7 @@ import time
 import uuid
 from pathlib import Path
 
-from kit.common import REPO, base_env, free_port, kill_quietly, merge_env, processes_matching, setpriv_prefix, wait_until
+from kit.common import base_env, free_port, install_pool_waiter, kill_quietly, merge_env, processes_matching, setpriv_prefix, wait_until
 
 POOL_SIZE = 2         # per kernelspec of the client suites: one claimed, one in reserve while it refills
 MAX_SANDBOXES = 48    # per user; the security suite registers one pool per sandbox option set
@@ -161,12 +161,7 @@ class PoolKit:
         for prog in ("isolated-kernel-launcher", "isolated-kernel"):
             shutil.copy2(build / prog, self.bindir / prog)
             (self.bindir / prog).chmod(0o755)
-        share = self.root / "share" / "pool"
-        share.mkdir(parents=True)
-        for d in (self.root / "share", share):
-            d.chmod(0o755)
-        shutil.copy2(REPO / "share" / "pool" / "pool_waiter.py", share / "pool_waiter.py")
-        (share / "pool_waiter.py").chmod(0o644)
+        install_pool_waiter(self.root)
         self.launcher = self.bindir / "isolated-kernel-launcher"
         self.ik = self.bindir / "isolated-kernel"
         self.configs: dict[int, Path] = {}
