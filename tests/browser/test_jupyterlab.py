@@ -72,9 +72,23 @@ class Lab:
         return self.driver.execute_script(script, *args)
 
     def open(self):
-        """A fresh page with the default layout (?reset: no restored notebooks)."""
+        """A fresh page with the default layout (?reset: no restored notebooks).
+
+        Ready is more than `lab.restored` (index.js's ikLabReady): the theme's
+        stylesheet loads on its own, and when it arrives JupyterLab's theme
+        manager sets body's data-jp-theme-name, hides the whole shell (#main,
+        display:none) for one animation frame, then shows it and fades its
+        splash out (removed 200 ms later; until then it covers the page). On
+        a busy machine that came after ikLabReady, and a click on the menu
+        bar landed in the hidden frame ("element has zero size", CI). The
+        theme name set and no splash left means that cycle is over
+        (@jupyterlab/apputils thememanager.js _loadTheme)."""
         self.driver.get(self.server.url("lab?reset"))
-        wait_for(lambda: self.js("return document.body.dataset.ikLabReady"), 60, "JupyterLab to start")
+        wait_for(lambda: self.js("""
+            const main = document.getElementById('main');
+            return document.body.dataset.ikLabReady && document.body.dataset.jpThemeName &&
+                   !document.getElementById('jupyterlab-splash') && main && !main.classList.contains('lm-mod-hidden');"""),
+                 60, "JupyterLab to start (restored, theme loaded, splash gone)")
 
     def css(self, selector: str):
         from selenium.webdriver.common.by import By
@@ -112,15 +126,17 @@ class Lab:
         return self.js("return Array.from(document.querySelectorAll('.lm-Menu')).some(m => m.offsetParent)")
 
     def _click_bar_item(self, top, label: str) -> bool:
-        """Clicks a menu bar item; False when the bar changed between finding
-        the item and clicking it (the item detached or without a box), with
+        """Clicks a menu bar item; False when the page changed between finding
+        the item and clicking it (the item detached, without a box, or
+        covered), with
         what the page looked like then in self.menu_bar_changes."""
-        from selenium.common.exceptions import ElementNotInteractableException, StaleElementReferenceException
+        from selenium.common.exceptions import (ElementClickInterceptedException, ElementNotInteractableException,
+                                                StaleElementReferenceException)
 
         try:
             top.click()
             return True
-        except (ElementNotInteractableException, StaleElementReferenceException) as e:
+        except (ElementClickInterceptedException, ElementNotInteractableException, StaleElementReferenceException) as e:
             self.menu_bar_changes.append(f"{label}: {type(e).__name__}: {self._boxes(top)}")
             print(f"menu bar changed under the click: {self.menu_bar_changes[-1]}")
             return False
@@ -129,7 +145,11 @@ class Lab:
         """The element's ancestors as tag#id.classes [display WxH], for a failure message."""
         try:
             return self.js("""
-                const out = [location.href, document.readyState, 'ready=' + document.body.dataset.ikLabReady];
+                const main = document.getElementById('main');
+                const out = [location.href, document.readyState, 'ready=' + document.body.dataset.ikLabReady,
+                             'theme=' + document.body.dataset.jpThemeName,
+                             'splash=' + !!document.getElementById('jupyterlab-splash'),
+                             '#main.' + (main ? String(main.className).trim().split(/\\s+/).join('.') : '(none)')];
                 for (let e = arguments[0]; e && e !== document; e = e.parentElement) {
                     const r = e.getBoundingClientRect();
                     out.push(e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') + '.' +
