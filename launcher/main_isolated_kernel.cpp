@@ -150,6 +150,14 @@ int main(int argc, char** argv) {
       ->add_option("--pool", pool_size,
                    "Keep N sandboxes of this kernelspec ready in the per-user pool daemon (0 = off; see 'pool')")
       ->type_name("N");
+  std::vector<std::string> pool_preload;
+  install
+      ->add_option(
+          "--pool-preload", pool_preload,
+          "Modules a waiting pooled kernel imports beforehand, besides ipykernel (repeatable or comma-separated, "
+          "e.g. numpy,pandas; with --pool)")
+      ->type_name("MODULE")
+      ->delimiter(',');
   ik::SandboxCli sandbox_cli(*install);
 
   auto* list = app.add_subcommand("list", "List isolated kernelspecs with their location and settings");
@@ -235,6 +243,15 @@ int main(int argc, char** argv) {
       if (*n > 64) return ik::print_error(ik::usage_error("--pool " + pool_size + ": at most 64 waiting sandboxes"));
       req.sandbox.pool = static_cast<int>(*n);
     }
+    for (const auto& m : pool_preload)
+      if (!ik::is_module_name(m))
+        return ik::print_error(ik::usage_error("--pool-preload " + m + ": not a Python module name",
+                                               "e.g. --pool-preload numpy,pandas"));
+    if (!pool_preload.empty() && req.sandbox.pool <= 0)
+      return ik::print_error(
+          ik::usage_error("--pool-preload needs --pool N (the modules are imported by waiting kernels)",
+                          "add --pool 1, or leave --pool-preload out"));
+    req.sandbox.pool_preload = pool_preload;
     ik::log::set_verbose(req.sandbox.verbose);
     auto dir = ik::install_kernelspec(req);
     if (!dir) return ik::print_error(dir.error());

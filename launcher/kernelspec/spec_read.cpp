@@ -154,6 +154,10 @@ std::string settings_summary(const Options& opts) {
   put("fsize", opts.limits.fsize_bytes, &format_size);
   if (!limits.empty()) s += "  limits: " + limits;
   if (opts.pool > 0) s += "  pool=" + std::to_string(opts.pool);
+  if (opts.pool > 0 && !opts.pool_preload.empty()) {
+    s += " preload=";
+    for (size_t i = 0; i < opts.pool_preload.size(); ++i) s += (i ? "," : "") + opts.pool_preload[i];
+  }
   return s;
 }
 

@@ -92,6 +92,27 @@ Status get_as(const json& v, const std::string& where, const std::string& key, c
   return ok();
 }
 
+}  // namespace
+
+bool is_module_name(const std::string& name) {
+  // Dotted Python identifiers (ASCII): what importlib.import_module takes.
+  bool start = true;
+  for (char c : name) {
+    if (c == '.') {
+      if (start) return false;
+      start = true;
+    } else if (std::isalpha(static_cast<unsigned char>(c)) || c == '_' ||
+               (!start && std::isdigit(static_cast<unsigned char>(c)))) {
+      start = false;
+    } else {
+      return false;
+    }
+  }
+  return !name.empty() && !start;
+}
+
+namespace {
+
 Status apply_string_list(const json& v, const std::string& where, const std::string& key,
                          std::vector<std::string>& out) {
   if (!v.is_array()) return type_error(where, key, "an array of strings");
@@ -165,10 +186,18 @@ Status apply_config_json(const json& config, const std::string& where, Options& 
       if (!v.is_number_integer() || v.get<long long>() < 0 || v.get<long long>() > 64)
         return type_error(where, key, "a number of sandboxes from 0 to 64");
       opts.pool = v.get<int>();
+    } else if (key == "pool_preload") {
+      std::vector<std::string> modules;
+      IK_TRY(apply_string_list(v, where, key, modules));
+      for (const auto& m : modules)
+        if (!is_module_name(m))
+          return usage_error(where + ": pool_preload: '" + m + "' is not a Python module name",
+                             "dotted identifiers, e.g. [\"numpy\", \"matplotlib.pyplot\"]");
+      opts.pool_preload = std::move(modules);
     } else
       return usage_error(where + ": unknown key '" + key + "'",
                          "known: mounts, network, root, tmpfs_size, hostname, setenv, keep_env, "
-                         "limits, chdir, seccomp, allow_userns, verbose, build_dir, pool");
+                         "limits, chdir, seccomp, allow_userns, verbose, build_dir, pool, pool_preload");
   }
   return ok();
 }
@@ -225,6 +254,7 @@ json options_to_config_json(const Options& opts) {
   j["build_dir"] = opts.build_dir;
   if (!opts.chdir.empty()) j["chdir"] = opts.chdir;
   if (opts.pool > 0) j["pool"] = opts.pool;
+  if (!opts.pool_preload.empty()) j["pool_preload"] = opts.pool_preload;
   return j;
 }
 

@@ -16,6 +16,8 @@ Status apply_config_file(const std::string& path, Options& opts);
 
 // A hostname the kernel accepts: 1-64 of [A-Za-z0-9.-].
 Status validate_hostname(const std::string& name, const std::string& where);
+// A dotted Python module name ("numpy", "matplotlib.pyplot"): what pool_preload lists.
+bool is_module_name(const std::string& name);
 
 // Settings from DIR/kernel.json, key metadata.isolated_kernel (the single
 // place `isolated-kernel install` stores them).

@@ -59,9 +59,10 @@ struct Options {
   LimitsVia limits_via = LimitsVia::kAuto;  // --limits, config limits.mechanism
   std::string chdir;                        // --chdir, empty = the logical cwd
   bool print_plan = false;
-  PtyMode pty = PtyMode::kAuto;   // isolate only: --pty / --no-pty
-  int pool = 0;                   // kernelspec metadata "pool": waiting sandboxes to keep (docs/pool.md)
-  std::vector<std::string> argv;  // the program and its arguments
+  PtyMode pty = PtyMode::kAuto;           // isolate only: --pty / --no-pty
+  int pool = 0;                           // kernelspec metadata "pool": waiting sandboxes to keep (docs/pool.md)
+  std::vector<std::string> pool_preload;  // metadata "pool_preload": modules a waiting kernel imports beforehand
+  std::vector<std::string> argv;          // the program and its arguments
 };
 
 }  // namespace ik

@@ -131,7 +131,7 @@ std::optional<int> try_claim(const ClaimInput& in) {
   waiting->argv = argv_template(in.cold_plan.argv, in.connection_file);
   auto ops = launch_ops(in.cold_plan, *waiting);
   if (!ops) return cold(ops.error().describe());
-  const std::string key = pool_key(*waiting, *waiter);
+  const std::string key = pool_key(*waiting, *waiter, in.opts.pool_preload);
 
   const std::string dir = socket_dir();
   auto sock = connect_daemon(dir);

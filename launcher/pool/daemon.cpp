@@ -53,6 +53,7 @@ using Clock = std::chrono::steady_clock;
 constexpr int kExitAlreadyRunning = 3;
 constexpr int kRequestWaitMs = 2000;  // from accept to the request (on_connection)
 constexpr int kAcceptRetryMs = 100;   // out of descriptors: the listener rests this long (pause_accepting)
+constexpr int kMaxFailures = 3;  // helpers in a row that never got ready: that pool stops refilling (Pool::failures)
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
@@ -88,6 +89,11 @@ struct Pool {
   std::vector<std::unique_ptr<Entry>> entries;
   std::string run;  // a run's own pool (pool/run_hold.hpp): its token; it ends with the run
   pid_t run_pid = 0;
+  // Helpers in a row that never got ready (a broken kernelspec, say): at
+  // kMaxFailures this pool's refills stop, until the next launch of it tries
+  // once more. Per pool: one broken kernelspec stops no other's refills.
+  int failures = 0;
+  int failed = 0;  // all helpers of this pool that never got ready
 };
 
 std::string spec_id(const std::vector<std::string>& spec) { return nlohmann::json(spec).dump(); }
@@ -228,8 +234,8 @@ class Daemon {
       // such deaths would stop every pool's refills for good.
       const bool failed_to_start = !e->ready();
       drop(pool, e);
-      if (failed_to_start) ++failures_;
-      refill_ = true;  // a killed waiter is replaced; fill() stops after three failures in a row
+      if (failed_to_start) ++pool.failures, ++pool.failed;
+      refill_ = true;  // a killed waiter is replaced; fill() stops after kMaxFailures in a row
       return;
     }
     e->key = m->body.value("key", "");
@@ -240,7 +246,7 @@ class Daemon {
     e->gid = m->body.value("gid", 0u);
     e->nice = m->body.value("nice", -1);
     e->ready_at = Clock::now();
-    failures_ = 0;
+    pool.failures = 0;
     e->memory_kib = memory_kib({e->helper, e->init_pid, e->program_pid});
     estimate_kib_ = std::max(estimate_kib_, e->memory_kib);
     // Over the cap after all (the estimate was low, or even one sandbox is
@@ -317,7 +323,11 @@ class Daemon {
   // Starts helpers until the pool has `size` entries (ready or starting).
   void fill(Pool& pool) {
     // A kernelspec whose helpers keep failing is not retried in a loop.
-    if (failures_ >= 3) return;
+    if (pool.failures >= kMaxFailures) {
+      pool.held_back = "refills stopped: " + std::to_string(pool.failures) +
+                       " waiting sandboxes in a row failed to start (last error below); the next launch tries again";
+      return;
+    }
     if (static_cast<int>(pool.entries.size()) >= pool.size) pool.held_back.clear();
     while (static_cast<int>(pool.entries.size()) < pool.size) {
       std::string why;
@@ -447,6 +457,7 @@ class Daemon {
                        {"claimed", p.claimed},
                        {"discarded", p.discarded},
                        {"refused", p.refused},
+                       {"failed", p.failed},
                        {"ages", ages},
                        {"rss_kib", rss},
                        {"memory_kib", mem},
@@ -504,6 +515,8 @@ class Daemon {
         if (e->ready() && (!found || e->ready_at < found->ready_at)) found = e.get();
       if (!found) {
         if (of_run && may_wait && wait_for_starting(pool, id, c, m)) return;
+        // A pool whose refills stopped (failures) tries once more for this launch.
+        pool.failures = std::min(pool.failures, kMaxFailures - 1);
         ++pool.refused;
         // Behind its demand: what starts now, and what is starting, at normal priority.
         pool.behind_at = Clock::now();
@@ -701,7 +714,6 @@ class Daemon {
   UniqueFd listener_;
   std::map<std::string, Pool> pools_;
   Clock::time_point last_claim_;
-  int failures_ = 0;
   bool stop_ = false;
   std::optional<Clock::time_point> accept_paused_until_;  // out of descriptors (pause_accepting)
   UniqueFd stop_reply_;
@@ -938,10 +950,11 @@ int pool_status(bool json) {
                     w.value("memory_kib", 0L) / 1024);
       ages += one;
     }
-    std::printf(
-        "  %s\n    size %d, ready %d, starting %d, claimed %d, refused %d, discarded %d, memory %ld MiB (PSS)\n",
-        spec.c_str(), p.value("size", 0), p.value("ready", 0), p.value("starting", 0), p.value("claimed", 0),
-        p.value("refused", 0), p.value("discarded", 0), p.value("memory_kib", 0L) / 1024);
+    std::printf("  %s\n    size %d, ready %d, starting %d, claimed %d, refused %d, discarded %d, failed to start %d, "
+                "memory %ld "
+                "MiB (PSS)\n",
+                spec.c_str(), p.value("size", 0), p.value("ready", 0), p.value("starting", 0), p.value("claimed", 0),
+                p.value("refused", 0), p.value("discarded", 0), p.value("failed", 0), p.value("memory_kib", 0L) / 1024);
     if (p.contains("run") && p["run"].is_object())
       std::printf("    the pool of 'isolated-kernel run' pid %d (sized by its -j; ends with it)\n",
                   p["run"].value("pid", 0));

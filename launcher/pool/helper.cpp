@@ -39,9 +39,23 @@ constexpr int kWaiterStartMs = 600000;
 // reports ready anyway (then the claim raises it, pool/priority.hpp).
 constexpr int kReadyRaiseRetryMs = 5000;
 
+// The last non-empty line the waiter wrote to its stderr (non-blocking pipe),
+// e.g. "ModuleNotFoundError: No module named 'x'" from a pool_preload.
+std::string last_stderr_line(int err_fd) {
+  std::string text;
+  char buf[4096];
+  for (ssize_t n; (n = read(err_fd, buf, sizeof buf)) > 0;) {
+    text.append(buf, static_cast<size_t>(n));
+    if (text.size() > 65536) text.erase(0, text.size() - 16384);
+  }
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  const size_t nl = text.rfind('\n');
+  return nl == std::string::npos ? text : text.substr(nl + 1);
+}
+
 // Dials the waiter's claim socket until it accepts, the sandbox dies, or
-// the daemon hangs up.
-Result<UniqueFd> dial_waiter(const SandboxProcess& sandbox, int ctl_fd) {
+// the daemon hangs up. ERR_FD: the waiter's stderr, quoted when it dies.
+Result<UniqueFd> dial_waiter(const SandboxProcess& sandbox, int ctl_fd, int err_fd) {
   const std::string dir = std::filesystem::path(kKernelRuntimeDir).relative_path();
   auto dfd = relay::open_sandbox_dir(sandbox.root_fd(), dir);
   if (!dfd) return dfd.error();
@@ -57,7 +71,11 @@ Result<UniqueFd> dial_waiter(const SandboxProcess& sandbox, int ctl_fd) {
     int n = poll(fds, 3, step);
     waited += step;  // an upper bound is all we need
     if (n < 0 && errno != EINTR) return sys_error("pool: poll");
-    if (fds[1].revents) return Error{"pool: the waiter exited before it was ready", 0, {}, {}, kExitSetup};
+    if (fds[1].revents) {
+      const std::string said = last_stderr_line(err_fd);
+      return Error{
+          "pool: the waiter exited before it was ready" + (said.empty() ? "" : ": " + said), 0, {}, {}, kExitSetup};
+    }
     if (fds[2].revents) return Error{"pool: the daemon hung up", 0, {}, {}, kExitSetup};
     if (fds[0].revents) socks->drain_watch();
   }
@@ -115,14 +133,14 @@ int run_helper(Options& opts, int ctl_fd, const relay::RelayOptions& relay_optio
   if (!plan) return fail_to_daemon(ctl_fd, plan.error());
   std::error_code ec;
   strip_launch_parts(*plan, std::filesystem::canonical(host->cwd, ec).string());
-  const std::string key = pool_key(*plan, *waiter);
+  const std::string key = pool_key(*plan, *waiter, opts.pool_preload);
   // Load libcrypto now, in the fill, not at the claimed kernel's first
   // signed message: its relocations are ~1 ms (relay/hmac.hpp).
   (void)relay::hmac_hex("hmac-sha256", "isolated-kernel-pool", {key});
   const Plan kernel_plan = *plan;  // what the running step explains limits with
   plan->argv = {plan->argv[0], "-c", *waiter};
-  if (const char* pre = std::getenv("IK_POOL_PRELOAD"))
-    for (auto& m : split_nonempty(pre, ',')) plan->argv.push_back(std::move(m));
+  // The waiter imports these after ipykernel (names checked: parse/config.cpp).
+  plan->argv.insert(plan->argv.end(), opts.pool_preload.begin(), opts.pool_preload.end());
   if (auto s = block_sandbox_signals(); !s) return fail_to_daemon(ctl_fd, s.error());
   // Where autogroups do not apply: a low-weight cpu cgroup (pool/cpu_cgroup.hpp).
   const bool in_refill_cgroup = enter_refill_cgroup(plan->cgroup.use);
@@ -130,7 +148,7 @@ int run_helper(Options& opts, int ctl_fd, const relay::RelayOptions& relay_optio
   if (!stdio) return fail_to_daemon(ctl_fd, stdio.error());
   auto sandbox = spawn_sandbox(*plan, &*stdio);
   if (!sandbox) return fail_to_daemon(ctl_fd, sandbox.error());
-  auto waiter_fd = dial_waiter(*sandbox, ctl_fd);
+  auto waiter_fd = dial_waiter(*sandbox, ctl_fd, stdio->err_read.get());
   if (!waiter_fd) return fail_to_daemon(ctl_fd, waiter_fd.error());
   // Ready: the waiter sleeps in accept() and the fill's CPU is spent, so the
   // autogroup goes back to nice 0 now rather than at the claim. The kernel

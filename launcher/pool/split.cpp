@@ -133,7 +133,7 @@ std::string interpreter_path(const Plan& plan) {
 
 }  // namespace
 
-std::string pool_key(const Plan& waiting, const std::string& waiter) {
+std::string pool_key(const Plan& waiting, const std::string& waiter, const std::vector<std::string>& preload) {
   nlohmann::json j = plan_to_json(waiting);
   j.erase("cwd");
   nlohmann::json ops = nlohmann::json::array();
@@ -148,7 +148,8 @@ std::string pool_key(const Plan& waiting, const std::string& waiter) {
                     {"interpreter", interp},
                     {"interpreter_mtime", mtime_of(interp)},
                     {"launcher_mtime", mtime_of("/proc/self/exe")},
-                    {"waiter", waiter}};
+                    {"waiter", waiter},
+                    {"preload", preload}};
   // The text itself, not a digest of it: compared for equality only, and
   // hashing it would make the claiming launcher dlopen libcrypto (~1 ms of
   // its ~5 ms of CPU, bench/analysis.md 7c) for nothing else.

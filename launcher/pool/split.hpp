@@ -35,8 +35,9 @@ Result<MountOp> op_from_json(const nlohmann::json& j);
 // A kernel argv with the connection file's path replaced by the placeholder.
 std::vector<std::string> argv_template(const std::vector<std::string>& argv, const std::string& conn_path);
 
-// The pool key of a waiting plan (plan.argv: the kernel argv template).
-std::string pool_key(const Plan& waiting, const std::string& waiter_source);
+// The pool key of a waiting plan (plan.argv: the kernel argv template),
+// the waiter and the modules it preloads (metadata pool_preload).
+std::string pool_key(const Plan& waiting, const std::string& waiter_source, const std::vector<std::string>& preload);
 
 // Environment entries that differ per launch and do not change imports.
 bool launch_time_env(const std::string& name);

@@ -29,6 +29,7 @@ from kit.kernel import (IkSession, _make_host, default_launcher, eval_json, new_
 
 POOL_KERNEL = "isolated-pool"
 COLD_KERNEL = "isolated-cold"  # the same kernelspec without a pool
+BROKEN_KERNEL = "isolated-broken"  # pooled, but its waiters cannot start (a preload that does not exist)
 WAITER_MARK = "isolated-kernel warm pool"  # in the waiter's -c source, so in its command line
 
 
@@ -234,6 +235,44 @@ def stale(out, cwd, logdir, spec_file):
         s["probe"] = json.loads(run_cell(kc, PROBE)["stdout"])
         _stop(km, kc)
         s["discarded"] = sum(p.get("discarded", 0) for p in _status().get("pools", []))
+
+
+def _pool_of(kernel: str) -> dict:
+    """The status of the pool of kernelspec KERNEL (its directory is in the spec), {} when none."""
+    return next((p for p in _status().get("pools", []) if any(a.endswith("/" + kernel) for a in p["spec"])), {})
+
+
+@scenario
+def broken_pool(out, cwd, logdir):
+    logdir = Path(logdir)
+    with step(out, "start") as s:
+        _ik("pool", "start")  # its scan fills both pooled kernelspecs
+        s["good_ready"] = bool(wait_until(lambda: _pool_of(POOL_KERNEL).get("ready", 0) >= 1, 600, 0.2))
+        wait_until(lambda: "refills stopped" in _pool_of(BROKEN_KERNEL).get("held_back", ""), 600, 0.2)
+        s["broken"] = _pool_of(BROKEN_KERNEL)
+        time.sleep(3)  # and no more tries behind our back
+        s["broken_later"] = _pool_of(BROKEN_KERNEL)
+    with step(out, "good") as s:
+        # The good pool's waiting sandbox dies: it is replaced, the broken
+        # pool's failures notwithstanding.
+        waiter = _pool_of(POOL_KERNEL)["waiting"][0]["program_pid"]
+        os.kill(waiter, signal.SIGKILL)
+        s["refilled"] = bool(wait_until(lambda: [w for w in _pool_of(POOL_KERNEL).get("waiting", [])
+                                                 if w["program_pid"] != waiter and _alive(w["program_pid"])], 600, 0.2))
+        # and its kernel has what the kernelspec preloads (pool_preload) imported already
+        km, kc = _start(cwd, logdir / "g.log")
+        s["how"] = _claimed(logdir / "g.log")
+        s["preloaded"] = run_cell(kc, "import sys; print('colorsys' in sys.modules)")["stdout"].strip()
+        _stop(km, kc)
+    with step(out, "launch") as s:
+        # A launch of the broken kernelspec starts cold (works) and its pool tries once more.
+        km, kc = _start(cwd, logdir / "b.log", kernel_name=BROKEN_KERNEL)
+        s["how"] = _claimed(logdir / "b.log")
+        s["works"] = run_cell(kc, "print(3 + 3)")["stdout"].strip()
+        _stop(km, kc)
+        wait_until(lambda: _pool_of(BROKEN_KERNEL).get("failed", 0) >= 4, 600, 0.2)
+        time.sleep(3)
+        s["after"] = _pool_of(BROKEN_KERNEL)
 
 
 def _ppid(pid: int) -> int:
@@ -543,6 +582,37 @@ def test_kill9_launcher_waiter_daemon_leave_nothing(ph):
     assert res["daemon"]["waiting"] >= 1, res["daemon"]
     assert res["daemon"]["helpers_gone"] and res["daemon"]["waiters_gone"], res["daemon"]
     assert res["daemon"]["how"].startswith("cold") and res["daemon"]["works"] == "4", res["daemon"]
+
+
+def test_a_broken_pooled_kernelspec_stops_only_its_own_refills(ph):
+    """A pooled kernelspec whose waiting sandboxes cannot start (a preload
+    module that does not exist): after three failures in a row its pool stops
+    refilling and `pool status` says why; the other pools keep refilling
+    (the count was the daemon's, so one broken kernelspec stopped every
+    pool's refills for good); a launch of it starts cold and its pool tries
+    once more. And a good pool's kernels have its pool_preload imported."""
+    h = ph.h
+    ph.write_spec({"mounts": ["."], "pool": 1, "pool_preload": ["colorsys"]})
+    ph.write_spec({"mounts": ["."], "pool": 1, "pool_preload": ["ik_no_such_module"]},
+                  h.mkdir(ph.jupyter / "kernels" / BROKEN_KERNEL))
+    logs = h.mkdir(h.base / "logs")
+    res = ph.scenario("broken_pool", cwd=str(h.workdir), logdir=str(logs))
+    _ok(res, "start", "good", "launch")
+    start = res["start"]
+    assert start["good_ready"], res.context()
+    b = start["broken"]
+    assert b["failed"] == 3 and b["ready"] == 0 and b["starting"] == 0, b
+    assert "refills stopped: 3 waiting sandboxes in a row failed to start" in b["held_back"], b
+    assert "ik_no_such_module" in b["last_error"], b
+    assert start["broken_later"]["failed"] == 3 and start["broken_later"]["starting"] == 0, start["broken_later"]
+    good = res["good"]
+    assert good["refilled"] and good["how"] == "claimed" and good["preloaded"] == "True", (good, res.context())
+    launch = res["launch"]
+    assert launch["how"].startswith("cold") and launch["works"] == "6", launch
+    after = launch["after"]
+    assert after["failed"] == 4 and after["starting"] == 0 and "refills stopped" in after["held_back"], after
+    text = ph.ik_run("pool", "status").stdout
+    assert "failed to start 4" in text and "refills stopped" in text, text
 
 
 def test_claim_racing_the_daemons_stop_gets_a_working_kernel(ph):

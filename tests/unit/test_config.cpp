@@ -322,6 +322,25 @@ TEST_CASE("config: options_to_config_json keeps build_dir") {
   CHECK(back.build_dir == "/var/tmp");
 }
 
+TEST_CASE("config: pool_preload lists module names, kept through options_to_config_json") {
+  Options o = applied(R"({"pool": 2, "pool_preload": ["numpy", "matplotlib.pyplot", "_private2"]})");
+  CHECK(o.pool_preload == std::vector<std::string>{"numpy", "matplotlib.pyplot", "_private2"});
+  json j = ik::options_to_config_json(o);
+  CHECK(j["pool_preload"] == json::array({"numpy", "matplotlib.pyplot", "_private2"}));
+  Options back;
+  REQUIRE(apply_config_json(json::parse(j.dump()), "roundtrip", back).ok());
+  CHECK(back.pool_preload == o.pool_preload);
+  CHECK_FALSE(ik::options_to_config_json(applied(R"({"pool": 1})")).contains("pool_preload"));
+  for (const char* bad : {R"(["os; import x"])", R"(["a..b"])", R"([".a"])", R"(["a."])", R"(["1abc"])",
+                          R"([""])", R"(["a b"])", R"(["a/b"])"}) {
+    const std::string m = rejected(std::string(R"({"pool_preload": )") + bad + "}");
+    CHECK(contains(m, "is not a Python module name"));
+  }
+  CHECK(contains(rejected(R"({"pool_preload": "numpy"})"), "an array of strings"));
+  CHECK(ik::is_module_name("a.b2._c"));
+  CHECK_FALSE(ik::is_module_name("a.2b"));
+}
+
 TEST_CASE("config: kernelspec metadata section") {
   char tmpl[] = "/tmp/ik-unit-kspec-XXXXXX";
   REQUIRE(mkdtemp(tmpl) != nullptr);

@@ -85,14 +85,17 @@ TEST_CASE("pool: the key ignores the launch (cwd, connection file, JPY_PARENT_PI
   Split a = split_at(t, t.root + "/work", t.root + "/runtime/kernel-1.json");
   Split b = split_at(t, t.root + "/other", t.root + "/runtime/kernel-2.json");
   CHECK(a.waiting.argv == b.waiting.argv);
-  CHECK(ik::pool::pool_key(a.waiting, "w") == ik::pool::pool_key(b.waiting, "w"));
-  CHECK(ik::pool::pool_key(a.waiting, "w") != ik::pool::pool_key(a.waiting, "other waiter"));
+  CHECK(ik::pool::pool_key(a.waiting, "w", {}) == ik::pool::pool_key(b.waiting, "w", {}));
+  CHECK(ik::pool::pool_key(a.waiting, "w", {}) != ik::pool::pool_key(a.waiting, "other waiter", {}));
   ik::Plan edited = a.waiting;
   edited.env.push_back("IK_EDITED=yes");
-  CHECK(ik::pool::pool_key(a.waiting, "w") != ik::pool::pool_key(edited, "w"));
+  CHECK(ik::pool::pool_key(a.waiting, "w", {}) != ik::pool::pool_key(edited, "w", {}));
   ik::Plan limited = a.waiting;
   limited.limits.cpu_seconds = 10;
-  CHECK(ik::pool::pool_key(a.waiting, "w") != ik::pool::pool_key(limited, "w"));
+  CHECK(ik::pool::pool_key(a.waiting, "w", {}) != ik::pool::pool_key(limited, "w", {}));
+  // What the waiter preloads is part of what a kernel was given.
+  CHECK(ik::pool::pool_key(a.waiting, "w", {}) != ik::pool::pool_key(a.waiting, "w", {"numpy"}));
+  CHECK(ik::pool::pool_key(a.waiting, "w", {"numpy"}) == ik::pool::pool_key(b.waiting, "w", {"numpy"}));
 }
 
 TEST_CASE("pool: a launch op round-trips through JSON; other kinds are refused") {

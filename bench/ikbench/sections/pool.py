@@ -148,9 +148,11 @@ def _pools(bench, spec_part):
 
 def _wait_ready(bench, spec_part, timeout=120, kick=None):
     """The pool status once the pool of spec_part has a ready sandbox. The
-    daemon refills only on claims: a waiting sandbox killed from outside (a
-    test on the same machine) leaves the pool at ready 0, starting 0; then
-    kick() (an untimed start of that kernelspec) refills it."""
+    daemon replaces a waiting sandbox killed from outside (a test on the same
+    machine), but after three helpers in a row that never got ready it stops
+    refilling until the next launch (pool/daemon.cpp fill()), which leaves
+    the pool at ready 0, starting 0; then kick() (an untimed start of that
+    kernelspec) refills it."""
     deadline = time.monotonic() + timeout
     while True:
         st, pools = _pools(bench, spec_part)
