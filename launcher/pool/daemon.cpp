@@ -950,11 +950,10 @@ int pool_status(bool json) {
                     w.value("memory_kib", 0L) / 1024);
       ages += one;
     }
-    std::printf("  %s\n    size %d, ready %d, starting %d, claimed %d, refused %d, discarded %d, failed to start %d, "
-                "memory %ld "
-                "MiB (PSS)\n",
+    std::printf("  %s\n    size %d, ready %d, starting %d, claimed %d, refused %d, discarded %d, failed to start %d",
                 spec.c_str(), p.value("size", 0), p.value("ready", 0), p.value("starting", 0), p.value("claimed", 0),
-                p.value("refused", 0), p.value("discarded", 0), p.value("failed", 0), p.value("memory_kib", 0L) / 1024);
+                p.value("refused", 0), p.value("discarded", 0), p.value("failed", 0));
+    std::printf(", memory %ld MiB (PSS)\n", p.value("memory_kib", 0L) / 1024);
     if (p.contains("run") && p["run"].is_object())
       std::printf("    the pool of 'isolated-kernel run' pid %d (sized by its -j; ends with it)\n",
                   p["run"].value("pid", 0));
