@@ -112,13 +112,19 @@ void check_kernels(Tally& t) {
     }
     if (!is_isolated(k)) continue;
     ++n;
-    if (auto s = kernelspec_settings(k.spec, k.resource_dir); !s) {
-      t.line(Verdict::kFail, "kernel " + name, s.error().describe() + " (" + k.resource_dir + ")");
+    auto settings = kernelspec_settings(k.spec, k.resource_dir);
+    if (!settings) {
+      t.line(Verdict::kFail, "kernel " + name, settings.error().describe() + " (" + k.resource_dir + ")");
       continue;
     }
     std::string kernels_dir = std::filesystem::path(k.resource_dir).parent_path().string();
-    auto c = check_kernel_starts(kernels_dir, name, 60);
-    if (c && c->ok) {
+    const auto& preload = settings->opts.pool > 0 ? settings->opts.pool_preload : std::vector<std::string>{};
+    auto c = check_kernel_starts(kernels_dir, name, 60, preload);
+    if (c && c->ok && !c->import_error.empty()) {
+      t.line(Verdict::kFail, "kernel " + name,
+             "pool_preload " + c->import_error + ": its pool cannot fill (kernels start cold) (" + k.resource_dir +
+                 ")");
+    } else if (c && c->ok) {
       char buf[64];
       std::snprintf(buf, sizeof buf, "ready in %.2f s", c->seconds);
       t.line(Verdict::kPass, "kernel " + name, std::string(buf) + " (" + k.resource_dir + ")");

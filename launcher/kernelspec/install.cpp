@@ -343,7 +343,7 @@ Result<std::string> install_kernelspec(const InstallRequest& req) {
   if (req.check) {
     std::printf("checking that %s starts inside the sandbox...\n", req.name.c_str());
     std::fflush(stdout);
-    auto c = check_kernel_starts(staging.path.string(), req.name, 60);
+    auto c = check_kernel_starts(staging.path.string(), req.name, 60, req.sandbox.pool_preload);
     if (!c) return c.error();
     if (!c->ok) {
       Error e{"kernel '" + req.name + "' did not start in the sandbox", 0, c->error, start_failure_hint(*c, w, req),
@@ -351,7 +351,11 @@ Result<std::string> install_kernelspec(const InstallRequest& req) {
       if (!c->stderr_tail.empty()) std::fprintf(stderr, "--- kernel stderr ---\n%s\n---\n", c->stderr_tail.c_str());
       return e;
     }
-    std::printf("ok: kernel_info reply after %.2f s\n", c->seconds);
+    if (!c->import_error.empty())
+      return usage_error("--pool-preload " + c->import_error + " (the kernel cannot import it in the sandbox)",
+                         "check the name, or install the module where the kernel's Python finds it");
+    std::printf("ok: kernel_info reply after %.2f s%s\n", c->seconds,
+                req.sandbox.pool_preload.empty() ? "" : ", the --pool-preload modules import");
   }
   std::error_code ec;
   fs::create_directories(target.parent_path(), ec);

@@ -38,6 +38,7 @@ import json, shutil, sys, time, tempfile
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 kernels_dir, name, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
+preload = json.loads(sys.argv[4]) if len(sys.argv) > 4 else []
 ksm = KernelSpecManager()
 ksm.kernel_dirs = [kernels_dir]
 err = tempfile.TemporaryFile()
@@ -57,6 +58,15 @@ try:
     result["seconds"] = time.monotonic() - t0
     kc.kernel_info(reply=True, timeout=timeout)
     result["ok"] = True
+    # What a waiting pooled kernel will import (pool_preload): the first
+    # that this kernel cannot import, as "module: Error: message".
+    for mod in preload:
+        reply = kc.execute_interactive("import importlib; importlib.import_module(%r)" % mod, timeout=timeout,
+                                       output_hook=lambda msg: None)
+        if reply["content"]["status"] != "ok":
+            c = reply["content"]
+            result["import_error"] = "%s: %s: %s" % (mod, c.get("ename", "error"), c.get("evalue", ""))
+            break
     kc.stop_channels()
 except Exception as e:
     result["error"] = "%s: %s" % (type(e).__name__, e)
@@ -150,9 +160,11 @@ Result<InterpreterInfo> probe_interpreter(const std::string& python) {
   return info;
 }
 
-Result<StartCheck> check_kernel_starts(const std::string& kernels_dir, const std::string& name, int timeout_seconds) {
-  auto j = run_python_json(jupyter_python(), kStart, {kernels_dir, name, std::to_string(timeout_seconds)},
-                           timeout_seconds + 30);
+Result<StartCheck> check_kernel_starts(const std::string& kernels_dir, const std::string& name, int timeout_seconds,
+                                       const std::vector<std::string>& preload) {
+  auto j =
+      run_python_json(jupyter_python(), kStart,
+                      {kernels_dir, name, std::to_string(timeout_seconds), json(preload).dump()}, timeout_seconds + 30);
   if (!j) return j.error();
   StartCheck c;
   c.ok = j->is_object() && j->contains("ok") && (*j)["ok"].is_boolean() && (*j)["ok"].get<bool>();
@@ -160,6 +172,7 @@ Result<StartCheck> check_kernel_starts(const std::string& kernels_dir, const std
       j->is_object() && j->contains("seconds") && (*j)["seconds"].is_number() ? (*j)["seconds"].get<double>() : 0.0;
   c.error = spec_string(*j, "error", "");
   c.stderr_tail = spec_string(*j, "stderr", "");
+  c.import_error = spec_string(*j, "import_error", "");
   return c;
 }
 

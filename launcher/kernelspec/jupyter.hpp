@@ -44,14 +44,17 @@ struct InterpreterInfo {
 Result<InterpreterInfo> probe_interpreter(const std::string& python);
 
 // Starts kernel `name` found in `kernels_dir` through jupyter_client, waits
-// for a kernel_info reply, shuts it down. ok=false carries the kernel's
-// stderr tail.
+// for a kernel_info reply, imports each of `preload` in it (what a waiting
+// pooled kernel imports), shuts it down. ok=false carries the kernel's
+// stderr tail; import_error the first module it could not import.
 struct StartCheck {
   bool ok = false;
   double seconds = 0;
   std::string error;
   std::string stderr_tail;
+  std::string import_error;  // "MODULE: ModuleNotFoundError: No module named 'MODULE'"
 };
-Result<StartCheck> check_kernel_starts(const std::string& kernels_dir, const std::string& name, int timeout_seconds);
+Result<StartCheck> check_kernel_starts(const std::string& kernels_dir, const std::string& name, int timeout_seconds,
+                                       const std::vector<std::string>& preload = {});
 
 }  // namespace ik

@@ -459,6 +459,30 @@ def test_install_python_missing_interpreter(jup, tools):
     assert not (jup.user_kernels / "ghost-isolated").exists()
 
 
+def test_install_checks_that_the_pool_preload_modules_import(jup, tools):
+    """`--pool-preload` names modules a waiting pooled kernel imports: the
+    install check imports them in the kernel it starts (in the sandbox), so a
+    typo or a module the kernel's Python lacks is refused at install (exit 2,
+    one line naming it), not found later as a pool that never fills; a name
+    that is not a module name is refused before anything starts."""
+    r = jup.ik("install", "--user", "--name", "pre-isolated", "--pool", "1", "--pool-preload", "colorsys,ik_nope")
+    assert r.returncode == 2, str(r)
+    lines = [l for l in r.stderr.splitlines() if l.startswith("isolated-kernel:")]
+    assert len(lines) == 1 and "--pool-preload ik_nope: ModuleNotFoundError" in lines[0], str(r)
+    assert not (jup.user_kernels / "pre-isolated").exists()
+    r = jup.ik("install", "--user", "--name", "pre-isolated", "--pool", "1", "--pool-preload", "os;rm")
+    assert r.returncode == 2 and "not a Python module name" in r.stderr and "checking" not in r.stdout, str(r)
+    r = jup.ik("install", "--user", "--name", "pre-isolated", "--pool-preload", "colorsys")
+    assert r.returncode == 2 and "needs --pool" in r.stderr, str(r)
+    r = jup.ik("install", "--user", "--name", "pre-isolated", "--pool", "1", "--pool-preload", "colorsys",
+               "--pool-preload", "email.parser")
+    assert r.returncode == 0 and "the --pool-preload modules import" in r.stdout, str(r)
+    spec = json.loads((jup.user_kernels / "pre-isolated" / "kernel.json").read_text())
+    assert spec["metadata"]["isolated_kernel"]["pool_preload"] == ["colorsys", "email.parser"], spec
+    r = jup.ik("list")
+    assert "pool=1 preload=colorsys,email.parser" in r.stdout, str(r)
+
+
 # --------------------------------------------------------------- doctor
 
 
@@ -504,3 +528,14 @@ def test_doctor_fails_on_broken_kernelspec(jup, tools):
     r = jup.ik("doctor", "--no-kernels")
     assert r.returncode == 0, str(r)
     assert "broken-isolated" not in r.stdout
+
+
+def test_doctor_fails_on_a_pool_preload_the_kernel_cannot_import(jup, tools):
+    r = jup.ik("install", "--user", "--name", "pre-isolated", "--pool", "1", "--pool-preload", "ik_nope",
+               "--no-check")
+    assert r.returncode == 0, str(r)
+    r = jup.ik("doctor")
+    assert r.returncode != 0, str(r)
+    fails = [l for l in doctor_lines(r.stdout) if l.startswith("FAIL")]
+    assert len(fails) == 1 and "pre-isolated" in fails[0] and "pool_preload ik_nope: ModuleNotFoundError" in fails[0], \
+        str(r)
