@@ -57,16 +57,21 @@ try:
     kc.wait_for_ready(timeout=timeout)
     result["seconds"] = time.monotonic() - t0
     kc.kernel_info(reply=True, timeout=timeout)
-    result["ok"] = True
     # What a waiting pooled kernel will import (pool_preload): the first
-    # that this kernel cannot import, as "module: Error: message".
+    # that this kernel cannot import, as "module: Error: message" (also an
+    # import that does not answer in time or ends the kernel).
     for mod in preload:
-        reply = kc.execute_interactive("import importlib; importlib.import_module(%r)" % mod, timeout=timeout,
-                                       output_hook=lambda msg: None)
+        try:
+            reply = kc.execute_interactive("import importlib; importlib.import_module(%r)" % mod, timeout=timeout,
+                                           output_hook=lambda msg: None)
+        except Exception as e:
+            result["import_error"] = "%s: %s: %s" % (mod, type(e).__name__, e)
+            break
         if reply["content"]["status"] != "ok":
             c = reply["content"]
             result["import_error"] = "%s: %s: %s" % (mod, c.get("ename", "error"), c.get("evalue", ""))
             break
+    result["ok"] = True
     kc.stop_channels()
 except Exception as e:
     result["error"] = "%s: %s" % (type(e).__name__, e)
@@ -162,9 +167,9 @@ Result<InterpreterInfo> probe_interpreter(const std::string& python) {
 
 Result<StartCheck> check_kernel_starts(const std::string& kernels_dir, const std::string& name, int timeout_seconds,
                                        const std::vector<std::string>& preload) {
-  auto j =
-      run_python_json(jupyter_python(), kStart,
-                      {kernels_dir, name, std::to_string(timeout_seconds), json(preload).dump()}, timeout_seconds + 30);
+  auto j = run_python_json(jupyter_python(), kStart,
+                           {kernels_dir, name, std::to_string(timeout_seconds), json(preload).dump()},
+                           timeout_seconds * static_cast<int>(1 + preload.size()) + 30);  // the start, then each import
   if (!j) return j.error();
   StartCheck c;
   c.ok = j->is_object() && j->contains("ok") && (*j)["ok"].is_boolean() && (*j)["ok"].get<bool>();

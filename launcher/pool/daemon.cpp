@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -324,12 +325,18 @@ class Daemon {
   void fill(Pool& pool) {
     // A kernelspec whose helpers keep failing is not retried in a loop.
     if (pool.failures >= kMaxFailures) {
-      pool.held_back = "refills stopped: " + std::to_string(pool.failures) +
-                       " waiting sandboxes in a row failed to start (last error below); the next launch tries again";
+      pool.held_back = "refills stopped: the last " + std::to_string(pool.failures) +
+                       " waiting sandboxes failed to start (last error below); the next launch tries one again";
       return;
     }
     if (static_cast<int>(pool.entries.size()) >= pool.size) pool.held_back.clear();
-    while (static_cast<int>(pool.entries.size()) < pool.size) {
+    // After a failure, one sandbox at a time until one gets ready: a broken
+    // kernelspec costs one failed start per try, not one per slot.
+    const auto probing = [&] {
+      return pool.failures > 0 &&
+             std::any_of(pool.entries.begin(), pool.entries.end(), [](const auto& e) { return !e->ready(); });
+    };
+    while (static_cast<int>(pool.entries.size()) < pool.size && !probing()) {
       std::string why;
       if (!fits(why)) {
         if (!why.empty()) pool.held_back = why;
@@ -514,13 +521,18 @@ class Daemon {
       for (auto& e : pool.entries)
         if (e->ready() && (!found || e->ready_at < found->ready_at)) found = e.get();
       if (!found) {
-        if (of_run && may_wait && wait_for_starting(pool, id, c, m)) return;
-        // A pool whose refills stopped (failures) tries once more for this launch.
+        // A pool that failed since its last ready sandbox is not waited for
+        // (its starting sandbox is a probe that may fail too) nor raised.
+        const bool failing = pool.failures > 0;
+        if (of_run && may_wait && !failing && wait_for_starting(pool, id, c, m)) return;
+        // A pool whose refills stopped (failures) tries one sandbox again for this launch.
         pool.failures = std::min(pool.failures, kMaxFailures - 1);
         ++pool.refused;
-        // Behind its demand: what starts now, and what is starting, at normal priority.
-        pool.behind_at = Clock::now();
-        for (auto& e : pool.entries) e->raise = !e->ready();
+        if (!failing) {
+          // Behind its demand: what starts now, and what is starting, at normal priority.
+          pool.behind_at = Clock::now();
+          for (auto& e : pool.entries) e->raise = !e->ready();
+        }
         refuse(pool.entries.empty()
                    ? "the pool of this kernelspec is empty: filling it"
                    : "no waiting sandbox is ready yet (" + std::to_string(pool.entries.size()) + " starting)");

@@ -11,7 +11,6 @@
 #include "common/log.hpp"
 #include "apply/lifecycle.hpp"
 #include "common/print_error.hpp"
-#include "common/strings.hpp"
 #include "host/read_host.hpp"
 #include "kernel/launch.hpp"
 #include "plan/host.hpp"

@@ -39,6 +39,13 @@ for _name in ("faulthandler", "IPython.core.completerlib"):
     except ImportError:
         pass
 
+# The kernelspec's pool_preload. ipykernel sets MPLBACKEND to its inline
+# backend when a kernel starts (IPKernelApp.init_gui_pylab, unless it is set),
+# and matplotlib reads it once, at its import: a preloaded matplotlib must see
+# what it sees when a cold kernel's user imports it (the variable reaches the
+# claimed kernel's environment through _ENV_SET below, as a cold start sets it).
+if sys.argv[1:] and not os.environ.get("MPLBACKEND"):
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
 for _name in sys.argv[1:]:
     importlib.import_module(_name)
 

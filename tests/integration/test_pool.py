@@ -263,6 +263,8 @@ def broken_pool(out, cwd, logdir):
         km, kc = _start(cwd, logdir / "g.log")
         s["how"] = _claimed(logdir / "g.log")
         s["preloaded"] = run_cell(kc, "import sys; print('colorsys' in sys.modules)")["stdout"].strip()
+        # what a preloaded module saw of the environment at its import (matplotlib reads MPLBACKEND then)
+        s["seen_mplbackend"] = run_cell(kc, "import ik_env_probe; print(ik_env_probe.MPLBACKEND)")["stdout"].strip()
         _stop(km, kc)
     with step(out, "launch") as s:
         # A launch of the broken kernelspec starts cold (works) and its pool tries once more.
@@ -592,8 +594,12 @@ def test_a_broken_pooled_kernelspec_stops_only_its_own_refills(ph):
     pool's refills for good); a launch of it starts cold and its pool tries
     once more. And a good pool's kernels have its pool_preload imported."""
     h = ph.h
-    ph.write_spec({"mounts": ["."], "pool": 1, "pool_preload": ["colorsys"]})
-    ph.write_spec({"mounts": ["."], "pool": 1, "pool_preload": ["ik_no_such_module"]},
+    mods = h.mkdir(h.base / "mods")  # a module that records MPLBACKEND at its import
+    h.write(mods / "ik_env_probe.py", "import os\nMPLBACKEND = os.environ.get('MPLBACKEND')\n")
+    ph.write_spec({"mounts": [".", f"ro:{mods}"], "setenv": {"PYTHONPATH": str(mods)}, "pool": 1,
+                   "pool_preload": ["colorsys", "ik_env_probe"]})
+    # a pool of 2: after a failure one sandbox at a time, so a launch costs one failed start, not two
+    ph.write_spec({"mounts": ["."], "pool": 2, "pool_preload": ["ik_no_such_module"]},
                   h.mkdir(ph.jupyter / "kernels" / BROKEN_KERNEL))
     logs = h.mkdir(h.base / "logs")
     res = ph.scenario("broken_pool", cwd=str(h.workdir), logdir=str(logs))
@@ -602,11 +608,13 @@ def test_a_broken_pooled_kernelspec_stops_only_its_own_refills(ph):
     assert start["good_ready"], res.context()
     b = start["broken"]
     assert b["failed"] == 3 and b["ready"] == 0 and b["starting"] == 0, b
-    assert "refills stopped: 3 waiting sandboxes in a row failed to start" in b["held_back"], b
+    assert "refills stopped: the last 3 waiting sandboxes failed to start" in b["held_back"], b
     assert "ik_no_such_module" in b["last_error"], b
     assert start["broken_later"]["failed"] == 3 and start["broken_later"]["starting"] == 0, start["broken_later"]
     good = res["good"]
     assert good["refilled"] and good["how"] == "claimed" and good["preloaded"] == "True", (good, res.context())
+    # as a cold kernel's user importing it would see it (ipykernel sets it at start)
+    assert good["seen_mplbackend"] == "module://matplotlib_inline.backend_inline", good
     launch = res["launch"]
     assert launch["how"].startswith("cold") and launch["works"] == "6", launch
     after = launch["after"]

@@ -1,4 +1,4 @@
-// common/strings.hpp: the one list splitter (cgroup options, IK_POOL_PRELOAD).
+// common/strings.hpp: the one list splitter (cgroup options, ...).
 #include <doctest/doctest.h>
 
 #include <string>
