@@ -176,7 +176,14 @@ class Daemon {
   }
 
   void reap() {
-    while (waitpid(-1, nullptr, WNOHANG) > 0) {
+    int status = 0;
+    for (pid_t pid; (pid = waitpid(-1, &status, WNOHANG)) > 0;) {
+      // Said in pool.log: why a helper ended (a waiting one should not).
+      if (WIFSIGNALED(status))
+        log::warn("pool: helper %d killed by signal %d (%s)", static_cast<int>(pid), WTERMSIG(status),
+                  sigabbrev_np(WTERMSIG(status)) ? sigabbrev_np(WTERMSIG(status)) : "?");
+      else if (WIFEXITED(status) && WEXITSTATUS(status) != 0)
+        log::step("pool: helper %d exited with status %d", static_cast<int>(pid), WEXITSTATUS(status));
     }
   }
 
